@@ -1,0 +1,87 @@
+/* Stage 1: configuration. Flags, their BATCH_AGENT_* environment twins (the flag wins)
+ * and the AWS_BATCH_* variables Batch sets, parsed strictly into one struct that the
+ * later stages only read. A bad input is logged with its name and gives BA_EX_USAGE
+ * (flags) or BA_EX_CONFIG (environment).
+ *
+ * The cookie is deliberately not here: only its file's path is. The cookie is read by
+ * the stage that uses it, so that no copy lives longer than needed. */
+#ifndef BATCH_AGENT_CONFIG_H
+#define BATCH_AGENT_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "log.h"
+
+enum role { ROLE_AUTO, ROLE_INIT, ROLE_WORKER, ROLE_MAIN };
+enum protocol { PROTOCOL_NATIVE, PROTOCOL_JULIA };
+enum manager_loss { MANAGER_LOSS_EXIT, MANAGER_LOSS_CONTINUE };
+enum spot_watch { SPOT_WATCH_AUTO, SPOT_WATCH_ON, SPOT_WATCH_OFF };
+
+#define CONFIG_DEFAULT_PORT 49152 /* the port AWSClusterManagers.jl uses */
+
+/* What Batch tells the container. Absent numbers are -1, absent strings NULL. */
+struct batch_env {
+	const char *job_id;              /* AWS_BATCH_JOB_ID: "<uuid>", "<uuid>#N", "<uuid>:N" */
+	long attempt;                    /* AWS_BATCH_JOB_ATTEMPT, from 1 */
+	long array_index;                /* AWS_BATCH_JOB_ARRAY_INDEX */
+	long node_index;                 /* AWS_BATCH_JOB_NODE_INDEX */
+	long main_node_index;            /* AWS_BATCH_JOB_MAIN_NODE_INDEX */
+	long num_nodes;                  /* AWS_BATCH_JOB_NUM_NODES */
+	const char *main_node_addr;      /* AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS, dotted quad */
+	const char *queue;               /* AWS_BATCH_JQ_NAME */
+	const char *compute_environment; /* AWS_BATCH_CE_NAME */
+};
+
+struct config {
+	/* init and launch (issue: foundation) */
+	enum role role;
+	bool exec;              /* --exec: replace the agent with the payload */
+	bool group;             /* -g: signal the payload's process group */
+	int64_t grace_ms;       /* --grace */
+	enum log_level log_level;
+	enum log_format log_format;
+	bool print_config;
+
+	/* connect-back (native protocol, worker and main roles) */
+	const char *manager;     /* --manager HOST:PORT as given, or NULL */
+	long port;               /* --port */
+	const char *cookie_file; /* --cookie-file, or NULL: then BATCH_AGENT_COOKIE */
+	int64_t connect_timeout_ms;
+	int64_t wait_timeout_ms;
+	long min_nodes;          /* --min-nodes; -1 means all nodes */
+	enum manager_loss on_manager_loss;
+	int64_t heartbeat_ms;    /* --heartbeat: interval; loss after 3 intervals of silence */
+	enum protocol protocol;
+	const char *advertise_addr;
+
+	/* AWS endpoints */
+	const char *manager_param;   /* --manager-param, default "manager" */
+	const char *aws_endpoint_url;
+	enum spot_watch spot_watch;
+	int spot_signal;
+
+	struct batch_env batch;
+
+	/* The payload: PROGRAM [ARG...], pointing into the process's argv. */
+	int payload_argc;
+	char **payload_argv;
+};
+
+/* Parse argv and the environment. On BA_OK the struct is complete; help and version
+ * requests print and return the special status CONFIG_EXIT_EARLY (exit 0). */
+#define CONFIG_EXIT_EARLY (-1)
+int config_load(struct config *cfg, int argc, char **argv);
+
+/* --print-config: the resolved configuration as one JSON object (cJSON), with the
+ * role the agent would take. */
+int config_print(const struct config *cfg, enum role resolved_role, FILE *out);
+
+const char *config_role_name(enum role role);
+const char *config_protocol_name(enum protocol protocol);
+
+/* The usage text, for --help and for usage errors. */
+void config_usage(FILE *out);
+
+#endif

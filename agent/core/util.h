@@ -1,0 +1,31 @@
+/* Small helpers shared by every module: strict number parsing, time, memory wiping. */
+#ifndef BATCH_AGENT_UTIL_H
+#define BATCH_AGENT_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Strict decimal integer in [min, max]: no sign unless min < 0, no blanks, no junk,
+ * no empty string. */
+bool util_parse_long(const char *text, long min, long max, long *out);
+
+/* Seconds as a decimal with up to three fractional digits ("10", "0.25") into
+ * milliseconds, within [0, max_ms]. */
+bool util_parse_duration_ms(const char *text, int64_t max_ms, int64_t *out);
+
+/* Boolean setting: 1/0, true/false, yes/no, on/off (any case). */
+bool util_parse_bool(const char *text, bool *out);
+
+/* A signal by name ("TERM", "SIGTERM", "RTMIN+3") or number; 0 when unknown. */
+int util_signal_parse(const char *text);
+/* "SIGTERM", "SIGRTMIN+3"; a static string, or "signal N" in buf. */
+const char *util_signal_name(int sig, char *buf, size_t size);
+
+/* CLOCK_MONOTONIC in milliseconds. */
+int64_t util_now_ms(void);
+
+/* Overwrite secret memory so that the compiler cannot drop the write. */
+void util_wipe(void *p, size_t n);
+
+#endif

@@ -1,1 +1,146 @@
-/* placeholder: filled in by its issue */
+/* The agent's diagnostics on stderr, one write(2) per line. */
+#include "log.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOG_LINE_MAX 2048
+
+static const char *log_program = "batch-agent";
+static enum log_level log_threshold = LOG_LEVEL_INFO;
+static enum log_format log_style = LOG_FORMAT_TEXT;
+
+static const char *const level_names[] = { "error", "warn", "info", "debug" };
+static const char *const format_names[] = { "text", "json" };
+
+void log_setup(const char *program, enum log_level level, enum log_format format)
+{
+	log_program = program;
+	log_threshold = level;
+	log_style = format;
+}
+
+bool log_enabled(enum log_level level)
+{
+	return level <= log_threshold;
+}
+
+static void write_whole(const char *line, size_t length)
+{
+	/* stderr may be a pipe shared with the payload: a single write keeps the line
+	 * whole (POSIX guarantees it for pipes up to PIPE_BUF, and lines are short). */
+	while (length > 0) {
+		ssize_t n = write(STDERR_FILENO, line, length);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		line += n;
+		length -= (size_t)n;
+	}
+}
+
+static void format_time(char *buf, size_t size)
+{
+	struct timeval now;
+	struct tm utc;
+	gettimeofday(&now, NULL);
+	gmtime_r(&now.tv_sec, &utc);
+	size_t n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &utc);
+	snprintf(buf + n, size - n, ".%03ldZ", (long)now.tv_usec / 1000);
+}
+
+static void emit_json(enum log_level level, const char *message)
+{
+	char when[40];
+	format_time(when, sizeof when);
+	cJSON *object = cJSON_CreateObject();
+	char *text = NULL;
+	if (object == NULL)
+		goto out;
+	if (!cJSON_AddStringToObject(object, "time", when) ||
+	    !cJSON_AddStringToObject(object, "level", level_names[level]) ||
+	    !cJSON_AddNumberToObject(object, "pid", (double)getpid()) ||
+	    !cJSON_AddStringToObject(object, "program", log_program) ||
+	    !cJSON_AddStringToObject(object, "msg", message))
+		goto out;
+	text = cJSON_PrintUnformatted(object);
+	if (text == NULL)
+		goto out;
+	size_t length = strlen(text);
+	char line[LOG_LINE_MAX + 256];
+	if (length + 1 < sizeof line) {
+		memcpy(line, text, length);
+		line[length] = '\n';
+		write_whole(line, length + 1);
+	}
+out:
+	cJSON_free(text);
+	cJSON_Delete(object);
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+	if (!log_enabled(level))
+		return;
+	int saved_errno = errno;
+	char message[LOG_LINE_MAX];
+	va_list args;
+	va_start(args, fmt);
+	vsnprintf(message, sizeof message, fmt, args);
+	va_end(args);
+	/* One record is one line: a newline inside a message (from a peer's text, say)
+	 * would let it forge a second record. */
+	for (char *p = message; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+
+	if (log_style == LOG_FORMAT_JSON) {
+		emit_json(level, message);
+	} else {
+		char line[LOG_LINE_MAX + 128];
+		int n = snprintf(line, sizeof line, "%s[%ld]: %s: %s\n", log_program, (long)getpid(),
+				 level_names[level], message);
+		if (n > 0)
+			write_whole(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+	}
+	errno = saved_errno;
+}
+
+bool log_level_parse(const char *text, enum log_level *out)
+{
+	for (size_t i = 0; i < sizeof level_names / sizeof level_names[0]; i++) {
+		if (strcmp(text, level_names[i]) == 0) {
+			*out = (enum log_level)i;
+			return true;
+		}
+	}
+	return false;
+}
+
+bool log_format_parse(const char *text, enum log_format *out)
+{
+	for (size_t i = 0; i < sizeof format_names / sizeof format_names[0]; i++) {
+		if (strcmp(text, format_names[i]) == 0) {
+			*out = (enum log_format)i;
+			return true;
+		}
+	}
+	return false;
+}
+
+const char *log_level_name(enum log_level level)
+{
+	return level_names[level];
+}
+
+const char *log_format_name(enum log_format format)
+{
+	return format_names[format];
+}

@@ -1,1 +1,158 @@
-/* placeholder: filled in by its issue */
+/* Small helpers shared by every module. */
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+bool util_parse_long(const char *text, long min, long max, long *out)
+{
+	if (text == NULL || *text == '\0')
+		return false;
+	/* strtol would accept leading blanks and a '+'; a setting that looks odd is a
+	 * typo more often than intent, so insist on plain digits. */
+	const char *digits = text;
+	if (*digits == '-' && min < 0)
+		digits++;
+	if (*digits == '\0')
+		return false;
+	for (const char *p = digits; *p; p++)
+		if (!isdigit((unsigned char)*p))
+			return false;
+	errno = 0;
+	char *end = NULL;
+	long value = strtol(text, &end, 10);
+	if (errno != 0 || *end != '\0' || value < min || value > max)
+		return false;
+	*out = value;
+	return true;
+}
+
+bool util_parse_duration_ms(const char *text, int64_t max_ms, int64_t *out)
+{
+	if (text == NULL || !isdigit((unsigned char)*text))
+		return false;
+	int64_t whole = 0;
+	const char *p = text;
+	for (; isdigit((unsigned char)*p); p++) {
+		whole = whole * 10 + (*p - '0');
+		if (whole > max_ms / 1000 + 1)
+			return false;
+	}
+	int64_t fraction_ms = 0;
+	if (*p == '.') {
+		p++;
+		int digits = 0;
+		for (; isdigit((unsigned char)*p); p++, digits++) {
+			if (digits >= 3)
+				return false;
+			fraction_ms = fraction_ms * 10 + (*p - '0');
+		}
+		if (digits == 0)
+			return false;
+		for (; digits < 3; digits++)
+			fraction_ms *= 10;
+	}
+	if (*p != '\0')
+		return false;
+	int64_t total = whole * 1000 + fraction_ms;
+	if (total > max_ms)
+		return false;
+	*out = total;
+	return true;
+}
+
+bool util_parse_bool(const char *text, bool *out)
+{
+	static const char *const yes[] = { "1", "true", "yes", "on" };
+	static const char *const no[] = { "0", "false", "no", "off" };
+	if (text == NULL)
+		return false;
+	for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+		if (strcasecmp(text, yes[i]) == 0) {
+			*out = true;
+			return true;
+		}
+		if (strcasecmp(text, no[i]) == 0) {
+			*out = false;
+			return true;
+		}
+	}
+	return false;
+}
+
+static const struct {
+	int number;
+	const char *name;
+} signal_names[] = {
+	{ SIGHUP, "HUP" },   { SIGINT, "INT" },   { SIGQUIT, "QUIT" },     { SIGILL, "ILL" },
+	{ SIGTRAP, "TRAP" }, { SIGABRT, "ABRT" }, { SIGBUS, "BUS" },       { SIGFPE, "FPE" },
+	{ SIGKILL, "KILL" }, { SIGUSR1, "USR1" }, { SIGSEGV, "SEGV" },     { SIGUSR2, "USR2" },
+	{ SIGPIPE, "PIPE" }, { SIGALRM, "ALRM" }, { SIGTERM, "TERM" },     { SIGSTKFLT, "STKFLT" },
+	{ SIGCHLD, "CHLD" }, { SIGCONT, "CONT" }, { SIGSTOP, "STOP" },     { SIGTSTP, "TSTP" },
+	{ SIGTTIN, "TTIN" }, { SIGTTOU, "TTOU" }, { SIGURG, "URG" },       { SIGXCPU, "XCPU" },
+	{ SIGXFSZ, "XFSZ" }, { SIGVTALRM, "VTALRM" }, { SIGPROF, "PROF" }, { SIGWINCH, "WINCH" },
+	{ SIGIO, "IO" },     { SIGPWR, "PWR" },   { SIGSYS, "SYS" },
+};
+
+int util_signal_parse(const char *text)
+{
+	if (text == NULL)
+		return 0;
+	long number;
+	if (util_parse_long(text, 1, SIGRTMAX, &number))
+		return (int)number;
+	if (strncasecmp(text, "SIG", 3) == 0)
+		text += 3;
+	for (size_t i = 0; i < sizeof signal_names / sizeof signal_names[0]; i++)
+		if (strcasecmp(text, signal_names[i].name) == 0)
+			return signal_names[i].number;
+	if (strncasecmp(text, "RTMIN", 5) == 0 || strncasecmp(text, "RTMAX", 5) == 0) {
+		bool from_min = strncasecmp(text, "RTMIN", 5) == 0;
+		const char *offset_text = text + 5;
+		long offset = 0;
+		if (*offset_text != '\0') {
+			if (*offset_text != (from_min ? '+' : '-'))
+				return 0;
+			if (!util_parse_long(offset_text + 1, 0, SIGRTMAX - SIGRTMIN, &offset))
+				return 0;
+		}
+		return from_min ? SIGRTMIN + (int)offset : SIGRTMAX - (int)offset;
+	}
+	return 0;
+}
+
+const char *util_signal_name(int sig, char *buf, size_t size)
+{
+	for (size_t i = 0; i < sizeof signal_names / sizeof signal_names[0]; i++) {
+		if (signal_names[i].number == sig) {
+			snprintf(buf, size, "SIG%s", signal_names[i].name);
+			return buf;
+		}
+	}
+	if (sig >= SIGRTMIN && sig <= SIGRTMAX)
+		snprintf(buf, size, "SIGRTMIN+%d", sig - SIGRTMIN);
+	else
+		snprintf(buf, size, "signal %d", sig);
+	return buf;
+}
+
+int64_t util_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void util_wipe(void *p, size_t n)
+{
+	if (p == NULL || n == 0)
+		return;
+	/* explicit_bzero is glibc's guaranteed-not-elided memset. */
+	explicit_bzero(p, n);
+}

@@ -1,1 +1,424 @@
-/* placeholder: filled in by its issue */
+/* Stage 1: flags, BATCH_AGENT_* settings and the AWS_BATCH_* environment.
+ *
+ * Each setting is one row of a table: its flag, its environment twin and one parser.
+ * The environment is applied first and the flags after, so the flag wins; the same
+ * parser serves both, so a value means the same thing wherever it comes from. */
+#include "config.h"
+
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "batchenv.h"
+#include "status.h"
+#include "util.h"
+
+#define MAX_TIMEOUT_MS ((int64_t)7 * 24 * 3600 * 1000)
+
+typedef bool (*setting_parser)(struct config *cfg, const char *text);
+
+struct setting {
+	const char *flag;     /* long option name */
+	int short_flag;       /* 0 when none */
+	bool takes_value;     /* false: a switch, whose environment twin is a boolean */
+	const char *env;      /* BATCH_AGENT_* twin */
+	setting_parser parse; /* for switches: called with "1" or the environment's text */
+	const char *expected; /* what a valid value looks like, for the error message */
+};
+
+static bool parse_role(struct config *cfg, const char *text)
+{
+	static const char *const names[] = { "auto", "init", "worker", "main" };
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		if (strcmp(text, names[i]) == 0) {
+			cfg->role = (enum role)i;
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool parse_exec(struct config *cfg, const char *text)
+{
+	return util_parse_bool(text, &cfg->exec);
+}
+
+static bool parse_group(struct config *cfg, const char *text)
+{
+	return util_parse_bool(text, &cfg->group);
+}
+
+static bool parse_print_config(struct config *cfg, const char *text)
+{
+	return util_parse_bool(text, &cfg->print_config);
+}
+
+static bool parse_grace(struct config *cfg, const char *text)
+{
+	return util_parse_duration_ms(text, MAX_TIMEOUT_MS, &cfg->grace_ms);
+}
+
+static bool parse_log_level(struct config *cfg, const char *text)
+{
+	return log_level_parse(text, &cfg->log_level);
+}
+
+static bool parse_log_format(struct config *cfg, const char *text)
+{
+	return log_format_parse(text, &cfg->log_format);
+}
+
+static bool parse_manager(struct config *cfg, const char *text)
+{
+	/* The address itself is checked by the stage that dials it, which knows the
+	 * forms it accepts (and Ref::name, which Batch leaves when no value was given). */
+	if (*text == '\0')
+		return false;
+	cfg->manager = text;
+	return true;
+}
+
+static bool parse_port(struct config *cfg, const char *text)
+{
+	return util_parse_long(text, 1, 65535, &cfg->port);
+}
+
+static bool parse_cookie_file(struct config *cfg, const char *text)
+{
+	if (*text == '\0')
+		return false;
+	cfg->cookie_file = text;
+	return true;
+}
+
+static bool parse_connect_timeout(struct config *cfg, const char *text)
+{
+	return util_parse_duration_ms(text, MAX_TIMEOUT_MS, &cfg->connect_timeout_ms);
+}
+
+static bool parse_wait_timeout(struct config *cfg, const char *text)
+{
+	return util_parse_duration_ms(text, MAX_TIMEOUT_MS, &cfg->wait_timeout_ms);
+}
+
+static bool parse_min_nodes(struct config *cfg, const char *text)
+{
+	return util_parse_long(text, 1, 100000, &cfg->min_nodes);
+}
+
+static bool parse_on_manager_loss(struct config *cfg, const char *text)
+{
+	if (strcmp(text, "exit") == 0)
+		cfg->on_manager_loss = MANAGER_LOSS_EXIT;
+	else if (strcmp(text, "continue") == 0)
+		cfg->on_manager_loss = MANAGER_LOSS_CONTINUE;
+	else
+		return false;
+	return true;
+}
+
+static bool parse_heartbeat(struct config *cfg, const char *text)
+{
+	return util_parse_duration_ms(text, MAX_TIMEOUT_MS, &cfg->heartbeat_ms) && cfg->heartbeat_ms >= 10;
+}
+
+static bool parse_protocol(struct config *cfg, const char *text)
+{
+	if (strcmp(text, "native") == 0)
+		cfg->protocol = PROTOCOL_NATIVE;
+	else if (strcmp(text, "julia") == 0)
+		cfg->protocol = PROTOCOL_JULIA;
+	else
+		return false;
+	return true;
+}
+
+static bool parse_advertise_addr(struct config *cfg, const char *text)
+{
+	if (*text == '\0')
+		return false;
+	cfg->advertise_addr = text;
+	return true;
+}
+
+static bool parse_manager_param(struct config *cfg, const char *text)
+{
+	if (*text == '\0')
+		return false;
+	cfg->manager_param = text;
+	return true;
+}
+
+static bool parse_aws_endpoint_url(struct config *cfg, const char *text)
+{
+	if (strncmp(text, "https://", 8) != 0 && strncmp(text, "http://", 7) != 0)
+		return false;
+	cfg->aws_endpoint_url = text;
+	return true;
+}
+
+static bool parse_spot_watch(struct config *cfg, const char *text)
+{
+	bool on;
+	if (strcmp(text, "auto") == 0)
+		cfg->spot_watch = SPOT_WATCH_AUTO;
+	else if (util_parse_bool(text, &on))
+		cfg->spot_watch = on ? SPOT_WATCH_ON : SPOT_WATCH_OFF;
+	else
+		return false;
+	return true;
+}
+
+static bool parse_spot_signal(struct config *cfg, const char *text)
+{
+	int sig = util_signal_parse(text);
+	if (sig == 0 || sig == SIGKILL || sig == SIGSTOP || sig == SIGCHLD)
+		return false;
+	cfg->spot_signal = sig;
+	return true;
+}
+
+static const struct setting settings[] = {
+	{ "role", 0, true, "BATCH_AGENT_ROLE", parse_role, "auto, init, worker or main" },
+	{ "exec", 0, false, "BATCH_AGENT_EXEC", parse_exec, "a boolean (1/0, true/false)" },
+	{ "group", 'g', false, "BATCH_AGENT_GROUP", parse_group, "a boolean (1/0, true/false)" },
+	{ "grace", 0, true, "BATCH_AGENT_GRACE", parse_grace, "seconds, e.g. 10 or 2.5" },
+	{ "log-level", 0, true, "BATCH_AGENT_LOG_LEVEL", parse_log_level, "error, warn, info or debug" },
+	{ "log-format", 0, true, "BATCH_AGENT_LOG_FORMAT", parse_log_format, "text or json" },
+	{ "print-config", 0, false, "BATCH_AGENT_PRINT_CONFIG", parse_print_config, "a boolean (1/0, true/false)" },
+	{ "manager", 0, true, "BATCH_AGENT_MANAGER", parse_manager, "HOST:PORT" },
+	{ "port", 0, true, "BATCH_AGENT_PORT", parse_port, "a port number from 1 to 65535" },
+	{ "cookie-file", 0, true, "BATCH_AGENT_COOKIE_FILE", parse_cookie_file, "a file name" },
+	{ "connect-timeout", 0, true, "BATCH_AGENT_CONNECT_TIMEOUT", parse_connect_timeout, "seconds" },
+	{ "wait-timeout", 0, true, "BATCH_AGENT_WAIT_TIMEOUT", parse_wait_timeout, "seconds" },
+	{ "min-nodes", 0, true, "BATCH_AGENT_MIN_NODES", parse_min_nodes, "a node count from 1" },
+	{ "on-manager-loss", 0, true, "BATCH_AGENT_ON_MANAGER_LOSS", parse_on_manager_loss, "exit or continue" },
+	{ "heartbeat", 0, true, "BATCH_AGENT_HEARTBEAT", parse_heartbeat, "seconds, at least 0.01" },
+	{ "protocol", 0, true, "BATCH_AGENT_PROTOCOL", parse_protocol, "native or julia" },
+	{ "advertise-addr", 0, true, "BATCH_AGENT_ADVERTISE_ADDR", parse_advertise_addr, "an IP address" },
+	{ "manager-param", 0, true, "BATCH_AGENT_MANAGER_PARAM", parse_manager_param, "a job parameter name" },
+	{ "aws-endpoint-url", 0, true, "BATCH_AGENT_AWS_ENDPOINT_URL", parse_aws_endpoint_url, "an http:// or https:// URL" },
+	{ "spot-watch", 0, true, "BATCH_AGENT_SPOT_WATCH", parse_spot_watch, "auto, on or off" },
+	{ "spot-signal", 0, true, "BATCH_AGENT_SPOT_SIGNAL", parse_spot_signal, "a signal name or number, e.g. TERM" },
+};
+
+#define SETTING_COUNT (sizeof settings / sizeof settings[0])
+#define OPTION_HELP 1000
+#define OPTION_VERSION 1001
+
+static void set_defaults(struct config *cfg)
+{
+	memset(cfg, 0, sizeof *cfg);
+	cfg->role = ROLE_AUTO;
+	cfg->grace_ms = 10 * 1000;
+	cfg->log_level = LOG_LEVEL_INFO;
+	cfg->log_format = LOG_FORMAT_TEXT;
+	cfg->port = CONFIG_DEFAULT_PORT;
+	cfg->connect_timeout_ms = 300 * 1000;
+	cfg->wait_timeout_ms = 300 * 1000;
+	cfg->min_nodes = -1;
+	cfg->on_manager_loss = MANAGER_LOSS_EXIT;
+	cfg->heartbeat_ms = 10 * 1000;
+	cfg->protocol = PROTOCOL_NATIVE;
+	cfg->manager_param = "manager";
+	cfg->spot_watch = SPOT_WATCH_AUTO;
+	cfg->spot_signal = SIGTERM;
+}
+
+static int apply_environment(struct config *cfg)
+{
+	for (size_t i = 0; i < SETTING_COUNT; i++) {
+		const char *text = getenv(settings[i].env);
+		if (text == NULL)
+			continue;
+		if (!settings[i].parse(cfg, text)) {
+			log_error("environment variable %s=\"%s\" is invalid: expected %s", settings[i].env,
+				  text, settings[i].expected);
+			return BA_EX_CONFIG;
+		}
+	}
+	return BA_OK;
+}
+
+static int apply_flags(struct config *cfg, int argc, char **argv)
+{
+	struct option options[SETTING_COUNT + 3];
+	char short_options[16] = "+";
+	size_t short_length = 1;
+	for (size_t i = 0; i < SETTING_COUNT; i++) {
+		options[i] = (struct option){ settings[i].flag,
+					      settings[i].takes_value ? required_argument : no_argument,
+					      NULL, settings[i].short_flag ? settings[i].short_flag : (int)i + 1 };
+		if (settings[i].short_flag)
+			short_options[short_length++] = (char)settings[i].short_flag;
+	}
+	options[SETTING_COUNT] = (struct option){ "help", no_argument, NULL, OPTION_HELP };
+	options[SETTING_COUNT + 1] = (struct option){ "version", no_argument, NULL, OPTION_VERSION };
+	options[SETTING_COUNT + 2] = (struct option){ 0 };
+	strcpy(short_options + short_length, "hV");
+
+	opterr = 0; /* our messages name the flag and say what it expects */
+	optind = 1;
+	for (;;) {
+		int previous_optind = optind;
+		int code = getopt_long(argc, argv, short_options, options, NULL);
+		if (code == -1)
+			break;
+		if (code == 'h' || code == OPTION_HELP) {
+			config_usage(stdout);
+			return CONFIG_EXIT_EARLY;
+		}
+		if (code == 'V' || code == OPTION_VERSION) {
+			printf("batch-agent %s\n", BATCH_AGENT_VERSION);
+			return CONFIG_EXIT_EARLY;
+		}
+		if (code == '?' || code == ':') {
+			const char *given = argv[previous_optind] ? argv[previous_optind] : "?";
+			if (optopt != 0 && strncmp(given, "--", 2) != 0)
+				log_error("unknown option -%c (see --help)", optopt);
+			else if (optopt != 0)
+				log_error("option %s needs a value (see --help)", given);
+			else
+				log_error("unknown option %s (see --help)", given);
+			return BA_EX_USAGE;
+		}
+		const struct setting *setting = NULL;
+		for (size_t i = 0; i < SETTING_COUNT; i++)
+			if (code == (settings[i].short_flag ? settings[i].short_flag : (int)i + 1))
+				setting = &settings[i];
+		if (setting == NULL)
+			return BA_EX_SOFTWARE;
+		const char *value = setting->takes_value ? optarg : "1";
+		if (!setting->parse(cfg, value)) {
+			log_error("option --%s \"%s\" is invalid: expected %s", setting->flag, value,
+				  setting->expected);
+			return BA_EX_USAGE;
+		}
+	}
+	cfg->payload_argc = argc - optind;
+	cfg->payload_argv = argv + optind;
+	return BA_OK;
+}
+
+int config_load(struct config *cfg, int argc, char **argv)
+{
+	set_defaults(cfg);
+	/* Errors are reported in the log style configured so far: the environment's,
+	 * until the flags have been read. */
+	int rc = apply_environment(cfg);
+	log_setup("batch-agent", cfg->log_level, cfg->log_format);
+	if (rc != BA_OK)
+		return rc;
+	rc = apply_flags(cfg, argc, argv);
+	log_setup("batch-agent", cfg->log_level, cfg->log_format);
+	if (rc != BA_OK)
+		return rc;
+	rc = batchenv_load(&cfg->batch);
+	if (rc != BA_OK)
+		return rc;
+	if (cfg->min_nodes > 0 && cfg->batch.num_nodes > 0 && cfg->min_nodes > cfg->batch.num_nodes) {
+		log_error("--min-nodes %ld is more than the job's %ld nodes (AWS_BATCH_JOB_NUM_NODES)",
+			  cfg->min_nodes, cfg->batch.num_nodes);
+		return BA_EX_CONFIG;
+	}
+	if (cfg->payload_argc == 0 && !cfg->print_config) {
+		log_error("no PROGRAM given: usage is batch-agent [OPTIONS] [--] PROGRAM [ARG...] (see --help)");
+		return BA_EX_USAGE;
+	}
+	return BA_OK;
+}
+
+const char *config_role_name(enum role role)
+{
+	static const char *const names[] = { "auto", "init", "worker", "main" };
+	return names[role];
+}
+
+const char *config_protocol_name(enum protocol protocol)
+{
+	return protocol == PROTOCOL_JULIA ? "julia" : "native";
+}
+
+static cJSON *number_or_null(long value)
+{
+	return value < 0 ? cJSON_CreateNull() : cJSON_CreateNumber((double)value);
+}
+
+static cJSON *string_or_null(const char *value)
+{
+	return value == NULL ? cJSON_CreateNull() : cJSON_CreateString(value);
+}
+
+static cJSON *describe_batch_env(const struct batch_env *batch)
+{
+	cJSON *object = cJSON_CreateObject();
+	if (object == NULL)
+		return NULL;
+	cJSON_AddItemToObject(object, "job_id", string_or_null(batch->job_id));
+	cJSON_AddItemToObject(object, "attempt", number_or_null(batch->attempt));
+	cJSON_AddItemToObject(object, "array_index", number_or_null(batch->array_index));
+	cJSON_AddItemToObject(object, "node_index", number_or_null(batch->node_index));
+	cJSON_AddItemToObject(object, "main_node_index", number_or_null(batch->main_node_index));
+	cJSON_AddItemToObject(object, "num_nodes", number_or_null(batch->num_nodes));
+	cJSON_AddItemToObject(object, "main_node_address", string_or_null(batch->main_node_addr));
+	cJSON_AddItemToObject(object, "queue", string_or_null(batch->queue));
+	cJSON_AddItemToObject(object, "compute_environment", string_or_null(batch->compute_environment));
+	return object;
+}
+
+int config_print(const struct config *cfg, enum role resolved_role, FILE *out)
+{
+	static const char *const spot_names[] = { "auto", "on", "off" };
+	char signal_buf[32];
+	int rc = BA_EX_OSERR;
+	char *text = NULL;
+	cJSON *object = cJSON_CreateObject();
+	cJSON *payload = cJSON_CreateStringArray((const char *const *)cfg->payload_argv, cfg->payload_argc);
+	if (object == NULL || payload == NULL)
+		goto out;
+	cJSON_AddStringToObject(object, "version", BATCH_AGENT_VERSION);
+	cJSON_AddStringToObject(object, "role", config_role_name(resolved_role));
+	cJSON_AddStringToObject(object, "role_setting", config_role_name(cfg->role));
+	cJSON_AddBoolToObject(object, "exec", cfg->exec);
+	cJSON_AddBoolToObject(object, "group", cfg->group);
+	cJSON_AddNumberToObject(object, "grace_seconds", (double)cfg->grace_ms / 1000.0);
+	cJSON_AddStringToObject(object, "log_level", log_level_name(cfg->log_level));
+	cJSON_AddStringToObject(object, "log_format", log_format_name(cfg->log_format));
+	cJSON_AddItemToObject(object, "manager", string_or_null(cfg->manager));
+	cJSON_AddNumberToObject(object, "port", (double)cfg->port);
+	/* Where the cookie would come from, never the cookie. */
+	cJSON_AddItemToObject(object, "cookie_source",
+			      string_or_null(cfg->cookie_file ? "file"
+					     : getenv("BATCH_AGENT_COOKIE") ? "environment"
+									    : NULL));
+	cJSON_AddItemToObject(object, "cookie_file", string_or_null(cfg->cookie_file));
+	cJSON_AddNumberToObject(object, "connect_timeout_seconds", (double)cfg->connect_timeout_ms / 1000.0);
+	cJSON_AddNumberToObject(object, "wait_timeout_seconds", (double)cfg->wait_timeout_ms / 1000.0);
+	cJSON_AddItemToObject(object, "min_nodes", number_or_null(cfg->min_nodes));
+	cJSON_AddStringToObject(object, "on_manager_loss",
+				cfg->on_manager_loss == MANAGER_LOSS_EXIT ? "exit" : "continue");
+	cJSON_AddNumberToObject(object, "heartbeat_seconds", (double)cfg->heartbeat_ms / 1000.0);
+	cJSON_AddStringToObject(object, "protocol", config_protocol_name(cfg->protocol));
+	cJSON_AddItemToObject(object, "advertise_addr", string_or_null(cfg->advertise_addr));
+	cJSON_AddStringToObject(object, "manager_param", cfg->manager_param);
+	cJSON_AddItemToObject(object, "aws_endpoint_url", string_or_null(cfg->aws_endpoint_url));
+	cJSON_AddStringToObject(object, "spot_watch", spot_names[cfg->spot_watch]);
+	cJSON_AddStringToObject(object, "spot_signal", util_signal_name(cfg->spot_signal, signal_buf, sizeof signal_buf));
+	cJSON_AddItemToObject(object, "aws_batch", describe_batch_env(&cfg->batch));
+	cJSON_AddItemToObject(object, "payload", payload);
+	payload = NULL;
+	text = cJSON_Print(object);
+	if (text == NULL)
+		goto out;
+	if (fprintf(out, "%s\n", text) < 0 || fflush(out) != 0)
+		goto out;
+	rc = BA_OK;
+out:
+	cJSON_free(text);
+	cJSON_Delete(payload);
+	cJSON_Delete(object);
+	return rc;
+}

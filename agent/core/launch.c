@@ -1,1 +1,247 @@
-/* placeholder: filled in by its issue */
+/* Building the payload's argv and environment, and starting it. */
+#include "launch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "signals.h"
+#include "status.h"
+
+extern char **environ;
+
+struct placeholder {
+	const char *token;
+	const char *env;
+	const char *value;
+};
+
+static int expand_argument(const char *arg, int index, const struct placeholder *table, size_t count,
+			   char **out)
+{
+	size_t length = strlen(arg) + 1;
+	/* First pass: size the result and refuse placeholders without a value. */
+	for (size_t i = 0; i < count; i++) {
+		size_t token_length = strlen(table[i].token);
+		for (const char *p = strstr(arg, table[i].token); p; p = strstr(p + token_length, table[i].token)) {
+			if (table[i].value == NULL) {
+				log_error("PROGRAM argument %d uses %s, but this role has no %s to give", index,
+					  table[i].token, table[i].env);
+				return BA_EX_CONFIG;
+			}
+			length += strlen(table[i].value);
+		}
+	}
+	char *result = malloc(length);
+	if (result == NULL)
+		return BA_EX_OSERR;
+	char *w = result;
+	for (const char *p = arg; *p;) {
+		bool replaced = false;
+		for (size_t i = 0; i < count && !replaced; i++) {
+			size_t token_length = strlen(table[i].token);
+			if (strncmp(p, table[i].token, token_length) == 0) {
+				size_t value_length = strlen(table[i].value);
+				memcpy(w, table[i].value, value_length);
+				w += value_length;
+				p += token_length;
+				replaced = true;
+			}
+		}
+		if (!replaced)
+			*w++ = *p++;
+	}
+	*w = '\0';
+	*out = result;
+	return BA_OK;
+}
+
+static bool is_replaced(const char *entry, const struct placeholder *table, size_t count)
+{
+	if (strncmp(entry, "BATCH_AGENT_COOKIE=", 19) == 0 || strncmp(entry, "BATCH_AGENT_FD=", 15) == 0)
+		return true;
+	for (size_t i = 0; i < count; i++) {
+		size_t name_length = strlen(table[i].env);
+		if (table[i].value && strncmp(entry, table[i].env, name_length) == 0 && entry[name_length] == '=')
+			return true;
+	}
+	return false;
+}
+
+static char *format_entry(const char *name, const char *value)
+{
+	char *entry = NULL;
+	if (asprintf(&entry, "%s=%s", name, value) < 0)
+		return NULL;
+	return entry;
+}
+
+int launch_prepare(struct payload *payload, const struct config *cfg, const struct launch_vars *vars)
+{
+	static const struct launch_vars none = { .handover_fd = -1 };
+	if (vars == NULL)
+		vars = &none;
+	const struct placeholder table[] = {
+		{ "{{MANAGER}}", "BATCH_AGENT_MANAGER", vars->manager },
+		{ "{{NODE_ADDR}}", "BATCH_AGENT_NODE_ADDR", vars->node_addr },
+		{ "{{HOSTFILE}}", "BATCH_AGENT_HOSTFILE", vars->hostfile },
+		{ "{{NODES}}", "BATCH_AGENT_NODES", vars->nodes },
+	};
+	const size_t count = sizeof table / sizeof table[0];
+	int rc = BA_EX_OSERR;
+	memset(payload, 0, sizeof *payload);
+	payload->stdin_fd = payload->stdout_fd = payload->keep_fd = -1;
+
+	payload->argv = calloc((size_t)cfg->payload_argc + 1, sizeof *payload->argv);
+	if (payload->argv == NULL)
+		goto fail;
+	for (int i = 0; i < cfg->payload_argc; i++) {
+		rc = expand_argument(cfg->payload_argv[i], i, table, count, &payload->argv[i]);
+		if (rc != BA_OK)
+			goto fail;
+	}
+
+	size_t inherited = 0, extra = 0;
+	while (environ[inherited])
+		inherited++;
+	while (vars->extra_env && vars->extra_env[extra])
+		extra++;
+	rc = BA_EX_OSERR;
+	payload->envp = calloc(inherited + count + extra + 2, sizeof *payload->envp);
+	if (payload->envp == NULL)
+		goto fail;
+	size_t n = 0;
+	for (size_t i = 0; i < inherited; i++) {
+		if (is_replaced(environ[i], table, count))
+			continue;
+		if ((payload->envp[n++] = strdup(environ[i])) == NULL)
+			goto fail;
+	}
+	for (size_t i = 0; i < count; i++)
+		if (table[i].value && (payload->envp[n++] = format_entry(table[i].env, table[i].value)) == NULL)
+			goto fail;
+	for (size_t i = 0; i < extra; i++)
+		if ((payload->envp[n++] = strdup(vars->extra_env[i])) == NULL)
+			goto fail;
+	if (vars->handover_fd >= 0) {
+		char number[16];
+		snprintf(number, sizeof number, "%d", vars->handover_fd);
+		if ((payload->envp[n++] = format_entry("BATCH_AGENT_FD", number)) == NULL)
+			goto fail;
+		payload->keep_fd = vars->handover_fd;
+	}
+	return BA_OK;
+fail:
+	if (rc == BA_EX_OSERR)
+		log_error("preparing the payload: out of memory");
+	launch_release(payload);
+	return rc;
+}
+
+void launch_release(struct payload *payload)
+{
+	for (char **p = payload->argv; p && *p; p++)
+		free(*p);
+	for (char **p = payload->envp; p && *p; p++)
+		free(*p);
+	free(payload->argv);
+	free(payload->envp);
+	payload->argv = payload->envp = NULL;
+}
+
+static int exec_failure_status(int error)
+{
+	return error == ENOENT || error == ENOTDIR ? BA_EX_NOTFOUND : BA_EX_NOEXEC;
+}
+
+static void report_exec_failure(const char *program, int error)
+{
+	if ((error == ENOENT || error == ENOTDIR) && strchr(program, '/') == NULL)
+		log_error("payload %s not found in PATH=%s", program, getenv("PATH") ? getenv("PATH") : "");
+	else if (error == ENOENT || error == ENOTDIR)
+		log_error("payload %s not found: %s", program, strerror(error));
+	else
+		log_error("payload %s cannot be executed: %s", program, strerror(error));
+}
+
+/* In the child: async-signal-safe calls only until exec. */
+static int prepare_child_fds(const struct payload *payload)
+{
+	if (payload->stdin_fd >= 0 && dup2(payload->stdin_fd, STDIN_FILENO) < 0)
+		return -1;
+	if (payload->stdout_fd >= 0 && dup2(payload->stdout_fd, STDOUT_FILENO) < 0)
+		return -1;
+	if (payload->keep_fd >= 0) {
+		int flags = fcntl(payload->keep_fd, F_GETFD);
+		if (flags < 0 || fcntl(payload->keep_fd, F_SETFD, flags & ~FD_CLOEXEC) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int launch_exec(const struct payload *payload)
+{
+	signals_restore_inherited();
+	if (prepare_child_fds(payload) == 0)
+		execvpe(payload->argv[0], payload->argv, payload->envp);
+	int error = errno;
+	report_exec_failure(payload->argv[0], error);
+	return exec_failure_status(error);
+}
+
+int launch_spawn(const struct payload *payload, pid_t *pid_out)
+{
+	/* The child reports a failed exec through this pipe; a successful exec closes it
+	 * (O_CLOEXEC), so the parent's read returns 0 exactly when exec worked. */
+	int report[2];
+	if (pipe2(report, O_CLOEXEC) < 0) {
+		log_error("pipe2: %m");
+		return BA_EX_OSERR;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_error("fork: %m");
+		close(report[0]);
+		close(report[1]);
+		return BA_EX_OSERR;
+	}
+	if (pid == 0) {
+		close(report[0]);
+		/* Our own process group, and the terminal's foreground when we have one, so
+		 * that Ctrl-C and job control reach the payload and not the agent (as tini).
+		 * SIGTTOU is still blocked here, so tcsetpgrp works from the background. */
+		setpgid(0, 0);
+		if (isatty(STDIN_FILENO))
+			tcsetpgrp(STDIN_FILENO, getpid());
+		signals_restore_inherited();
+		int error = 0;
+		if (prepare_child_fds(payload) == 0)
+			execvpe(payload->argv[0], payload->argv, payload->envp);
+		error = errno;
+		ssize_t ignored = write(report[1], &error, sizeof error);
+		(void)ignored;
+		_exit(exec_failure_status(error));
+	}
+	close(report[1]);
+	/* Also from the parent, so the group exists before we ever signal it. */
+	setpgid(pid, pid);
+	int error = 0;
+	ssize_t n;
+	do
+		n = read(report[0], &error, sizeof error);
+	while (n < 0 && errno == EINTR);
+	close(report[0]);
+	if (n == (ssize_t)sizeof error) {
+		report_exec_failure(payload->argv[0], error);
+		waitpid(pid, NULL, 0);
+		return exec_failure_status(error);
+	}
+	*pid_out = pid;
+	return BA_OK;
+}

@@ -1,2 +1,43 @@
+/* batch-agent: the table of contents.
+ *
+ *   config -> role -> discover -> dial -> handshake -> launch (exec | supervise) -> exit
+ *
+ * This binary holds the stages every role needs and the whole init role. The worker
+ * and main roles continue in batch-agent-net (net/main.c), chain-loaded so that the
+ * init role's start-up stays as light as tini's. */
 #include <stdio.h>
-int main(void) { fputs("not built yet\n", stderr); return 70; }
+
+#include "chainload.h"
+#include "config.h"
+#include "launch.h"
+#include "role.h"
+#include "status.h"
+#include "supervise.h"
+
+int main(int argc, char **argv)
+{
+	struct config cfg;
+	struct payload payload;
+	enum role role;
+
+	int rc = config_load(&cfg, argc, argv);
+	if (rc != BA_OK)
+		return rc == CONFIG_EXIT_EARLY ? BA_OK : rc;
+	rc = role_decide(&cfg, &role);
+	if (rc != BA_OK)
+		return rc;
+	if (cfg.print_config)
+		return config_print(&cfg, role, stdout);
+	if (role != ROLE_INIT)
+		return chainload_network_stages(argv);
+
+	rc = launch_prepare(&payload, &cfg, NULL);
+	if (rc != BA_OK)
+		return rc;
+	if (cfg.exec)
+		rc = launch_exec(&payload);
+	else
+		rc = supervise_run(&(struct supervise_opts){ .group = cfg.group, .grace_ms = cfg.grace_ms }, &payload);
+	launch_release(&payload);
+	return rc;
+}

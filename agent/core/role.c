@@ -1,1 +1,32 @@
-/* placeholder: filled in by its issue */
+/* Stage 2: which role this node plays. */
+#include "role.h"
+
+#include "batchenv.h"
+#include "status.h"
+
+static enum role role_automatic(const struct config *cfg)
+{
+	if (batchenv_is_mnp(&cfg->batch)) {
+		if (cfg->batch.node_index != cfg->batch.main_node_index)
+			return ROLE_WORKER;
+		/* With the Julia dialect the manager is the main payload itself (it listens
+		 * on the port): the agent is its init and nothing more. */
+		return cfg->protocol == PROTOCOL_JULIA ? ROLE_INIT : ROLE_MAIN;
+	}
+	return cfg->manager != NULL ? ROLE_WORKER : ROLE_INIT;
+}
+
+int role_decide(const struct config *cfg, enum role *out)
+{
+	enum role role = cfg->role == ROLE_AUTO ? role_automatic(cfg) : cfg->role;
+	if (role == ROLE_MAIN && cfg->batch.num_nodes < 0) {
+		log_error("the main role needs AWS_BATCH_JOB_NUM_NODES (the number of nodes to wait for)");
+		return BA_EX_CONFIG;
+	}
+	if (role == ROLE_MAIN && cfg->protocol == PROTOCOL_JULIA) {
+		log_error("--role main with --protocol julia: the Julia manager is the main payload; use --role init or auto");
+		return BA_EX_CONFIG;
+	}
+	*out = role;
+	return BA_OK;
+}

@@ -1,1 +1,402 @@
-/* placeholder: filled in by its issue */
+/* The init loop. Read top to bottom: create, spawn, the signal handler, reaping, the
+ * clean-up after the payload, and the timers that bound every wait. */
+#include "supervise.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "signals.h"
+#include "status.h"
+#include "util.h"
+
+/* After SIGKILL, how long to wait for processes stuck in uninterruptible sleep before
+ * exiting anyway: an agent that never exits is worse than one stray process. */
+#define KILL_SETTLE_MS 5000
+
+enum phase {
+	PHASE_IDLE,     /* no payload yet */
+	PHASE_RUNNING,  /* the payload runs */
+	PHASE_CLEANUP,  /* the payload ended; waiting for what it left behind */
+	PHASE_DONE,
+};
+
+struct supervisor {
+	struct loop *loop;
+	struct supervise_opts opts;
+	struct supervise_hooks hooks;
+	enum phase phase;
+	pid_t pid;              /* the payload, also its process group */
+	int exit_status;
+	bool terminal;          /* stdin is a terminal, handed to the payload */
+	bool grace_over;        /* the grace period ran out: no more patience */
+	struct loop_timer kill_timer;
+	struct loop_timer settle_timer;
+};
+
+static void on_signals(struct loop *loop, int fd, uint32_t events, void *ctx);
+
+int supervise_create(struct supervisor **out, struct loop *loop, const struct supervise_opts *opts,
+		     const struct supervise_hooks *hooks)
+{
+	int rc = signals_take_over();
+	if (rc != BA_OK)
+		return rc;
+	/* Not PID 1: orphans would go to the real init, which may not reap them and never
+	 * tells us; as a subreaper they come to us like they would to PID 1. */
+	if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
+		log_error("prctl(PR_SET_CHILD_SUBREAPER): %m");
+		return BA_EX_OSERR;
+	}
+	struct supervisor *sv = calloc(1, sizeof *sv);
+	if (sv == NULL)
+		return BA_EX_OSERR;
+	sv->loop = loop;
+	sv->opts = *opts;
+	if (hooks)
+		sv->hooks = *hooks;
+	rc = loop_add(loop, signals_fd(), EPOLLIN, on_signals, sv);
+	if (rc != BA_OK) {
+		free(sv);
+		return rc;
+	}
+	*out = sv;
+	return BA_OK;
+}
+
+void supervise_free(struct supervisor *sv)
+{
+	if (sv == NULL)
+		return;
+	loop_timer_cancel(sv->loop, &sv->kill_timer);
+	loop_timer_cancel(sv->loop, &sv->settle_timer);
+	loop_remove(sv->loop, signals_fd());
+	free(sv);
+}
+
+bool supervise_running(const struct supervisor *sv)
+{
+	return sv->phase == PHASE_RUNNING;
+}
+
+int supervise_spawn(struct supervisor *sv, const struct payload *payload)
+{
+	int rc = launch_spawn(payload, &sv->pid);
+	if (rc != BA_OK)
+		return rc;
+	sv->phase = PHASE_RUNNING;
+	sv->terminal = isatty(STDIN_FILENO) && payload->stdin_fd < 0;
+	log_debug("payload %s started as pid %ld", payload->argv[0], (long)sv->pid);
+	if (sv->hooks.started)
+		sv->hooks.started(sv->hooks.ctx, sv->pid);
+	return BA_OK;
+}
+
+/* ---- signals to the payload and to what it leaves behind ---- */
+
+void supervise_signal(struct supervisor *sv, int sig)
+{
+	if (sv->phase != PHASE_RUNNING)
+		return;
+	/* The payload leads its own group; without -g only the leader gets the signal. */
+	pid_t target = sv->opts.group ? -sv->pid : sv->pid;
+	if (kill(target, sig) < 0 && errno == ESRCH && sv->opts.group)
+		kill(sv->pid, sig);
+}
+
+/* Every process descended from us: orphans re-parent to us, so a process that is
+ * neither our child nor below one cannot exist. As PID 1 that is everybody else in
+ * the namespace; otherwise we walk /proc for the subtree. */
+static int signal_descendants(pid_t self, int sig)
+{
+	if (self == 1)
+		return kill(-1, sig) == 0 ? 1 : 0;
+	DIR *proc = opendir("/proc");
+	if (proc == NULL)
+		return 0;
+	size_t count = 0, capacity = 0;
+	struct { pid_t pid, ppid; } *table = NULL;
+	struct dirent *entry;
+	while ((entry = readdir(proc)) != NULL) {
+		long pid;
+		if (!util_parse_long(entry->d_name, 1, INT32_MAX, &pid))
+			continue;
+		char path[64], stat[512];
+		snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+		FILE *file = fopen(path, "re");
+		if (file == NULL)
+			continue;
+		size_t n = fread(stat, 1, sizeof stat - 1, file);
+		fclose(file);
+		stat[n] = '\0';
+		/* "pid (comm) state ppid": comm may hold anything, so parse after the last ')'. */
+		char *close_paren = strrchr(stat, ')');
+		char state;
+		long ppid;
+		if (close_paren == NULL || sscanf(close_paren + 1, " %c %ld", &state, &ppid) != 2)
+			continue;
+		/* A zombie is already dead: reaping, not signalling, is what it needs. */
+		if (state == 'Z')
+			continue;
+		if (count == capacity) {
+			capacity = capacity ? capacity * 2 : 256;
+			void *grown = realloc(table, capacity * sizeof *table);
+			if (grown == NULL)
+				break;
+			table = grown;
+		}
+		table[count].pid = (pid_t)pid;
+		table[count].ppid = (pid_t)ppid;
+		count++;
+	}
+	closedir(proc);
+	/* Mark descendants by repeated passes: the tree is shallow in practice. */
+	int signalled = 0;
+	bool *below = calloc(count ? count : 1, sizeof *below);
+	bool grew = below != NULL;
+	while (grew) {
+		grew = false;
+		for (size_t i = 0; i < count; i++) {
+			if (below[i])
+				continue;
+			bool parent_below = table[i].ppid == self;
+			for (size_t j = 0; j < count && !parent_below; j++)
+				parent_below = below[j] && table[j].pid == table[i].ppid;
+			if (parent_below) {
+				below[i] = grew = true;
+				if (kill(table[i].pid, sig) == 0)
+					signalled++;
+			}
+		}
+	}
+	free(below);
+	free(table);
+	return signalled;
+}
+
+static void on_kill_timer(struct loop *loop, void *ctx);
+static void on_settle_timer(struct loop *loop, void *ctx);
+
+static void arm_grace(struct supervisor *sv, int64_t grace_ms)
+{
+	if (!sv->kill_timer.armed && !sv->grace_over)
+		loop_timer_arm(sv->loop, &sv->kill_timer, grace_ms, on_kill_timer, sv);
+}
+
+void supervise_terminate(struct supervisor *sv, int sig, int64_t grace_ms, const char *reason)
+{
+	char name[32];
+	if (sv->phase != PHASE_RUNNING)
+		return;
+	log_info("%s: sending %s to the payload, SIGKILL in %.3g s if it has not exited", reason,
+		 util_signal_name(sig, name, sizeof name), (double)grace_ms / 1000.0);
+	supervise_signal(sv, sig);
+	arm_grace(sv, grace_ms);
+}
+
+static void finish(struct supervisor *sv)
+{
+	sv->phase = PHASE_DONE;
+	loop_timer_cancel(sv->loop, &sv->kill_timer);
+	loop_timer_cancel(sv->loop, &sv->settle_timer);
+	if (sv->hooks.finished)
+		sv->hooks.finished(sv->hooks.ctx, sv->exit_status);
+	else
+		loop_stop(sv->loop, sv->exit_status);
+}
+
+static void on_kill_timer(struct loop *loop, void *ctx)
+{
+	struct supervisor *sv = ctx;
+	sv->grace_over = true;
+	if (sv->phase == PHASE_RUNNING) {
+		log_warn("payload did not exit within the grace period: sending SIGKILL to its process group");
+		kill(-sv->pid, SIGKILL);
+		kill(sv->pid, SIGKILL);
+	} else if (sv->phase == PHASE_CLEANUP) {
+		int count = signal_descendants(getpid(), SIGKILL);
+		log_warn("processes left by the payload did not exit within the grace period: SIGKILL (%d)", count);
+		loop_timer_arm(loop, &sv->settle_timer, KILL_SETTLE_MS, on_settle_timer, sv);
+	}
+}
+
+static void on_settle_timer(struct loop *loop, void *ctx)
+{
+	struct supervisor *sv = ctx;
+	(void)loop;
+	log_error("processes survived SIGKILL for %d s (uninterruptible sleep?): exiting anyway", KILL_SETTLE_MS / 1000);
+	finish(sv);
+}
+
+/* ---- the payload ended ---- */
+
+static int status_from_wait(int wait_status)
+{
+	if (WIFEXITED(wait_status))
+		return WEXITSTATUS(wait_status);
+	return BA_EX_SIGNAL_BASE + WTERMSIG(wait_status);
+}
+
+static void begin_cleanup(struct supervisor *sv, int wait_status)
+{
+	char name[32];
+	sv->phase = PHASE_CLEANUP;
+	sv->exit_status = status_from_wait(wait_status);
+	if (WIFSIGNALED(wait_status))
+		log_info("payload was killed by %s", util_signal_name(WTERMSIG(wait_status), name, sizeof name));
+	else
+		log_debug("payload exited with status %d", sv->exit_status);
+	/* Take the terminal back, so that our parent's shell finds it where it left it. */
+	if (sv->terminal && tcgetpgrp(STDIN_FILENO) == sv->pid)
+		tcsetpgrp(STDIN_FILENO, getpgrp());
+	if (sv->hooks.exited)
+		sv->hooks.exited(sv->hooks.ctx, sv->exit_status);
+	if (sv->phase != PHASE_CLEANUP)
+		return;
+	/* Whatever the payload left must not outlive the job. Harmless when nothing is
+	 * left: the reaping that follows sees ECHILD and finishes. */
+	int sig = sv->grace_over ? SIGKILL : SIGTERM;
+	kill(-sv->pid, sig); /* its group, even where /proc cannot show us the tree */
+	if (signal_descendants(getpid(), sig) > 0)
+		log_info("payload left processes running: sent %s%s", util_signal_name(sig, name, sizeof name),
+			 sv->grace_over ? "" : ", SIGKILL after the grace period");
+	/* Armed even when we saw nothing: finish() cancels it, and it bounds the wait if
+	 * something we could not see is still running. */
+	if (sv->grace_over)
+		loop_timer_arm(sv->loop, &sv->settle_timer, KILL_SETTLE_MS, on_settle_timer, sv);
+	else
+		arm_grace(sv, sv->opts.grace_ms);
+}
+
+/* The payload stopped (Ctrl-Z on its terminal, or a forwarded SIGTSTP). When we are a
+ * job of an interactive shell, stop too, so the shell gets its prompt back; its `fg`
+ * then continues us, and we continue the payload. */
+static void on_payload_stopped(struct supervisor *sv)
+{
+	if (getpid() == 1 || !sv->terminal)
+		return;
+	if (tcgetpgrp(STDIN_FILENO) == sv->pid)
+		tcsetpgrp(STDIN_FILENO, getpgrp());
+	kill(getpid(), SIGSTOP);
+}
+
+static void reap(struct supervisor *sv)
+{
+	for (;;) {
+		int wait_status;
+		pid_t pid = waitpid(-1, &wait_status, WNOHANG | WUNTRACED);
+		if (pid == 0)
+			return;
+		if (pid < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == ECHILD && sv->phase == PHASE_CLEANUP)
+				finish(sv);
+			return;
+		}
+		if (WIFSTOPPED(wait_status)) {
+			if (pid == sv->pid)
+				on_payload_stopped(sv);
+			continue;
+		}
+		if (pid == sv->pid && sv->phase == PHASE_RUNNING)
+			begin_cleanup(sv, wait_status);
+		else if (sv->hooks.reaped)
+			sv->hooks.reaped(sv->hooks.ctx, pid, wait_status);
+		else
+			log_debug("reaped pid %ld", (long)pid);
+	}
+}
+
+/* ---- signals to the agent ---- */
+
+static bool is_terminating(int sig)
+{
+	return sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT;
+}
+
+static void handle_signal(struct supervisor *sv, int sig)
+{
+	char name[32];
+	if (sig == SIGCHLD) {
+		reap(sv);
+		return;
+	}
+	switch (sv->phase) {
+	case PHASE_IDLE:
+		if (!is_terminating(sig))
+			return;
+		log_info("received %s before the payload started", util_signal_name(sig, name, sizeof name));
+		if (sv->hooks.interrupted)
+			sv->hooks.interrupted(sv->hooks.ctx, sig);
+		else
+			loop_stop(sv->loop, BA_EX_SIGNAL_BASE + sig);
+		return;
+	case PHASE_RUNNING:
+		/* A continued agent was stopped with its payload: give the terminal back
+		 * before waking the payload, or it would stop again on its first read. */
+		if (sig == SIGCONT && sv->terminal && getpid() != 1)
+			tcsetpgrp(STDIN_FILENO, sv->pid);
+		log_debug("forwarding %s to the payload", util_signal_name(sig, name, sizeof name));
+		supervise_signal(sv, sig);
+		if (sig == SIGCONT)
+			kill(-sv->pid, SIGCONT); /* a stopped job is stopped as a whole group */
+		if (sig == SIGTERM)
+			arm_grace(sv, sv->opts.grace_ms);
+		return;
+	case PHASE_CLEANUP:
+		/* Asked to stop while we wait for leftovers: stop waiting. */
+		if (is_terminating(sig) && !sv->grace_over) {
+			loop_timer_cancel(sv->loop, &sv->kill_timer);
+			on_kill_timer(sv->loop, sv);
+		}
+		return;
+	case PHASE_DONE:
+		return;
+	}
+}
+
+static void on_signals(struct loop *loop, int fd, uint32_t events, void *ctx)
+{
+	struct supervisor *sv = ctx;
+	(void)fd;
+	(void)events;
+	for (;;) {
+		int sig;
+		if (signals_next(&sig) != BA_OK) {
+			loop_stop(loop, BA_EX_OSERR);
+			return;
+		}
+		if (sig == 0)
+			return;
+		handle_signal(sv, sig);
+	}
+}
+
+int supervise_run(const struct supervise_opts *opts, const struct payload *payload)
+{
+	struct loop *loop = NULL;
+	struct supervisor *sv = NULL;
+	int rc = loop_create(&loop);
+	if (rc != BA_OK)
+		goto out;
+	rc = supervise_create(&sv, loop, opts, NULL);
+	if (rc != BA_OK)
+		goto out;
+	rc = supervise_spawn(sv, payload);
+	if (rc != BA_OK)
+		goto out;
+	rc = loop_run(loop);
+out:
+	supervise_free(sv);
+	loop_destroy(loop);
+	return rc;
+}

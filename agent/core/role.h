@@ -1,0 +1,10 @@
+/* Stage 2: the role. auto becomes main on the MNP main node, worker on the other MNP
+ * nodes or when a manager address is given, and init otherwise. */
+#ifndef BATCH_AGENT_ROLE_H
+#define BATCH_AGENT_ROLE_H
+
+#include "config.h"
+
+int role_decide(const struct config *cfg, enum role *out);
+
+#endif

@@ -1,0 +1,27 @@
+/* The agent's signal plumbing.
+ *
+ * At start the agent records the signal mask and the ignored signals it inherited,
+ * then blocks every signal it may receive and reads them from one signalfd, so that
+ * signals are events in the loop rather than handlers racing with it. A child restores
+ * the inherited state before exec, so the payload starts exactly as it would without
+ * the agent (the agent installs no handlers, so exec has nothing of ours to reset). */
+#ifndef BATCH_AGENT_SIGNALS_H
+#define BATCH_AGENT_SIGNALS_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* Idempotent; returns BA_OK or BA_EX_OSERR. */
+int signals_take_over(void);
+int signals_fd(void);
+
+/* Next pending signal: BA_OK with *sig set, or 0 in *sig when none is pending.
+ * Signals the agent raised against itself (SIGPIPE from a write, SIGTTOU from the
+ * terminal) are consumed and never reported: they are not the user's. */
+int signals_next(int *sig);
+
+/* In a forked child, before exec: async-signal-safe. */
+void signals_restore_inherited(void);
+
+#endif

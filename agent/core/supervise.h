@@ -1,0 +1,61 @@
+/* The init: runs the payload and stays its correct parent.
+ *
+ * It reaps every child, orphans included (as PID 1, or as a child subreaper when it is
+ * not PID 1); forwards every signal it receives to the payload (or its process group
+ * with -g), except SIGCHLD; on SIGTERM forwards it and SIGKILLs the payload's group
+ * after the grace period; when the payload exits, terminates whatever it left running
+ * (SIGTERM, then SIGKILL after the grace period) and reports the payload's status.
+ *
+ * Everything happens in the caller's loop, so roles with a network side (the worker's
+ * session, the main node's rendezvous) share the agent's single blocking wait. */
+#ifndef BATCH_AGENT_SUPERVISE_H
+#define BATCH_AGENT_SUPERVISE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "launch.h"
+#include "loop.h"
+
+struct supervise_opts {
+	bool group;       /* -g */
+	int64_t grace_ms; /* --grace */
+};
+
+/* All optional. Without a finished hook the loop stops with the exit status. */
+struct supervise_hooks {
+	void *ctx;
+	void (*started)(void *ctx, pid_t pid);
+	/* The payload ended (exit_status: its code, or 128+signal); leftovers may remain. */
+	void (*exited)(void *ctx, int exit_status);
+	/* The payload and everything it left are gone: the agent may exit now. */
+	void (*finished)(void *ctx, int exit_status);
+	/* A terminating signal (TERM, INT, HUP, QUIT) while no payload runs. Without
+	 * this hook the loop stops with 128+sig. */
+	void (*interrupted)(void *ctx, int sig);
+	/* A child other than the payload was reaped (a helper the role started). */
+	void (*reaped)(void *ctx, pid_t pid, int wait_status);
+};
+
+struct supervisor;
+
+/* Takes over signals, becomes a subreaper when not PID 1, watches the signalfd. */
+int supervise_create(struct supervisor **out, struct loop *loop, const struct supervise_opts *opts,
+		     const struct supervise_hooks *hooks);
+void supervise_free(struct supervisor *sv);
+
+/* Start the payload: BA_OK, or 126/127/71 when it could not start. */
+int supervise_spawn(struct supervisor *sv, const struct payload *payload);
+
+/* Ask the payload to stop: send sig, SIGKILL its group after grace_ms. */
+void supervise_terminate(struct supervisor *sv, int sig, int64_t grace_ms, const char *reason);
+/* Send sig to the payload (its group with -g), if it runs. */
+void supervise_signal(struct supervisor *sv, int sig);
+
+bool supervise_running(const struct supervisor *sv);
+
+/* The common case: supervise one payload with no network side; returns the status. */
+int supervise_run(const struct supervise_opts *opts, const struct payload *payload);
+
+#endif

@@ -37,7 +37,7 @@ int main(int argc, char **argv)
 	if (cfg.exec)
 		rc = launch_exec(&payload);
 	else
-		rc = supervise_run(&(struct supervise_opts){ .group = cfg.group, .grace_ms = cfg.grace_ms }, &payload);
+		rc = supervise_run(&(struct supervise_opts){ .group = cfg.group, .grace_ms = cfg.grace_ms }, &payload, NULL);
 	launch_release(&payload);
 	return rc;
 }

@@ -381,14 +381,14 @@ static void on_signals(struct loop *loop, int fd, uint32_t events, void *ctx)
 	}
 }
 
-int supervise_run(const struct supervise_opts *opts, const struct payload *payload)
+int supervise_run(const struct supervise_opts *opts, const struct payload *payload, const struct supervise_hooks *hooks)
 {
 	struct loop *loop = NULL;
 	struct supervisor *sv = NULL;
 	int rc = loop_create(&loop);
 	if (rc != BA_OK)
 		goto out;
-	rc = supervise_create(&sv, loop, opts, NULL);
+	rc = supervise_create(&sv, loop, opts, hooks);
 	if (rc != BA_OK)
 		goto out;
 	rc = supervise_spawn(sv, payload);

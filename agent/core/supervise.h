@@ -55,7 +55,7 @@ void supervise_signal(struct supervisor *sv, int sig);
 
 bool supervise_running(const struct supervisor *sv);
 
-/* The common case: supervise one payload with no network side; returns the status. */
-int supervise_run(const struct supervise_opts *opts, const struct payload *payload);
+/* The common case: supervise one payload in a loop of its own; returns the status. */
+int supervise_run(const struct supervise_opts *opts, const struct payload *payload, const struct supervise_hooks *hooks);
 
 #endif

@@ -1,1 +1,176 @@
-/* placeholder: filled in by its issue */
+/* Parsing the manager's address and choosing the one to advertise. */
+#include "address.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "log.h"
+#include "status.h"
+#include "util.h"
+
+bool address_is_unsubstituted_ref(const char *text, const char **name)
+{
+	if (strncmp(text, "Ref::", 5) != 0)
+		return false;
+	*name = text + 5;
+	return true;
+}
+
+static bool valid_dns_name(const char *host)
+{
+	size_t length = strlen(host), label = 0;
+	if (length == 0 || length > 253)
+		return false;
+	for (const char *p = host; *p; p++) {
+		if (*p == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+		} else if (isalnum((unsigned char)*p) || *p == '-' || *p == '_') {
+			if (++label > 63)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return true;
+}
+
+int address_parse_manager(const char *text, long default_port, const char *source, struct manager_address *out)
+{
+	const char *ref_name;
+	memset(out, 0, sizeof *out);
+	out->source = source;
+	if (address_is_unsubstituted_ref(text, &ref_name)) {
+		log_error("%s is the literal text \"%s\": the job was submitted without its parameter \"%s\" "
+			  "(Batch leaves an unsupplied Ref:: as is); submit with --parameters %s=HOST:PORT",
+			  source, text, ref_name, ref_name);
+		return BA_EX_CONFIG;
+	}
+	const char *host = text, *port = NULL;
+	size_t host_length;
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+		if (close == NULL || (close[1] != '\0' && close[1] != ':'))
+			goto bad;
+		host = text + 1;
+		host_length = (size_t)(close - host);
+		port = close[1] == ':' ? close + 2 : NULL;
+	} else {
+		const char *colon = strchr(text, ':');
+		if (colon != NULL && strchr(colon + 1, ':') != NULL) {
+			log_error("%s=\"%s\": write an IPv6 address in brackets, as [ADDRESS]:PORT", source, text);
+			return BA_EX_CONFIG;
+		}
+		host_length = colon ? (size_t)(colon - text) : strlen(text);
+		port = colon ? colon + 1 : NULL;
+	}
+	if (host_length == 0 || host_length >= sizeof out->host)
+		goto bad;
+	memcpy(out->host, host, host_length);
+	long port_number = default_port;
+	if (port != NULL && !util_parse_long(port, 1, 65535, &port_number)) {
+		log_error("%s=\"%s\": the port must be a number from 1 to 65535", source, text);
+		return BA_EX_CONFIG;
+	}
+	snprintf(out->port, sizeof out->port, "%ld", port_number);
+
+	struct in6_addr v6;
+	struct in_addr v4;
+	bool is_v6 = inet_pton(AF_INET6, out->host, &v6) == 1;
+	if (text[0] == '[' && !is_v6)
+		goto bad;
+	if (!is_v6 && inet_pton(AF_INET, out->host, &v4) != 1 && !valid_dns_name(out->host))
+		goto bad;
+	snprintf(out->display, sizeof out->display, is_v6 ? "[%s]:%s" : "%s:%s", out->host, out->port);
+	return BA_OK;
+bad:
+	log_error("%s=\"%s\" is not an address: expected IPV4:PORT, [IPV6]:PORT or NAME:PORT", source, text);
+	return BA_EX_CONFIG;
+}
+
+static bool is_link_local_or_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET) {
+		uint32_t a = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
+		return (a >> 24) == 127 || (a >> 16) == 0xa9fe; /* 127/8, 169.254/16 */
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+		return IN6_IS_ADDR_LOOPBACK(a) || IN6_IS_ADDR_LINKLOCAL(a);
+	}
+	return true;
+}
+
+static int numeric(const struct sockaddr *sa, char *out, size_t size)
+{
+	const void *raw = sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
+						   : (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+	if (inet_ntop(sa->sa_family, raw, out, (socklen_t)size) == NULL)
+		return BA_EX_OSERR;
+	/* A v4-mapped address reads better, and is reachable, as plain IPv4. */
+	if (strncmp(out, "::ffff:", 7) == 0 && strchr(out + 7, '.') != NULL)
+		memmove(out, out + 7, strlen(out + 7) + 1);
+	return BA_OK;
+}
+
+int address_first_usable(char *out, size_t size)
+{
+	struct ifaddrs *list = NULL;
+	char candidates[1024] = "";
+	int rc = BA_EX_CONFIG;
+	if (getifaddrs(&list) < 0) {
+		log_error("getifaddrs: %m");
+		return BA_EX_OSERR;
+	}
+	for (struct ifaddrs *i = list; i; i = i->ifa_next) {
+		if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET)
+			continue;
+		char text[INET6_ADDRSTRLEN];
+		if (numeric(i->ifa_addr, text, sizeof text) != BA_OK)
+			continue;
+		size_t used = strlen(candidates);
+		snprintf(candidates + used, sizeof candidates - used, "%s%s=%s", used ? ", " : "", i->ifa_name, text);
+		if ((i->ifa_flags & IFF_UP) && !is_link_local_or_loopback(i->ifa_addr) && rc != BA_OK) {
+			snprintf(out, size, "%s", text);
+			rc = BA_OK;
+		}
+	}
+	freeifaddrs(list);
+	if (rc != BA_OK)
+		log_error("no usable address to advertise: no interface is up with an IPv4 address that is neither "
+			  "loopback nor link-local (candidates: %s); set --advertise-addr",
+			  candidates[0] ? candidates : "none");
+	return rc;
+}
+
+int address_advertised(int connected_fd, const char *override, char *out, size_t size)
+{
+	if (override != NULL) {
+		unsigned char raw[sizeof(struct in6_addr)];
+		if (inet_pton(AF_INET, override, raw) != 1 && inet_pton(AF_INET6, override, raw) != 1) {
+			log_error("--advertise-addr \"%s\" is not an IP address", override);
+			return BA_EX_CONFIG;
+		}
+		snprintf(out, size, "%s", override);
+		return BA_OK;
+	}
+	struct sockaddr_storage local, peer;
+	socklen_t local_length = sizeof local, peer_length = sizeof peer;
+	if (getsockname(connected_fd, (struct sockaddr *)&local, &local_length) < 0 ||
+	    getpeername(connected_fd, (struct sockaddr *)&peer, &peer_length) < 0) {
+		log_error("cannot read the connection's addresses: %m");
+		return BA_EX_OSERR;
+	}
+	/* The route to the manager picked this address, so the manager can reach it.
+	 * Only a link-local or loopback source towards a manager that is neither would
+	 * be useless to it (e.g. ecs-eth0's 169.254.172.x on an awsvpc task). */
+	if (is_link_local_or_loopback((struct sockaddr *)&local) && !is_link_local_or_loopback((struct sockaddr *)&peer))
+		return address_first_usable(out, size);
+	return numeric((struct sockaddr *)&local, out, size);
+}

@@ -1,1 +1,130 @@
-/* placeholder: filled in by its issue */
+/* Loading, scrubbing and wiping the cookie. */
+#include "cookie.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "status.h"
+#include "util.h"
+
+#define COOKIE_ENV "BATCH_AGENT_COOKIE"
+
+void cookie_scrub_environment(void)
+{
+	char *value = getenv(COOKIE_ENV);
+	if (value == NULL)
+		return;
+	/* getenv points into the initial environment block, which is what the kernel
+	 * shows in /proc/<pid>/environ: zero it there, then drop the entry. */
+	util_wipe(value, strlen(value));
+	unsetenv(COOKIE_ENV);
+}
+
+static int read_cookie_file(const char *path, struct cookie *out)
+{
+	int rc = BA_EX_CONFIG;
+	unsigned char *buffer = malloc(COOKIE_MAX + 2);
+	size_t length = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (buffer == NULL) {
+		rc = BA_EX_OSERR;
+		goto out;
+	}
+	if (fd < 0) {
+		log_error("cookie file %s (--cookie-file): %s", path, strerror(errno));
+		goto out;
+	}
+	struct stat info;
+	if (fstat(fd, &info) == 0 && (info.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+		log_warn("cookie file %s is readable by group or others (mode %03o): chmod 600 it", path,
+			 (unsigned)(info.st_mode & 0777));
+	for (;;) {
+		ssize_t n = read(fd, buffer + length, COOKIE_MAX + 1 - length);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			log_error("cookie file %s (--cookie-file): %s", path, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		length += (size_t)n;
+		if (length > COOKIE_MAX) {
+			log_error("cookie file %s (--cookie-file) is longer than %d bytes", path, COOKIE_MAX);
+			goto out;
+		}
+	}
+	/* Editors and `echo` add a final newline that nobody means as part of a secret. */
+	if (length > 0 && buffer[length - 1] == '\n')
+		length--;
+	if (length > 0 && buffer[length - 1] == '\r')
+		length--;
+	out->bytes = buffer;
+	out->length = length;
+	buffer = NULL;
+	rc = BA_OK;
+out:
+	if (buffer != NULL) {
+		util_wipe(buffer, COOKIE_MAX + 2);
+		free(buffer);
+	}
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+static int copy_cookie_env(const char *value, struct cookie *out)
+{
+	size_t length = strlen(value);
+	if (length > COOKIE_MAX) {
+		log_error("%s is longer than %d bytes", COOKIE_ENV, COOKIE_MAX);
+		return BA_EX_CONFIG;
+	}
+	out->bytes = malloc(length + 1);
+	if (out->bytes == NULL)
+		return BA_EX_OSERR;
+	memcpy(out->bytes, value, length);
+	out->length = length;
+	return BA_OK;
+}
+
+int cookie_load(const struct config *cfg, struct cookie *out)
+{
+	int rc;
+	const char *value = getenv(COOKIE_ENV);
+	memset(out, 0, sizeof *out);
+	if (cfg->cookie_file != NULL)
+		rc = read_cookie_file(cfg->cookie_file, out);
+	else if (value != NULL)
+		rc = copy_cookie_env(value, out);
+	else {
+		log_error("there is a manager to talk to but no cookie: set %s (a Batch secret) or --cookie-file",
+			  COOKIE_ENV);
+		rc = BA_EX_CONFIG;
+	}
+	cookie_scrub_environment();
+	if (rc == BA_OK && out->length == 0) {
+		log_error("the cookie (%s) is empty", cfg->cookie_file ? cfg->cookie_file : COOKIE_ENV);
+		rc = BA_EX_CONFIG;
+	}
+	if (rc == BA_OK && out->length < 16)
+		log_warn("the cookie is only %zu bytes: use at least 32 random characters", out->length);
+	if (rc != BA_OK)
+		cookie_wipe(out);
+	return rc;
+}
+
+void cookie_wipe(struct cookie *cookie)
+{
+	if (cookie->bytes != NULL) {
+		util_wipe(cookie->bytes, cookie->length);
+		free(cookie->bytes);
+	}
+	cookie->bytes = NULL;
+	cookie->length = 0;
+}

@@ -1,1 +1,144 @@
-/* placeholder: filled in by its issue */
+/* Stage 4: reaching the manager. */
+#include "dial.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "signals.h"
+#include "status.h"
+#include "util.h"
+
+#define BACKOFF_BASE_MS 100
+#define BACKOFF_CAP_MS 5000
+#define ATTEMPT_TIMEOUT_MS 5000
+#define PROGRESS_EVERY_MS 30000
+
+int dial_sleep(int64_t ms)
+{
+	int64_t deadline = util_now_ms() + ms;
+	for (;;) {
+		int64_t left = deadline - util_now_ms();
+		if (left <= 0)
+			return BA_OK;
+		struct pollfd pfd = { .fd = signals_fd(), .events = POLLIN };
+		int n = poll(&pfd, 1, (int)left);
+		if (n < 0 && errno != EINTR)
+			return BA_EX_OSERR;
+		if (n <= 0)
+			continue;
+		int sig;
+		if (signals_next(&sig) != BA_OK)
+			return BA_EX_OSERR;
+		if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT) {
+			char name[32];
+			log_info("received %s before the payload started: exiting", util_signal_name(sig, name, sizeof name));
+			return BA_EX_SIGNAL_BASE + sig;
+		}
+	}
+}
+
+/* One non-blocking connect to one address, bounded by timeout_ms. */
+static int try_connect(const struct addrinfo *ai, int64_t timeout_ms, int *fd_out, char *why, size_t why_size)
+{
+	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+	if (fd < 0) {
+		snprintf(why, why_size, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+		snprintf(why, why_size, "%s", strerror(errno));
+		goto fail;
+	}
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+	int n;
+	do
+		n = poll(&pfd, 1, (int)timeout_ms);
+	while (n < 0 && errno == EINTR);
+	if (n == 0) {
+		snprintf(why, why_size, "connect timed out");
+		goto fail;
+	}
+	int error = 0;
+	socklen_t length = sizeof error;
+	if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0 || error != 0) {
+		snprintf(why, why_size, "%s", strerror(n < 0 ? errno : error));
+		goto fail;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	*fd_out = fd;
+	return 0;
+fail:
+	close(fd);
+	return -1;
+}
+
+int dial_manager(const struct manager_address *manager, int64_t timeout_ms, int *fd_out)
+{
+	int64_t start = util_now_ms(), deadline = start + timeout_ms, last_report = start;
+	char why[256] = "no attempt made";
+	unsigned attempt = 0;
+	for (;;) {
+		attempt++;
+		struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG };
+		struct addrinfo *list = NULL;
+		/* Resolve on every attempt: the name may appear in DNS only later. */
+		int gai = getaddrinfo(manager->host, manager->port, &hints, &list);
+		if (gai != 0)
+			snprintf(why, sizeof why, "cannot resolve %s: %s", manager->host, gai_strerror(gai));
+		for (struct addrinfo *ai = list; ai; ai = ai->ai_next) {
+			int64_t left = deadline - util_now_ms();
+			if (left <= 0)
+				break;
+			if (try_connect(ai, left < ATTEMPT_TIMEOUT_MS ? left : ATTEMPT_TIMEOUT_MS, fd_out, why, sizeof why) == 0) {
+				freeaddrinfo(list);
+				log_info("connected to the manager at %s (from %s) after %u attempt%s", manager->display,
+					 manager->source, attempt, attempt == 1 ? "" : "s");
+				return BA_OK;
+			}
+		}
+		if (list)
+			freeaddrinfo(list);
+
+		int64_t now = util_now_ms();
+		if (now >= deadline) {
+			log_error("manager %s (from %s) unreachable for %.3g s, %u attempts; last error: %s",
+				  manager->display, manager->source, (double)timeout_ms / 1000.0, attempt, why);
+			return BA_EX_UNAVAILABLE;
+		}
+		/* One line when waiting starts, then one every 30 s: the manager often starts
+		 * after its workers, and that is not worth a screenful. */
+		if (attempt == 1)
+			log_info("manager %s (from %s) not reachable yet (%s): retrying for up to %.3g s",
+				 manager->display, manager->source, why, (double)timeout_ms / 1000.0);
+		else if (now - last_report >= PROGRESS_EVERY_MS) {
+			log_info("still trying to reach the manager at %s: %u attempts, last error: %s",
+				 manager->display, attempt, why);
+			last_report = now;
+		} else
+			log_debug("attempt %u to reach %s failed: %s", attempt, manager->display, why);
+
+		/* Full jitter: a uniformly random sleep up to the exponential bound, so that
+		 * a thousand workers started together do not knock in lockstep. */
+		unsigned shift = attempt < 16 ? attempt : 16;
+		int64_t bound = (int64_t)BACKOFF_BASE_MS << shift;
+		if (bound > BACKOFF_CAP_MS)
+			bound = BACKOFF_CAP_MS;
+		int64_t sleep_ms = (int64_t)arc4random_uniform((uint32_t)bound + 1);
+		if (sleep_ms > deadline - now)
+			sleep_ms = deadline - now;
+		int rc = dial_sleep(sleep_ms);
+		if (rc != BA_OK)
+			return rc;
+	}
+}

@@ -1,1 +1,221 @@
-/* placeholder: filled in by its issue */
+/* The AWSClusterManagers.jl dialect: the line exchange and the payload's plumbing. */
+#include "julia.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "launch.h"
+#include "log.h"
+#include "status.h"
+#include "supervise.h"
+#include "util.h"
+
+#define LINE_MAX_BYTES 1024
+#define EXCHANGE_TIMEOUT_MS 60000
+
+/* Read one line, byte by byte: whatever follows the manager's two lines belongs to
+ * the payload, so we must not read past them. */
+static int read_line(int fd, int64_t deadline, char *line, size_t size, const char *what)
+{
+	size_t length = 0;
+	for (;;) {
+		int64_t left = deadline - util_now_ms();
+		if (left <= 0) {
+			log_error("the manager did not send the %s line within %d s", what, EXCHANGE_TIMEOUT_MS / 1000);
+			return BA_EX_PROTOCOL;
+		}
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		int n = poll(&pfd, 1, (int)left);
+		if (n < 0 && errno != EINTR)
+			return BA_EX_OSERR;
+		if (n <= 0)
+			continue;
+		char c;
+		ssize_t got = read(fd, &c, 1);
+		if (got < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (got <= 0) {
+			log_error("the manager closed the connection before sending the %s line%s", what,
+				  length ? " (it sent part of one)" : "");
+			return got == 0 ? BA_EX_PROTOCOL : BA_EX_UNAVAILABLE;
+		}
+		if (c == '\n') {
+			if (length > 0 && line[length - 1] == '\r')
+				length--;
+			line[length] = '\0';
+			return BA_OK;
+		}
+		if (length + 1 >= size) {
+			log_error("the manager's %s line is longer than %zu bytes", what, size - 1);
+			return BA_EX_PROTOCOL;
+		}
+		line[length++] = c;
+	}
+}
+
+static int write_all(int fd, const char *data, size_t length)
+{
+	while (length > 0) {
+		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+		if (poll(&pfd, 1, EXCHANGE_TIMEOUT_MS) <= 0)
+			return BA_EX_UNAVAILABLE;
+		ssize_t n = send(fd, data, length, MSG_NOSIGNAL);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n < 0)
+			return BA_EX_UNAVAILABLE;
+		data += n;
+		length -= (size_t)n;
+	}
+	return BA_OK;
+}
+
+/* Julia checks ^julia_cookie:(\w+) and ^julia_worker_timeout:(\d+); we insist that the
+ * match is the whole line, because a longer line means a manager we do not know. */
+static bool all_match(const char *text, int (*is_ok)(int))
+{
+	if (*text == '\0')
+		return false;
+	for (; *text; text++)
+		if (!is_ok((unsigned char)*text))
+			return false;
+	return true;
+}
+
+static int is_word(int c)
+{
+	return isalnum(c) || c == '_';
+}
+
+int julia_handshake(const struct config *cfg, int fd, struct julia_grant *grant)
+{
+	static const char cookie_prefix[] = "julia_cookie:", timeout_prefix[] = "julia_worker_timeout:";
+	char line[LINE_MAX_BYTES];
+	int64_t deadline = util_now_ms() + EXCHANGE_TIMEOUT_MS;
+	int rc;
+	grant->worker_timeout_s = -1;
+	if (cfg->batch.job_id == NULL) {
+		log_error("--protocol julia on an MNP node needs AWS_BATCH_JOB_ID (the manager checks it)");
+		return BA_EX_CONFIG;
+	}
+	char *hello = NULL;
+	if (asprintf(&hello, "job_id:%s\n", cfg->batch.job_id) < 0)
+		return BA_EX_OSERR;
+	rc = write_all(fd, hello, strlen(hello));
+	free(hello);
+	if (rc != BA_OK) {
+		log_error("cannot send the job_id line to the manager: the connection failed");
+		return rc;
+	}
+
+	rc = read_line(fd, deadline, line, sizeof line, "julia_cookie");
+	if (rc != BA_OK)
+		goto out;
+	if (strncmp(line, cookie_prefix, sizeof cookie_prefix - 1) != 0 ||
+	    !all_match(line + sizeof cookie_prefix - 1, is_word)) {
+		/* Never echo the line: it may hold a cookie, even a malformed one. */
+		log_error("the manager's first line is not julia_cookie:<word characters> (%zu bytes received)",
+			  strlen(line));
+		rc = BA_EX_PROTOCOL;
+		goto out;
+	}
+	grant->cookie.length = strlen(line) - (sizeof cookie_prefix - 1);
+	grant->cookie.bytes = malloc(grant->cookie.length + 1);
+	if (grant->cookie.bytes == NULL) {
+		rc = BA_EX_OSERR;
+		goto out;
+	}
+	memcpy(grant->cookie.bytes, line + sizeof cookie_prefix - 1, grant->cookie.length);
+
+	rc = read_line(fd, deadline, line, sizeof line, "julia_worker_timeout");
+	if (rc != BA_OK)
+		goto out;
+	if (strncmp(line, timeout_prefix, sizeof timeout_prefix - 1) != 0 ||
+	    !all_match(line + sizeof timeout_prefix - 1, isdigit) ||
+	    !util_parse_long(line + sizeof timeout_prefix - 1, 0, 1L << 30, &grant->worker_timeout_s)) {
+		log_error("the manager's second line is not julia_worker_timeout:<seconds>: \"%.80s\"", line);
+		rc = BA_EX_PROTOCOL;
+		goto out;
+	}
+	log_info("manager sent the cookie and a worker timeout of %ld s", grant->worker_timeout_s);
+out:
+	util_wipe(line, sizeof line);
+	if (rc != BA_OK)
+		cookie_wipe(&grant->cookie);
+	return rc;
+}
+
+/* The cookie goes to the payload through a pipe on its stdin: the first line, as
+ * `julia --worker` reads it. The pipe holds it, so the write cannot block. */
+static int cookie_pipe(const struct cookie *cookie, int *read_end)
+{
+	int fds[2];
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		log_error("pipe2: %m");
+		return BA_EX_OSERR;
+	}
+	int rc = BA_OK;
+	if (write(fds[1], cookie->bytes, cookie->length) != (ssize_t)cookie->length || write(fds[1], "\n", 1) != 1) {
+		log_error("writing the cookie to the payload's stdin: %m");
+		rc = BA_EX_OSERR;
+		close(fds[0]);
+	} else {
+		*read_end = fds[0];
+	}
+	close(fds[1]);
+	return rc;
+}
+
+/* The payload owns the connection once it runs: the manager must see it close when
+ * the payload dies, so the agent drops its copies. */
+static void drop_handed_fds(void *ctx, pid_t pid)
+{
+	int *fds = ctx;
+	(void)pid;
+	for (int i = 0; i < 2; i++) {
+		if (fds[i] >= 0)
+			close(fds[i]);
+		fds[i] = -1;
+	}
+}
+
+int julia_launch(const struct config *cfg, int fd, struct julia_grant *grant, const char *manager,
+		 const char *node_addr)
+{
+	char timeout_entry[64];
+	const char *extra[2] = { NULL, NULL };
+	struct payload payload = { 0 };
+	int handed[2] = { -1, fd }; /* stdin pipe, socket */
+	if (grant->worker_timeout_s >= 0) {
+		snprintf(timeout_entry, sizeof timeout_entry, "JULIA_WORKER_TIMEOUT=%ld", grant->worker_timeout_s);
+		extra[0] = timeout_entry;
+	}
+	struct launch_vars vars = { .manager = manager, .node_addr = node_addr, .handover_fd = -1, .extra_env = extra };
+	int rc = launch_prepare(&payload, cfg, &vars);
+	if (rc == BA_OK)
+		rc = cookie_pipe(&grant->cookie, &handed[0]);
+	cookie_wipe(&grant->cookie);
+	if (rc != BA_OK)
+		goto out;
+	/* Distributed writes to a blocking stdout. */
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	payload.stdin_fd = handed[0];
+	payload.stdout_fd = fd;
+	if (cfg->exec) {
+		rc = launch_exec(&payload);
+		goto out;
+	}
+	struct supervise_opts opts = { .group = cfg->group, .grace_ms = cfg->grace_ms };
+	struct supervise_hooks hooks = { .ctx = handed, .started = drop_handed_fds };
+	rc = supervise_run(&opts, &payload, &hooks);
+out:
+	drop_handed_fds(handed, 0);
+	launch_release(&payload);
+	return rc;
+}

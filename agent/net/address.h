@@ -1,0 +1,36 @@
+/* Addresses: the manager's as the user wrote it, and ours as the manager should see it. */
+#ifndef BATCH_AGENT_ADDRESS_H
+#define BATCH_AGENT_ADDRESS_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+
+#define ADDRESS_HOST_MAX 256
+#define ADDRESS_TEXT_MAX 300
+
+struct manager_address {
+	char host[ADDRESS_HOST_MAX]; /* IPv4, IPv6 (no brackets) or DNS name */
+	char port[8];
+	const char *source;          /* which input named it, for messages */
+	char display[ADDRESS_TEXT_MAX]; /* host:port, [v6]:port */
+};
+
+/* HOST:PORT, [IPv6]:PORT, or HOST alone with default_port. Errors name `source`.
+ * A value that is still the literal Ref::name (Batch leaves a parameter that was not
+ * supplied as text in the command) gives BA_EX_CONFIG naming the parameter. */
+int address_parse_manager(const char *text, long default_port, const char *source, struct manager_address *out);
+
+/* True when text is the literal "Ref::name" that Batch leaves for an unsupplied
+ * parameter; *name then points at the parameter's name. */
+bool address_is_unsubstituted_ref(const char *text, const char **name);
+
+/* The address this node advertises: `override` when given (it must be an IP literal),
+ * else the local address of the connection to the manager (the one the manager can
+ * reach), unless that is link-local or loopback while the manager is not, in which
+ * case the first usable interface address. Errors list the candidate interfaces. */
+int address_advertised(int connected_fd, const char *override, char *out, size_t size);
+
+/* The address of the first interface that is up, not loopback and not link-local. */
+int address_first_usable(char *out, size_t size);
+
+#endif

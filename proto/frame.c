@@ -400,7 +400,7 @@ static int take_frame(struct proto_conn *c, cJSON **out)
 /* Sticky failures: after a framing error the byte stream has no known boundary. */
 static int reader_fail(struct proto_conn *c, int rc)
 {
-	if (rc != PROTO_OK && rc != PROTO_AGAIN && rc != PROTO_ERR_IO)
+	if (rc == PROTO_ERR_TOO_LARGE || rc == PROTO_ERR_BAD_JSON || rc == PROTO_ERR_TRUNCATED)
 		c->rd.failed = rc;
 	return rc;
 }

@@ -1,0 +1,23 @@
+/* Error descriptions for enum proto_err. */
+#include "proto.h"
+
+const char *proto_strerror(int err)
+{
+	switch (err) {
+	case PROTO_OK: return "success";
+	case PROTO_AGAIN: return "operation would block";
+	case PROTO_CLOSED: return "connection closed by peer";
+	case PROTO_ERR_TOO_LARGE: return "frame length zero or over the limit";
+	case PROTO_ERR_BAD_JSON: return "frame is not a valid UTF-8 JSON object";
+	case PROTO_ERR_BAD_MESSAGE: return "invalid protocol message";
+	case PROTO_ERR_IO: return "I/O error";
+	case PROTO_ERR_TIMEOUT: return "timed out";
+	case PROTO_ERR_AUTH: return "authentication failed";
+	case PROTO_ERR_TRUNCATED: return "connection closed in the middle of a frame";
+	case PROTO_ERR_NOMEM: return "out of memory";
+	case PROTO_ERR_INVALID: return "invalid argument";
+	case PROTO_ERR_CRYPTO: return "cryptographic library failure";
+	case PROTO_ERR_OVERFLOW: return "send queue full";
+	}
+	return "unknown protocol error";
+}

@@ -1,0 +1,313 @@
+/* batch-agent native wire protocol, version 1: the codec shared by the worker role,
+ * the main (manager) role and the tests. PROTOCOL.md beside this file is the spec;
+ * this header is the C view of it.
+ *
+ * Three modules, one prefix each:
+ *   proto_frame_*  length-prefixed JSON frames on a non-blocking stream socket
+ *                  (a reader, a writer queue, blocking helpers with a deadline);
+ *   proto_msg_*    typed builders and a typed, field-by-field validating parser;
+ *   proto_auth_*   nonces, HMAC-SHA256 proofs, constant-time checks, hex.
+ *
+ * Every function that can fail returns enum proto_err (PROTO_OK == 0) and writes its
+ * results only through out parameters. Nothing here closes a file descriptor, logs,
+ * or keeps global state, so one process may hold any number of connections. */
+#ifndef BATCH_PROTO_H
+#define BATCH_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#define PROTO_VERSION 1                  /* the only version this codec speaks */
+#define PROTO_MAX_FRAME 65536            /* payload bytes, after authentication */
+#define PROTO_MAX_HANDSHAKE_FRAME 4096   /* payload bytes, until the peer proved the cookie */
+#define PROTO_MAX_DEPTH 32               /* nesting of objects/arrays; the top object is 1 */
+#define PROTO_MAX_VERSIONS 32            /* entries in a worker hello's "versions" */
+#define PROTO_HANDSHAKE_TIMEOUT_MS 10000 /* hello to accept/reject, either side */
+#define PROTO_HEARTBEAT_MISSES 3         /* intervals of silence after which a peer is lost */
+#define PROTO_NONCE_LEN 32               /* raw bytes; 64 hex digits on the wire */
+#define PROTO_PROOF_LEN 32               /* HMAC-SHA256 output; 64 hex digits on the wire */
+#define PROTO_HEX_LEN 64                 /* hex digits of a nonce or a proof */
+
+enum proto_err {
+	PROTO_OK = 0,
+	PROTO_AGAIN,           /* would block: no whole frame yet, or output still queued */
+	PROTO_CLOSED,          /* the peer closed the stream cleanly between frames */
+	PROTO_ERR_TOO_LARGE,   /* frame length 0 or above the current limit */
+	PROTO_ERR_BAD_JSON,    /* payload is not one UTF-8 JSON object within the limits */
+	PROTO_ERR_BAD_MESSAGE, /* a JSON object that is not a valid message */
+	PROTO_ERR_IO,          /* a system call failed; errno tells which */
+	PROTO_ERR_TIMEOUT,     /* the deadline passed */
+	PROTO_ERR_AUTH,        /* a proof did not match */
+	PROTO_ERR_TRUNCATED,   /* the peer closed the stream in the middle of a frame */
+	PROTO_ERR_NOMEM,       /* allocation failed */
+	PROTO_ERR_INVALID,     /* the caller passed an argument the protocol cannot carry */
+	PROTO_ERR_CRYPTO,      /* libcrypto failed (no entropy, no SHA-256) */
+	PROTO_ERR_OVERFLOW,    /* the send queue is over its cap: the peer does not read */
+};
+
+/* A static English description; never NULL, also for unknown codes. */
+const char *proto_strerror(int err);
+
+/* ---------------------------------------------------------------------------------
+ * Framing: 4-byte big-endian length N, then N bytes of UTF-8 JSON, 1 <= N <= limit.
+ * --------------------------------------------------------------------------------- */
+
+struct proto_frame_reader {
+	unsigned char hdr[4];
+	size_t hdr_got;
+	size_t body_len; /* of the frame in progress, once hdr_got == 4 */
+	size_t body_got;
+	unsigned char *buf; /* body_len + 1 bytes at least: the parser wants a NUL */
+	size_t cap;
+	size_t limit;
+	int failed; /* sticky: a stream that broke framing is never resynchronised */
+};
+
+struct proto_frame_writer {
+	unsigned char *buf; /* queued bytes are buf[off, len) */
+	size_t off;
+	size_t len;
+	size_t cap;
+	size_t max_queued;
+};
+
+/* One peer. The caller owns fd (non-blocking stream socket) and closes it after
+ * proto_frame_conn_free(). want_write is true while output is queued: register
+ * EPOLLOUT then, and call proto_frame_flush() when it fires. */
+struct proto_conn {
+	int fd;
+	bool want_write;
+	struct proto_frame_reader rd;
+	struct proto_frame_writer wr;
+};
+
+/* Default cap of the send queue: generous for heartbeats and events, small enough
+ * that a peer that stopped reading cannot make us buffer without bound. */
+#define PROTO_MAX_QUEUED (4 * PROTO_MAX_FRAME)
+
+/* Starts with the handshake limit (PROTO_MAX_HANDSHAKE_FRAME). Never fails. */
+void proto_frame_conn_init(struct proto_conn *c, int fd);
+/* Frees the buffers; leaves fd open. Safe on a zeroed or already freed conn. */
+void proto_frame_conn_free(struct proto_conn *c);
+/* Limit for frames whose header has not been read yet: call it right after the
+ * message that proved the peer (auth for a manager, hello for a worker). The reader
+ * never reads past the frame it returns, so the next header is still in the socket.
+ * limit must be in [1, PROTO_MAX_FRAME]. */
+int proto_frame_set_limit(struct proto_conn *c, size_t limit);
+
+/* Reads from c->fd until one whole frame is in (PROTO_OK, *out is a new cJSON object
+ * the caller deletes), or the socket would block (PROTO_AGAIN), or the stream ends
+ * (PROTO_CLOSED at a frame boundary, PROTO_ERR_TRUNCATED inside one), or the frame is
+ * bad (PROTO_ERR_TOO_LARGE, PROTO_ERR_BAD_JSON: sticky, close the connection).
+ * Edge-triggered epoll users call it until it returns something other than PROTO_OK.
+ * *out is NULL unless PROTO_OK. */
+int proto_frame_recv(struct proto_conn *c, cJSON **out);
+
+/* Serialises msg (compact, as cJSON_PrintUnformatted), queues it, and writes what the
+ * socket takes now. PROTO_OK means sent or queued; c->want_write tells which. Errors:
+ * PROTO_ERR_TOO_LARGE (over PROTO_MAX_FRAME), PROTO_ERR_BAD_JSON (not an object, or
+ * strings that are not UTF-8), PROTO_ERR_OVERFLOW, PROTO_ERR_IO, PROTO_ERR_NOMEM. */
+int proto_frame_send(struct proto_conn *c, const cJSON *msg);
+/* Writes queued bytes: PROTO_OK when the queue is empty, PROTO_AGAIN when the socket
+ * is full (want_write stays true), PROTO_ERR_IO (EPIPE etc.). */
+int proto_frame_flush(struct proto_conn *c);
+
+/* CLOCK_MONOTONIC milliseconds: the clock of every deadline below. */
+int64_t proto_frame_now_ms(void);
+/* Blocking helpers for the worker side, on a blocking or non-blocking socket: they
+ * poll() until done or until proto_frame_now_ms() reaches deadline_ms (absolute, so
+ * that one deadline can cover a whole handshake), then PROTO_ERR_TIMEOUT. */
+int proto_frame_send_wait(struct proto_conn *c, const cJSON *msg, int64_t deadline_ms);
+int proto_frame_flush_wait(struct proto_conn *c, int64_t deadline_ms);
+int proto_frame_recv_wait(struct proto_conn *c, cJSON **out, int64_t deadline_ms);
+
+/* Whole frame (header + payload) for msg in a new malloc()ed buffer. */
+int proto_frame_encode(const cJSON *msg, size_t limit, unsigned char **out, size_t *out_len);
+/* One payload (without header) of len bytes, validated as the reader does:
+ * UTF-8 without NUL, no "\u0000", one JSON object, depth <= PROTO_MAX_DEPTH,
+ * no duplicate member names in any object. */
+int proto_frame_decode(const unsigned char *payload, size_t len, cJSON **out);
+
+/* ---------------------------------------------------------------------------------
+ * Messages
+ * --------------------------------------------------------------------------------- */
+
+enum proto_msg_type {
+	PROTO_MSG_NONE = 0,
+	PROTO_MSG_HELLO_WORKER,  /* "hello", "role":"worker" */
+	PROTO_MSG_HELLO_MANAGER, /* "hello", "role":"manager" */
+	PROTO_MSG_AUTH,
+	PROTO_MSG_REGISTER,
+	PROTO_MSG_ACCEPT,
+	PROTO_MSG_REJECT,
+	PROTO_MSG_HEARTBEAT,
+	PROTO_MSG_PAYLOAD_STARTED,
+	PROTO_MSG_PAYLOAD_EXITED,
+	PROTO_MSG_DRAINING,
+	PROTO_MSG_SHUTDOWN,
+	PROTO_MSG_ERROR,
+};
+
+/* An integer that may be JSON null. */
+struct proto_opt_int {
+	bool present; /* false: null */
+	int64_t value;
+};
+
+/* Fields of "register". Strings may be NULL where the spec allows null. */
+struct proto_register {
+	const char *job_id;
+	struct proto_opt_int attempt;
+	struct proto_opt_int array_index;
+	struct proto_opt_int node_index;
+	struct proto_opt_int num_nodes;
+	const char *queue;               /* or NULL */
+	const char *compute_environment; /* or NULL */
+	const char *hostname;
+	const char *address;
+	const char *agent_version;
+	bool has_cpus;
+	double cpus;
+	struct proto_opt_int memory_limit_bytes;
+};
+
+/* A parsed message. Strings point into the cJSON object that was parsed: keep it
+ * alive while you use them. */
+struct proto_msg {
+	enum proto_msg_type type;
+	union {
+		struct {
+			int versions[PROTO_MAX_VERSIONS]; /* in the order sent */
+			size_t n_versions;
+			unsigned char nonce[PROTO_NONCE_LEN];
+			const char *agent;
+		} hello_worker;
+		struct {
+			int version;
+			unsigned char nonce[PROTO_NONCE_LEN];
+			unsigned char proof[PROTO_PROOF_LEN];
+		} hello_manager;
+		struct {
+			unsigned char proof[PROTO_PROOF_LEN];
+		} auth;
+		struct proto_register reg;
+		struct {
+			int64_t heartbeat_interval_ms;
+		} accept;
+		struct {
+			const char *code;
+			const char *message; /* "" when absent or null */
+		} reject, error;
+		struct {
+			int64_t pid;
+		} payload_started;
+		struct {
+			bool signaled; /* true: signal is set, exit_code is not */
+			int exit_code;
+			int signal;
+		} payload_exited;
+		struct {
+			const char *reason;
+			const char *deadline; /* RFC 3339, or NULL */
+		} draining;
+		struct {
+			int64_t grace_ms;
+			const char *reason; /* "" when absent or null */
+		} shutdown;
+	} u;
+};
+
+/* Field ranges (PROTOCOL.md, "Messages"). */
+#define PROTO_HEARTBEAT_MIN_MS 10
+#define PROTO_HEARTBEAT_MAX_MS 3600000
+#define PROTO_GRACE_MAX_MS 86400000
+#define PROTO_MAX_INT 9007199254740991LL /* 2^53 - 1: exact in a double and in JSON */
+#define PROTO_MAX_STRING 1024            /* bytes of any string field but "message" */
+#define PROTO_MAX_CODE 64                /* bytes of a code: [a-z0-9_]+ */
+
+/* Validates obj as a message, field by field, and fills *out. PROTO_ERR_BAD_MESSAGE
+ * when "type" is missing or unknown, or a required field is missing, mistyped or out
+ * of range. Unknown fields are ignored. On error *out is zeroed. */
+int proto_msg_parse(const cJSON *obj, struct proto_msg *out);
+/* The wire name of a type ("hello" for both hellos), or "?". */
+const char *proto_msg_type_name(enum proto_msg_type type);
+
+/* Builders: each makes a new cJSON object in *out (caller deletes) and checks it
+ * with proto_msg_parse(), so what we send is exactly what we accept:
+ * PROTO_ERR_INVALID when an argument is out of range. */
+int proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN], const char *agent,
+			   cJSON **out);
+int proto_msg_hello_manager(int version, const unsigned char nonce[PROTO_NONCE_LEN],
+			    const unsigned char proof[PROTO_PROOF_LEN], cJSON **out);
+int proto_msg_auth(const unsigned char proof[PROTO_PROOF_LEN], cJSON **out);
+int proto_msg_register(const struct proto_register *reg, cJSON **out);
+int proto_msg_accept(int64_t heartbeat_interval_ms, cJSON **out);
+int proto_msg_reject(const char *code, const char *message, cJSON **out);
+int proto_msg_heartbeat(cJSON **out);
+int proto_msg_payload_started(int64_t pid, cJSON **out);
+int proto_msg_payload_exited_code(int exit_code, cJSON **out);
+int proto_msg_payload_exited_signal(int sig, cJSON **out);
+int proto_msg_draining(const char *reason, const char *deadline, cJSON **out);
+int proto_msg_shutdown(int64_t grace_ms, const char *reason, cJSON **out);
+int proto_msg_error(const char *code, const char *message, cJSON **out);
+
+/* Manager side of version negotiation: the highest version that both the worker's
+ * hello and this codec support, or PROTO_ERR_BAD_MESSAGE if none (then send error
+ * "unsupported_version" and close). */
+int proto_msg_pick_version(const struct proto_msg *hello_worker, int *version);
+
+/* Error and reject codes (PROTOCOL.md, "Error codes"). */
+#define PROTO_CODE_BAD_FRAME "bad_frame"
+#define PROTO_CODE_BAD_MESSAGE "bad_message"
+#define PROTO_CODE_UNEXPECTED "unexpected_message"
+#define PROTO_CODE_UNSUPPORTED_VERSION "unsupported_version"
+#define PROTO_CODE_AUTH_FAILED "auth_failed"
+#define PROTO_CODE_TIMEOUT "timeout"
+#define PROTO_CODE_INTERNAL "internal"
+#define PROTO_REJECT_DUPLICATE_NODE "duplicate_node"
+#define PROTO_REJECT_NODE_OUT_OF_RANGE "node_out_of_range"
+#define PROTO_REJECT_JOB_MISMATCH "job_mismatch"
+#define PROTO_REJECT_SHUTTING_DOWN "shutting_down"
+
+/* ---------------------------------------------------------------------------------
+ * Authentication
+ * --------------------------------------------------------------------------------- */
+
+enum proto_role {
+	PROTO_ROLE_WORKER = 1,
+	PROTO_ROLE_MANAGER = 2,
+};
+
+/* PROTO_NONCE_LEN fresh bytes from RAND_bytes(); PROTO_ERR_CRYPTO if it fails. */
+int proto_auth_nonce(unsigned char nonce[PROTO_NONCE_LEN]);
+
+/* The proof that `prover` knows the cookie, for this pair of nonces:
+ *   manager: HMAC-SHA256(cookie, "batch-agent/<version> manager\n" || worker_nonce || manager_nonce)
+ *   worker:  HMAC-SHA256(cookie, "batch-agent/<version> worker\n" || manager_nonce || worker_nonce)
+ * (the verifier's nonce first, so each proof answers the other side's challenge).
+ * The nonces are passed by role, not by order, so callers cannot swap them.
+ * cookie_len must be >= 1. Intermediate state is wiped. */
+int proto_auth_proof(const void *cookie, size_t cookie_len, int version, enum proto_role prover,
+		     const unsigned char worker_nonce[PROTO_NONCE_LEN],
+		     const unsigned char manager_nonce[PROTO_NONCE_LEN],
+		     unsigned char proof[PROTO_PROOF_LEN]);
+/* Recomputes the proof and compares with CRYPTO_memcmp(): PROTO_OK or PROTO_ERR_AUTH.
+ * Also PROTO_ERR_AUTH when the two nonces are equal (a reflected nonce). */
+int proto_auth_verify(const void *cookie, size_t cookie_len, int version, enum proto_role prover,
+		      const unsigned char worker_nonce[PROTO_NONCE_LEN],
+		      const unsigned char manager_nonce[PROTO_NONCE_LEN],
+		      const unsigned char proof[PROTO_PROOF_LEN]);
+
+/* Lowercase hex of len bytes into out (out_size >= 2 * len + 1, NUL-terminated). */
+int proto_auth_hex_encode(const unsigned char *in, size_t len, char *out, size_t out_size);
+/* Exactly 2 * out_len lowercase hex digits, nothing else, into out: otherwise
+ * PROTO_ERR_INVALID and out is zeroed. */
+int proto_auth_hex_decode(const char *hex, unsigned char *out, size_t out_len);
+
+/* Overwrites secret memory (OPENSSL_cleanse) where the compiler cannot drop it. */
+void proto_auth_wipe(void *p, size_t len);
+
+#endif

@@ -1,0 +1,390 @@
+/* proto_frame_*: round trips over a socketpair, partial reads and writes, limits,
+ * garbage, and the frame test vector of PROTOCOL.md. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "proto.h"
+
+struct pair {
+	int a, b; /* a: the conn under test; b: the raw peer */
+	struct proto_conn c;
+};
+
+static int setup(void **state)
+{
+	struct pair *p = calloc(1, sizeof(*p));
+	int sv[2];
+
+	if (p == NULL || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+		return -1;
+	p->a = sv[0];
+	p->b = sv[1];
+	fcntl(p->a, F_SETFL, O_NONBLOCK);
+	proto_frame_conn_init(&p->c, p->a);
+	*state = p;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct pair *p = *state;
+
+	proto_frame_conn_free(&p->c);
+	close(p->a);
+	if (p->b >= 0)
+		close(p->b);
+	free(p);
+	return 0;
+}
+
+static void raw_write(int fd, const void *data, size_t len)
+{
+	assert_int_equal(write(fd, data, len), (ssize_t)len);
+}
+
+static void raw_frame(int fd, const char *payload)
+{
+	size_t n = strlen(payload);
+	unsigned char hdr[4] = { (unsigned char)(n >> 24), (unsigned char)(n >> 16),
+				 (unsigned char)(n >> 8), (unsigned char)n };
+
+	raw_write(fd, hdr, 4);
+	raw_write(fd, payload, n);
+}
+
+static void expect_error(struct pair *p, int err)
+{
+	cJSON *obj = (cJSON *)1;
+
+	assert_int_equal(proto_frame_recv(&p->c, &obj), err);
+	assert_null(obj);
+	/* Sticky: the stream has lost its boundaries. */
+	assert_int_equal(proto_frame_recv(&p->c, &obj), err);
+}
+
+static void test_vector_heartbeat(void **state)
+{
+	static const unsigned char expect[] = {
+		0x00, 0x00, 0x00, 0x14, '{', '"', 't', 'y', 'p', 'e', '"', ':', '"', 'h',
+		'e', 'a', 'r', 't', 'b', 'e', 'a', 't', '"', '}',
+	};
+	cJSON *hb = NULL;
+	unsigned char *frame = NULL;
+	size_t len = 0;
+
+	assert_int_equal(proto_msg_heartbeat(&hb), PROTO_OK);
+	assert_int_equal(proto_frame_encode(hb, PROTO_MAX_FRAME, &frame, &len), PROTO_OK);
+	assert_int_equal(len, sizeof(expect));
+	assert_memory_equal(frame, expect, len);
+	free(frame);
+	cJSON_Delete(hb);
+}
+
+static void test_round_trip_byte_by_byte(void **state)
+{
+	struct pair *p = *state;
+	unsigned char *frame = NULL;
+	size_t len = 0;
+	cJSON *msg = NULL, *got = NULL;
+	struct proto_msg m;
+
+	assert_int_equal(proto_msg_shutdown(1500, "job ended", &msg), PROTO_OK);
+	assert_int_equal(proto_frame_encode(msg, PROTO_MAX_FRAME, &frame, &len), PROTO_OK);
+	for (size_t i = 0; i < len; i++) {
+		assert_int_equal(proto_frame_recv(&p->c, &got), PROTO_AGAIN);
+		raw_write(p->b, frame + i, 1);
+	}
+	/* Two frames back to back: the reader hands out the first, then the second. */
+	raw_write(p->b, frame, len);
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(proto_frame_recv(&p->c, &got), PROTO_OK);
+		assert_int_equal(proto_msg_parse(got, &m), PROTO_OK);
+		assert_int_equal(m.type, PROTO_MSG_SHUTDOWN);
+		assert_int_equal(m.u.shutdown.grace_ms, 1500);
+		assert_string_equal(m.u.shutdown.reason, "job ended");
+		cJSON_Delete(got);
+	}
+	assert_int_equal(proto_frame_recv(&p->c, &got), PROTO_AGAIN);
+	close(p->b);
+	p->b = -1;
+	assert_int_equal(proto_frame_recv(&p->c, &got), PROTO_CLOSED);
+	free(frame);
+	cJSON_Delete(msg);
+}
+
+static void test_send_between_conns(void **state)
+{
+	struct pair *p = *state;
+	struct proto_conn peer;
+	cJSON *msg = NULL, *got = NULL;
+	struct proto_msg m;
+
+	proto_frame_conn_init(&peer, p->b);
+	assert_int_equal(proto_msg_payload_exited_signal(9, &msg), PROTO_OK);
+	assert_int_equal(proto_frame_send(&peer, msg), PROTO_OK);
+	assert_false(peer.want_write);
+	assert_int_equal(proto_frame_recv_wait(&p->c, &got, proto_frame_now_ms() + 1000), PROTO_OK);
+	assert_int_equal(proto_msg_parse(got, &m), PROTO_OK);
+	assert_true(m.u.payload_exited.signaled);
+	assert_int_equal(m.u.payload_exited.signal, 9);
+	cJSON_Delete(got);
+	cJSON_Delete(msg);
+	proto_frame_conn_free(&peer);
+}
+
+static void test_truncated(void **state)
+{
+	struct pair *p = *state;
+
+	raw_write(p->b, "\0\0\0\x10{\"type\"", 11);
+	close(p->b);
+	p->b = -1;
+	expect_error(p, PROTO_ERR_TRUNCATED);
+}
+
+static void test_zero_length(void **state)
+{
+	struct pair *p = *state;
+
+	raw_write(p->b, "\0\0\0\0", 4);
+	expect_error(p, PROTO_ERR_TOO_LARGE);
+}
+
+static void test_oversized(void **state)
+{
+	struct pair *p = *state;
+
+	/* 2^32-1 must be refused from the header alone, before any allocation. */
+	raw_write(p->b, "\xff\xff\xff\xff", 4);
+	expect_error(p, PROTO_ERR_TOO_LARGE);
+}
+
+static void test_handshake_limit(void **state)
+{
+	struct pair *p = *state;
+	char *big = malloc(PROTO_MAX_FRAME + 1);
+	cJSON *got = NULL;
+	size_t n;
+
+	/* A 4097-byte object: over the handshake limit, fine afterwards. */
+	n = PROTO_MAX_HANDSHAKE_FRAME + 1;
+	memset(big, ' ', n);
+	memcpy(big, "{\"type\":\"heartbeat\"}", 20);
+	big[n] = '\0';
+	raw_frame(p->b, big);
+	expect_error(p, PROTO_ERR_TOO_LARGE);
+
+	proto_frame_conn_free(&p->c);
+	proto_frame_conn_init(&p->c, p->a);
+	assert_int_equal(proto_frame_set_limit(&p->c, PROTO_MAX_FRAME), PROTO_OK);
+	/* The earlier frame's body is still in the socket: drain it by hand. */
+	char sink[8192];
+	assert_int_equal(read(p->a, sink, n), (ssize_t)n);
+	raw_frame(p->b, big);
+	assert_int_equal(proto_frame_recv_wait(&p->c, &got, proto_frame_now_ms() + 1000), PROTO_OK);
+	cJSON_Delete(got);
+
+	/* Exactly PROTO_MAX_FRAME passes; one more does not. */
+	n = PROTO_MAX_FRAME;
+	memset(big, ' ', n);
+	memcpy(big, "{\"type\":\"heartbeat\"}", 20);
+	big[n] = '\0';
+	raw_frame(p->b, big);
+	assert_int_equal(proto_frame_recv_wait(&p->c, &got, proto_frame_now_ms() + 1000), PROTO_OK);
+	cJSON_Delete(got);
+	raw_write(p->b, "\0\x01\0\x01", 4);
+	expect_error(p, PROTO_ERR_TOO_LARGE);
+	assert_int_equal(proto_frame_set_limit(&p->c, PROTO_MAX_FRAME + 1), PROTO_ERR_INVALID);
+	assert_int_equal(proto_frame_set_limit(&p->c, 0), PROTO_ERR_INVALID);
+	free(big);
+}
+
+static void test_garbage_payloads(void **state)
+{
+	static const char *const bad[] = {
+		"[1,2,3]",                         /* not an object */
+		"\"type\"",
+		"42",
+		"null",
+		"{\"type\":\"heartbeat\"",         /* unterminated */
+		"{\"type\":\"heartbeat\"} {}",     /* trailing data */
+		"{'type':'heartbeat'}",
+		"{\"type\":\"heartbeat\",}",
+		"{\"a\":01}",                      /* leading zero */
+		"{\"a\":1.}",
+		"{\"a\":.5}",
+		"{\"a\":+1}",
+		"{\"a\":NaN}",
+		"{\"a\":Infinity}",
+		"{\"a\":\"x\ty\"}",                /* raw control byte in a string */
+		"{\"a\":\"\\u0000\"}",             /* would cut a C string short */
+		"{\"a\":\"\\ud800\"}",             /* lone surrogate */
+		"{\"a\":\"\xc0\xaf\"}",            /* overlong UTF-8 */
+		"{\"a\":\"\xed\xa0\x80\"}",        /* UTF-8 surrogate */
+		"{\"a\":\"\xff\"}",
+		"\x01{\"type\":\"heartbeat\"}",    /* control byte as whitespace */
+		"\xef\xbb\xbf{\"type\":\"heartbeat\"}", /* BOM */
+		"{\"type\":\"heartbeat\",\"type\":\"shutdown\"}", /* duplicate name */
+		"{\"x\":{\"a\":1,\"a\":2}}",
+		"{\"a\":tru}",
+	};
+	cJSON *got = NULL;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int rc = proto_frame_decode((const unsigned char *)bad[i], strlen(bad[i]), &got);
+		if (rc != PROTO_ERR_BAD_JSON)
+			fail_msg("accepted or misjudged #%zu: %s (%s)", i, bad[i], proto_strerror(rc));
+		assert_null(got);
+	}
+	/* An embedded NUL byte. */
+	assert_int_equal(proto_frame_decode((const unsigned char *)"{\"a\":\"\0\"}", 9, &got),
+			 PROTO_ERR_BAD_JSON);
+}
+
+static void test_good_payloads(void **state)
+{
+	static const char *const good[] = {
+		"{\"type\":\"heartbeat\"}",
+		" \t\r\n{ \"type\" : \"heartbeat\" , \"x\" : [ 1 , -0.5e+3 , 0 , true , false , null ] } ",
+		"{\"a\":\"\\u00e9\xc3\xa9\xf0\x9f\x98\x80\\ud83d\\ude00\\\\u0000\"}",
+		"{\"a\":{\"a\":{\"a\":1}},\"b\":{\"a\":2}}",
+	};
+	cJSON *got = NULL;
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		int rc = proto_frame_decode((const unsigned char *)good[i], strlen(good[i]), &got);
+		if (rc != PROTO_OK)
+			fail_msg("refused #%zu: %s (%s)", i, good[i], proto_strerror(rc));
+		cJSON_Delete(got);
+	}
+}
+
+static void test_depth(void **state)
+{
+	char text[200];
+	cJSON *got = NULL;
+	size_t n = 0;
+
+	/* 32 levels pass, 33 do not. */
+	for (int levels = 32; levels <= 33; levels++) {
+		n = 0;
+		text[n++] = '{';
+		memcpy(text + n, "\"a\":", 4);
+		n += 4;
+		for (int i = 1; i < levels; i++)
+			text[n++] = '[';
+		for (int i = 1; i < levels; i++)
+			text[n++] = ']';
+		text[n++] = '}';
+		assert_int_equal(proto_frame_decode((unsigned char *)text, n, &got),
+				 levels == 32 ? PROTO_OK : PROTO_ERR_BAD_JSON);
+		cJSON_Delete(got);
+	}
+}
+
+static void test_garbage_on_the_wire(void **state)
+{
+	struct pair *p = *state;
+
+	raw_frame(p->b, "GET / HTTP/1.1\r\n");
+	expect_error(p, PROTO_ERR_BAD_JSON);
+}
+
+static void test_partial_writes(void **state)
+{
+	struct pair *p = *state;
+	int sz = 4096;
+	cJSON *msg = NULL, *got = NULL;
+	struct proto_conn reader;
+	int sent = 0, received = 0;
+	char *reason = malloc(60000);
+
+	/* Small socket buffers force partial send()s and want_write. */
+	setsockopt(p->a, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	setsockopt(p->b, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+	memset(reason, 'r', 1000);
+	reason[1000] = '\0';
+	assert_int_equal(proto_msg_shutdown(1, reason, &msg), PROTO_OK);
+	while (!p->c.want_write) {
+		assert_int_equal(proto_frame_send(&p->c, msg), PROTO_OK);
+		sent++;
+	}
+	fcntl(p->b, F_SETFL, O_NONBLOCK);
+	proto_frame_conn_init(&reader, p->b);
+	assert_int_equal(proto_frame_set_limit(&reader, PROTO_MAX_FRAME), PROTO_OK);
+	while (received < sent) {
+		int rc = proto_frame_recv(&reader, &got);
+		if (rc == PROTO_OK) {
+			struct proto_msg m;
+			assert_int_equal(proto_msg_parse(got, &m), PROTO_OK);
+			assert_string_equal(m.u.shutdown.reason, reason);
+			cJSON_Delete(got);
+			received++;
+			continue;
+		}
+		assert_int_equal(rc, PROTO_AGAIN);
+		rc = proto_frame_flush(&p->c);
+		assert_true(rc == PROTO_OK || rc == PROTO_AGAIN);
+	}
+	assert_false(p->c.want_write);
+	/* Queue cap: a peer that never reads cannot make us buffer without bound. */
+	int rc = PROTO_OK;
+	for (int i = 0; i < 1000 && rc == PROTO_OK; i++)
+		rc = proto_frame_send(&p->c, msg);
+	assert_int_equal(rc, PROTO_ERR_OVERFLOW);
+	proto_frame_conn_free(&reader);
+	cJSON_Delete(msg);
+	free(reason);
+}
+
+static void test_timeout_and_send_errors(void **state)
+{
+	struct pair *p = *state;
+	cJSON *got = NULL, *msg = NULL, *arr = cJSON_CreateArray();
+	int64_t t0 = proto_frame_now_ms();
+
+	assert_int_equal(proto_frame_recv_wait(&p->c, &got, t0 + 50), PROTO_ERR_TIMEOUT);
+	assert_true(proto_frame_now_ms() - t0 >= 50);
+	/* Not an object. */
+	assert_int_equal(proto_frame_send(&p->c, arr), PROTO_ERR_BAD_JSON);
+	/* Strings must be UTF-8 so the peer can read them. */
+	msg = cJSON_CreateObject();
+	cJSON_AddStringToObject(msg, "type", "x\xff");
+	assert_int_equal(proto_frame_send(&p->c, msg), PROTO_ERR_BAD_JSON);
+	close(p->b);
+	p->b = -1;
+	assert_int_equal(proto_frame_recv_wait(&p->c, &got, t0 + 1000), PROTO_CLOSED);
+	cJSON_DeleteItemFromObject(msg, "type");
+	cJSON_AddStringToObject(msg, "type", "heartbeat");
+	assert_int_equal(proto_frame_send_wait(&p->c, msg, t0 + 1000), PROTO_ERR_IO);
+	cJSON_Delete(msg);
+	cJSON_Delete(arr);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_vector_heartbeat),
+		cmocka_unit_test_setup_teardown(test_round_trip_byte_by_byte, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_between_conns, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_zero_length, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_oversized, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_handshake_limit, setup, teardown),
+		cmocka_unit_test(test_garbage_payloads),
+		cmocka_unit_test(test_good_payloads),
+		cmocka_unit_test(test_depth),
+		cmocka_unit_test_setup_teardown(test_garbage_on_the_wire, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_partial_writes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timeout_and_send_errors, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

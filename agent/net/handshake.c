@@ -1,1 +1,173 @@
-/* placeholder: filled in by its issue */
+/* Stage 5: the native handshake, worker side. */
+#include "handshake.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "resources.h"
+#include "status.h"
+
+#define AGENT_NAME "batch-agent " BATCH_AGENT_VERSION
+
+int handshake_conn_failure(int proto_err, const char *peer, const char *during)
+{
+	switch (proto_err) {
+	case PROTO_ERR_TIMEOUT:
+		log_error("%s did not answer %s within %d s: not a batch-agent manager, or stuck", peer, during,
+			  PROTO_HANDSHAKE_TIMEOUT_MS / 1000);
+		return BA_EX_PROTOCOL;
+	case PROTO_CLOSED:
+	case PROTO_ERR_TRUNCATED:
+		log_error("%s closed the connection %s", peer, during);
+		return BA_EX_PROTOCOL;
+	case PROTO_ERR_IO:
+		log_error("connection to %s failed %s: %s", peer, during, strerror(errno));
+		return BA_EX_UNAVAILABLE;
+	case PROTO_ERR_NOMEM:
+		log_error("out of memory %s", during);
+		return BA_EX_OSERR;
+	default:
+		log_error("%s broke the protocol %s: %s", peer, during, proto_strerror(proto_err));
+		return BA_EX_PROTOCOL;
+	}
+}
+
+/* Send one message built by the caller; takes ownership of msg. */
+static int send_message(struct proto_conn *conn, cJSON *msg, int build_err, int64_t deadline, const char *peer,
+			const char *during)
+{
+	int err = build_err;
+	if (err == PROTO_OK)
+		err = proto_frame_send_wait(conn, msg, deadline);
+	cJSON_Delete(msg);
+	return err == PROTO_OK ? BA_OK : handshake_conn_failure(err, peer, during);
+}
+
+/* Receive and parse one message; *json keeps the strings of *msg alive. */
+static int receive_message(struct proto_conn *conn, int64_t deadline, cJSON **json, struct proto_msg *msg,
+			   const char *peer, const char *during)
+{
+	int err = proto_frame_recv_wait(conn, json, deadline);
+	if (err == PROTO_OK)
+		err = proto_msg_parse(*json, msg);
+	if (err != PROTO_OK)
+		return handshake_conn_failure(err, peer, during);
+	if (msg->type == PROTO_MSG_ERROR) {
+		bool auth = strcmp(msg->u.error.code, PROTO_CODE_AUTH_FAILED) == 0;
+		log_error("%s refused us %s: %s%s%s", peer, during, msg->u.error.code,
+			  msg->u.error.message[0] ? ": " : "", msg->u.error.message);
+		if (auth)
+			log_error("the manager does not accept our cookie: the two sides have different cookies");
+		return auth ? BA_EX_NOPERM : BA_EX_PROTOCOL;
+	}
+	return BA_OK;
+}
+
+static void tell_and_close(struct proto_conn *conn, const char *code, const char *message, int64_t deadline)
+{
+	cJSON *msg = NULL;
+	if (proto_msg_error(code, message, &msg) == PROTO_OK)
+		proto_frame_send_wait(conn, msg, deadline);
+	cJSON_Delete(msg);
+}
+
+static struct proto_opt_int optional(long value)
+{
+	return (struct proto_opt_int){ .present = value >= 0, .value = value };
+}
+
+int handshake_worker(const struct config *cfg, struct proto_conn *conn, const struct cookie *cookie,
+		     const struct manager_address *manager, const char *node_addr, int64_t *heartbeat_ms)
+{
+	const char *peer = manager->display;
+	int64_t deadline = proto_frame_now_ms() + PROTO_HANDSHAKE_TIMEOUT_MS;
+	unsigned char worker_nonce[PROTO_NONCE_LEN], proof[PROTO_PROOF_LEN];
+	cJSON *json = NULL, *msg = NULL;
+	struct proto_msg reply;
+	int rc;
+
+	if (proto_auth_nonce(worker_nonce) != PROTO_OK) {
+		log_error("no randomness for the authentication nonce");
+		return BA_EX_OSERR;
+	}
+	rc = proto_msg_hello_worker(worker_nonce, AGENT_NAME, &msg);
+	rc = send_message(conn, msg, rc, deadline, peer, "to our hello");
+	if (rc != BA_OK)
+		goto out;
+
+	rc = receive_message(conn, deadline, &json, &reply, peer, "during the hello");
+	if (rc != BA_OK)
+		goto out;
+	if (reply.type != PROTO_MSG_HELLO_MANAGER) {
+		log_error("%s answered our hello with \"%s\", not a manager's hello", peer, proto_msg_type_name(reply.type));
+		rc = BA_EX_PROTOCOL;
+		goto out;
+	}
+	/* The manager proves the cookie first; we prove nothing to a peer that has not. */
+	if (proto_auth_verify(cookie->bytes, cookie->length, reply.u.hello_manager.version, PROTO_ROLE_MANAGER,
+			      worker_nonce, reply.u.hello_manager.nonce, reply.u.hello_manager.proof) != PROTO_OK) {
+		log_error("%s failed to prove the cookie: the two sides have different cookies, or it is not our "
+			  "manager", peer);
+		tell_and_close(conn, PROTO_CODE_AUTH_FAILED, "manager proof does not match", deadline);
+		rc = BA_EX_NOPERM;
+		goto out;
+	}
+	proto_frame_set_limit(conn, PROTO_MAX_FRAME);
+	if (proto_auth_proof(cookie->bytes, cookie->length, reply.u.hello_manager.version, PROTO_ROLE_WORKER,
+			     worker_nonce, reply.u.hello_manager.nonce, proof) != PROTO_OK) {
+		rc = BA_EX_OSERR;
+		goto out;
+	}
+	cJSON_Delete(json);
+	json = NULL;
+	rc = proto_msg_auth(proof, &msg);
+	rc = send_message(conn, msg, rc, deadline, peer, "to our proof");
+	if (rc != BA_OK)
+		goto out;
+
+	char hostname[256] = "";
+	gethostname(hostname, sizeof hostname - 1);
+	int64_t memory = resources_memory_limit();
+	struct proto_register reg = {
+		.job_id = cfg->batch.job_id ? cfg->batch.job_id : "",
+		.attempt = optional(cfg->batch.attempt),
+		.array_index = optional(cfg->batch.array_index),
+		.node_index = optional(cfg->batch.node_index),
+		.num_nodes = optional(cfg->batch.num_nodes),
+		.queue = cfg->batch.queue,
+		.compute_environment = cfg->batch.compute_environment,
+		.hostname = hostname,
+		.address = node_addr,
+		.agent_version = BATCH_AGENT_VERSION,
+		.has_cpus = resources_cpus() > 0,
+		.cpus = resources_cpus(),
+		.memory_limit_bytes = { .present = memory > 0, .value = memory },
+	};
+	rc = proto_msg_register(&reg, &msg);
+	rc = send_message(conn, msg, rc, deadline, peer, "to our registration");
+	if (rc != BA_OK)
+		goto out;
+
+	rc = receive_message(conn, deadline, &json, &reply, peer, "to our registration");
+	if (rc != BA_OK)
+		goto out;
+	if (reply.type == PROTO_MSG_REJECT) {
+		log_error("%s rejected our registration: %s%s%s", peer, reply.u.reject.code,
+			  reply.u.reject.message[0] ? ": " : "", reply.u.reject.message);
+		rc = BA_EX_NOPERM;
+		goto out;
+	}
+	if (reply.type != PROTO_MSG_ACCEPT) {
+		log_error("%s answered our registration with \"%s\"", peer, proto_msg_type_name(reply.type));
+		rc = BA_EX_PROTOCOL;
+		goto out;
+	}
+	*heartbeat_ms = reply.u.accept.heartbeat_interval_ms;
+	log_info("registered with the manager at %s as %s", peer, node_addr);
+out:
+	proto_auth_wipe(proof, sizeof proof);
+	cJSON_Delete(json);
+	return rc;
+}

@@ -87,6 +87,11 @@ bool supervise_running(const struct supervisor *sv)
 	return sv->phase == PHASE_RUNNING;
 }
 
+bool supervise_grace_expired(const struct supervisor *sv)
+{
+	return sv->grace_over;
+}
+
 int supervise_spawn(struct supervisor *sv, const struct payload *payload)
 {
 	int rc = launch_spawn(payload, &sv->pid);
@@ -258,7 +263,7 @@ static void begin_cleanup(struct supervisor *sv, int wait_status)
 	if (sv->terminal && tcgetpgrp(STDIN_FILENO) == sv->pid)
 		tcsetpgrp(STDIN_FILENO, getpgrp());
 	if (sv->hooks.exited)
-		sv->hooks.exited(sv->hooks.ctx, sv->exit_status);
+		sv->hooks.exited(sv->hooks.ctx, sv->exit_status, wait_status);
 	if (sv->phase != PHASE_CLEANUP)
 		return;
 	/* Whatever the payload left must not outlive the job. Harmless when nothing is

@@ -27,8 +27,9 @@ struct supervise_opts {
 struct supervise_hooks {
 	void *ctx;
 	void (*started)(void *ctx, pid_t pid);
-	/* The payload ended (exit_status: its code, or 128+signal); leftovers may remain. */
-	void (*exited)(void *ctx, int exit_status);
+	/* The payload ended (exit_status: its code, or 128+signal; wait_status as from
+	 * waitpid); what it left may still run. */
+	void (*exited)(void *ctx, int exit_status, int wait_status);
 	/* The payload and everything it left are gone: the agent may exit now. */
 	void (*finished)(void *ctx, int exit_status);
 	/* A terminating signal (TERM, INT, HUP, QUIT) while no payload runs. Without
@@ -54,6 +55,8 @@ void supervise_terminate(struct supervisor *sv, int sig, int64_t grace_ms, const
 void supervise_signal(struct supervisor *sv, int sig);
 
 bool supervise_running(const struct supervisor *sv);
+/* The grace period ran out and the agent had to SIGKILL. */
+bool supervise_grace_expired(const struct supervisor *sv);
 
 /* The common case: supervise one payload in a loop of its own; returns the status. */
 int supervise_run(const struct supervise_opts *opts, const struct payload *payload, const struct supervise_hooks *hooks);

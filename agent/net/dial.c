@@ -86,7 +86,7 @@ fail:
 int dial_manager(const struct manager_address *manager, int64_t timeout_ms, int *fd_out)
 {
 	int64_t start = util_now_ms(), deadline = start + timeout_ms, last_report = start;
-	char why[256] = "no attempt made";
+	char why[512] = "no attempt made";
 	unsigned attempt = 0;
 	for (;;) {
 		attempt++;

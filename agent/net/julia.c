@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "launch.h"
@@ -18,6 +19,7 @@
 
 #define LINE_MAX_BYTES 1024
 #define EXCHANGE_TIMEOUT_MS 60000
+#define TIMEOUT_LINE_WAIT_MS 2000
 
 /* Read one line, byte by byte: whatever follows the manager's two lines belongs to
  * the payload, so we must not read past them. */
@@ -117,15 +119,19 @@ int julia_handshake(const struct config *cfg, int fd, struct julia_grant *grant)
 	rc = read_line(fd, deadline, line, sizeof line, "julia_cookie");
 	if (rc != BA_OK)
 		goto out;
+	/* The manager right-pads a cookie shorter than Distributed's 16-byte header with
+	 * spaces; Julia's worker drops them with its regex, and so do we. */
+	size_t length = strlen(line);
+	while (length > 0 && line[length - 1] == ' ')
+		line[--length] = '\0';
 	if (strncmp(line, cookie_prefix, sizeof cookie_prefix - 1) != 0 ||
 	    !all_match(line + sizeof cookie_prefix - 1, is_word)) {
 		/* Never echo the line: it may hold a cookie, even a malformed one. */
-		log_error("the manager's first line is not julia_cookie:<word characters> (%zu bytes received)",
-			  strlen(line));
+		log_error("the manager's first line is not julia_cookie:<word characters> (%zu bytes received)", length);
 		rc = BA_EX_PROTOCOL;
 		goto out;
 	}
-	grant->cookie.length = strlen(line) - (sizeof cookie_prefix - 1);
+	grant->cookie.length = length - (sizeof cookie_prefix - 1);
 	grant->cookie.bytes = malloc(grant->cookie.length + 1);
 	if (grant->cookie.bytes == NULL) {
 		rc = BA_EX_OSERR;
@@ -133,6 +139,15 @@ int julia_handshake(const struct config *cfg, int fd, struct julia_grant *grant)
 	}
 	memcpy(grant->cookie.bytes, line + sizeof cookie_prefix - 1, grant->cookie.length);
 
+	/* Older AWSClusterManagers.jl releases send no timeout line. Newer ones flush both
+	 * lines together, so when the second has not begun shortly after the first, it is
+	 * not coming. */
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	if (poll(&pfd, 1, TIMEOUT_LINE_WAIT_MS) == 0) {
+		log_info("the manager sent no julia_worker_timeout line (an older AWSClusterManagers.jl): "
+			 "JULIA_WORKER_TIMEOUT is left unset");
+		goto out;
+	}
 	rc = read_line(fd, deadline, line, sizeof line, "julia_worker_timeout");
 	if (rc != BA_OK)
 		goto out;

@@ -1,1 +1,725 @@
-/* placeholder: filled in by its issue */
+/* The MNP rendezvous. Read in the order of a job's life: listen, accept, the handshake
+ * of each child, registration, the start of the main payload, and the shutdown. */
+#include "rendezvous.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "address.h"
+#include "cookie.h"
+#include "launch.h"
+#include "log.h"
+#include "proto.h"
+#include "status.h"
+#include "supervise.h"
+#include "util.h"
+
+#define SWEEP_MS 250
+#define REPORT_MARGIN_MS 1000 /* after the grace period, for the last exit reports to arrive */
+
+enum peer_state { PEER_HELLO, PEER_AUTH, PEER_REGISTER, PEER_REGISTERED };
+enum phase { PHASE_WAITING, PHASE_RUNNING, PHASE_SHUTTING_DOWN };
+
+struct peer {
+	struct rendezvous *rv;
+	struct proto_conn conn;
+	enum peer_state state;
+	bool connected;
+	char remote[64]; /* ip:port the connection came from */
+	int version;
+	unsigned char worker_nonce[PROTO_NONCE_LEN], manager_nonce[PROTO_NONCE_LEN];
+	int64_t accepted_ms, last_heard_ms;
+	long node_index;
+	char address[64]; /* advertised at registration */
+	bool exit_reported;
+	struct peer *next;
+};
+
+struct rendezvous {
+	const struct config *cfg;
+	struct loop *loop;
+	struct supervisor *sv;
+	struct cookie cookie;
+	int listen_fd;
+	enum phase phase;
+	struct peer *peers;    /* every peer with a live connection, and registered ones */
+	size_t pending;        /* peers not yet registered */
+	size_t max_pending;
+	struct peer **by_index; /* registered children by node index */
+	long registered;
+	long children;         /* AWS_BATCH_JOB_NUM_NODES - 1 */
+	const char *job_prefix; /* "<uuid>#" of this job, NULL when unknown */
+	size_t job_prefix_length;
+	int64_t last_heartbeat_ms;
+	struct loop_timer wait_timer, sweep_timer, report_timer;
+	char main_addr[64];
+	char hostfile[128];
+	bool main_finished;
+	int exit_status;
+};
+
+/* ---- peers ---- */
+
+static void drop_peer(struct peer *p, const char *why);
+
+static void update_interest(struct peer *p)
+{
+	loop_modify(p->rv->loop, p->conn.fd, EPOLLIN | (p->conn.want_write ? EPOLLOUT : 0));
+}
+
+/* Queue msg to p (takes msg); a peer that cannot take it is dropped. */
+static void send_to(struct peer *p, cJSON *msg, int build_err)
+{
+	int err = build_err;
+	if (p->connected && err == PROTO_OK)
+		err = proto_frame_send(&p->conn, msg);
+	cJSON_Delete(msg);
+	if (!p->connected)
+		return;
+	if (err != PROTO_OK)
+		drop_peer(p, proto_strerror(err));
+	else
+		update_interest(p);
+}
+
+static void send_error_and_drop(struct peer *p, const char *code, const char *message, const char *why)
+{
+	cJSON *msg = NULL;
+	int err = proto_msg_error(code, message, &msg);
+	send_to(p, msg, err);
+	if (p->connected)
+		proto_frame_flush(&p->conn); /* best effort: the peer is leaving anyway */
+	drop_peer(p, why);
+}
+
+static void unlink_peer(struct rendezvous *rv, struct peer *p)
+{
+	for (struct peer **link = &rv->peers; *link; link = &(*link)->next) {
+		if (*link == p) {
+			*link = p->next;
+			return;
+		}
+	}
+}
+
+static void maybe_stop(struct rendezvous *rv);
+
+static void drop_peer(struct peer *p, const char *why)
+{
+	struct rendezvous *rv = p->rv;
+	if (!p->connected)
+		return;
+	p->connected = false;
+	loop_remove(rv->loop, p->conn.fd);
+	close(p->conn.fd);
+	proto_frame_conn_free(&p->conn);
+	if (p->state != PEER_REGISTERED) {
+		rv->pending--;
+		log_debug("dropped peer %s: %s", p->remote, why);
+		unlink_peer(rv, p);
+		free(p);
+		return;
+	}
+	if (rv->phase == PHASE_WAITING) {
+		/* Free its slot: a restarted node may register again. */
+		log_warn("node %ld (%s) left before the main payload started: %s", p->node_index, p->address, why);
+		rv->by_index[p->node_index] = NULL;
+		rv->registered--;
+		unlink_peer(rv, p);
+		free(p);
+		return;
+	}
+	if (rv->phase == PHASE_SHUTTING_DOWN && p->exit_reported)
+		log_debug("node %ld (%s) disconnected after its exit report", p->node_index, p->address);
+	else
+		log_warn("node %ld (%s) lost: %s", p->node_index, p->address, why);
+	maybe_stop(rv);
+}
+
+/* ---- the handshake, manager side ---- */
+
+static void on_hello(struct peer *p, const struct proto_msg *msg)
+{
+	struct rendezvous *rv = p->rv;
+	unsigned char proof[PROTO_PROOF_LEN];
+	cJSON *reply = NULL;
+	if (msg->type != PROTO_MSG_HELLO_WORKER) {
+		send_error_and_drop(p, PROTO_CODE_UNEXPECTED, "expected hello", "did not start with hello");
+		return;
+	}
+	if (proto_msg_pick_version(msg, &p->version) != PROTO_OK) {
+		send_error_and_drop(p, PROTO_CODE_UNSUPPORTED_VERSION, "this manager speaks version 1",
+				    "no protocol version in common");
+		return;
+	}
+	memcpy(p->worker_nonce, msg->u.hello_worker.nonce, PROTO_NONCE_LEN);
+	if (proto_auth_nonce(p->manager_nonce) != PROTO_OK ||
+	    proto_auth_proof(rv->cookie.bytes, rv->cookie.length, p->version, PROTO_ROLE_MANAGER, p->worker_nonce,
+			     p->manager_nonce, proof) != PROTO_OK) {
+		send_error_and_drop(p, PROTO_CODE_INTERNAL, "", "cannot compute our proof");
+		return;
+	}
+	int err = proto_msg_hello_manager(p->version, p->manager_nonce, proof, &reply);
+	proto_auth_wipe(proof, sizeof proof);
+	p->state = PEER_AUTH;
+	send_to(p, reply, err);
+}
+
+static void on_auth(struct peer *p, const struct proto_msg *msg)
+{
+	struct rendezvous *rv = p->rv;
+	if (msg->type == PROTO_MSG_ERROR) {
+		log_warn("refused peer %s: it did not accept our proof (%s): the cookies differ", p->remote,
+			 msg->u.error.code);
+		drop_peer(p, "refused our proof");
+		return;
+	}
+	if (msg->type != PROTO_MSG_AUTH) {
+		send_error_and_drop(p, PROTO_CODE_UNEXPECTED, "expected auth", "did not authenticate");
+		return;
+	}
+	if (proto_auth_verify(rv->cookie.bytes, rv->cookie.length, p->version, PROTO_ROLE_WORKER, p->worker_nonce,
+			      p->manager_nonce, msg->u.auth.proof) != PROTO_OK) {
+		log_warn("refused peer %s: authentication failed (wrong cookie, or a replayed exchange)", p->remote);
+		send_error_and_drop(p, PROTO_CODE_AUTH_FAILED, "worker proof does not match", "authentication failed");
+		return;
+	}
+	proto_frame_set_limit(&p->conn, PROTO_MAX_FRAME);
+	p->state = PEER_REGISTER;
+}
+
+static void reject(struct peer *p, const char *code, const char *message)
+{
+	cJSON *msg = NULL;
+	log_warn("rejected registration from %s: %s", p->remote, message);
+	int err = proto_msg_reject(code, message, &msg);
+	send_to(p, msg, err);
+	if (p->connected)
+		proto_frame_flush(&p->conn);
+	drop_peer(p, message);
+}
+
+/* MNP node ids are "<job uuid>#<node index>": a child of this job carries our uuid and
+ * its own index. */
+static bool job_matches(const struct rendezvous *rv, const char *job_id, long node_index)
+{
+	if (rv->job_prefix == NULL)
+		return true;
+	long suffix;
+	return strncmp(job_id, rv->job_prefix, rv->job_prefix_length) == 0 &&
+	       util_parse_long(job_id + rv->job_prefix_length, 0, 100000, &suffix) && suffix == node_index;
+}
+
+static void start_main_payload(struct rendezvous *rv);
+
+static void on_register(struct peer *p, const struct proto_msg *msg)
+{
+	struct rendezvous *rv = p->rv;
+	char text[256];
+	const struct proto_register *reg = &msg->u.reg;
+	if (msg->type != PROTO_MSG_REGISTER) {
+		send_error_and_drop(p, PROTO_CODE_UNEXPECTED, "expected register", "did not register");
+		return;
+	}
+	long index = reg->node_index.present ? (long)reg->node_index.value : -1;
+	long num_nodes = rv->cfg->batch.num_nodes;
+	if (rv->phase != PHASE_WAITING) {
+		reject(p, "rendezvous_closed", "the main payload has already started without this node");
+		return;
+	}
+	if (index < 0 || index >= num_nodes || index == rv->cfg->batch.main_node_index) {
+		snprintf(text, sizeof text, "node index %ld is not a child of this %ld-node job", index, num_nodes);
+		reject(p, PROTO_REJECT_NODE_OUT_OF_RANGE, text);
+		return;
+	}
+	if (!job_matches(rv, reg->job_id, index)) {
+		snprintf(text, sizeof text, "job id \"%.100s\" is not node %ld of this job (%.100s)", reg->job_id, index,
+			 rv->cfg->batch.job_id);
+		reject(p, PROTO_REJECT_JOB_MISMATCH, text);
+		return;
+	}
+	if (rv->by_index[index] != NULL) {
+		snprintf(text, sizeof text, "node index %ld is already registered from %s", index,
+			 rv->by_index[index]->remote);
+		reject(p, PROTO_REJECT_DUPLICATE_NODE, text);
+		return;
+	}
+	cJSON *reply = NULL;
+	int err = proto_msg_accept(rv->cfg->heartbeat_ms, &reply);
+	send_to(p, reply, err);
+	if (!p->connected)
+		return;
+	p->state = PEER_REGISTERED;
+	p->node_index = index;
+	snprintf(p->address, sizeof p->address, "%s", reg->address);
+	rv->by_index[index] = p;
+	rv->pending--;
+	rv->registered++;
+	log_info("node %ld registered from %s (advertises %s): %ld of %ld children", index, p->remote, p->address,
+		 rv->registered, rv->children);
+	if (rv->registered == rv->children)
+		start_main_payload(rv);
+}
+
+/* ---- registered children ---- */
+
+static void on_child_message(struct peer *p, const struct proto_msg *msg)
+{
+	struct rendezvous *rv = p->rv;
+	switch (msg->type) {
+	case PROTO_MSG_HEARTBEAT:
+	case PROTO_MSG_PAYLOAD_STARTED:
+		return;
+	case PROTO_MSG_PAYLOAD_EXITED:
+		p->exit_reported = true;
+		if (msg->u.payload_exited.signaled)
+			log_warn("node %ld's payload was killed by signal %d", p->node_index, msg->u.payload_exited.signal);
+		else if (msg->u.payload_exited.exit_code != 0)
+			log_warn("node %ld's payload failed with status %d", p->node_index, msg->u.payload_exited.exit_code);
+		else
+			log_info("node %ld's payload exited with status 0", p->node_index);
+		maybe_stop(rv);
+		return;
+	case PROTO_MSG_DRAINING:
+		log_warn("node %ld is draining: %s%s%s", p->node_index, msg->u.draining.reason,
+			 msg->u.draining.deadline ? ", deadline " : "", msg->u.draining.deadline ? msg->u.draining.deadline : "");
+		return;
+	case PROTO_MSG_ERROR:
+		log_warn("node %ld reports an error: %s %s", p->node_index, msg->u.error.code, msg->u.error.message);
+		drop_peer(p, "it reported an error");
+		return;
+	default:
+		log_warn("ignoring an unexpected \"%s\" from node %ld", proto_msg_type_name(msg->type), p->node_index);
+		return;
+	}
+}
+
+static void on_peer_io(struct loop *loop, int fd, uint32_t events, void *ctx)
+{
+	struct peer *p = ctx;
+	(void)loop;
+	(void)fd;
+	if (events & EPOLLOUT) {
+		int err = proto_frame_flush(&p->conn);
+		if (err != PROTO_OK && err != PROTO_AGAIN) {
+			drop_peer(p, proto_strerror(err));
+			return;
+		}
+		update_interest(p);
+	}
+	while (p->connected) {
+		cJSON *json = NULL;
+		struct proto_msg msg;
+		int err = proto_frame_recv(&p->conn, &json);
+		if (err == PROTO_AGAIN)
+			return;
+		if (err == PROTO_CLOSED) {
+			drop_peer(p, "it closed the connection");
+			return;
+		}
+		if (err == PROTO_OK)
+			err = proto_msg_parse(json, &msg);
+		if (err != PROTO_OK) {
+			cJSON_Delete(json);
+			const char *code = err == PROTO_ERR_BAD_MESSAGE ? PROTO_CODE_BAD_MESSAGE : PROTO_CODE_BAD_FRAME;
+			if (p->state != PEER_REGISTERED)
+				log_warn("refused peer %s: %s", p->remote, proto_strerror(err));
+			send_error_and_drop(p, code, proto_strerror(err), proto_strerror(err));
+			return;
+		}
+		p->last_heard_ms = util_now_ms();
+		switch (p->state) {
+		case PEER_HELLO:
+			on_hello(p, &msg);
+			break;
+		case PEER_AUTH:
+			on_auth(p, &msg);
+			break;
+		case PEER_REGISTER:
+			on_register(p, &msg);
+			break;
+		case PEER_REGISTERED:
+			on_child_message(p, &msg);
+			break;
+		}
+		cJSON_Delete(json);
+	}
+}
+
+static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx)
+{
+	struct rendezvous *rv = ctx;
+	(void)events;
+	for (;;) {
+		struct sockaddr_in from;
+		socklen_t length = sizeof from;
+		int conn = accept4(fd, (struct sockaddr *)&from, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (conn < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				log_warn("accept: %m");
+			return;
+		}
+		char ip[INET_ADDRSTRLEN] = "?";
+		inet_ntop(AF_INET, &from.sin_addr, ip, sizeof ip);
+		/* Unauthenticated peers cost memory: past the cap, newcomers wait their turn
+		 * at the TCP level, since we close them and their agents retry. */
+		if (rv->pending >= rv->max_pending) {
+			log_warn("refused peer %s:%u: %zu handshakes already in progress", ip, ntohs(from.sin_port), rv->pending);
+			close(conn);
+			continue;
+		}
+		struct peer *p = calloc(1, sizeof *p);
+		if (p == NULL) {
+			close(conn);
+			continue;
+		}
+		p->rv = rv;
+		p->state = PEER_HELLO;
+		p->accepted_ms = p->last_heard_ms = util_now_ms();
+		p->node_index = -1;
+		snprintf(p->remote, sizeof p->remote, "%s:%u", ip, ntohs(from.sin_port));
+		proto_frame_conn_init(&p->conn, conn);
+		int one = 1;
+		setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		if (loop_add(loop, conn, EPOLLIN, on_peer_io, p) != BA_OK) {
+			close(conn);
+			free(p);
+			continue;
+		}
+		p->connected = true;
+		p->next = rv->peers;
+		rv->peers = p;
+		rv->pending++;
+	}
+}
+
+/* ---- timers: handshake deadlines, heartbeats, silence ---- */
+
+static void broadcast(struct rendezvous *rv, int (*build)(void *arg, cJSON **out), void *arg)
+{
+	for (struct peer *p = rv->peers, *next; p; p = next) {
+		next = p->next; /* send_to may drop and free p */
+		if (p->connected && p->state == PEER_REGISTERED) {
+			cJSON *msg = NULL;
+			int err = build(arg, &msg);
+			send_to(p, msg, err);
+		}
+	}
+}
+
+static int build_heartbeat(void *arg, cJSON **out)
+{
+	(void)arg;
+	return proto_msg_heartbeat(out);
+}
+
+static void on_sweep(struct loop *loop, void *ctx)
+{
+	struct rendezvous *rv = ctx;
+	int64_t now = util_now_ms();
+	char why[96];
+	for (struct peer *p = rv->peers, *next; p; p = next) {
+		next = p->next;
+		if (!p->connected)
+			continue;
+		if (p->state != PEER_REGISTERED && now - p->accepted_ms > PROTO_HANDSHAKE_TIMEOUT_MS) {
+			log_warn("dropped peer %s: handshake not completed within %d s", p->remote, PROTO_HANDSHAKE_TIMEOUT_MS / 1000);
+			send_error_and_drop(p, PROTO_CODE_TIMEOUT, "handshake not completed in time", "handshake timeout");
+		} else if (p->state == PEER_REGISTERED && now - p->last_heard_ms > PROTO_HEARTBEAT_MISSES * rv->cfg->heartbeat_ms) {
+			snprintf(why, sizeof why, "no heartbeat for %.3g s", (double)(now - p->last_heard_ms) / 1000.0);
+			drop_peer(p, why);
+		}
+	}
+	if (now - rv->last_heartbeat_ms >= rv->cfg->heartbeat_ms) {
+		rv->last_heartbeat_ms = now;
+		broadcast(rv, build_heartbeat, NULL);
+	}
+	loop_timer_arm(loop, &rv->sweep_timer, SWEEP_MS, on_sweep, rv);
+}
+
+/* ---- the main payload ---- */
+
+static int list_missing(const struct rendezvous *rv, char *out, size_t size)
+{
+	size_t used = 0;
+	int missing = 0;
+	out[0] = '\0';
+	for (long i = 0; i < rv->cfg->batch.num_nodes; i++) {
+		if (i == rv->cfg->batch.main_node_index || rv->by_index[i] != NULL)
+			continue;
+		missing++;
+		if (used + 16 < size)
+			used += (size_t)snprintf(out + used, size - used, "%s%ld", used ? ", " : "", i);
+		else if (used + 4 < size && out[used - 1] != '.')
+			used += (size_t)snprintf(out + used, size - used, "...");
+	}
+	return missing;
+}
+
+static int main_address(struct rendezvous *rv)
+{
+	if (rv->cfg->advertise_addr != NULL)
+		return address_advertised(-1, rv->cfg->advertise_addr, rv->main_addr, sizeof rv->main_addr);
+	/* Where the children reached us is where they can reach the main payload. */
+	for (long i = 0; i < rv->cfg->batch.num_nodes; i++) {
+		struct peer *p = rv->by_index[i];
+		struct sockaddr_in local;
+		socklen_t length = sizeof local;
+		if (p && p->connected && getsockname(p->conn.fd, (struct sockaddr *)&local, &length) == 0 &&
+		    inet_ntop(AF_INET, &local.sin_addr, rv->main_addr, sizeof rv->main_addr) != NULL)
+			return BA_OK;
+	}
+	return address_first_usable(rv->main_addr, sizeof rv->main_addr);
+}
+
+/* One address a line, node-index order, main included: the form both Open MPI and
+ * MPICH (Hydra) accept as a hostfile. */
+static int write_hostfile(struct rendezvous *rv, char **nodes_out)
+{
+	const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	size_t capacity = (size_t)rv->cfg->batch.num_nodes * 64 + 1;
+	char *nodes = calloc(1, capacity);
+	size_t used = 0;
+	int rc = BA_EX_OSERR;
+	snprintf(rv->hostfile, sizeof rv->hostfile, "%s/batch-agent-hostfile.XXXXXX", dir);
+	int fd = mkstemp(rv->hostfile);
+	if (fd < 0 || nodes == NULL) {
+		log_error("cannot create the hostfile in %s: %m", dir);
+		rv->hostfile[0] = '\0';
+		goto out;
+	}
+	fchmod(fd, 0644);
+	for (long i = 0; i < rv->cfg->batch.num_nodes; i++) {
+		const char *address = i == rv->cfg->batch.main_node_index ? rv->main_addr
+				      : rv->by_index[i]                    ? rv->by_index[i]->address
+									    : NULL;
+		if (address == NULL)
+			continue;
+		used += (size_t)snprintf(nodes + used, capacity - used, "%s%s", used ? "," : "", address);
+		if (dprintf(fd, "%s\n", address) < 0) {
+			log_error("writing the hostfile %s: %m", rv->hostfile);
+			goto out;
+		}
+	}
+	*nodes_out = nodes;
+	nodes = NULL;
+	rc = BA_OK;
+out:
+	free(nodes);
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+static void begin_shutdown(struct rendezvous *rv, const char *reason);
+
+static void start_main_payload(struct rendezvous *rv)
+{
+	char *nodes = NULL;
+	struct payload payload = { 0 };
+	rv->phase = PHASE_RUNNING;
+	loop_timer_cancel(rv->loop, &rv->wait_timer);
+	int rc = main_address(rv);
+	if (rc == BA_OK)
+		rc = write_hostfile(rv, &nodes);
+	if (rc == BA_OK) {
+		struct launch_vars vars = { .node_addr = rv->main_addr, .hostfile = rv->hostfile, .nodes = nodes, .handover_fd = -1 };
+		rc = launch_prepare(&payload, rv->cfg, &vars);
+	}
+	if (rc == BA_OK) {
+		log_info("all nodes present: starting the main payload with nodes %s", nodes);
+		rc = supervise_spawn(rv->sv, &payload);
+	}
+	if (rc != BA_OK) {
+		rv->exit_status = rc;
+		rv->main_finished = true;
+		begin_shutdown(rv, "the main payload could not start");
+	}
+	launch_release(&payload);
+	free(nodes);
+}
+
+static void on_wait_timer(struct loop *loop, void *ctx)
+{
+	struct rendezvous *rv = ctx;
+	char missing[512];
+	(void)loop;
+	long present = rv->registered + 1;
+	long needed = rv->cfg->min_nodes > 0 ? rv->cfg->min_nodes : rv->cfg->batch.num_nodes;
+	list_missing(rv, missing, sizeof missing);
+	if (present >= needed) {
+		log_warn("starting with %ld of %ld nodes after %.3g s (--min-nodes %ld); missing node%s %s", present,
+			 rv->cfg->batch.num_nodes, (double)rv->cfg->wait_timeout_ms / 1000.0, needed,
+			 strchr(missing, ',') ? "s" : "", missing);
+		start_main_payload(rv);
+		return;
+	}
+	log_error("node%s %s did not register within %.3g s: %ld of %ld nodes present, %ld needed (--min-nodes)",
+		  strchr(missing, ',') ? "s" : "", missing, (double)rv->cfg->wait_timeout_ms / 1000.0, present,
+		  rv->cfg->batch.num_nodes, needed);
+	rv->exit_status = BA_EX_UNAVAILABLE;
+	rv->main_finished = true;
+	begin_shutdown(rv, "the rendezvous timed out");
+}
+
+/* ---- shutdown ---- */
+
+static int build_shutdown(void *arg, cJSON **out)
+{
+	struct rendezvous *rv = arg;
+	return proto_msg_shutdown(rv->cfg->grace_ms, "the main node is finishing", out);
+}
+
+static void on_report_timer(struct loop *loop, void *ctx)
+{
+	struct rendezvous *rv = ctx;
+	(void)loop;
+	for (struct peer *p = rv->peers; p; p = p->next)
+		if (p->state == PEER_REGISTERED && p->connected && !p->exit_reported)
+			log_warn("node %ld (%s) sent no exit report within the grace period", p->node_index, p->address);
+	loop_stop(rv->loop, rv->exit_status);
+}
+
+static void maybe_stop(struct rendezvous *rv)
+{
+	if (rv->phase != PHASE_SHUTTING_DOWN || !rv->main_finished)
+		return;
+	for (struct peer *p = rv->peers; p; p = p->next)
+		if (p->state == PEER_REGISTERED && p->connected && !p->exit_reported)
+			return;
+	loop_stop(rv->loop, rv->exit_status);
+}
+
+static void begin_shutdown(struct rendezvous *rv, const char *reason)
+{
+	if (rv->phase == PHASE_SHUTTING_DOWN)
+		return;
+	rv->phase = PHASE_SHUTTING_DOWN;
+	loop_timer_cancel(rv->loop, &rv->wait_timer);
+	loop_remove(rv->loop, rv->listen_fd);
+	if (rv->registered > 0)
+		log_info("%s: telling %ld node%s to shut down", reason, rv->registered, rv->registered == 1 ? "" : "s");
+	broadcast(rv, build_shutdown, rv);
+	loop_timer_arm(rv->loop, &rv->report_timer, rv->cfg->grace_ms + REPORT_MARGIN_MS, on_report_timer, rv);
+	maybe_stop(rv);
+}
+
+static void on_main_exited(void *ctx, int exit_status, int wait_status)
+{
+	struct rendezvous *rv = ctx;
+	(void)wait_status;
+	log_info("the main payload exited with status %d", exit_status);
+	begin_shutdown(rv, "the main payload ended");
+}
+
+static void on_main_finished(void *ctx, int exit_status)
+{
+	struct rendezvous *rv = ctx;
+	rv->exit_status = exit_status;
+	rv->main_finished = true;
+	maybe_stop(rv);
+}
+
+static void on_interrupted(void *ctx, int sig)
+{
+	struct rendezvous *rv = ctx;
+	rv->exit_status = BA_EX_SIGNAL_BASE + sig;
+	rv->main_finished = true;
+	begin_shutdown(rv, "interrupted");
+}
+
+/* ---- set-up ---- */
+
+static int listen_on(long port, int *fd_out)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	struct sockaddr_in address = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				       .sin_addr.s_addr = htonl(INADDR_ANY) };
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    bind(fd, (struct sockaddr *)&address, sizeof address) < 0 || listen(fd, 4096) < 0) {
+		log_error("cannot listen on port %ld (--port): %m", port);
+		if (fd >= 0)
+			close(fd);
+		return errno == EADDRINUSE || errno == EACCES ? BA_EX_CONFIG : BA_EX_OSERR;
+	}
+	*fd_out = fd;
+	return BA_OK;
+}
+
+int rendezvous_run(const struct config *cfg)
+{
+	struct rendezvous rv = { .cfg = cfg, .listen_fd = -1, .children = cfg->batch.num_nodes - 1 };
+	struct supervise_opts opts = { .group = cfg->group, .grace_ms = cfg->grace_ms };
+	struct supervise_hooks hooks = { .ctx = &rv, .exited = on_main_exited, .finished = on_main_finished,
+					 .interrupted = on_interrupted };
+	char prefix[256];
+	int rc;
+	if (cfg->exec) {
+		log_error("--exec is not available in the main role: the rendezvous keeps the children's connections");
+		return BA_EX_CONFIG;
+	}
+	if (cfg->batch.job_id != NULL) {
+		const char *hash = strchr(cfg->batch.job_id, '#');
+		size_t length = hash ? (size_t)(hash - cfg->batch.job_id) : strlen(cfg->batch.job_id);
+		snprintf(prefix, sizeof prefix, "%.*s#", (int)length, cfg->batch.job_id);
+		rv.job_prefix = prefix;
+		rv.job_prefix_length = strlen(prefix);
+	} else {
+		log_warn("AWS_BATCH_JOB_ID is not set: registrations are not checked against the job id");
+	}
+	rv.max_pending = (size_t)cfg->batch.num_nodes * 2 + 64;
+	rv.by_index = calloc((size_t)cfg->batch.num_nodes, sizeof *rv.by_index);
+	rc = rv.by_index ? cookie_load(cfg, &rv.cookie) : BA_EX_OSERR;
+	if (rc == BA_OK)
+		rc = listen_on(cfg->port, &rv.listen_fd);
+	if (rc == BA_OK)
+		rc = loop_create(&rv.loop);
+	if (rc == BA_OK)
+		rc = supervise_create(&rv.sv, rv.loop, &opts, &hooks);
+	if (rc == BA_OK)
+		rc = loop_add(rv.loop, rv.listen_fd, EPOLLIN, on_accept, &rv);
+	if (rc != BA_OK)
+		goto out;
+	log_info("rendezvous listening on port %ld for %ld child node%s (wait up to %.3g s)", cfg->port, rv.children,
+		 rv.children == 1 ? "" : "s", (double)cfg->wait_timeout_ms / 1000.0);
+	rv.last_heartbeat_ms = util_now_ms();
+	loop_timer_arm(rv.loop, &rv.sweep_timer, SWEEP_MS, on_sweep, &rv);
+	loop_timer_arm(rv.loop, &rv.wait_timer, cfg->wait_timeout_ms, on_wait_timer, &rv);
+	if (rv.children == 0)
+		start_main_payload(&rv);
+	rc = loop_run(rv.loop);
+	/* Whatever is still queued (shutdown notices) goes out before we close. */
+	for (struct peer *p = rv.peers; p; p = p->next)
+		if (p->connected)
+			proto_frame_flush(&p->conn);
+out:
+	while (rv.peers) {
+		struct peer *p = rv.peers;
+		rv.peers = p->next;
+		if (p->connected) {
+			close(p->conn.fd);
+			proto_frame_conn_free(&p->conn);
+		}
+		free(p);
+	}
+	if (rv.hostfile[0])
+		unlink(rv.hostfile);
+	if (rv.listen_fd >= 0)
+		close(rv.listen_fd);
+	supervise_free(rv.sv);
+	loop_destroy(rv.loop);
+	cookie_wipe(&rv.cookie);
+	free(rv.by_index);
+	return rc;
+}

@@ -1,0 +1,158 @@
+/* Interop peer: runs one side of the v1 handshake with the C codec on an inherited
+ * socket, so test_nativeproto_vectors.py can check C against Python both ways.
+ *
+ *   proto_peer worker COOKIE FD   register as node 1 of "c-job", then report exit 7
+ *   proto_peer manager COOKIE FD  accept one worker, await its exit, send shutdown
+ *
+ * It doubles as a minimal example of the blocking API. Exit 0 on success. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto.h"
+
+struct peer {
+	struct proto_conn conn;
+	const char *cookie;
+	int64_t deadline;
+	unsigned char wn[PROTO_NONCE_LEN];
+	unsigned char mn[PROTO_NONCE_LEN];
+};
+
+/* Sends and frees what a builder made. msg is passed by address: the builder call in
+ * the same argument list may run after a by-value read of it. */
+static int send_msg(struct peer *p, int build_rc, cJSON **msg)
+{
+	int rc = build_rc;
+
+	if (rc == PROTO_OK)
+		rc = proto_frame_send_wait(&p->conn, *msg, p->deadline);
+	cJSON_Delete(*msg);
+	*msg = NULL;
+	return rc;
+}
+
+/* Receives one message of the expected type; *obj keeps its strings alive. */
+static int recv_msg(struct peer *p, enum proto_msg_type want, cJSON **obj, struct proto_msg *m)
+{
+	int rc = proto_frame_recv_wait(&p->conn, obj, p->deadline);
+
+	if (rc == PROTO_OK)
+		rc = proto_msg_parse(*obj, m);
+	if (rc == PROTO_OK && m->type != want)
+		rc = PROTO_ERR_BAD_MESSAGE;
+	return rc;
+}
+
+static int run_worker(struct peer *p)
+{
+	struct proto_register reg = {
+		.job_id = "c-job", .node_index = { true, 1 }, .num_nodes = { true, 2 },
+		.hostname = "c-host", .address = "127.0.0.1", .agent_version = "0.1.0",
+	};
+	unsigned char proof[PROTO_PROOF_LEN];
+	struct proto_msg m;
+	cJSON *msg = NULL, *in = NULL;
+	int rc;
+
+	rc = proto_auth_nonce(p->wn);
+	if (rc == PROTO_OK)
+		rc = send_msg(p, proto_msg_hello_worker(p->wn, "proto_peer", &msg), &msg);
+	if (rc == PROTO_OK)
+		rc = recv_msg(p, PROTO_MSG_HELLO_MANAGER, &in, &m);
+	if (rc == PROTO_OK && m.u.hello_manager.version != PROTO_VERSION)
+		rc = PROTO_ERR_BAD_MESSAGE;
+	if (rc == PROTO_OK) {
+		memcpy(p->mn, m.u.hello_manager.nonce, PROTO_NONCE_LEN);
+		rc = proto_auth_verify(p->cookie, strlen(p->cookie), PROTO_VERSION, PROTO_ROLE_MANAGER,
+				       p->wn, p->mn, m.u.hello_manager.proof);
+	}
+	if (rc == PROTO_OK)
+		rc = proto_frame_set_limit(&p->conn, PROTO_MAX_FRAME);
+	if (rc == PROTO_OK)
+		rc = proto_auth_proof(p->cookie, strlen(p->cookie), PROTO_VERSION, PROTO_ROLE_WORKER,
+				      p->wn, p->mn, proof);
+	if (rc == PROTO_OK)
+		rc = send_msg(p, proto_msg_auth(proof, &msg), &msg);
+	if (rc == PROTO_OK)
+		rc = send_msg(p, proto_msg_register(&reg, &msg), &msg);
+	cJSON_Delete(in);
+	in = NULL;
+	if (rc == PROTO_OK)
+		rc = recv_msg(p, PROTO_MSG_ACCEPT, &in, &m);
+	if (rc == PROTO_OK)
+		rc = send_msg(p, proto_msg_payload_exited_code(7, &msg), &msg);
+	cJSON_Delete(in);
+	proto_auth_wipe(proof, sizeof(proof));
+	return rc;
+}
+
+static int run_manager(struct peer *p)
+{
+	unsigned char proof[PROTO_PROOF_LEN];
+	struct proto_msg m;
+	cJSON *msg = NULL, *in = NULL;
+	int version = 0;
+	int rc;
+
+	rc = recv_msg(p, PROTO_MSG_HELLO_WORKER, &in, &m);
+	if (rc == PROTO_OK)
+		rc = proto_msg_pick_version(&m, &version);
+	if (rc == PROTO_OK) {
+		memcpy(p->wn, m.u.hello_worker.nonce, PROTO_NONCE_LEN);
+		rc = proto_auth_nonce(p->mn);
+	}
+	if (rc == PROTO_OK)
+		rc = proto_auth_proof(p->cookie, strlen(p->cookie), version, PROTO_ROLE_MANAGER,
+				      p->wn, p->mn, proof);
+	if (rc == PROTO_OK)
+		rc = send_msg(p, proto_msg_hello_manager(version, p->mn, proof, &msg), &msg);
+	cJSON_Delete(in);
+	in = NULL;
+	if (rc == PROTO_OK)
+		rc = recv_msg(p, PROTO_MSG_AUTH, &in, &m);
+	if (rc == PROTO_OK)
+		rc = proto_auth_verify(p->cookie, strlen(p->cookie), version, PROTO_ROLE_WORKER,
+				       p->wn, p->mn, m.u.auth.proof);
+	if (rc == PROTO_OK)
+		rc = proto_frame_set_limit(&p->conn, PROTO_MAX_FRAME);
+	cJSON_Delete(in);
+	in = NULL;
+	if (rc == PROTO_OK)
+		rc = recv_msg(p, PROTO_MSG_REGISTER, &in, &m);
+	if (rc == PROTO_OK && (!m.u.reg.node_index.present || m.u.reg.node_index.value != 1))
+		rc = PROTO_ERR_BAD_MESSAGE;
+	if (rc == PROTO_OK)
+		rc = send_msg(p, proto_msg_accept(100, &msg), &msg);
+	cJSON_Delete(in);
+	in = NULL;
+	if (rc == PROTO_OK)
+		rc = recv_msg(p, PROTO_MSG_PAYLOAD_EXITED, &in, &m);
+	if (rc == PROTO_OK && m.u.payload_exited.exit_code != 7)
+		rc = PROTO_ERR_BAD_MESSAGE;
+	if (rc == PROTO_OK)
+		rc = send_msg(p, proto_msg_shutdown(0, "done", &msg), &msg);
+	cJSON_Delete(in);
+	proto_auth_wipe(proof, sizeof(proof));
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	struct peer p;
+	int rc;
+
+	if (argc != 4) {
+		fprintf(stderr, "usage: proto_peer worker|manager COOKIE FD\n");
+		return 2;
+	}
+	memset(&p, 0, sizeof(p));
+	p.cookie = argv[2];
+	p.deadline = proto_frame_now_ms() + PROTO_HANDSHAKE_TIMEOUT_MS;
+	proto_frame_conn_init(&p.conn, atoi(argv[3]));
+	rc = strcmp(argv[1], "worker") == 0 ? run_worker(&p) : run_manager(&p);
+	proto_frame_conn_free(&p.conn);
+	if (rc != PROTO_OK)
+		fprintf(stderr, "proto_peer %s: %s\n", argv[1], proto_strerror(rc));
+	return rc == PROTO_OK ? 0 : 1;
+}

@@ -225,7 +225,7 @@ static void start_main_payload(struct rendezvous *rv);
 static void on_register(struct peer *p, const struct proto_msg *msg)
 {
 	struct rendezvous *rv = p->rv;
-	char text[256];
+	char text[400];
 	const struct proto_register *reg = &msg->u.reg;
 	if (msg->type != PROTO_MSG_REGISTER) {
 		send_error_and_drop(p, PROTO_CODE_UNEXPECTED, "expected register", "did not register");
@@ -234,7 +234,7 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 	long index = reg->node_index.present ? (long)reg->node_index.value : -1;
 	long num_nodes = rv->cfg->batch.num_nodes;
 	if (rv->phase != PHASE_WAITING) {
-		reject(p, "rendezvous_closed", "the main payload has already started without this node");
+		reject(p, PROTO_REJECT_RENDEZVOUS_CLOSED, "the main payload has already started without this node");
 		return;
 	}
 	if (index < 0 || index >= num_nodes || index == rv->cfg->batch.main_node_index) {
@@ -282,7 +282,11 @@ static void on_child_message(struct peer *p, const struct proto_msg *msg)
 		return;
 	case PROTO_MSG_PAYLOAD_EXITED:
 		p->exit_reported = true;
-		if (msg->u.payload_exited.signaled)
+		if (rv->phase == PHASE_SHUTTING_DOWN)
+			log_info("node %ld's payload ended (%s %d) after the shutdown request", p->node_index,
+				 msg->u.payload_exited.signaled ? "signal" : "status",
+				 msg->u.payload_exited.signaled ? msg->u.payload_exited.signal : msg->u.payload_exited.exit_code);
+		else if (msg->u.payload_exited.signaled)
 			log_warn("node %ld's payload was killed by signal %d", p->node_index, msg->u.payload_exited.signal);
 		else if (msg->u.payload_exited.exit_code != 0)
 			log_warn("node %ld's payload failed with status %d", p->node_index, msg->u.payload_exited.exit_code);

@@ -45,6 +45,11 @@ static void lose_manager(struct session *s, const char *why)
 	if (!s->connected)
 		return;
 	disconnect(s);
+	/* After a shutdown request the manager is expected to leave. */
+	if (s->shutdown_requested || !supervise_running(s->sv)) {
+		log_debug("the manager at %s closed (%s) while we finish", s->peer, why);
+		return;
+	}
 	s->manager_lost = true;
 	if (s->cfg->on_manager_loss == MANAGER_LOSS_CONTINUE) {
 		log_warn("lost the manager at %s (%s): the payload carries on (--on-manager-loss continue)", s->peer, why);

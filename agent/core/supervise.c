@@ -119,14 +119,15 @@ void supervise_signal(struct supervisor *sv, int sig)
 
 /* Every process descended from us: orphans re-parent to us, so a process that is
  * neither our child nor below one cannot exist. As PID 1 that is everybody else in
- * the namespace; otherwise we walk /proc for the subtree. */
+ * the namespace; otherwise we walk /proc for the subtree. Returns how many were
+ * signalled, or -1 when /proc cannot be read. */
 static int signal_descendants(pid_t self, int sig)
 {
 	if (self == 1)
 		return kill(-1, sig) == 0 ? 1 : 0;
 	DIR *proc = opendir("/proc");
 	if (proc == NULL)
-		return 0;
+		return -1;
 	size_t count = 0, capacity = 0;
 	struct { pid_t pid, ppid; } *table = NULL;
 	struct dirent *entry;
@@ -228,6 +229,8 @@ static void on_kill_timer(struct loop *loop, void *ctx)
 		kill(sv->pid, SIGKILL);
 	} else if (sv->phase == PHASE_CLEANUP) {
 		int count = signal_descendants(getpid(), SIGKILL);
+		if (count < 0)
+			count = kill(-sv->pid, SIGKILL) == 0 ? 1 : 0;
 		log_warn("processes left by the payload did not exit within the grace period: SIGKILL (%d)", count);
 		loop_timer_arm(loop, &sv->settle_timer, KILL_SETTLE_MS, on_settle_timer, sv);
 	}
@@ -269,8 +272,10 @@ static void begin_cleanup(struct supervisor *sv, int wait_status)
 	/* Whatever the payload left must not outlive the job. Harmless when nothing is
 	 * left: the reaping that follows sees ECHILD and finishes. */
 	int sig = sv->grace_over ? SIGKILL : SIGTERM;
-	kill(-sv->pid, sig); /* its group, even where /proc cannot show us the tree */
-	if (signal_descendants(getpid(), sig) > 0)
+	int count = signal_descendants(getpid(), sig);
+	if (count < 0) /* no /proc: the payload's group is what we can still reach */
+		count = kill(-sv->pid, sig) == 0 ? 1 : 0;
+	if (count > 0)
 		log_info("payload left processes running: sent %s%s", util_signal_name(sig, name, sizeof name),
 			 sv->grace_over ? "" : ", SIGKILL after the grace period");
 	/* Armed even when we saw nothing: finish() cancels it, and it bounds the wait if

@@ -46,7 +46,7 @@ FEATURES = {
     "batch-agent": {"pid1", "subreaper", "group", "nogroup", "setpgid", "tty",
                     "exitcodes127", "agent"},
     "tini": {"pid1", "subreaper", "group", "nogroup", "setpgid", "tty", "exitcodes127"},
-    "dumb-init": {"pid1", "group", "nogroup", "setpgid"},
+    "dumb-init": {"pid1", "group", "nogroup"},  # setsid only in its group mode
     "catatonit": {"pid1", "subreaper", "group", "nogroup"},
 }
 if INIT not in FEATURES:

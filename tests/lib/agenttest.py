@@ -290,6 +290,22 @@ class Init:
     def signal(self, sig):
         os.kill(self.pid, sig)
 
+    def host_pids(self, pids):
+        """Translate pids a payload reported (as seen inside the init's PID namespace) to
+        host pids; only processes still present can be translated (others are left out
+        in mode pid1)."""
+        if self.mode == "sub":
+            return list(pids)
+        inner = {}
+        for hp in [self.pid] + descendants(self.pid):
+            try:
+                ns = proc_status(hp).get("NSpid", "").split()
+            except OSError:
+                continue
+            if len(ns) >= 2:
+                inner[int(ns[-1])] = hp
+        return [inner[x] for x in pids if x in inner]
+
     def wait(self, timeout=10):
         """Exit status of the init (returncode as subprocess reports it), bounded."""
         try:

@@ -42,10 +42,13 @@ SCALE = float(os.environ.get("BATCH_AGENT_TIMEOUT_SCALE") or (10 if WRAPPER else
 #   setpgid: puts the payload in its own process group
 #   tty: hands the terminal foreground to the payload
 #   exitcodes127: 127/126 for payload not found / not executable
+#   sigmask: the payload gets the signal mask the init inherited (dumb-init empties it,
+#            catatonit 0.1.7 leaks TSTP/TTIN/TTOU blocked)
 FEATURES = {
     "batch-agent": {"pid1", "subreaper", "group", "nogroup", "setpgid", "tty",
-                    "exitcodes127", "agent"},
-    "tini": {"pid1", "subreaper", "group", "nogroup", "setpgid", "tty", "exitcodes127"},
+                    "exitcodes127", "sigmask", "agent"},
+    "tini": {"pid1", "subreaper", "group", "nogroup", "setpgid", "tty", "exitcodes127",
+             "sigmask"},
     "dumb-init": {"pid1", "group", "nogroup"},  # setsid only in its group mode
     "catatonit": {"pid1", "subreaper", "group", "nogroup"},
 }

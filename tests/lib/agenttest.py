@@ -50,7 +50,7 @@ FEATURES = {
     "tini": {"pid1", "subreaper", "group", "nogroup", "setpgid", "tty", "exitcodes127",
              "sigmask"},
     "dumb-init": {"pid1", "group", "nogroup"},  # setsid only in its group mode
-    "catatonit": {"pid1", "subreaper", "group", "nogroup"},
+    "catatonit": {"pid1", "subreaper", "group", "nogroup", "tty"},  # tty: shares the fg group
 }
 if INIT not in FEATURES:
     sys.exit("INIT_UNDER_TEST must be one of %s, not %r" % (", ".join(FEATURES), INIT))

@@ -149,6 +149,7 @@ static bool parse_manager_param(struct config *cfg, const char *text)
 	if (*text == '\0')
 		return false;
 	cfg->manager_param = text;
+	cfg->manager_param_given = true;
 	return true;
 }
 

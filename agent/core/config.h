@@ -58,6 +58,7 @@ struct config {
 
 	/* AWS endpoints */
 	const char *manager_param;   /* --manager-param, default "manager" */
+	bool manager_param_given;    /* set by flag or environment: this node is a worker */
 	const char *aws_endpoint_url;
 	enum spot_watch spot_watch;
 	int spot_signal;

@@ -26,6 +26,16 @@ void log_setup(const char *program, enum log_level level, enum log_format format
 	log_style = format;
 }
 
+enum log_level log_get_level(void)
+{
+	return log_threshold;
+}
+
+enum log_format log_get_format(void)
+{
+	return log_style;
+}
+
 bool log_enabled(enum log_level level)
 {
 	return level <= log_threshold;

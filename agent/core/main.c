@@ -34,10 +34,11 @@ int main(int argc, char **argv)
 	rc = launch_prepare(&payload, &cfg, NULL);
 	if (rc != BA_OK)
 		return rc;
+	struct supervise_opts opts = supervise_opts_from_config(&cfg);
 	if (cfg.exec)
 		rc = launch_exec(&payload);
 	else
-		rc = supervise_run(&(struct supervise_opts){ .group = cfg.group, .grace_ms = cfg.grace_ms }, &payload, NULL);
+		rc = supervise_run(&opts, &payload, NULL);
 	launch_release(&payload);
 	return rc;
 }

@@ -13,7 +13,8 @@ static enum role role_automatic(const struct config *cfg)
 		 * on the port): the agent is its init and nothing more. */
 		return cfg->protocol == PROTOCOL_JULIA ? ROLE_INIT : ROLE_MAIN;
 	}
-	return cfg->manager != NULL ? ROLE_WORKER : ROLE_INIT;
+	/* A manager to find, by address or through the Batch API, makes a worker. */
+	return cfg->manager != NULL || cfg->manager_param_given ? ROLE_WORKER : ROLE_INIT;
 }
 
 int role_decide(const struct config *cfg, enum role *out)

@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "signals.h"
+#include "spotwatch.h"
 #include "status.h"
 #include "util.h"
 
@@ -38,9 +39,22 @@ struct supervisor {
 	int exit_status;
 	bool terminal;          /* stdin is a terminal, handed to the payload */
 	bool grace_over;        /* the grace period ran out: no more patience */
+	bool payload_stopped;   /* stopped by job control, waiting for SIGCONT */
 	struct loop_timer kill_timer;
 	struct loop_timer settle_timer;
+	struct spotwatch *spot;
 };
+
+struct supervise_opts supervise_opts_from_config(const struct config *cfg)
+{
+	return (struct supervise_opts){
+		.group = cfg->group,
+		.grace_ms = cfg->grace_ms,
+		.spot_watch = spotwatch_wanted(cfg, true),
+		.spot_required = cfg->spot_watch == SPOT_WATCH_ON,
+		.spot_signal = cfg->spot_signal,
+	};
+}
 
 static void on_signals(struct loop *loop, int fd, uint32_t events, void *ctx);
 
@@ -79,6 +93,7 @@ void supervise_free(struct supervisor *sv)
 	loop_timer_cancel(sv->loop, &sv->kill_timer);
 	loop_timer_cancel(sv->loop, &sv->settle_timer);
 	loop_remove(sv->loop, signals_fd());
+	spotwatch_free(sv->spot);
 	free(sv);
 }
 
@@ -92,12 +107,36 @@ bool supervise_grace_expired(const struct supervisor *sv)
 	return sv->grace_over;
 }
 
+/* Spot capacity is about to be reclaimed (a two-minute warning) or at elevated risk
+ * (rebalance). An interruption gets the payload --spot-signal now, ahead of the kill,
+ * so it can checkpoint; a rebalance recommendation is only reported. */
+static void on_spot_notice(void *ctx, const char *type, const char *action, const char *time)
+{
+	struct supervisor *sv = ctx;
+	char name[32];
+	bool interruption = strcmp(type, "instance-action") == 0;
+	log_warn("Spot %s notice%s%s%s%s", interruption ? "interruption" : type, action ? ": " : "", action ? action : "",
+		 time ? " at " : "", time ? time : "");
+	if (interruption && sv->phase == PHASE_RUNNING) {
+		log_warn("sending %s to the payload ahead of the interruption",
+			 util_signal_name(sv->opts.spot_signal, name, sizeof name));
+		supervise_signal(sv, sv->opts.spot_signal);
+	}
+	if (sv->hooks.spot_notice)
+		sv->hooks.spot_notice(sv->hooks.ctx, type, action, time);
+}
+
 int supervise_spawn(struct supervisor *sv, const struct payload *payload)
 {
 	int rc = launch_spawn(payload, &sv->pid);
 	if (rc != BA_OK)
 		return rc;
 	sv->phase = PHASE_RUNNING;
+	/* After the payload, so that watching never delays it; a watcher that cannot
+	 * start costs a warning, not the job. */
+	if (sv->opts.spot_watch &&
+	    spotwatch_start(&sv->spot, sv->loop, sv->opts.spot_required, on_spot_notice, sv) != BA_OK)
+		log_warn("cannot start the Spot notice watcher: not watching");
 	sv->terminal = isatty(STDIN_FILENO) && payload->stdin_fd < 0;
 	log_debug("payload %s started as pid %ld", payload->argv[0], (long)sv->pid);
 	if (sv->hooks.started)
@@ -262,6 +301,8 @@ static void begin_cleanup(struct supervisor *sv, int wait_status)
 		log_info("payload was killed by %s", util_signal_name(WTERMSIG(wait_status), name, sizeof name));
 	else
 		log_debug("payload exited with status %d", sv->exit_status);
+	/* The watcher is ours, not a leftover of the payload's. */
+	spotwatch_stop(sv->spot);
 	/* Take the terminal back, so that our parent's shell finds it where it left it. */
 	if (sv->terminal && tcgetpgrp(STDIN_FILENO) == sv->pid)
 		tcsetpgrp(STDIN_FILENO, getpgrp());
@@ -291,6 +332,7 @@ static void begin_cleanup(struct supervisor *sv, int wait_status)
  * then continues us, and we continue the payload. */
 static void on_payload_stopped(struct supervisor *sv)
 {
+	sv->payload_stopped = true;
 	if (getpid() == 1 || !sv->terminal)
 		return;
 	if (tcgetpgrp(STDIN_FILENO) == sv->pid)
@@ -319,6 +361,8 @@ static void reap(struct supervisor *sv)
 		}
 		if (pid == sv->pid && sv->phase == PHASE_RUNNING)
 			begin_cleanup(sv, wait_status);
+		else if (spotwatch_reaped(sv->spot, pid, wait_status))
+			continue;
 		else if (sv->hooks.reaped)
 			sv->hooks.reaped(sv->hooks.ctx, pid, wait_status);
 		else
@@ -357,8 +401,11 @@ static void handle_signal(struct supervisor *sv, int sig)
 			tcsetpgrp(STDIN_FILENO, sv->pid);
 		log_debug("forwarding %s to the payload", util_signal_name(sig, name, sizeof name));
 		supervise_signal(sv, sig);
+		/* A job stopped by job control is stopped as a whole group. */
+		if (sig == SIGCONT && sv->payload_stopped && !sv->opts.group)
+			kill(-sv->pid, SIGCONT);
 		if (sig == SIGCONT)
-			kill(-sv->pid, SIGCONT); /* a stopped job is stopped as a whole group */
+			sv->payload_stopped = false;
 		if (sig == SIGTERM)
 			arm_grace(sv, sv->opts.grace_ms);
 		return;

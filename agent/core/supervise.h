@@ -15,13 +15,20 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "config.h"
 #include "launch.h"
 #include "loop.h"
 
 struct supervise_opts {
-	bool group;       /* -g */
-	int64_t grace_ms; /* --grace */
+	bool group;         /* -g */
+	int64_t grace_ms;   /* --grace */
+	bool spot_watch;    /* watch for Spot notices while the payload runs */
+	bool spot_required; /* --spot-watch on: say so when it cannot */
+	int spot_signal;    /* --spot-signal, sent on an interruption notice */
 };
+
+/* The options every role uses, from the configuration. */
+struct supervise_opts supervise_opts_from_config(const struct config *cfg);
 
 /* All optional. Without a finished hook the loop stops with the exit status. */
 struct supervise_hooks {
@@ -37,6 +44,9 @@ struct supervise_hooks {
 	void (*interrupted)(void *ctx, int sig);
 	/* A child other than the payload was reaped (a helper the role started). */
 	void (*reaped)(void *ctx, pid_t pid, int wait_status);
+	/* A Spot notice ("instance-action" or "rebalance"), after the supervisor has
+	 * logged it and, for an interruption, signalled the payload. */
+	void (*spot_notice)(void *ctx, const char *type, const char *action, const char *time);
 };
 
 struct supervisor;

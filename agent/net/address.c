@@ -45,7 +45,7 @@ int address_parse_manager(const char *text, long default_port, const char *sourc
 {
 	const char *ref_name;
 	memset(out, 0, sizeof *out);
-	out->source = source;
+	snprintf(out->source, sizeof out->source, "%s", source);
 	if (address_is_unsubstituted_ref(text, &ref_name)) {
 		log_error("%s is the literal text \"%s\": the job was submitted without its parameter \"%s\" "
 			  "(Batch leaves an unsupplied Ref:: as is); submit with --parameters %s=HOST:PORT",

@@ -11,7 +11,7 @@
 struct manager_address {
 	char host[ADDRESS_HOST_MAX]; /* IPv4, IPv6 (no brackets) or DNS name */
 	char port[8];
-	const char *source;          /* which input named it, for messages */
+	char source[160];            /* which input named it, for messages */
 	char display[ADDRESS_TEXT_MAX]; /* host:port, [v6]:port */
 };
 

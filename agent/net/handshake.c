@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "resources.h"
 #include "status.h"
 
 #define AGENT_NAME "batch-agent " BATCH_AGENT_VERSION
@@ -79,7 +78,7 @@ static struct proto_opt_int optional(long value)
 }
 
 int handshake_worker(const struct config *cfg, struct proto_conn *conn, const struct cookie *cookie,
-		     const struct manager_address *manager, const char *node_addr, int64_t *heartbeat_ms)
+		     const struct manager_address *manager, const struct node_self *self, int64_t *heartbeat_ms)
 {
 	const char *peer = manager->display;
 	int64_t deadline = proto_frame_now_ms() + PROTO_HANDSHAKE_TIMEOUT_MS;
@@ -129,7 +128,6 @@ int handshake_worker(const struct config *cfg, struct proto_conn *conn, const st
 
 	char hostname[256] = "";
 	gethostname(hostname, sizeof hostname - 1);
-	int64_t memory = resources_memory_limit();
 	struct proto_register reg = {
 		.job_id = cfg->batch.job_id ? cfg->batch.job_id : "",
 		.attempt = optional(cfg->batch.attempt),
@@ -139,11 +137,11 @@ int handshake_worker(const struct config *cfg, struct proto_conn *conn, const st
 		.queue = cfg->batch.queue,
 		.compute_environment = cfg->batch.compute_environment,
 		.hostname = hostname,
-		.address = node_addr,
+		.address = self->address,
 		.agent_version = BATCH_AGENT_VERSION,
-		.has_cpus = resources_cpus() > 0,
-		.cpus = resources_cpus(),
-		.memory_limit_bytes = { .present = memory > 0, .value = memory },
+		.has_cpus = self->cpus > 0,
+		.cpus = self->cpus,
+		.memory_limit_bytes = { .present = self->memory_bytes > 0, .value = self->memory_bytes },
 	};
 	rc = proto_msg_register(&reg, &msg);
 	rc = send_message(conn, msg, rc, deadline, peer, "to our registration");
@@ -165,7 +163,7 @@ int handshake_worker(const struct config *cfg, struct proto_conn *conn, const st
 		goto out;
 	}
 	*heartbeat_ms = reply.u.accept.heartbeat_interval_ms;
-	log_info("registered with the manager at %s as %s", peer, node_addr);
+	log_info("registered with the manager at %s as %s", peer, self->address);
 out:
 	proto_auth_wipe(proof, sizeof proof);
 	cJSON_Delete(json);

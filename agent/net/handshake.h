@@ -11,9 +11,10 @@
 #include "config.h"
 #include "cookie.h"
 #include "proto.h"
+#include "self.h"
 
 int handshake_worker(const struct config *cfg, struct proto_conn *conn, const struct cookie *cookie,
-		     const struct manager_address *manager, const char *node_addr, int64_t *heartbeat_ms);
+		     const struct manager_address *manager, const struct node_self *self, int64_t *heartbeat_ms);
 
 /* Translate a codec error on a live connection into an exit status, logging it. */
 int handshake_conn_failure(int proto_err, const char *peer, const char *during);

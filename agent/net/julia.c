@@ -226,7 +226,7 @@ int julia_launch(const struct config *cfg, int fd, struct julia_grant *grant, co
 		rc = launch_exec(&payload);
 		goto out;
 	}
-	struct supervise_opts opts = { .group = cfg->group, .grace_ms = cfg->grace_ms };
+	struct supervise_opts opts = supervise_opts_from_config(cfg);
 	struct supervise_hooks hooks = { .ctx = handed, .started = drop_handed_fds };
 	rc = supervise_run(&opts, &payload, &hooks);
 out:

@@ -17,19 +17,20 @@
 #include "log.h"
 #include "rendezvous.h"
 #include "role.h"
+#include "self.h"
 #include "session.h"
 #include "signals.h"
 #include "status.h"
 
 static int run_native_worker(const struct config *cfg, const struct manager_address *manager, int fd,
-			     const struct cookie *cookie, const char *node_addr)
+			     const struct cookie *cookie, const struct node_self *self)
 {
 	struct proto_conn conn;
 	int64_t heartbeat_ms = cfg->heartbeat_ms;
 	proto_frame_conn_init(&conn, fd);
-	int rc = handshake_worker(cfg, &conn, cookie, manager, node_addr, &heartbeat_ms);
+	int rc = handshake_worker(cfg, &conn, cookie, manager, self, &heartbeat_ms);
 	if (rc == BA_OK)
-		rc = session_run(cfg, &conn, heartbeat_ms, manager, node_addr);
+		rc = session_run(cfg, &conn, heartbeat_ms, manager, self->address);
 	proto_frame_conn_free(&conn);
 	return rc;
 }
@@ -37,22 +38,26 @@ static int run_native_worker(const struct config *cfg, const struct manager_addr
 static int run_worker(const struct config *cfg)
 {
 	struct manager_address manager;
+	struct node_self self;
 	struct cookie cookie = { 0 };
 	struct julia_grant grant = { .worker_timeout_s = -1 };
-	char node_addr[64];
 	int fd = -1;
-	/* The Julia MNP manager hands out the cookie itself; everyone else needs ours. */
+	/* The Julia MNP manager hands out the cookie itself; everyone else needs ours. It is
+	 * read (and scrubbed from the environment) first, so no helper program we run
+	 * inherits it. */
 	bool julia_mnp = cfg->protocol == PROTOCOL_JULIA && cfg->manager == NULL;
-
-	int rc = discover_manager(cfg, &manager);
-	if (rc == BA_OK && !julia_mnp)
-		rc = cookie_load(cfg, &cookie);
+	int rc = BA_OK;
 	if (julia_mnp)
 		cookie_scrub_environment();
+	else
+		rc = cookie_load(cfg, &cookie);
+
+	if (rc == BA_OK)
+		rc = discover_manager(cfg, &manager);
 	if (rc == BA_OK)
 		rc = dial_manager(&manager, cfg->connect_timeout_ms, &fd);
 	if (rc == BA_OK)
-		rc = address_advertised(fd, cfg->advertise_addr, node_addr, sizeof node_addr);
+		rc = self_describe(cfg, fd, &self);
 	if (rc != BA_OK)
 		goto out;
 	if (cfg->protocol == PROTOCOL_JULIA) {
@@ -60,11 +65,12 @@ static int run_worker(const struct config *cfg)
 			rc = julia_handshake(cfg, fd, &grant);
 		else
 			grant.cookie = cookie, cookie = (struct cookie){ 0 };
-		if (rc == BA_OK)
-			rc = julia_launch(cfg, fd, &grant, manager.display, node_addr);
-		fd = -1; /* julia_launch took it */
+		if (rc == BA_OK) {
+			rc = julia_launch(cfg, fd, &grant, manager.display, self.address);
+			fd = -1; /* julia_launch took it */
+		}
 	} else {
-		rc = run_native_worker(cfg, &manager, fd, &cookie, node_addr);
+		rc = run_native_worker(cfg, &manager, fd, &cookie, &self);
 	}
 out:
 	cookie_wipe(&cookie);

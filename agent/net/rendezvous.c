@@ -664,7 +664,7 @@ static int listen_on(long port, int *fd_out)
 int rendezvous_run(const struct config *cfg)
 {
 	struct rendezvous rv = { .cfg = cfg, .listen_fd = -1, .children = cfg->batch.num_nodes - 1 };
-	struct supervise_opts opts = { .group = cfg->group, .grace_ms = cfg->grace_ms };
+	struct supervise_opts opts = supervise_opts_from_config(cfg);
 	struct supervise_hooks hooks = { .ctx = &rv, .exited = on_main_exited, .finished = on_main_finished,
 					 .interrupted = on_interrupted };
 	char prefix[256];

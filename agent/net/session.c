@@ -158,6 +158,20 @@ static void on_exited(void *ctx, int exit_status, int wait_status)
 	send_or_lose(s, msg, err);
 }
 
+/* The manager hears of a Spot notice before the payload is gone, so it can stop
+ * giving this node work. */
+static void on_spot_notice(void *ctx, const char *type, const char *action, const char *time)
+{
+	struct session *s = ctx;
+	cJSON *msg = NULL;
+	(void)action;
+	const char *reason = strcmp(type, "instance-action") == 0 ? "spot_interruption" : "rebalance";
+	int err = proto_msg_draining(reason, time, &msg);
+	if (err == PROTO_ERR_INVALID) /* a time that is not RFC 3339: send the notice without it */
+		err = proto_msg_draining(reason, NULL, &msg);
+	send_or_lose(s, msg, err);
+}
+
 static void on_finished(void *ctx, int exit_status)
 {
 	struct session *s = ctx;
@@ -201,8 +215,9 @@ int session_run(const struct config *cfg, struct proto_conn *conn, int64_t heart
 			     .last_heard_ms = util_now_ms() };
 	struct payload payload = { 0 };
 	struct launch_vars vars = { .manager = manager->display, .node_addr = node_addr, .handover_fd = -1 };
-	struct supervise_opts opts = { .group = cfg->group, .grace_ms = cfg->grace_ms };
-	struct supervise_hooks hooks = { .ctx = &s, .started = on_started, .exited = on_exited, .finished = on_finished };
+	struct supervise_opts opts = supervise_opts_from_config(cfg);
+	struct supervise_hooks hooks = { .ctx = &s, .started = on_started, .exited = on_exited, .finished = on_finished,
+					 .spot_notice = on_spot_notice };
 	int rc = launch_prepare(&payload, cfg, &vars);
 	if (rc == BA_OK)
 		rc = loop_create(&s.loop);

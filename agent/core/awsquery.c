@@ -1,0 +1,130 @@
+/* Running the AWS helper program. */
+#include "awsquery.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "chainload.h"
+#include "log.h"
+#include "signals.h"
+#include "status.h"
+#include "util.h"
+
+#define MAX_OUTPUT (1024 * 1024)
+#define MAX_ARGS 16
+#define FIXED_ARGS 5
+
+extern char **environ;
+
+int awsquery_spawn(const char *const *args, pid_t *pid_out, int *stdout_fd)
+{
+	char path[PATH_MAX];
+	char *argv[FIXED_ARGS + MAX_ARGS + 1];
+	size_t n = 0;
+	int rc = chainload_find_helper("batch-agent-aws", path, sizeof path);
+	if (rc != BA_OK)
+		return rc;
+	argv[n++] = "batch-agent-aws";
+	/* The helper logs in our style, so its lines read like ours. */
+	argv[n++] = "--log-level";
+	argv[n++] = (char *)log_level_name(log_get_level());
+	argv[n++] = "--log-format";
+	argv[n++] = (char *)log_format_name(log_get_format());
+	for (size_t i = 0; args[i] && n < FIXED_ARGS + MAX_ARGS; i++)
+		argv[n++] = (char *)args[i];
+	argv[n] = NULL;
+
+	int fds[2];
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		log_error("pipe2: %m");
+		return BA_EX_OSERR;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_error("fork: %m");
+		close(fds[0]);
+		close(fds[1]);
+		return BA_EX_OSERR;
+	}
+	if (pid == 0) {
+		/* The helper must die of SIGTERM like any program: give it the signal state
+		 * we inherited, not the agent's blocked mask. */
+		signals_restore_inherited();
+		if (dup2(fds[1], STDOUT_FILENO) >= 0)
+			execve(path, argv, environ);
+		_exit(BA_EX_SOFTWARE);
+	}
+	close(fds[1]);
+	fcntl(fds[0], F_SETFL, O_NONBLOCK);
+	*pid_out = pid;
+	*stdout_fd = fds[0];
+	return BA_OK;
+}
+
+int awsquery_run(const char *const *args, int64_t timeout_ms, cJSON **out)
+{
+	pid_t pid;
+	int fd;
+	char *output = NULL;
+	size_t length = 0;
+	int64_t deadline = util_now_ms() + timeout_ms;
+	int rc = awsquery_spawn(args, &pid, &fd);
+	if (rc != BA_OK)
+		return rc;
+	output = malloc(MAX_OUTPUT + 1);
+	if (output == NULL) {
+		rc = BA_EX_OSERR;
+		goto reap;
+	}
+	for (;;) {
+		int64_t left = deadline - util_now_ms();
+		if (left <= 0) {
+			log_error("batch-agent-aws %s did not finish within %.3g s", args[0], (double)timeout_ms / 1000.0);
+			rc = BA_EX_UNAVAILABLE;
+			goto reap;
+		}
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR) {
+			rc = BA_EX_OSERR;
+			goto reap;
+		}
+		ssize_t got = read(fd, output + length, MAX_OUTPUT - length);
+		if (got == 0)
+			break;
+		if (got < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (got < 0 || (length += (size_t)got) >= MAX_OUTPUT) {
+			log_error("batch-agent-aws %s: unreadable or oversized output", args[0]);
+			rc = BA_EX_SOFTWARE;
+			goto reap;
+		}
+	}
+	output[length] = '\0';
+reap:
+	if (rc != BA_OK)
+		kill(pid, SIGKILL);
+	int wait_status = 0;
+	while (waitpid(pid, &wait_status, 0) < 0 && errno == EINTR)
+		;
+	close(fd);
+	if (rc == BA_OK) {
+		if (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) != 0) {
+			rc = WEXITSTATUS(wait_status); /* the helper said why, on stderr */
+		} else if (!WIFEXITED(wait_status)) {
+			log_error("batch-agent-aws %s died of signal %d", args[0], WTERMSIG(wait_status));
+			rc = BA_EX_SOFTWARE;
+		} else if ((*out = cJSON_Parse(output)) == NULL) {
+			log_error("batch-agent-aws %s printed no JSON", args[0]);
+			rc = BA_EX_SOFTWARE;
+		}
+	}
+	free(output);
+	return rc;
+}

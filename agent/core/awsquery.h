@@ -1,0 +1,19 @@
+/* AWS endpoint queries, through the batch-agent-aws helper program, so that libcurl
+ * and its libraries never load into the agent itself. The helper prints one JSON
+ * document on stdout; its diagnostics go to our stderr and name the endpoint; its exit
+ * status (69 unreachable, 76 bad answer, 77 refused, 78 configuration) becomes ours. */
+#ifndef BATCH_AGENT_AWSQUERY_H
+#define BATCH_AGENT_AWSQUERY_H
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Run `batch-agent-aws args...` and parse its output; BA_OK with *out (caller deletes). */
+int awsquery_run(const char *const *args, int64_t timeout_ms, cJSON **out);
+
+/* Start `batch-agent-aws args...` as a long-running child whose stdout is *stdout_fd
+ * (non-blocking, close-on-exec). */
+int awsquery_spawn(const char *const *args, pid_t *pid, int *stdout_fd);
+
+#endif

@@ -1,6 +1,229 @@
+/* Configuration: strict parsing of every setting, flag-over-environment precedence,
+ * AWS_BATCH_* strictness and the automatic role. */
+#include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include <cmocka.h>
-static void placeholder(void **s) { (void)s; }
-int main(void) { const struct CMUnitTest t[] = { cmocka_unit_test(placeholder) }; return cmocka_run_group_tests(t, NULL, NULL); }
+
+#include "config.h"
+#include "role.h"
+#include "status.h"
+#include "util.h"
+
+static const char *const batch_vars[] = {
+	"AWS_BATCH_JOB_ID", "AWS_BATCH_JOB_ATTEMPT", "AWS_BATCH_JOB_ARRAY_INDEX", "AWS_BATCH_JOB_NUM_NODES",
+	"AWS_BATCH_JOB_NODE_INDEX", "AWS_BATCH_JOB_MAIN_NODE_INDEX", "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS",
+	"AWS_BATCH_JQ_NAME", "AWS_BATCH_CE_NAME", "BATCH_AGENT_GRACE", "BATCH_AGENT_ROLE", "BATCH_AGENT_MANAGER",
+	"BATCH_AGENT_GROUP", "BATCH_AGENT_PROTOCOL", "BATCH_AGENT_MANAGER_PARAM", "BATCH_AGENT_LOG_LEVEL",
+};
+
+static int clean_environment(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof batch_vars / sizeof batch_vars[0]; i++)
+		unsetenv(batch_vars[i]);
+	return 0;
+}
+
+/* argv must be writable and outlive the config, as main's does. */
+static int load(struct config *cfg, const char *const *args)
+{
+	static char *argv[32];
+	int argc = 0;
+	argv[argc++] = "batch-agent";
+	for (; args[argc - 1]; argc++)
+		argv[argc] = (char *)args[argc - 1];
+	argv[argc] = NULL;
+	return config_load(cfg, argc, argv);
+}
+
+static void test_parse_long_is_strict(void **state)
+{
+	(void)state;
+	long v;
+	assert_true(util_parse_long("42", 0, 100, &v));
+	assert_int_equal(v, 42);
+	assert_false(util_parse_long("", 0, 100, &v));
+	assert_false(util_parse_long(" 4", 0, 100, &v));
+	assert_false(util_parse_long("4 ", 0, 100, &v));
+	assert_false(util_parse_long("+4", 0, 100, &v));
+	assert_false(util_parse_long("-4", 0, 100, &v));
+	assert_false(util_parse_long("0x10", 0, 100, &v));
+	assert_false(util_parse_long("101", 0, 100, &v));
+	assert_false(util_parse_long("99999999999999999999999", 0, 100, &v));
+	assert_true(util_parse_long("-4", -10, 10, &v));
+	assert_int_equal(v, -4);
+}
+
+static void test_durations(void **state)
+{
+	(void)state;
+	int64_t ms;
+	assert_true(util_parse_duration_ms("10", 100000, &ms));
+	assert_int_equal(ms, 10000);
+	assert_true(util_parse_duration_ms("0.25", 100000, &ms));
+	assert_int_equal(ms, 250);
+	assert_true(util_parse_duration_ms("1.5", 100000, &ms));
+	assert_int_equal(ms, 1500);
+	assert_false(util_parse_duration_ms("1.", 100000, &ms));
+	assert_false(util_parse_duration_ms(".5", 100000, &ms));
+	assert_false(util_parse_duration_ms("1.2345", 100000, &ms));
+	assert_false(util_parse_duration_ms("-1", 100000, &ms));
+	assert_false(util_parse_duration_ms("10s", 100000, &ms));
+	assert_false(util_parse_duration_ms("101", 100000, &ms));
+}
+
+static void test_signal_names(void **state)
+{
+	(void)state;
+	char buf[32];
+	assert_int_equal(util_signal_parse("TERM"), SIGTERM);
+	assert_int_equal(util_signal_parse("SIGusr1"), SIGUSR1);
+	assert_int_equal(util_signal_parse("9"), SIGKILL);
+	assert_int_equal(util_signal_parse("RTMIN+2"), SIGRTMIN + 2);
+	assert_int_equal(util_signal_parse("SIGRTMAX-1"), SIGRTMAX - 1);
+	assert_int_equal(util_signal_parse("RTMIN-2"), 0);
+	assert_int_equal(util_signal_parse("NOPE"), 0);
+	assert_int_equal(util_signal_parse("0"), 0);
+	assert_string_equal(util_signal_name(SIGTERM, buf, sizeof buf), "SIGTERM");
+	assert_string_equal(util_signal_name(SIGRTMIN + 3, buf, sizeof buf), "SIGRTMIN+3");
+}
+
+static void test_defaults(void **state)
+{
+	(void)state;
+	struct config cfg;
+	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_OK);
+	assert_int_equal(cfg.grace_ms, 10000);
+	assert_int_equal(cfg.port, 49152);
+	assert_int_equal(cfg.connect_timeout_ms, 300000);
+	assert_int_equal(cfg.role, ROLE_AUTO);
+	assert_false(cfg.group);
+	assert_int_equal(cfg.payload_argc, 1);
+	assert_string_equal(cfg.payload_argv[0], "true");
+}
+
+static void test_flag_wins_over_environment(void **state)
+{
+	(void)state;
+	struct config cfg;
+	setenv("BATCH_AGENT_GRACE", "3", 1);
+	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_OK);
+	assert_int_equal(cfg.grace_ms, 3000);
+	assert_int_equal(load(&cfg, (const char *[]){ "--grace", "0.5", "--", "true", NULL }), BA_OK);
+	assert_int_equal(cfg.grace_ms, 500);
+	setenv("BATCH_AGENT_GROUP", "yes", 1);
+	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_OK);
+	assert_true(cfg.group);
+}
+
+static void test_bad_flags_are_usage_errors(void **state)
+{
+	(void)state;
+	struct config cfg;
+	assert_int_equal(load(&cfg, (const char *[]){ "--nope", "true", NULL }), BA_EX_USAGE);
+	assert_int_equal(load(&cfg, (const char *[]){ "--grace", "soon", "true", NULL }), BA_EX_USAGE);
+	assert_int_equal(load(&cfg, (const char *[]){ "--role", "boss", "true", NULL }), BA_EX_USAGE);
+	assert_int_equal(load(&cfg, (const char *[]){ "--port", "70000", "true", NULL }), BA_EX_USAGE);
+	assert_int_equal(load(&cfg, (const char *[]){ "--grace", NULL }), BA_EX_USAGE);
+	assert_int_equal(load(&cfg, (const char *[]){ NULL }), BA_EX_USAGE); /* no PROGRAM */
+	assert_int_equal(load(&cfg, (const char *[]){ "--print-config", NULL }), BA_OK);
+}
+
+static void test_payload_options_are_not_ours(void **state)
+{
+	(void)state;
+	struct config cfg;
+	assert_int_equal(load(&cfg, (const char *[]){ "-g", "ls", "--grace", "x", NULL }), BA_OK);
+	assert_true(cfg.group);
+	assert_int_equal(cfg.payload_argc, 3);
+	assert_string_equal(cfg.payload_argv[1], "--grace");
+}
+
+static void test_bad_environment_is_config_error(void **state)
+{
+	(void)state;
+	struct config cfg;
+	setenv("BATCH_AGENT_GRACE", "ten", 1);
+	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_EX_CONFIG);
+}
+
+static void test_aws_batch_strictness(void **state)
+{
+	(void)state;
+	struct config cfg;
+	static const struct {
+		const char *name, *value;
+	} bad[] = {
+		{ "AWS_BATCH_JOB_NODE_INDEX", "abc" },
+		{ "AWS_BATCH_JOB_NODE_INDEX", "3" }, /* outside 3 nodes */
+		{ "AWS_BATCH_JOB_NUM_NODES", "0" },
+		{ "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS", "198.18.0.256" },
+		{ "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS", " 198.18.0.1" },
+		{ "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS", "198.18.0" },
+		{ "AWS_BATCH_JOB_ATTEMPT", "0" },
+		{ "AWS_BATCH_JOB_ARRAY_INDEX", "-1" },
+		{ "AWS_BATCH_JOB_ID", "" },
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		clean_environment(NULL);
+		setenv("AWS_BATCH_JOB_NUM_NODES", "3", 1);
+		setenv("AWS_BATCH_JOB_NODE_INDEX", "1", 1);
+		setenv("AWS_BATCH_JOB_MAIN_NODE_INDEX", "0", 1);
+		setenv(bad[i].name, bad[i].value, 1);
+		assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_EX_CONFIG);
+	}
+	clean_environment(NULL);
+	setenv("AWS_BATCH_JOB_NODE_INDEX", "1", 1); /* an index without the job's size */
+	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_EX_CONFIG);
+}
+
+static void test_automatic_role(void **state)
+{
+	(void)state;
+	struct config cfg;
+	enum role role;
+	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_OK);
+	assert_int_equal(role_decide(&cfg, &role), BA_OK);
+	assert_int_equal(role, ROLE_INIT);
+
+	assert_int_equal(load(&cfg, (const char *[]){ "--manager", "198.18.0.1:9", "true", NULL }), BA_OK);
+	assert_int_equal(role_decide(&cfg, &role), BA_OK);
+	assert_int_equal(role, ROLE_WORKER);
+
+	setenv("AWS_BATCH_JOB_NUM_NODES", "3", 1);
+	setenv("AWS_BATCH_JOB_MAIN_NODE_INDEX", "0", 1);
+	setenv("AWS_BATCH_JOB_NODE_INDEX", "0", 1);
+	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_OK);
+	assert_int_equal(role_decide(&cfg, &role), BA_OK);
+	assert_int_equal(role, ROLE_MAIN);
+	assert_int_equal(load(&cfg, (const char *[]){ "--protocol", "julia", "true", NULL }), BA_OK);
+	assert_int_equal(role_decide(&cfg, &role), BA_OK);
+	assert_int_equal(role, ROLE_INIT); /* the Julia manager is the main payload */
+
+	setenv("AWS_BATCH_JOB_NODE_INDEX", "2", 1);
+	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_OK);
+	assert_int_equal(role_decide(&cfg, &role), BA_OK);
+	assert_int_equal(role, ROLE_WORKER);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_long_is_strict),
+		cmocka_unit_test(test_durations),
+		cmocka_unit_test(test_signal_names),
+		cmocka_unit_test_setup(test_defaults, clean_environment),
+		cmocka_unit_test_setup(test_flag_wins_over_environment, clean_environment),
+		cmocka_unit_test_setup(test_bad_flags_are_usage_errors, clean_environment),
+		cmocka_unit_test_setup(test_payload_options_are_not_ours, clean_environment),
+		cmocka_unit_test_setup(test_bad_environment_is_config_error, clean_environment),
+		cmocka_unit_test_setup(test_aws_batch_strictness, clean_environment),
+		cmocka_unit_test_setup(test_automatic_role, clean_environment),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,116 @@
+/* The manager's address as users write it, and the cookie's handling. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "address.h"
+#include "config.h"
+#include "cookie.h"
+#include "status.h"
+
+static void test_forms(void **state)
+{
+	(void)state;
+	struct manager_address a;
+	assert_int_equal(address_parse_manager("198.18.0.1:9000", 49152, "--manager", &a), BA_OK);
+	assert_string_equal(a.host, "198.18.0.1");
+	assert_string_equal(a.port, "9000");
+	assert_string_equal(a.display, "198.18.0.1:9000");
+	assert_int_equal(address_parse_manager("198.18.0.1", 49152, "--manager", &a), BA_OK);
+	assert_string_equal(a.port, "49152");
+	assert_int_equal(address_parse_manager("[2001:db8::1]:7", 49152, "--manager", &a), BA_OK);
+	assert_string_equal(a.host, "2001:db8::1");
+	assert_string_equal(a.display, "[2001:db8::1]:7");
+	assert_int_equal(address_parse_manager("manager.internal:80", 49152, "--manager", &a), BA_OK);
+	assert_string_equal(a.host, "manager.internal");
+	assert_string_equal(a.source, "--manager");
+}
+
+static void test_bad_addresses(void **state)
+{
+	(void)state;
+	struct manager_address a;
+	const char *bad[] = { "2001:db8::1", "[2001:db8::1", "[not-v6]:80", "host:0", "host:65536", "host:http",
+			      ":80", "bad host:80", "host:80:90", "" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		assert_int_equal(address_parse_manager(bad[i], 49152, "--manager", &a), BA_EX_CONFIG);
+}
+
+static void test_unsubstituted_ref(void **state)
+{
+	(void)state;
+	struct manager_address a;
+	const char *name;
+	assert_true(address_is_unsubstituted_ref("Ref::manager", &name));
+	assert_string_equal(name, "manager");
+	assert_false(address_is_unsubstituted_ref("198.18.0.1:80", &name));
+	assert_int_equal(address_parse_manager("Ref::manager", 49152, "--manager", &a), BA_EX_CONFIG);
+}
+
+static void test_cookie_file_strips_one_newline(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/cookie-test-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "s3cr3t cookie\n", 14), 14);
+	close(fd);
+	struct config cfg;
+	memset(&cfg, 0, sizeof cfg);
+	cfg.cookie_file = path;
+	struct cookie cookie;
+	assert_int_equal(cookie_load(&cfg, &cookie), BA_OK);
+	assert_int_equal(cookie.length, 13);
+	assert_memory_equal(cookie.bytes, "s3cr3t cookie", 13);
+	cookie_wipe(&cookie);
+	assert_null(cookie.bytes);
+	unlink(path);
+}
+
+static void test_cookie_from_environment_is_scrubbed(void **state)
+{
+	(void)state;
+	struct config cfg;
+	memset(&cfg, 0, sizeof cfg);
+	struct cookie cookie;
+	setenv("BATCH_AGENT_COOKIE", "from-the-environment", 1);
+	char *value = getenv("BATCH_AGENT_COOKIE");
+	assert_int_equal(cookie_load(&cfg, &cookie), BA_OK);
+	assert_memory_equal(cookie.bytes, "from-the-environment", 20);
+	assert_null(getenv("BATCH_AGENT_COOKIE"));
+	assert_int_equal(value[0], '\0'); /* the bytes themselves are gone */
+	cookie_wipe(&cookie);
+}
+
+static void test_missing_or_empty_cookie(void **state)
+{
+	(void)state;
+	struct config cfg;
+	memset(&cfg, 0, sizeof cfg);
+	struct cookie cookie;
+	unsetenv("BATCH_AGENT_COOKIE");
+	assert_int_equal(cookie_load(&cfg, &cookie), BA_EX_CONFIG);
+	setenv("BATCH_AGENT_COOKIE", "", 1);
+	assert_int_equal(cookie_load(&cfg, &cookie), BA_EX_CONFIG);
+	cfg.cookie_file = "/nonexistent/cookie";
+	assert_int_equal(cookie_load(&cfg, &cookie), BA_EX_CONFIG);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_forms),
+		cmocka_unit_test(test_bad_addresses),
+		cmocka_unit_test(test_unsubstituted_ref),
+		cmocka_unit_test(test_cookie_file_strips_one_newline),
+		cmocka_unit_test(test_cookie_from_environment_is_scrubbed),
+		cmocka_unit_test(test_missing_or_empty_cookie),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

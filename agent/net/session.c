@@ -1,6 +1,7 @@
 /* Stage 6: the worker's life alongside its payload. */
 #include "session.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +197,8 @@ static int exec_with_connection(const struct config *cfg, struct proto_conn *con
 	 * buffers; what we queued must be out before the payload takes over. */
 	if (proto_frame_flush_wait(conn, util_now_ms() + FINAL_FLUSH_MS) != PROTO_OK)
 		log_warn("could not flush the connection before handing it over");
+	/* Programs expect the descriptors they inherit to block. */
+	fcntl(conn->fd, F_SETFL, fcntl(conn->fd, F_GETFL) & ~O_NONBLOCK);
 	struct launch_vars vars = { .manager = manager, .node_addr = node_addr, .handover_fd = conn->fd };
 	int rc = launch_prepare(&payload, cfg, &vars);
 	if (rc != BA_OK)

@@ -268,6 +268,13 @@ class Lab:
         run(["ip", "-n", self._switch, "link", "set", peer, "up"])
         run(["ip", "-n", ns, "link", "set", dev, "up"])
 
+    def link(self, ns_a, dev_a, ns_b, dev_b):
+        """A veth pair from ns_a (dev_a) straight to ns_b (dev_b), both up."""
+        run(["ip", "-n", ns_a, "link", "add", dev_a, "type", "veth", "peer", "name", dev_b,
+             "netns", ns_b])
+        run(["ip", "-n", ns_a, "link", "set", dev_a, "up"])
+        run(["ip", "-n", ns_b, "link", "set", dev_b, "up"])
+
     def awsvpc_node(self, tag, eth0, ecs, extra_eth0=()):
         """A node like an awsvpc task: ecs-eth0 (link-local, created first so it comes
         first in interface order) and eth0 on the switch's bridge. The ecs-eth0 peer is

@@ -79,7 +79,7 @@ def check_job(lab, nodes, mgr, children):
         check(env.get("JULIA_WORKER_TIMEOUT") == str(WORKER_TIMEOUT),
               f"node {i}: JULIA_WORKER_TIMEOUT={env.get('JULIA_WORKER_TIMEOUT')}")
         check(names.count("JULIA_WORKER_TIMEOUT") == 1, f"node {i}: duplicate entries")
-        check(f"--bind-to" in dump["cmdline"] and node.eth0 in dump["cmdline"],
+        check("--bind-to" in dump["cmdline"] and node.eth0 in dump["cmdline"],
               f"node {i}: {{{{NODE_ADDR}}}} not expanded: {dump['cmdline']}")
         blob = "\0".join(dump["environ"] + dump["cmdline"])
         check(COOKIE not in blob, f"node {i}: the cookie is in the payload's argv/environment")

@@ -5,6 +5,7 @@
  * parser serves both, so a value means the same thing wherever it comes from. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <signal.h>
@@ -138,7 +139,10 @@ static bool parse_protocol(struct config *cfg, const char *text)
 
 static bool parse_advertise_addr(struct config *cfg, const char *text)
 {
-	if (*text == '\0')
+	unsigned char raw[sizeof(struct in6_addr)];
+	/* Checked here, not after dialling: a worker that connects and then gives up
+	 * costs the Julia manager its whole (serial) registration. */
+	if (inet_pton(AF_INET, text, raw) != 1 && inet_pton(AF_INET6, text, raw) != 1)
 		return false;
 	cfg->advertise_addr = text;
 	return true;

@@ -62,13 +62,22 @@ static int expand_argument(const char *arg, int index, const struct placeholder 
 	return BA_OK;
 }
 
-static bool is_replaced(const char *entry, const struct placeholder *table, size_t count)
+static bool is_replaced(const char *entry, const struct placeholder *table, size_t count,
+			const char *const *extra_env)
 {
 	if (strncmp(entry, "BATCH_AGENT_COOKIE=", 19) == 0 || strncmp(entry, "BATCH_AGENT_FD=", 15) == 0)
 		return true;
 	for (size_t i = 0; i < count; i++) {
 		size_t name_length = strlen(table[i].env);
 		if (table[i].value && strncmp(entry, table[i].env, name_length) == 0 && entry[name_length] == '=')
+			return true;
+	}
+	/* An extra entry (e.g. the manager's JULIA_WORKER_TIMEOUT) replaces an inherited one
+	 * of the same name: with both in envp, getenv() would find the inherited one first. */
+	for (size_t i = 0; extra_env && extra_env[i]; i++) {
+		const char *eq = strchr(extra_env[i], '=');
+		size_t name_length = eq ? (size_t)(eq - extra_env[i]) : strlen(extra_env[i]);
+		if (strncmp(entry, extra_env[i], name_length) == 0 && entry[name_length] == '=')
 			return true;
 	}
 	return false;
@@ -118,7 +127,7 @@ int launch_prepare(struct payload *payload, const struct config *cfg, const stru
 		goto fail;
 	size_t n = 0;
 	for (size_t i = 0; i < inherited; i++) {
-		if (is_replaced(environ[i], table, count))
+		if (is_replaced(environ[i], table, count, vars->extra_env))
 			continue;
 		if ((payload->envp[n++] = strdup(environ[i])) == NULL)
 			goto fail;

@@ -42,10 +42,14 @@ static int read_line(int fd, int64_t deadline, char *line, size_t size, const ch
 		ssize_t got = read(fd, &c, 1);
 		if (got < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
-		if (got <= 0) {
+		if (got == 0) {
 			log_error("the manager closed the connection before sending the %s line%s", what,
 				  length ? " (it sent part of one)" : "");
-			return got == 0 ? BA_EX_PROTOCOL : BA_EX_UNAVAILABLE;
+			return BA_EX_PROTOCOL;
+		}
+		if (got < 0) {
+			log_error("the connection to the manager failed before the %s line: %m", what);
+			return BA_EX_UNAVAILABLE;
 		}
 		if (c == '\n') {
 			if (length > 0 && line[length - 1] == '\r')

@@ -37,6 +37,6 @@ UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=99 \
 echo "== Debug build under valgrind: integration tests"
 build debug Debug
 # Trace our own programs through fork and the chain-load to batch-agent-net, but not
-# the payloads (system programs and Python).
-BATCH_AGENT_WRAPPER="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite --trace-children=yes --trace-children-skip=/usr/*,/bin/*,/sbin/*,*python*" \
+# the payloads (system programs, Python, and test scripts in /tmp).
+BATCH_AGENT_WRAPPER="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite --trace-children=yes --trace-children-skip=/usr/*,/bin/*,/sbin/*,/tmp/*,*python*" \
   run_suite debug -L integration

@@ -475,7 +475,9 @@ class FakeAWS:
                     return True
                 if b == "wrongtypes":
                     doc = self._normal_doc(route, method, parsed, body, record)
-                    mutated = fake.wrongtypes[route](copy.deepcopy(doc))
+                    # The function edits the copy in place or returns a new document.
+                    doc = copy.deepcopy(doc)
+                    mutated = fake.wrongtypes[route](doc)
                     doc = doc if mutated is None else mutated
                     self._json(200, doc)
                     return True

@@ -415,6 +415,8 @@ static int configure(CURL *h, const struct http_request *req, struct transfer *t
 		SET(CURLOPT_PASSWORD, req->sign_creds->secret_access_key);
 	}
 	SET(CURLOPT_HTTPHEADER, headers);
+	if (req->connect_to != NULL)
+		SET(CURLOPT_CONNECT_TO, req->connect_to);
 #undef SET
 	if (rc != CURLE_OK) {
 		snprintf(resp->error, sizeof resp->error, "%s (%s): cannot set up the request: %s",

@@ -59,6 +59,7 @@ struct http_request {
 	long fixed_sleep_ms;
 	enum http_retry_policy retry;
 	size_t max_body; /* 0: HTTP_DEFAULT_MAX_BODY */
+	struct curl_slist *connect_to; /* CURLOPT_CONNECT_TO; unit tests only */
 };
 
 #define HTTP_DEFAULT_MAX_BODY ((size_t)1 << 20)

@@ -313,8 +313,11 @@ int imds_spot_watch_command(int64_t interval_ms, long token_ttl_s)
 	if (status != BA_OK)
 		return status;
 	status = get_token(&m, true);
-	if (status != BA_OK)
+	if (status != BA_OK) {
+		if (http_stop_requested()) /* SIGTERM while waiting for the first token */
+			status = BA_OK;
 		goto out;
+	}
 	log_info("watching IMDS at %s for Spot interruption and rebalance notices every %lld ms",
 	         m.base, (long long)interval_ms);
 	while (!http_stop_requested()) {

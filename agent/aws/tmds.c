@@ -226,10 +226,9 @@ int tmds_command(void)
 
 	/* This container in /task: same DockerId, else the first NORMAL container with the
 	 * same Name; never the CNI_PAUSE container of awsvpc mode. */
-	const char *docker_id, *name, *type;
+	const char *docker_id, *name;
 	if (!aws_field_string(&creq, container, "DockerId", "DockerId", false, &docker_id) ||
-	    !aws_field_string(&creq, container, "Name", "Name", false, &name) ||
-	    !aws_field_string(&creq, container, "Type", "Type", false, &type))
+	    !aws_field_string(&creq, container, "Name", "Name", false, &name))
 		goto done;
 	const cJSON *containers;
 	if (!aws_field_kind(&treq, task, "Containers", "Containers", false, cJSON_Array, &containers))

@@ -1,1 +1,365 @@
-/* placeholder: filled in by its issue */
+/* Credentials and region resolution; see credentials.h. */
+#include "credentials.h"
+
+#include "common.h"
+#include "log.h"
+#include "status.h"
+#include "tmds.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Where AWS_CONTAINER_CREDENTIALS_RELATIVE_URI points (botocore: fixed). Tests move it
+ * with BATCH_AGENT_AWS_ECS_CREDENTIALS_ENDPOINT so that they never touch 169.254.x.x. */
+#define ECS_CREDENTIALS_HOST "http://169.254.170.2"
+#define TOKEN_MAX 16384
+
+static char *dup_secret(const char *s)
+{
+	return strdup(s);
+}
+
+static int from_environment(struct aws_credentials *out, bool *found)
+{
+	const char *ak = env_nonempty("AWS_ACCESS_KEY_ID");
+	const char *sk = env_nonempty("AWS_SECRET_ACCESS_KEY");
+	const char *token = env_nonempty("AWS_SESSION_TOKEN");
+	if (token == NULL)
+		token = env_nonempty("AWS_SECURITY_TOKEN");
+	*found = false;
+	if (ak == NULL && sk == NULL)
+		return BA_OK;
+	if (ak == NULL || sk == NULL) {
+		log_error("partial credentials in the environment: %s is set but %s is not",
+		          ak ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
+		          ak ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID");
+		return BA_EX_CONFIG;
+	}
+	out->access_key_id = dup_secret(ak);
+	out->secret_access_key = dup_secret(sk);
+	out->session_token = token ? dup_secret(token) : NULL;
+	if (out->access_key_id == NULL || out->secret_access_key == NULL ||
+	    (token != NULL && out->session_token == NULL)) {
+		aws_credentials_clear(out);
+		log_error("out of memory");
+		return BA_EX_SOFTWARE;
+	}
+	*found = true;
+	log_debug("credentials: from the environment (AWS_ACCESS_KEY_ID)");
+	return BA_OK;
+}
+
+/* botocore ContainerMetadataFetcher._validate_allowed_url (1.43): https to any host;
+ * http only to loopback IPs or the ECS/EKS agent addresses, or localhost. */
+static bool full_uri_allowed(const char *url, char *why, size_t why_size)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL;
+	bool ok = false;
+	if (u == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+		snprintf(why, why_size, "not a valid URL");
+		goto out;
+	}
+	if (strcasecmp(scheme, "https") == 0) {
+		ok = true;
+		goto out;
+	}
+	if (strcasecmp(scheme, "http") != 0) {
+		snprintf(why, why_size, "scheme %s is not http or https", scheme);
+		goto out;
+	}
+	/* CURLU gives an IPv6 host in brackets. */
+	char bare[256];
+	size_t hl = strlen(host);
+	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']' && hl - 2 < sizeof bare) {
+		memcpy(bare, host + 1, hl - 2);
+		bare[hl - 2] = '\0';
+		char *zone = strchr(bare, '%');
+		if (zone != NULL)
+			*zone = '\0';
+	} else {
+		snprintf(bare, sizeof bare, "%s", host);
+	}
+	struct in_addr a4;
+	struct in6_addr a6;
+	static const char *const allowed[] = { "169.254.170.2", "169.254.170.23", "localhost" };
+	for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++)
+		if (strcasecmp(bare, allowed[i]) == 0)
+			ok = true;
+	if (!ok && inet_pton(AF_INET, bare, &a4) == 1)
+		ok = (ntohl(a4.s_addr) >> 24) == 127;
+	else if (!ok && inet_pton(AF_INET6, bare, &a6) == 1) {
+		static const unsigned char eks[16] = { 0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0,
+			                               0,    0,    0,    0,    0, 0, 0, 0x23 };
+		ok = IN6_IS_ADDR_LOOPBACK(&a6) || memcmp(&a6, eks, 16) == 0;
+	}
+	if (!ok)
+		snprintf(why, why_size,
+		         "host %s is not allowed over http (only https, a loopback address, "
+		         "169.254.170.2, 169.254.170.23, fd00:ec2::23 or localhost)",
+		         host);
+out:
+	curl_free(scheme);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return ok;
+}
+
+/* The Authorization value: the token file (re-read for every request) wins over the
+ * variable. botocore rejects a value with CR or LF, so a trailing newline is an error. */
+static int authorization_token(char **out)
+{
+	*out = NULL;
+	const char *file = env_nonempty("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+	const char *source = "AWS_CONTAINER_AUTHORIZATION_TOKEN";
+	if (file != NULL) {
+		source = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE";
+		int fd = open(file, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			log_error("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (%s): cannot open: %s", file,
+			          strerror(errno));
+			return BA_EX_CONFIG;
+		}
+		char *buf = malloc(TOKEN_MAX + 1);
+		size_t len = 0;
+		if (buf == NULL) {
+			close(fd);
+			return BA_EX_SOFTWARE;
+		}
+		for (;;) {
+			ssize_t n = read(fd, buf + len, TOKEN_MAX + 1 - len);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				log_error("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (%s): cannot read: %s",
+				          file, strerror(errno));
+				util_wipe(buf, TOKEN_MAX + 1);
+				free(buf);
+				close(fd);
+				return BA_EX_CONFIG;
+			}
+			if (n == 0 || (len += (size_t)n) > TOKEN_MAX)
+				break;
+		}
+		close(fd);
+		if (len > TOKEN_MAX) {
+			log_error("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (%s): longer than %d bytes",
+			          file, TOKEN_MAX);
+			util_wipe(buf, TOKEN_MAX + 1);
+			free(buf);
+			return BA_EX_CONFIG;
+		}
+		buf[len] = '\0';
+		*out = buf;
+	} else {
+		const char *value = env_nonempty("AWS_CONTAINER_AUTHORIZATION_TOKEN");
+		if (value == NULL)
+			return BA_OK;
+		*out = strdup(value);
+		if (*out == NULL)
+			return BA_EX_SOFTWARE;
+	}
+	size_t len = strlen(*out);
+	bool bad = len == 0;
+	for (size_t i = 0; i < len; i++)
+		if ((*out)[i] == '\r' || (*out)[i] == '\n')
+			bad = true;
+	if (bad) {
+		log_error("%s: the authorization token is empty or contains a CR or LF "
+		          "(a token file must not end with a newline)",
+		          source);
+		util_wipe(*out, len);
+		free(*out);
+		*out = NULL;
+		return BA_EX_CONFIG;
+	}
+	return BA_OK;
+}
+
+static int from_container_endpoint(struct aws_credentials *out, bool *found)
+{
+	*found = false;
+	const char *relative = env_nonempty("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+	const char *full = env_nonempty("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+	char *url = NULL;
+	if (relative == NULL && full == NULL)
+		return BA_OK;
+	*found = true;
+	if (relative != NULL) {
+		const char *host = env_nonempty("BATCH_AGENT_AWS_ECS_CREDENTIALS_ENDPOINT");
+		if (host == NULL)
+			host = ECS_CREDENTIALS_HOST;
+		size_t n = strlen(host) + strlen(relative) + 2;
+		url = malloc(n);
+		if (url == NULL)
+			return BA_EX_SOFTWARE;
+		snprintf(url, n, "%s%s%s", host, relative[0] == '/' ? "" : "/", relative);
+	} else {
+		char why[256];
+		if (!full_uri_allowed(full, why, sizeof why)) {
+			char *shown = http_redact_url(full);
+			log_error("AWS_CONTAINER_CREDENTIALS_FULL_URI (%s): %s", shown ? shown : "?", why);
+			free(shown);
+			return BA_EX_CONFIG;
+		}
+		url = strdup(full);
+		if (url == NULL)
+			return BA_EX_SOFTWARE;
+	}
+
+	char *token = NULL;
+	char *auth_header = NULL;
+	struct curl_slist *headers = NULL, *grown;
+	struct http_response resp = { 0 };
+	cJSON *root = NULL;
+	int status = authorization_token(&token);
+	if (status != BA_OK)
+		goto out;
+	status = BA_EX_SOFTWARE;
+	if ((grown = curl_slist_append(headers, "Accept: application/json")) == NULL)
+		goto out;
+	headers = grown;
+	if (token != NULL) {
+		size_t n = strlen("Authorization: ") + strlen(token) + 1;
+		if ((auth_header = malloc(n)) == NULL)
+			goto out;
+		snprintf(auth_header, n, "Authorization: %s", token);
+		grown = curl_slist_append(headers, auth_header);
+		util_wipe(auth_header, n);
+		if (grown == NULL)
+			goto out;
+		headers = grown;
+	}
+	struct http_request req = {
+		.what = "container credentials endpoint",
+		.method = "GET",
+		.url = url,
+		.headers = headers,
+		.no_proxy = true,
+		.connect_timeout_ms = 2000,
+		.timeout_ms = 2000,
+		.max_attempts = 3,
+		.fixed_sleep_ms = 1000,
+		.retry = HTTP_RETRY_UNLESS_200_JSON,
+		.max_body = 64 * 1024,
+	};
+	status = http_perform(&req, &resp);
+	if (status != BA_OK) {
+		log_error("%s", resp.error);
+		goto out;
+	}
+	if (resp.status != 200) {
+		status = aws_fail_status(&req, &resp);
+		goto out;
+	}
+	status = BA_EX_PROTOCOL;
+	root = aws_parse_json(&req, &resp, cJSON_Object);
+	if (root == NULL)
+		goto out;
+	const char *ak, *sk, *tok, *expiration;
+	if (!aws_field_string(&req, root, "AccessKeyId", "AccessKeyId", true, &ak) ||
+	    !aws_field_string(&req, root, "SecretAccessKey", "SecretAccessKey", true, &sk) ||
+	    !aws_field_string(&req, root, "Token", "Token", true, &tok) ||
+	    !aws_field_string(&req, root, "Expiration", "Expiration", false, &expiration))
+		goto out;
+	if (ak[0] == '\0' || sk[0] == '\0') {
+		aws_field_error(&req, ak[0] == '\0' ? "AccessKeyId" : "SecretAccessKey", "empty");
+		goto out;
+	}
+	out->access_key_id = strdup(ak);
+	out->secret_access_key = strdup(sk);
+	out->session_token = strdup(tok);
+	if (out->access_key_id == NULL || out->secret_access_key == NULL ||
+	    out->session_token == NULL) {
+		aws_credentials_clear(out);
+		status = BA_EX_SOFTWARE;
+		goto out;
+	}
+	char *shown = http_redact_url(url);
+	log_debug("credentials: from %s (%s), expiring %s", req.what, shown ? shown : "?",
+	          expiration ? expiration : "(not given)");
+	free(shown);
+	status = BA_OK;
+out:
+	if (root != NULL) {
+		/* The tree holds copies of the secrets. */
+		static const char *const secret_fields[] = { "SecretAccessKey", "Token" };
+		for (size_t i = 0; i < 2; i++) {
+			cJSON *v = cJSON_GetObjectItemCaseSensitive(root, secret_fields[i]);
+			if (cJSON_IsString(v))
+				util_wipe(v->valuestring, strlen(v->valuestring));
+		}
+		cJSON_Delete(root);
+	}
+	http_response_free(&resp);
+	free(auth_header);
+	if (token != NULL) {
+		util_wipe(token, strlen(token));
+		free(token);
+	}
+	for (struct curl_slist *h = headers; h != NULL; h = h->next)
+		util_wipe(h->data, strlen(h->data));
+	curl_slist_free_all(headers);
+	free(url);
+	return status;
+}
+
+int credentials_resolve(struct aws_credentials *out)
+{
+	memset(out, 0, sizeof *out);
+	bool found = false;
+	int status = from_environment(out, &found);
+	if (status != BA_OK || found)
+		return status;
+	status = from_container_endpoint(out, &found);
+	if (status != BA_OK || found)
+		return status;
+	log_error("no AWS credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are unset and "
+	          "neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor "
+	          "AWS_CONTAINER_CREDENTIALS_FULL_URI is set (no job role?)");
+	return BA_EX_CONFIG;
+}
+
+bool region_valid(const char *region)
+{
+	if (region == NULL || region[0] == '\0' || strlen(region) > 64)
+		return false;
+	for (const char *p = region; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
+			return false;
+	return true;
+}
+
+int region_resolve(char *out, size_t size)
+{
+	static const char *const vars[] = { "AWS_REGION", "AWS_DEFAULT_REGION" };
+	for (size_t i = 0; i < 2; i++) {
+		const char *v = env_nonempty(vars[i]);
+		if (v == NULL)
+			continue;
+		if (!region_valid(v)) {
+			log_error("%s=\"%.64s\" is not a region name", vars[i], v);
+			return BA_EX_CONFIG;
+		}
+		snprintf(out, size, "%s", v);
+		log_debug("region %s from %s", out, vars[i]);
+		return BA_OK;
+	}
+	if (env_nonempty("ECS_CONTAINER_METADATA_URI_V4") == NULL) {
+		log_error("no AWS region: AWS_REGION and AWS_DEFAULT_REGION are unset and "
+		          "ECS_CONTAINER_METADATA_URI_V4 is not set to look up the task's region");
+		return BA_EX_CONFIG;
+	}
+	return tmds_task_region(out, size);
+}

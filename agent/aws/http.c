@@ -1,1 +1,590 @@
-/* placeholder: filled in by its issue */
+/* Shared HTTP client of batch-agent-aws; see http.h. */
+#include "http.h"
+
+#include "log.h"
+#include "status.h"
+#include "util.h"
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <ctype.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+static CURL *shared_handle;
+static unsigned int jitter_state;
+static sigset_t watched_signals;
+static bool watching_signals;
+static volatile sig_atomic_t stop_requested;
+
+void aws_credentials_clear(struct aws_credentials *creds)
+{
+	char **fields[] = { &creds->access_key_id, &creds->secret_access_key,
+		            &creds->session_token };
+	for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+		if (*fields[i] != NULL) {
+			util_wipe(*fields[i], strlen(*fields[i]));
+			free(*fields[i]);
+			*fields[i] = NULL;
+		}
+	}
+}
+
+int http_global_init(void)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return BA_EX_SOFTWARE;
+	jitter_state = (unsigned int)util_now_ms() ^ ((unsigned int)getpid() << 16);
+	return BA_OK;
+}
+
+void http_global_cleanup(void)
+{
+	if (shared_handle != NULL) {
+		curl_easy_cleanup(shared_handle);
+		shared_handle = NULL;
+	}
+	curl_global_cleanup();
+}
+
+static void on_stop_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+void http_watch_signals(const sigset_t *set)
+{
+	watched_signals = *set;
+	watching_signals = true;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_stop_signal;
+	sigemptyset(&sa.sa_mask);
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sigismember(set, sig) == 1)
+			sigaction(sig, &sa, NULL);
+}
+
+bool http_stop_requested(void)
+{
+	if (stop_requested)
+		return true;
+	if (!watching_signals)
+		return false;
+	sigset_t pending;
+	if (sigpending(&pending) != 0)
+		return false;
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sigismember(&watched_signals, sig) == 1 && sigismember(&pending, sig) == 1)
+			return true;
+	return false;
+}
+
+bool http_sleep_ms(long ms)
+{
+	int64_t deadline = util_now_ms() + ms;
+	for (;;) {
+		if (http_stop_requested())
+			return false;
+		int64_t left = deadline - util_now_ms();
+		if (left <= 0)
+			return true;
+		struct timespec ts = { .tv_sec = left / 1000, .tv_nsec = (left % 1000) * 1000000L };
+		if (watching_signals) {
+			/* The watched signals are blocked except inside ppoll: no lost wakeup. */
+			sigset_t open_mask;
+			sigprocmask(SIG_BLOCK, NULL, &open_mask);
+			for (int sig = 1; sig < NSIG; sig++)
+				if (sigismember(&watched_signals, sig) == 1)
+					sigdelset(&open_mask, sig);
+			ppoll(NULL, 0, &ts, &open_mask);
+		} else {
+			nanosleep(&ts, NULL);
+		}
+	}
+}
+
+char *http_redact_url(const char *url)
+{
+	if (url == NULL)
+		return NULL;
+	CURLU *u = curl_url();
+	char *out = NULL;
+	if (u == NULL)
+		return NULL;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK) {
+		curl_url_set(u, CURLUPART_USER, NULL, 0);
+		curl_url_set(u, CURLUPART_PASSWORD, NULL, 0);
+		curl_url_set(u, CURLUPART_OPTIONS, NULL, 0);
+		curl_url_set(u, CURLUPART_QUERY, NULL, 0);
+		curl_url_set(u, CURLUPART_FRAGMENT, NULL, 0);
+		char *text = NULL;
+		if (curl_url_get(u, CURLUPART_URL, &text, 0) == CURLUE_OK) {
+			out = strdup(text);
+			curl_free(text);
+		}
+	}
+	curl_url_cleanup(u);
+	if (out == NULL)
+		out = strdup("(unparsable URL)");
+	return out;
+}
+
+const char *http_excerpt(const char *body, size_t len, char *buf, size_t size)
+{
+	size_t limit = size > 164 ? 164 : size;
+	size_t o = 0;
+	if (limit == 0)
+		return buf;
+	for (size_t i = 0; i < len && o + 4 < limit; i++) {
+		unsigned char c = (unsigned char)body[i];
+		if (c == '\n' || c == '\r' || c == '\t')
+			c = ' ';
+		buf[o++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+	}
+	if (len > 0 && o + 4 >= limit && o < len) {
+		memcpy(buf + o, "...", 3);
+		o += 3;
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+/* Copy at most size-1 printable characters. */
+static void copy_printable(char *dst, size_t size, const char *src, size_t len)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < len && o + 1 < size; i++) {
+		unsigned char c = (unsigned char)src[i];
+		dst[o++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+	}
+	dst[o] = '\0';
+}
+
+/* ---- one attempt ---------------------------------------------------------------- */
+
+struct transfer {
+	char *body;
+	size_t len;
+	size_t cap;
+	size_t max;
+	bool too_large;
+	char error_type[128]; /* x-amzn-ErrorType */
+};
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct transfer *t = arg;
+	size_t n = size * nmemb;
+	if (n > t->max - t->len) {
+		t->too_large = true;
+		return 0; /* CURLE_WRITE_ERROR */
+	}
+	if (t->len + n + 1 > t->cap) {
+		size_t cap = t->cap ? t->cap : 4096;
+		while (cap < t->len + n + 1)
+			cap *= 2;
+		if (cap > t->max + 1)
+			cap = t->max + 1;
+		/* Not realloc: the old block may hold a secret and must be wiped. */
+		char *grown = malloc(cap);
+		if (grown == NULL)
+			return 0;
+		if (t->body != NULL) {
+			memcpy(grown, t->body, t->len);
+			util_wipe(t->body, t->cap);
+			free(t->body);
+		}
+		t->body = grown;
+		t->cap = cap;
+	}
+	memcpy(t->body + t->len, data, n);
+	t->len += n;
+	t->body[t->len] = '\0';
+	return n;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct transfer *t = arg;
+	size_t n = size * nmemb;
+	static const char name[] = "x-amzn-errortype:";
+	if (n > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0) {
+		const char *v = data + sizeof name - 1;
+		size_t vlen = n - (sizeof name - 1);
+		while (vlen > 0 && (*v == ' ' || *v == '\t'))
+			v++, vlen--;
+		size_t end = 0;
+		while (end < vlen && v[end] != ':' && v[end] != '\r' && v[end] != '\n')
+			end++;
+		copy_printable(t->error_type, sizeof t->error_type, v, end);
+	}
+	return n;
+}
+
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+	(void)arg, (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	return http_stop_requested() ? 1 : 0;
+}
+
+static size_t on_read_nothing(char *buf, size_t size, size_t nmemb, void *arg)
+{
+	(void)buf, (void)size, (void)nmemb, (void)arg;
+	return 0;
+}
+
+static void transfer_free(struct transfer *t)
+{
+	if (t->body != NULL) {
+		util_wipe(t->body, t->cap);
+		free(t->body);
+	}
+	memset(t, 0, sizeof *t);
+}
+
+static void wipe_slist(struct curl_slist *list)
+{
+	for (; list != NULL; list = list->next)
+		if (list->data != NULL)
+			util_wipe(list->data, strlen(list->data));
+}
+
+static bool is_throttling_code(const char *code)
+{
+	static const char *const codes[] = {
+		"Throttling", "ThrottlingException", "ThrottledException",
+		"RequestThrottledException", "TooManyRequestsException",
+		"ProvisionedThroughputExceededException", "TransactionInProgressException",
+		"RequestLimitExceeded", "BandwidthLimitExceeded", "LimitExceededException",
+		"RequestThrottled", "SlowDown", "PriorRequestNotComplete", "EC2ThrottledException",
+	};
+	for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+		if (strcmp(code, codes[i]) == 0)
+			return true;
+	return false;
+}
+
+static void extract_aws_error(const struct transfer *t, struct http_response *resp)
+{
+	resp->error_code[0] = '\0';
+	resp->error_message[0] = '\0';
+	if (t->error_type[0] != '\0')
+		snprintf(resp->error_code, sizeof resp->error_code, "%s", t->error_type);
+	if (t->body == NULL)
+		return;
+	cJSON *root = cJSON_ParseWithLength(t->body, t->len);
+	if (root == NULL)
+		return;
+	if (cJSON_IsObject(root)) {
+		if (resp->error_code[0] == '\0') {
+			static const char *const keys[] = { "__type", "code", "Code" };
+			for (size_t i = 0; i < 3; i++) {
+				cJSON *v = cJSON_GetObjectItemCaseSensitive(root, keys[i]);
+				if (cJSON_IsString(v) && v->valuestring[0] != '\0') {
+					const char *s = v->valuestring;
+					const char *hash = strrchr(s, '#');
+					if (hash != NULL)
+						s = hash + 1;
+					size_t end = strcspn(s, ":");
+					copy_printable(resp->error_code, sizeof resp->error_code, s, end);
+					break;
+				}
+			}
+		}
+		cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "message");
+		if (!cJSON_IsString(m))
+			m = cJSON_GetObjectItemCaseSensitive(root, "Message");
+		if (cJSON_IsString(m))
+			http_excerpt(m->valuestring, strlen(m->valuestring), resp->error_message,
+			             sizeof resp->error_message);
+	} else if (cJSON_IsString(root)) {
+		/* ECS task metadata errors are a bare JSON string. */
+		http_excerpt(root->valuestring, strlen(root->valuestring), resp->error_message,
+		             sizeof resp->error_message);
+	}
+	cJSON_Delete(root);
+}
+
+static bool retryable_curl_error(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_GOT_NOTHING:
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static bool retryable_answer(const struct http_request *req, long status,
+                             const struct transfer *t, const struct http_response *resp)
+{
+	if (req->retry == HTTP_RETRY_UNLESS_200_JSON) {
+		if (status != 200)
+			return true;
+		cJSON *root = cJSON_ParseWithLength(t->body ? t->body : "", t->len);
+		bool bad = root == NULL;
+		cJSON_Delete(root);
+		return bad;
+	}
+	if (status == 429 || status >= 500)
+		return true;
+	return status >= 400 && is_throttling_code(resp->error_code);
+}
+
+static long backoff_ms(const struct http_request *req, int attempt)
+{
+	if (req->fixed_sleep_ms > 0)
+		return req->fixed_sleep_ms;
+	long base = req->backoff_base_ms > 0 ? req->backoff_base_ms : 100;
+	long cap = req->backoff_cap_ms > 0 ? req->backoff_cap_ms : 2000;
+	long ceiling = base;
+	for (int i = 1; i < attempt && ceiling < cap; i++)
+		ceiling *= 2;
+	if (ceiling > cap)
+		ceiling = cap;
+	return (long)(rand_r(&jitter_state) % (unsigned long)(ceiling + 1));
+}
+
+/* Set up the shared handle for one attempt; BA_OK or a status with resp->error. */
+static int configure(CURL *h, const struct http_request *req, struct transfer *t,
+                     struct curl_slist *headers, const char *shown_url,
+                     struct http_response *resp)
+{
+	CURLcode rc = CURLE_OK;
+#define SET(opt, val)                                   \
+	do {                                            \
+		if (rc == CURLE_OK)                     \
+			rc = curl_easy_setopt(h, opt, val); \
+	} while (0)
+	SET(CURLOPT_URL, req->url);
+	SET(CURLOPT_PROTOCOLS_STR, "http,https");
+	SET(CURLOPT_FOLLOWLOCATION, 0L);
+	SET(CURLOPT_NOSIGNAL, 1L);
+	SET(CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms > 0 ? req->connect_timeout_ms : 3000L);
+	SET(CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 10000L);
+	SET(CURLOPT_SSL_VERIFYPEER, 1L);
+	SET(CURLOPT_SSL_VERIFYHOST, 2L);
+	SET(CURLOPT_USERAGENT, "batch-agent-aws/" BATCH_AGENT_VERSION);
+	SET(CURLOPT_WRITEFUNCTION, on_body);
+	SET(CURLOPT_WRITEDATA, t);
+	SET(CURLOPT_HEADERFUNCTION, on_header);
+	SET(CURLOPT_HEADERDATA, t);
+	SET(CURLOPT_NOPROGRESS, 0L);
+	SET(CURLOPT_XFERINFOFUNCTION, on_progress);
+	SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)t->max);
+	const char *ca = getenv("AWS_CA_BUNDLE");
+	if (ca != NULL && *ca != '\0')
+		SET(CURLOPT_CAINFO, ca);
+	if (req->no_proxy)
+		SET(CURLOPT_PROXY, "");
+	if (strcmp(req->method, "POST") == 0) {
+		SET(CURLOPT_POST, 1L);
+		SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+		SET(CURLOPT_POSTFIELDS, req->body ? req->body : "");
+	} else if (strcmp(req->method, "PUT") == 0) {
+		SET(CURLOPT_UPLOAD, 1L);
+		SET(CURLOPT_INFILESIZE_LARGE, (curl_off_t)0);
+		SET(CURLOPT_READFUNCTION, on_read_nothing);
+	} else {
+		SET(CURLOPT_HTTPGET, 1L);
+	}
+	if (req->sign_creds != NULL) {
+		char scope[160];
+		snprintf(scope, sizeof scope, "aws:amz:%s:%s", req->sign_region, req->sign_service);
+		SET(CURLOPT_AWS_SIGV4, scope);
+		SET(CURLOPT_USERNAME, req->sign_creds->access_key_id);
+		SET(CURLOPT_PASSWORD, req->sign_creds->secret_access_key);
+	}
+	SET(CURLOPT_HTTPHEADER, headers);
+	if (req->connect_to != NULL)
+		SET(CURLOPT_CONNECT_TO, req->connect_to);
+#undef SET
+	if (rc != CURLE_OK) {
+		snprintf(resp->error, sizeof resp->error, "%s (%s): cannot set up the request: %s",
+		         req->what, shown_url, curl_easy_strerror(rc));
+		return BA_EX_SOFTWARE;
+	}
+	return BA_OK;
+}
+
+int http_perform(const struct http_request *req, struct http_response *resp)
+{
+	memset(resp, 0, sizeof *resp);
+	char *shown_url = http_redact_url(req->url);
+	const char *shown = shown_url ? shown_url : "?";
+	int status = BA_OK;
+	struct curl_slist *headers = NULL;
+	char *token_header = NULL;
+
+	if (shared_handle == NULL)
+		shared_handle = curl_easy_init();
+	if (shared_handle == NULL) {
+		snprintf(resp->error, sizeof resp->error, "%s (%s): cannot create a libcurl handle",
+		         req->what, shown);
+		status = BA_EX_SOFTWARE;
+		goto out;
+	}
+	/* Our own copy of the header list, so that a session token header is added (and
+	 * wiped) here; curl_slist_append copies each string. */
+	for (const struct curl_slist *h = req->headers; h != NULL; h = h->next) {
+		struct curl_slist *grown = curl_slist_append(headers, h->data);
+		if (grown == NULL) {
+			status = BA_EX_SOFTWARE;
+			goto nomem;
+		}
+		headers = grown;
+	}
+	if (req->sign_creds != NULL && req->sign_creds->session_token != NULL &&
+	    req->sign_creds->session_token[0] != '\0') {
+		/* libcurl 7.88.1 signs every CURLOPT_HTTPHEADER entry; an empty value would be
+		 * signed but not sent, so the header is only added with a token. */
+		size_t n = strlen("X-Amz-Security-Token: ") + strlen(req->sign_creds->session_token) + 1;
+		token_header = malloc(n);
+		if (token_header == NULL) {
+			status = BA_EX_SOFTWARE;
+			goto nomem;
+		}
+		snprintf(token_header, n, "X-Amz-Security-Token: %s", req->sign_creds->session_token);
+		struct curl_slist *grown = curl_slist_append(headers, token_header);
+		util_wipe(token_header, n);
+		free(token_header);
+		token_header = NULL;
+		if (grown == NULL) {
+			status = BA_EX_SOFTWARE;
+			goto nomem;
+		}
+		headers = grown;
+	}
+
+	int attempts = req->max_attempts > 0 ? req->max_attempts : 1;
+	for (int attempt = 1; attempt <= attempts; attempt++) {
+		struct transfer t = { .max = req->max_body ? req->max_body : HTTP_DEFAULT_MAX_BODY };
+		curl_easy_reset(shared_handle);
+		status = configure(shared_handle, req, &t, headers, shown, resp);
+		if (status != BA_OK)
+			goto out;
+		resp->attempts = attempt;
+		CURLcode rc = curl_easy_perform(shared_handle);
+		/* Drop the credentials from the handle right away. */
+		curl_easy_setopt(shared_handle, CURLOPT_USERNAME, NULL);
+		curl_easy_setopt(shared_handle, CURLOPT_PASSWORD, NULL);
+		curl_easy_setopt(shared_handle, CURLOPT_HTTPHEADER, NULL);
+		bool retry = false;
+		if (rc == CURLE_OK) {
+			long code = 0;
+			curl_easy_getinfo(shared_handle, CURLINFO_RESPONSE_CODE, &code);
+			http_response_free(resp);
+			resp->status = code;
+			resp->attempts = attempt;
+			if (code >= 400)
+				extract_aws_error(&t, resp);
+			retry = retryable_answer(req, code, &t, resp);
+			resp->body = t.body ? t.body : calloc(1, 1);
+			resp->len = t.len;
+			t.body = NULL;
+			if (resp->body == NULL) {
+				status = BA_EX_SOFTWARE;
+				goto nomem;
+			}
+			status = BA_OK;
+			if (retry && attempt < attempts) {
+				char excerpt[200];
+				log_info("%s (%s): HTTP %ld %s, attempt %d of %d; retrying", req->what,
+				         shown, code,
+				         resp->error_code[0] ? resp->error_code :
+				                               http_excerpt(resp->body, resp->len, excerpt,
+				                                            sizeof excerpt),
+				         attempt, attempts);
+			}
+		} else {
+			bool too_large = t.too_large || rc == CURLE_FILESIZE_EXCEEDED;
+			transfer_free(&t);
+			http_response_free(resp);
+			resp->attempts = attempt;
+			if (too_large) {
+				snprintf(resp->error, sizeof resp->error,
+				         "%s (%s): response body larger than %zu bytes, refused",
+				         req->what, shown, req->max_body ? req->max_body : HTTP_DEFAULT_MAX_BODY);
+				status = BA_EX_PROTOCOL;
+				goto out;
+			}
+			if (rc == CURLE_ABORTED_BY_CALLBACK || http_stop_requested()) {
+				snprintf(resp->error, sizeof resp->error, "%s (%s): stopped by a signal",
+				         req->what, shown);
+				status = BA_EX_UNAVAILABLE;
+				goto out;
+			}
+			const char *hint = "";
+			if (rc == CURLE_OPERATION_TIMEDOUT)
+				hint = " (no answer in time)";
+			else if (rc == CURLE_PEER_FAILED_VERIFICATION)
+				hint = " (TLS certificate not trusted; AWS_CA_BUNDLE names a CA bundle)";
+			snprintf(resp->error, sizeof resp->error, "%s (%s): %s%s after %d attempt%s",
+			         req->what, shown, curl_easy_strerror(rc), hint, attempt,
+			         attempt == 1 ? "" : "s");
+			if (rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_URL_MALFORMAT ||
+			    rc == CURLE_UNSUPPORTED_PROTOCOL) {
+				status = BA_EX_CONFIG;
+				goto out;
+			}
+			status = BA_EX_UNAVAILABLE;
+			retry = retryable_curl_error(rc);
+			if (retry && attempt < attempts)
+				log_info("%s; attempt %d of %d, retrying", resp->error, attempt, attempts);
+		}
+		transfer_free(&t);
+		if (!retry || attempt == attempts)
+			break;
+		if (!http_sleep_ms(backoff_ms(req, attempt))) {
+			http_response_free(resp);
+			snprintf(resp->error, sizeof resp->error, "%s (%s): stopped by a signal",
+			         req->what, shown);
+			status = BA_EX_UNAVAILABLE;
+			break;
+		}
+	}
+	if (status == BA_OK)
+		resp->error[0] = '\0';
+	goto out;
+nomem:
+	snprintf(resp->error, sizeof resp->error, "%s (%s): out of memory", req->what, shown);
+out:
+	if (shared_handle != NULL) {
+		curl_easy_setopt(shared_handle, CURLOPT_USERNAME, NULL);
+		curl_easy_setopt(shared_handle, CURLOPT_PASSWORD, NULL);
+	}
+	wipe_slist(headers);
+	curl_slist_free_all(headers);
+	free(shown_url);
+	return status;
+}
+
+void http_response_free(struct http_response *resp)
+{
+	if (resp->body != NULL) {
+		util_wipe(resp->body, resp->len);
+		free(resp->body);
+	}
+	resp->body = NULL;
+	resp->len = 0;
+	resp->status = 0;
+}

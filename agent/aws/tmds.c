@@ -1,1 +1,318 @@
-/* placeholder: filled in by its issue */
+/* ECS task metadata endpoint v4; see tmds.h and ../shared/aws-reference/ecs_tmds_v4. */
+#include "tmds.h"
+
+#include "common.h"
+#include "credentials.h"
+#include "log.h"
+#include "status.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int metadata_base(char **out)
+{
+	const char *base = env_nonempty("ECS_CONTAINER_METADATA_URI_V4");
+	*out = NULL;
+	if (base == NULL) {
+		log_error("not running under ECS: ECS_CONTAINER_METADATA_URI_V4 is not set");
+		return BA_EX_CONFIG;
+	}
+	if (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0) {
+		char *shown = http_redact_url(base);
+		log_error("ECS_CONTAINER_METADATA_URI_V4 (%s) is not an http URL", shown ? shown : "?");
+		free(shown);
+		return BA_EX_CONFIG;
+	}
+	*out = strdup(base);
+	if (*out == NULL)
+		return BA_EX_SOFTWARE;
+	size_t n = strlen(*out);
+	while (n > 0 && (*out)[n - 1] == '/')
+		(*out)[--n] = '\0';
+	return BA_OK;
+}
+
+/* GET url and parse a JSON object; *root on BA_OK. */
+static int fetch(const char *what, const char *url, struct http_request *req, cJSON **root)
+{
+	struct http_response resp;
+	*req = (struct http_request){
+		.what = what,
+		.method = "GET",
+		.url = url,
+		.no_proxy = true,
+		.connect_timeout_ms = 1000,
+		.timeout_ms = 3000,
+		.max_attempts = 3,
+		.backoff_base_ms = 100,
+		.backoff_cap_ms = 1000,
+		.retry = HTTP_RETRY_AWS,
+	};
+	aws_apply_settings(req);
+	*root = NULL;
+	int status = http_perform(req, &resp);
+	if (status != BA_OK) {
+		log_error("%s", resp.error);
+		return status;
+	}
+	if (resp.status != 200) {
+		status = aws_fail_status(req, &resp);
+		http_response_free(&resp);
+		return status;
+	}
+	*root = aws_parse_json(req, &resp, cJSON_Object);
+	http_response_free(&resp);
+	return *root ? BA_OK : BA_EX_PROTOCOL;
+}
+
+/* "arn:PARTITION:ecs:REGION:ACCOUNT:task/..." -> REGION. */
+static bool arn_region(const char *arn, char *out, size_t size)
+{
+	const char *p = arn;
+	if (strncmp(p, "arn:", 4) != 0)
+		return false;
+	p += 4;
+	const char *svc = strchr(p, ':');
+	if (svc == NULL || strncmp(svc + 1, "ecs:", 4) != 0)
+		return false;
+	const char *region = svc + 5;
+	const char *end = strchr(region, ':');
+	if (end == NULL || (size_t)(end - region) >= size)
+		return false;
+	memcpy(out, region, (size_t)(end - region));
+	out[end - region] = '\0';
+	return region_valid(out);
+}
+
+static int task_arn_region(const struct http_request *req, const cJSON *task, const char **arn,
+                           char *region, size_t size)
+{
+	if (!aws_field_string(req, task, "TaskARN", "TaskARN", true, arn))
+		return BA_EX_PROTOCOL;
+	if (!arn_region(*arn, region, size)) {
+		aws_field_error(req, "TaskARN", "not an ECS task ARN (arn:aws:ecs:REGION:...)");
+		return BA_EX_PROTOCOL;
+	}
+	return BA_OK;
+}
+
+int tmds_task_region(char *out, size_t size)
+{
+	char *base = NULL;
+	int status = metadata_base(&base);
+	if (status != BA_OK)
+		return status;
+	size_t n = strlen(base) + sizeof "/task";
+	char *url = malloc(n);
+	cJSON *task = NULL;
+	struct http_request req;
+	if (url == NULL) {
+		free(base);
+		return BA_EX_SOFTWARE;
+	}
+	snprintf(url, n, "%s/task", base);
+	status = fetch("ECS task metadata endpoint", url, &req, &task);
+	if (status == BA_OK) {
+		const char *arn;
+		status = task_arn_region(&req, task, &arn, out, size);
+		if (status == BA_OK)
+			log_debug("region %s from the task ARN", out);
+	}
+	cJSON_Delete(task);
+	free(url);
+	free(base);
+	return status;
+}
+
+/* Networks[] of a container: the first non-empty IPv4Addresses[] entry and the first
+ * NetworkMode. False (logged) on a wrong type or an address that is not IPv4. */
+static bool container_network(const struct http_request *req, const cJSON *container,
+                              const char *prefix, const char **ipv4, const char **mode)
+{
+	const cJSON *networks;
+	char path[160];
+	snprintf(path, sizeof path, "%sNetworks", prefix);
+	if (!aws_field_kind(req, container, "Networks", path, false, cJSON_Array, &networks))
+		return false;
+	if (networks == NULL)
+		return true;
+	int i = 0;
+	const cJSON *net;
+	cJSON_ArrayForEach(net, networks) {
+		snprintf(path, sizeof path, "%sNetworks[%d]", prefix, i);
+		if (!cJSON_IsObject(net)) {
+			aws_field_error(req, path, "expected an object");
+			return false;
+		}
+		const char *m;
+		snprintf(path, sizeof path, "%sNetworks[%d].NetworkMode", prefix, i);
+		if (!aws_field_string(req, net, "NetworkMode", path, false, &m))
+			return false;
+		if (*mode == NULL && m != NULL && m[0] != '\0')
+			*mode = m;
+		const cJSON *addrs;
+		snprintf(path, sizeof path, "%sNetworks[%d].IPv4Addresses", prefix, i);
+		if (!aws_field_kind(req, net, "IPv4Addresses", path, false, cJSON_Array, &addrs))
+			return false;
+		int j = 0;
+		const cJSON *a;
+		cJSON_ArrayForEach(a, addrs) {
+			snprintf(path, sizeof path, "%sNetworks[%d].IPv4Addresses[%d]", prefix, i, j);
+			if (!cJSON_IsString(a)) {
+				aws_field_error(req, path, "expected a string");
+				return false;
+			}
+			struct in_addr parsed;
+			if (a->valuestring[0] != '\0' && inet_pton(AF_INET, a->valuestring, &parsed) != 1) {
+				aws_field_error(req, path, "not an IPv4 address");
+				return false;
+			}
+			if (*ipv4 == NULL && a->valuestring[0] != '\0')
+				*ipv4 = a->valuestring;
+			j++;
+		}
+		i++;
+	}
+	return true;
+}
+
+/* Limits.CPU / Limits.Memory of an object; absent or <= 0 -> not present. */
+static bool limits(const struct http_request *req, const cJSON *obj, const char *prefix,
+                   double *cpu, bool *has_cpu, double *mem, bool *has_mem)
+{
+	const cJSON *lim;
+	char path[160];
+	*has_cpu = *has_mem = false;
+	snprintf(path, sizeof path, "%sLimits", prefix);
+	if (!aws_field_kind(req, obj, "Limits", path, false, cJSON_Object, &lim))
+		return false;
+	if (lim == NULL)
+		return true;
+	snprintf(path, sizeof path, "%sLimits.CPU", prefix);
+	if (!aws_field_number(req, lim, "CPU", path, false, cpu, has_cpu))
+		return false;
+	snprintf(path, sizeof path, "%sLimits.Memory", prefix);
+	if (!aws_field_number(req, lim, "Memory", path, false, mem, has_mem))
+		return false;
+	*has_cpu = *has_cpu && *cpu > 0;
+	*has_mem = *has_mem && *mem > 0;
+	return true;
+}
+
+int tmds_command(void)
+{
+	char *base = NULL;
+	char *task_url = NULL;
+	cJSON *container = NULL, *task = NULL, *out = NULL;
+	struct http_request creq, treq;
+	int status = metadata_base(&base);
+	if (status != BA_OK)
+		return status;
+	size_t n = strlen(base) + sizeof "/task";
+	status = BA_EX_SOFTWARE;
+	if ((task_url = malloc(n)) == NULL)
+		goto done;
+	snprintf(task_url, n, "%s/task", base);
+
+	status = fetch("ECS task metadata endpoint (container)", base, &creq, &container);
+	if (status != BA_OK)
+		goto done;
+	status = fetch("ECS task metadata endpoint (task)", task_url, &treq, &task);
+	if (status != BA_OK)
+		goto done;
+	status = BA_EX_PROTOCOL;
+
+	/* This container in /task: same DockerId, else the first NORMAL container with the
+	 * same Name; never the CNI_PAUSE container of awsvpc mode. */
+	const char *docker_id, *name;
+	if (!aws_field_string(&creq, container, "DockerId", "DockerId", false, &docker_id) ||
+	    !aws_field_string(&creq, container, "Name", "Name", false, &name))
+		goto done;
+	const cJSON *containers;
+	if (!aws_field_kind(&treq, task, "Containers", "Containers", false, cJSON_Array, &containers))
+		goto done;
+	const cJSON *mine = NULL, *c;
+	char prefix[64] = "";
+	int index = 0, mine_index = -1;
+	cJSON_ArrayForEach(c, containers) {
+		char path[64];
+		snprintf(path, sizeof path, "Containers[%d]", index);
+		if (!cJSON_IsObject(c)) {
+			aws_field_error(&treq, path, "expected an object");
+			goto done;
+		}
+		const char *cid, *cname, *ctype;
+		snprintf(path, sizeof path, "Containers[%d].DockerId", index);
+		if (!aws_field_string(&treq, c, "DockerId", path, false, &cid))
+			goto done;
+		snprintf(path, sizeof path, "Containers[%d].Name", index);
+		if (!aws_field_string(&treq, c, "Name", path, false, &cname))
+			goto done;
+		snprintf(path, sizeof path, "Containers[%d].Type", index);
+		if (!aws_field_string(&treq, c, "Type", path, false, &ctype))
+			goto done;
+		bool normal = ctype == NULL || strcmp(ctype, "CNI_PAUSE") != 0;
+		if (normal && mine == NULL &&
+		    ((docker_id && cid && strcmp(docker_id, cid) == 0) ||
+		     (!docker_id && name && cname && strcmp(name, cname) == 0))) {
+			mine = c;
+			mine_index = index;
+		}
+		index++;
+	}
+	if (mine != NULL)
+		snprintf(prefix, sizeof prefix, "Containers[%d].", mine_index);
+
+	const char *ipv4 = NULL, *mode = NULL;
+	if (!container_network(&creq, container, "", &ipv4, &mode))
+		goto done;
+	/* Networks is left out when the ECS agent could not read them: try /task. */
+	if (ipv4 == NULL && mode == NULL && mine != NULL &&
+	    !container_network(&treq, mine, prefix, &ipv4, &mode))
+		goto done;
+
+	const char *arn, *az;
+	char region[72];
+	if (task_arn_region(&treq, task, &arn, region, sizeof region) != BA_OK ||
+	    !aws_field_string(&treq, task, "AvailabilityZone", "AvailabilityZone", false, &az))
+		goto done;
+
+	/* Task Limits.CPU is in vCPUs; a container's Limits.CPU is in CPU units (1024 per
+	 * vCPU). Memory is in MiB at both levels. */
+	double tcpu = 0, tmem = 0, ccpu = 0, cmem = 0;
+	bool has_tcpu, has_tmem, has_ccpu, has_cmem;
+	if (!limits(&treq, task, "", &tcpu, &has_tcpu, &tmem, &has_tmem) ||
+	    !limits(&creq, container, "", &ccpu, &has_ccpu, &cmem, &has_cmem))
+		goto done;
+
+	status = BA_EX_SOFTWARE;
+	out = cJSON_CreateObject();
+	if (out == NULL)
+		goto done;
+	bool ok = (ipv4 ? cJSON_AddStringToObject(out, "ipv4", ipv4) : cJSON_AddNullToObject(out, "ipv4")) &&
+	          (mode ? cJSON_AddStringToObject(out, "networkMode", mode) :
+	                  cJSON_AddNullToObject(out, "networkMode")) &&
+	          cJSON_AddStringToObject(out, "taskArn", arn) &&
+	          cJSON_AddStringToObject(out, "region", region) &&
+	          (az ? cJSON_AddStringToObject(out, "availabilityZone", az) :
+	                cJSON_AddNullToObject(out, "availabilityZone")) &&
+	          (has_tcpu ? cJSON_AddNumberToObject(out, "cpus", tcpu) :
+	           has_ccpu ? cJSON_AddNumberToObject(out, "cpus", ccpu / 1024.0) :
+	                      cJSON_AddNullToObject(out, "cpus")) &&
+	          (has_tmem ? cJSON_AddNumberToObject(out, "memoryLimitBytes", tmem * 1048576.0) :
+	           has_cmem ? cJSON_AddNumberToObject(out, "memoryLimitBytes", cmem * 1048576.0) :
+	                      cJSON_AddNullToObject(out, "memoryLimitBytes"));
+	if (!ok)
+		goto done;
+	status = aws_print_json(out);
+	out = NULL;
+done:
+	cJSON_Delete(out);
+	cJSON_Delete(container);
+	cJSON_Delete(task);
+	free(task_url);
+	free(base);
+	return status;
+}

@@ -1,0 +1,160 @@
+/* Settings and helpers shared by the endpoint modules; see common.h. */
+#include "common.h"
+
+#include "log.h"
+#include "status.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct aws_settings aws_settings;
+
+void aws_apply_settings(struct http_request *req)
+{
+	if (aws_settings.connect_timeout_ms > 0)
+		req->connect_timeout_ms = aws_settings.connect_timeout_ms;
+	if (aws_settings.timeout_ms > 0)
+		req->timeout_ms = aws_settings.timeout_ms;
+	if (aws_settings.max_attempts > 0)
+		req->max_attempts = aws_settings.max_attempts;
+}
+
+const char *env_nonempty(const char *name)
+{
+	const char *v = getenv(name);
+	return (v != NULL && *v != '\0') ? v : NULL;
+}
+
+int aws_fail_status(const struct http_request *req, const struct http_response *resp)
+{
+	char *url = http_redact_url(req->url);
+	char excerpt[200] = "";
+	const char *detail = resp->error_message;
+	if (detail[0] == '\0')
+		detail = http_excerpt(resp->body ? resp->body : "", resp->len, excerpt, sizeof excerpt);
+	int status;
+	const char *why;
+	if (resp->status == 401 || resp->status == 403) {
+		status = BA_EX_NOPERM;
+		why = "access refused";
+	} else if (resp->status == 429 || resp->status >= 500 ||
+	           strstr(resp->error_code, "Throttl") != NULL ||
+	           strcmp(resp->error_code, "TooManyRequestsException") == 0) {
+		status = BA_EX_UNAVAILABLE;
+		why = "still failing after retries";
+	} else {
+		status = BA_EX_PROTOCOL;
+		why = "unexpected answer";
+	}
+	log_error("%s (%s): HTTP %ld%s%s after %d attempt%s (%s)%s%s", req->what,
+	          url ? url : "?", resp->status, resp->error_code[0] ? " " : "", resp->error_code,
+	          resp->attempts, resp->attempts == 1 ? "" : "s", why, detail[0] ? ": " : "", detail);
+	free(url);
+	return status;
+}
+
+void aws_field_error(const struct http_request *req, const char *path, const char *expected)
+{
+	char *url = http_redact_url(req->url);
+	log_error("%s (%s): bad response: field %s: %s", req->what, url ? url : "?", path, expected);
+	free(url);
+}
+
+cJSON *aws_parse_json(const struct http_request *req, const struct http_response *resp,
+                      int kind)
+{
+	cJSON *root = cJSON_ParseWithLength(resp->body ? resp->body : "", resp->len);
+	if (root == NULL) {
+		char excerpt[200];
+		char *url = http_redact_url(req->url);
+		log_error("%s (%s): bad response: not JSON (HTTP %ld, %zu bytes: \"%s\")", req->what,
+		          url ? url : "?", resp->status, resp->len,
+		          http_excerpt(resp->body ? resp->body : "", resp->len, excerpt, sizeof excerpt));
+		free(url);
+		return NULL;
+	}
+	if ((kind == cJSON_Object && !cJSON_IsObject(root)) ||
+	    (kind == cJSON_Array && !cJSON_IsArray(root))) {
+		aws_field_error(req, "(top level)",
+		                kind == cJSON_Object ? "expected a JSON object" : "expected a JSON array");
+		cJSON_Delete(root);
+		return NULL;
+	}
+	return root;
+}
+
+bool aws_field_kind(const struct http_request *req, const cJSON *obj, const char *name,
+                    const char *path, bool required, int kind, const cJSON **out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+	*out = NULL;
+	if (v == NULL || (!required && cJSON_IsNull(v)))
+		goto missing;
+	bool ok = (kind == cJSON_Object && cJSON_IsObject(v)) ||
+	          (kind == cJSON_Array && cJSON_IsArray(v)) ||
+	          (kind == cJSON_String && cJSON_IsString(v)) ||
+	          (kind == cJSON_Number && cJSON_IsNumber(v)) ||
+	          (kind == cJSON_True && cJSON_IsBool(v));
+	if (!ok) {
+		const char *expected = kind == cJSON_Object   ? "expected an object" :
+		                       kind == cJSON_Array    ? "expected an array" :
+		                       kind == cJSON_String   ? "expected a string" :
+		                       kind == cJSON_Number   ? "expected a number" :
+		                                                "expected a boolean";
+		aws_field_error(req, path, expected);
+		return false;
+	}
+	*out = v;
+	return true;
+missing:
+	if (required) {
+		aws_field_error(req, path, "missing");
+		return false;
+	}
+	return true;
+}
+
+bool aws_field_string(const struct http_request *req, const cJSON *obj, const char *name,
+                      const char *path, bool required, const char **out)
+{
+	const cJSON *v;
+	*out = NULL;
+	if (!aws_field_kind(req, obj, name, path, required, cJSON_String, &v))
+		return false;
+	if (v != NULL)
+		*out = v->valuestring;
+	return true;
+}
+
+bool aws_field_number(const struct http_request *req, const cJSON *obj, const char *name,
+                      const char *path, bool required, double *out, bool *present)
+{
+	const cJSON *v;
+	*present = false;
+	if (!aws_field_kind(req, obj, name, path, required, cJSON_Number, &v))
+		return false;
+	if (v != NULL) {
+		*out = v->valuedouble;
+		*present = true;
+	}
+	return true;
+}
+
+int aws_print_json(cJSON *doc)
+{
+	char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
+	cJSON_Delete(doc);
+	if (text == NULL) {
+		log_error("cannot format the JSON output: out of memory");
+		return BA_EX_SOFTWARE;
+	}
+	int rc = BA_OK;
+	if (fputs(text, stdout) == EOF || fputc('\n', stdout) == EOF || fflush(stdout) != 0) {
+		log_error("cannot write to standard output: %s", strerror(errno));
+		rc = BA_EX_OSERR;
+	}
+	free(text);
+	return rc;
+}

@@ -1,0 +1,46 @@
+/* Settings and helpers shared by the endpoint modules of batch-agent-aws. */
+#ifndef BATCH_AGENT_AWS_COMMON_H
+#define BATCH_AGENT_AWS_COMMON_H
+
+#include "http.h"
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+
+/* Per-attempt timeouts and attempts from the command line; 0 = the endpoint's default. */
+struct aws_settings {
+	long connect_timeout_ms;
+	long timeout_ms;
+	int max_attempts;
+};
+extern struct aws_settings aws_settings;
+
+/* Applies aws_settings over an endpoint's defaults. */
+void aws_apply_settings(struct http_request *req);
+
+/* getenv() that treats "" as unset. */
+const char *env_nonempty(const char *name);
+
+/* The exit status and an error log line for a final non-2xx answer: 401/403 -> 77,
+ * 5xx/429/throttling -> 69, other -> 76. */
+int aws_fail_status(const struct http_request *req, const struct http_response *resp);
+
+/* Parses resp's body as JSON; NULL (with an error logged naming the endpoint) when it
+ * is not JSON or not of the expected kind (cJSON_Object or cJSON_Array, 0 = any). */
+cJSON *aws_parse_json(const struct http_request *req, const struct http_response *resp,
+                      int kind);
+
+/* Field checks: on a wrong type log "<what> (<url>): field PATH: expected T" and return
+ * false. A missing optional field gives *out = NULL and true. */
+bool aws_field_string(const struct http_request *req, const cJSON *obj, const char *name,
+                      const char *path, bool required, const char **out);
+bool aws_field_number(const struct http_request *req, const cJSON *obj, const char *name,
+                      const char *path, bool required, double *out, bool *present);
+bool aws_field_kind(const struct http_request *req, const cJSON *obj, const char *name,
+                    const char *path, bool required, int kind, const cJSON **out);
+void aws_field_error(const struct http_request *req, const char *path, const char *expected);
+
+/* Prints a JSON document and a newline on stdout and flushes; BA_OK or 71. Frees doc. */
+int aws_print_json(cJSON *doc);
+
+#endif

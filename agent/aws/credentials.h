@@ -1,0 +1,34 @@
+/* AWS credentials and region, resolved as botocore does inside an AWS Batch / ECS
+ * container.
+ *
+ * Credentials: 1. AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN, or the
+ * legacy AWS_SECURITY_TOKEN); 2. the container credentials endpoint:
+ * AWS_CONTAINER_CREDENTIALS_RELATIVE_URI (on http://169.254.170.2) or, when that is
+ * unset, AWS_CONTAINER_CREDENTIALS_FULL_URI (https any host; http only to a loopback
+ * address, 169.254.170.2, 169.254.170.23, fd00:ec2::23 or localhost), with an
+ * Authorization header from AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (read for every
+ * request) or AWS_CONTAINER_AUTHORIZATION_TOKEN. GET with a 2 s timeout, 3 attempts,
+ * 1 s between attempts, retried on any non-200 answer, a non-JSON body or a
+ * connection error (botocore's ContainerMetadataFetcher).
+ *
+ * Region: AWS_REGION, else AWS_DEFAULT_REGION, else the region of the task ARN from the
+ * ECS task metadata endpoint. */
+#ifndef BATCH_AGENT_AWS_CREDENTIALS_H
+#define BATCH_AGENT_AWS_CREDENTIALS_H
+
+#include "http.h"
+
+#include <stddef.h>
+
+/* BA_OK, or: 78 nothing configured / bad variable, 69 endpoint unreachable, 77 endpoint
+ * refused (401/403), 76 bad answer. Errors are logged here. */
+int credentials_resolve(struct aws_credentials *out);
+
+/* BA_OK with the region in out, or 78 (nothing tells the region), or a task metadata
+ * error. Errors are logged here. */
+int region_resolve(char *out, size_t size);
+
+/* A region name is lowercase letters, digits and '-' ("us-east-1"). */
+bool region_valid(const char *region);
+
+#endif

@@ -139,7 +139,6 @@ int batch_job_parameters_command(const char *endpoint_option)
 	char *url = NULL, *body = NULL;
 	struct curl_slist *headers = NULL;
 	struct aws_credentials creds = { 0 };
-	struct http_response resp = { 0 };
 	cJSON *root = NULL;
 	status = endpoint_url(endpoint_option, region, &url);
 	if (status != BA_OK)
@@ -173,19 +172,9 @@ int batch_job_parameters_command(const char *endpoint_option)
 	};
 	aws_apply_settings(&req);
 	log_debug("DescribeJobs %s in %s", job_id, region);
-	status = http_perform(&req, &resp);
+	status = aws_request_object(&req, &root);
 	aws_credentials_clear(&creds);
-	if (status != BA_OK) {
-		log_error("%s", resp.error);
-		goto out;
-	}
-	if (resp.status != 200) {
-		status = aws_fail_status(&req, &resp);
-		goto out;
-	}
-	status = BA_EX_PROTOCOL;
-	root = aws_parse_json(&req, &resp, cJSON_Object);
-	if (root == NULL)
+	if (status != BA_OK)
 		goto out;
 	cJSON *doc = job_parameters(&req, root, job_id, &status);
 	if (doc != NULL)
@@ -193,7 +182,6 @@ int batch_job_parameters_command(const char *endpoint_option)
 out:
 	aws_credentials_clear(&creds);
 	cJSON_Delete(root);
-	http_response_free(&resp);
 	curl_slist_free_all(headers);
 	cJSON_free(body);
 	free(url);

@@ -85,6 +85,23 @@ cJSON *aws_parse_json(const struct http_request *req, const struct http_response
 	return root;
 }
 
+int aws_request_object(const struct http_request *req, cJSON **root)
+{
+	struct http_response resp = { 0 };
+	int status = http_perform(req, &resp);
+	*root = NULL;
+	if (status != BA_OK) {
+		log_error("%s", resp.error);
+	} else if (resp.status != 200) {
+		status = aws_fail_status(req, &resp);
+	} else {
+		*root = aws_parse_json(req, &resp, cJSON_Object);
+		status = *root ? BA_OK : BA_EX_PROTOCOL;
+	}
+	http_response_free(&resp);
+	return status;
+}
+
 bool aws_field_kind(const struct http_request *req, const cJSON *obj, const char *name,
                     const char *path, bool required, int kind, const cJSON **out)
 {

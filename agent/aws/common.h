@@ -25,6 +25,11 @@ const char *env_nonempty(const char *name);
  * 5xx/429/throttling -> 69, other -> 76. */
 int aws_fail_status(const struct http_request *req, const struct http_response *resp);
 
+/* Performs req and parses a 200 answer as a JSON object into *root (caller deletes):
+ * BA_OK, or the status of aws_fail_status / BA_EX_PROTOCOL / http_perform's, each
+ * logged naming the endpoint. The response body is wiped and freed either way. */
+int aws_request_object(const struct http_request *req, cJSON **root);
+
 /* Parses resp's body as JSON; NULL (with an error logged naming the endpoint) when it
  * is not JSON or not of the expected kind (cJSON_Object or cJSON_Array, 0 = any). */
 cJSON *aws_parse_json(const struct http_request *req, const struct http_response *resp,

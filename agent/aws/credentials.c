@@ -254,19 +254,10 @@ static int from_container_endpoint(struct aws_credentials *out, bool *found)
 		.retry = HTTP_RETRY_UNLESS_200_JSON,
 		.max_body = 64 * 1024,
 	};
-	status = http_perform(&req, &resp);
-	if (status != BA_OK) {
-		log_error("%s", resp.error);
+	status = aws_request_object(&req, &root);
+	if (status != BA_OK)
 		goto out;
-	}
-	if (resp.status != 200) {
-		status = aws_fail_status(&req, &resp);
-		goto out;
-	}
 	status = BA_EX_PROTOCOL;
-	root = aws_parse_json(&req, &resp, cJSON_Object);
-	if (root == NULL)
-		goto out;
 	const char *ak, *sk, *tok, *expiration;
 	if (!aws_field_string(&req, root, "AccessKeyId", "AccessKeyId", true, &ak) ||
 	    !aws_field_string(&req, root, "SecretAccessKey", "SecretAccessKey", true, &sk) ||

@@ -37,7 +37,6 @@ static int metadata_base(char **out)
 /* GET url and parse a JSON object; *root on BA_OK. */
 static int fetch(const char *what, const char *url, struct http_request *req, cJSON **root)
 {
-	struct http_response resp;
 	*req = (struct http_request){
 		.what = what,
 		.method = "GET",
@@ -51,20 +50,7 @@ static int fetch(const char *what, const char *url, struct http_request *req, cJ
 		.retry = HTTP_RETRY_AWS,
 	};
 	aws_apply_settings(req);
-	*root = NULL;
-	int status = http_perform(req, &resp);
-	if (status != BA_OK) {
-		log_error("%s", resp.error);
-		return status;
-	}
-	if (resp.status != 200) {
-		status = aws_fail_status(req, &resp);
-		http_response_free(&resp);
-		return status;
-	}
-	*root = aws_parse_json(req, &resp, cJSON_Object);
-	http_response_free(&resp);
-	return *root ? BA_OK : BA_EX_PROTOCOL;
+	return aws_request_object(req, root);
 }
 
 /* "arn:PARTITION:ecs:REGION:ACCOUNT:task/..." -> REGION. */

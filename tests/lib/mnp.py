@@ -289,3 +289,9 @@ class Runner:
         if skipped and not passed:
             sys.exit(77)
         sys.exit(0)
+
+
+def json_load(path):
+    import json
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

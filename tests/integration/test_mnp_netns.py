@@ -151,11 +151,15 @@ def child_payload_fails_main_logs_it(workdir):
     out = os.path.join(workdir, "out")
     os.mkdir(out)
     job = Job(3)
-    failing = ["/bin/sh", "-c", 'echo x > "$1/child-$AWS_BATCH_JOB_NODE_INDEX"; exit 5', "c", out]
+    # Fails once the job is assembled (a node leaving before that frees its slot).
+    failing = ["/bin/sh", "-c", 'echo x > "$1/child-$AWS_BATCH_JOB_NODE_INDEX"; '
+               'n=0; while [ ! -e "$1/fail" ] && [ $n -lt 400 ]; do n=$((n+1)); sleep 0.05; done; exit 5', "c", out]
     with netns.Network(3) as net:
         good = start_child(net, job, 1, out, workdir)
         bad = start_child(net, job, 2, out, workdir, payload=failing)
         main = start_main(net, job, out, workdir, payload=mnp.main_payload(out, wait_children=(1, 2), gate=True))
+        main.wait_for_log("all nodes present", 15)
+        open(os.path.join(out, "fail"), "w").close()
         expect_exit(bad, 5, 20)
         main.wait_for_log("node 2's payload failed with status 5", 10)
         open(os.path.join(out, "go"), "w").close()

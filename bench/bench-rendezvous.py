@@ -106,6 +106,7 @@ def main():
     main_script = (f'date +%s.%N > "{started_file}.tmp"; grep VmHWM /proc/$PPID/status > "{hwm_file}"; '
                    f'mv "{started_file}.tmp" "{started_file}"')
     procs = []
+    keep = bool(os.environ.get("BENCH_KEEP"))
     main_err = open(os.path.join(work, "main.stderr"), "wb")
     workers_err = open(os.path.join(work, "workers.stderr"), "ab")
     try:
@@ -195,6 +196,7 @@ def main():
         print(f"main agent exit status {rc}; workers exiting 0: {ok_workers}/{n}")
         failed = rc != 0 or ok_workers != n
         if failed:
+            keep = True
             print(f"logs kept in {work}")
         return 1 if failed else 0
     finally:
@@ -211,7 +213,7 @@ def main():
                 pass
         main_err.close()
         workers_err.close()
-        if not os.environ.get("BENCH_KEEP"):
+        if not keep:
             shutil.rmtree(work, ignore_errors=True)
 
 

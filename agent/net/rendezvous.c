@@ -42,6 +42,7 @@ struct peer {
 	long node_index;
 	char address[64]; /* advertised at registration */
 	bool exit_reported;
+	bool dead; /* dropped and out of the job: freed by the next sweep, never inside a callback */
 	struct peer *next;
 };
 
@@ -126,8 +127,7 @@ static void drop_peer(struct peer *p, const char *why)
 	if (p->state != PEER_REGISTERED) {
 		rv->pending--;
 		log_debug("dropped peer %s: %s", p->remote, why);
-		unlink_peer(rv, p);
-		free(p);
+		p->dead = true;
 		return;
 	}
 	if (rv->phase == PHASE_WAITING) {
@@ -135,8 +135,7 @@ static void drop_peer(struct peer *p, const char *why)
 		log_warn("node %ld (%s) left before the main payload started: %s", p->node_index, p->address, why);
 		rv->by_index[p->node_index] = NULL;
 		rv->registered--;
-		unlink_peer(rv, p);
-		free(p);
+		p->dead = true;
 		return;
 	}
 	if (rv->phase == PHASE_SHUTTING_DOWN && p->exit_reported)
@@ -434,6 +433,11 @@ static void on_sweep(struct loop *loop, void *ctx)
 	char why[96];
 	for (struct peer *p = rv->peers, *next; p; p = next) {
 		next = p->next;
+		if (p->dead) {
+			unlink_peer(rv, p);
+			free(p);
+			continue;
+		}
 		if (!p->connected)
 			continue;
 		if (p->state != PEER_REGISTERED && now - p->accepted_ms > PROTO_HANDSHAKE_TIMEOUT_MS) {

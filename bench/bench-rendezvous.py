@@ -1,0 +1,221 @@
+#!/usr/bin/python3
+"""Rendezvous at scale: N worker agents (default 1,000) started at once against one
+main agent on loopback (AWS_BATCH_JOB_NUM_NODES = N + 1).
+
+Prints the time from the first worker's start until the main payload starts, and the
+rendezvous' peak RSS (VmHWM of the main agent: read by the main payload from
+/proc/$PPID/status when it starts, and sampled by this script until the main exits,
+i.e. through the shutdown of all workers too), next to the targets:
+all registered within 2 s, peak RSS under 64 MiB.
+
+    /usr/bin/python3 bench/bench-rendezvous.py [--workers 1000] [--bin build/release/agent/batch-agent]
+
+Safe on a small machine: worker payloads are `sleep`, every process started here is
+in a session of its own and killed at the end, descriptors are raised only for the
+main agent (RLIMIT_NOFILE up to the hard limit).
+"""
+
+import argparse
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TARGET_S = 2.0
+TARGET_RSS_KIB = 64 * 1024
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raise_nofile(need):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, need)) if hard != resource.RLIM_INFINITY else max(soft, need)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want
+
+
+def status_kib(pid, field):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class Spawned:
+    """The little of Popen this script needs, for a posix_spawn'd pid."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout):
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("worker", timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workers", type=int, default=1000)
+    ap.add_argument("--bin", default=os.environ.get("BATCH_AGENT_BIN")
+                    or os.path.join(ROOT, "build", "release", "agent", "batch-agent"))
+    ap.add_argument("--heartbeat", default="5")
+    args = ap.parse_args()
+    n = args.workers
+    wrapper = os.environ.get("BATCH_AGENT_WRAPPER", "").split()
+    nofile = raise_nofile(n + 256)
+    if nofile < n + 64:
+        sys.exit(f"RLIMIT_NOFILE hard limit {nofile} is too low for {n} workers")
+
+    work = tempfile.mkdtemp(prefix="bench-rendezvous-")
+    port = free_port()
+    job = str(uuid.uuid4())
+    cookie = os.urandom(32).hex()
+    base = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "AWS_BATCH_JOB_NUM_NODES": str(n + 1), "AWS_BATCH_JOB_MAIN_NODE_INDEX": "0",
+            "AWS_BATCH_JOB_ATTEMPT": "1", "BATCH_AGENT_COOKIE": cookie}
+    started_file = os.path.join(work, "main.started")
+    hwm_file = os.path.join(work, "main.hwm")
+    main_script = (f'date +%s.%N > "{started_file}.tmp"; grep VmHWM /proc/$PPID/status > "{hwm_file}"; '
+                   f'mv "{started_file}.tmp" "{started_file}"')
+    procs = []
+    keep = bool(os.environ.get("BENCH_KEEP"))
+    main_err = open(os.path.join(work, "main.stderr"), "wb")
+    workers_err = open(os.path.join(work, "workers.stderr"), "ab")
+    try:
+        main_env = dict(base, AWS_BATCH_JOB_ID=f"{job}#0", AWS_BATCH_JOB_NODE_INDEX="0")
+        mainp = subprocess.Popen(wrapper + [args.bin, "--port", str(port), "--heartbeat", args.heartbeat,
+                                            "--wait-timeout", "120", "--grace", "5", "--log-level", "warn",
+                                            "--", "/bin/sh", "-c", main_script],
+                                 env=main_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=main_err, start_new_session=True)
+        procs.append(mainp)
+        # Listening?
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or mainp.poll() is not None:
+                    sys.exit("the main agent does not listen")
+                time.sleep(0.02)
+        rss_before = status_kib(mainp.pid, "VmRSS")
+
+        peak = {"hwm": 0}
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set() and mainp.poll() is None:
+                v = status_kib(mainp.pid, "VmHWM")
+                if v:
+                    peak["hwm"] = max(peak["hwm"], v)
+                time.sleep(0.05)
+
+        threading.Thread(target=sample, daemon=True).start()
+
+        # posix_spawn (vfork + exec) in a session of its own: Popen is too slow to
+        # start 1,000 processes "at once" on 2 CPUs.
+        argv = wrapper + [args.bin, "--port", str(port), "--heartbeat", args.heartbeat, "--connect-timeout", "60",
+                          "--log-level", "warn", "--", "sleep", "120"]
+        exe = shutil.which(argv[0]) or argv[0]
+        actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
+                   (os.POSIX_SPAWN_DUP2, workers_err.fileno(), 2)]
+        envs = []
+        for i in range(1, n + 1):
+            env = dict(base, AWS_BATCH_JOB_ID=f"{job}#{i}", AWS_BATCH_JOB_NODE_INDEX=str(i),
+                       AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS="127.0.0.1")
+            envs.append(env)
+        t0_wall, t0 = time.time(), time.monotonic()
+        for env in envs:
+            procs.append(Spawned(os.posix_spawn(exe, argv, env, file_actions=actions, setsid=True)))
+        spawned = time.monotonic() - t0
+
+        deadline = time.monotonic() + 120
+        while not os.path.exists(started_file):
+            if time.monotonic() > deadline or mainp.poll() is not None:
+                sys.exit(f"the main payload did not start; main exit {mainp.poll()}; see {work}")
+            time.sleep(0.01)
+        with open(started_file) as f:
+            rendezvous_s = float(f.read()) - t0_wall
+        with open(hwm_file) as f:
+            hwm_at_start = int(f.read().split()[1])
+
+        rc = mainp.wait(timeout=60)
+        shutdown_s = time.monotonic() - t0 - rendezvous_s
+        stop.set()
+        worker_rcs = []
+        for p in procs[1:]:
+            try:
+                worker_rcs.append(p.wait(timeout=30))
+            except subprocess.TimeoutExpired:
+                worker_rcs.append(None)
+        ok_workers = sum(1 for r in worker_rcs if r == 0)
+        peak_kib = max(peak["hwm"], hwm_at_start)
+
+        def verdict(ok):
+            return "OK" if ok else "MISSED"
+
+        print(f"workers: {n} (+1 main) on loopback, heartbeat {args.heartbeat} s, {os.cpu_count()} CPUs")
+        print(f"spawning the {n} worker processes took      {spawned:7.3f} s")
+        print(f"start -> main payload started (all registered) {rendezvous_s:7.3f} s   "
+              f"target < {TARGET_S:.0f} s: {verdict(rendezvous_s < TARGET_S)}")
+        print(f"main payload end -> main agent exit (shutdown)  {shutdown_s:7.3f} s")
+        print(f"main agent RSS before workers                 {rss_before / 1024:7.1f} MiB")
+        print(f"main agent VmHWM when the main payload started {hwm_at_start / 1024:7.1f} MiB")
+        print(f"main agent peak VmHWM (through shutdown)       {peak_kib / 1024:7.1f} MiB   "
+              f"target < 64 MiB: {verdict(peak_kib < TARGET_RSS_KIB)}")
+        print(f"main agent exit status {rc}; workers exiting 0: {ok_workers}/{n}")
+        failed = rc != 0 or ok_workers != n
+        if failed:
+            keep = True
+            print(f"logs kept in {work}")
+        return 1 if failed else 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        main_err.close()
+        workers_err.close()
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Hostile peers against the rendezvous (raw sockets through nativeproto.py) while a
+real 1+3 job registers around them: garbage, an oversized pre-auth frame, a silent
+connection (dropped at the 10 s handshake deadline), a replayed authentication,
+a duplicate node index, indexes outside the job, another job's id. The main keeps
+serving throughout and the real job completes."""
+
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+
+import mnp  # noqa: E402
+import nativeproto as npr  # noqa: E402
+from mnp import Agent, Job, check, expect_exit, read, wait_for_file  # noqa: E402
+
+runner = mnp.Runner()
+
+
+class Recorder:
+    """A TCP proxy for one connection that keeps the bytes the worker sent."""
+
+    def __init__(self, upstream):
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.upstream = upstream
+        self.from_worker = bytearray()
+        self.socks = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _pump(self, src, dst, record):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if record is not None:
+                    record += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _run(self):
+        self.srv.settimeout(30)
+        try:
+            w, _ = self.srv.accept()
+        except OSError:
+            return
+        m = socket.create_connection(self.upstream)
+        self.socks = [w, m]
+        threading.Thread(target=self._pump, args=(w, m, self.from_worker), daemon=True).start()
+        threading.Thread(target=self._pump, args=(m, w, None), daemon=True).start()
+
+    def frames(self):
+        data, out = bytes(self.from_worker), []
+        while len(data) >= 4:
+            (n,) = struct.unpack(">I", data[:4])
+            if len(data) < 4 + n:
+                break
+            out.append(npr.decode_payload(data[4:4 + n]))
+            data = data[4 + n:]
+        return out
+
+    def close(self):
+        self.srv.close()
+        for s in self.socks:
+            s.close()
+
+
+def connect(port):
+    return npr.Conn(socket.create_connection(("127.0.0.1", port), timeout=5))
+
+
+def expect_error_and_close(conn, code, what, timeout=3):
+    """The main answers with error `code` and closes."""
+    try:
+        msg = conn.recv_msg(timeout=timeout, expect=("error",))
+    except npr.ConnectionClosed:
+        raise mnp.Failure(f"{what}: the main closed without an error message") from None
+    except TimeoutError:
+        raise mnp.Failure(f"{what}: no answer within {timeout} s") from None
+    check(msg["code"] == code, f"{what}: got error {msg['code']} ({msg.get('message')}), expected {code}")
+    try:
+        extra = conn.recv_payload(timeout=timeout)
+        raise mnp.Failure(f"{what}: the main kept talking after the error: {extra!r}")
+    except (npr.ConnectionClosed, ConnectionResetError):
+        pass
+    except TimeoutError:
+        raise mnp.Failure(f"{what}: the main did not close the connection") from None
+    finally:
+        conn.close()
+
+
+def expect_reject(job, port, index, code, job_id=None, num_nodes=None):
+    conn = connect(port)
+    try:
+        reg = npr.register_msg(job_id=job_id or f"{job.uuid}#{index}", hostname="intruder", address="127.0.0.1",
+                               attempt=1, node_index=index, num_nodes=num_nodes or job.num_nodes)
+        try:
+            npr.worker_handshake(conn, job.cookie, reg, timeout=5)
+        except npr.ProtocolError as e:
+            check(e.remote and e.code == code, f"node index {index}: refused with {e.code}, expected reject {code}")
+        else:
+            raise mnp.Failure(f"node index {index} (job id {reg['job_id']}) was accepted")
+    finally:
+        conn.close()
+
+
+@runner.case
+def hostile_peers_do_not_stop_the_job(workdir):
+    out = os.path.join(workdir, "out")
+    os.mkdir(out)
+    port, job = mnp.free_port(), Job(4)
+    main = Agent("main", ["--port", str(port), "--heartbeat", "0.5", "--grace", "5", "--",
+                          *mnp.main_payload(out, wait_children=(1, 2, 3))], job.env(0), workdir)
+    main.wait_for_log("rendezvous listening", 10)
+
+    # A peer that connects and says nothing, from the start.
+    silent = socket.create_connection(("127.0.0.1", port))
+    silent_t0 = time.monotonic()
+
+    # Child 1 goes through a recording proxy, child 2 straight.
+    rec = Recorder(("127.0.0.1", port))
+    child = {1: Agent("child1", ["--port", str(rec.port), "--heartbeat", "0.5", "--", *mnp.child_payload(out)],
+                      job.env(1, main_addr="127.0.0.1"), workdir),
+             2: Agent("child2", ["--port", str(port), "--heartbeat", "0.5", "--", *mnp.child_payload(out)],
+                      job.env(2, main_addr="127.0.0.1"), workdir)}
+    main.wait_for_log("node 1 registered", 10)
+    main.wait_for_log("node 2 registered", 10)
+
+    # Garbage: an HTTP request (its first bytes read as a 1.2 GB length) and a
+    # small frame that is not JSON.
+    c = connect(port)
+    c.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    expect_error_and_close(c, npr.BAD_FRAME, "HTTP request")
+    c = connect(port)
+    c.send_frame_bytes(b"\xff\xfe not json")
+    expect_error_and_close(c, npr.BAD_FRAME, "non-JSON frame")
+    c = connect(port)
+    c.send(npr.heartbeat())
+    expect_error_and_close(c, npr.UNEXPECTED, "heartbeat instead of hello")
+
+    # Oversized before auth: only the header; the main must not wait for 4097 bytes.
+    c = connect(port)
+    c.send_raw(struct.pack(">I", 4097))
+    t0 = time.monotonic()
+    expect_error_and_close(c, npr.BAD_FRAME, "4097-byte frame before auth")
+    check(time.monotonic() - t0 < 2, "the oversized frame was not refused at once")
+    # A valid hello padded over 4096 bytes.
+    c = connect(port)
+    big = npr.hello_worker(npr.nonce(), agent="x" * 4100)
+    c.send(big)
+    expect_error_and_close(c, npr.BAD_FRAME, "hello over 4096 bytes")
+
+    # Replay child 1's recorded authentication in a new session.
+    frames = rec.frames()
+    check(len(frames) >= 2 and frames[0]["type"] == "hello" and frames[1]["type"] == "auth",
+          f"recorded frames: {[f.get('type') for f in frames]}")
+    wn = bytes.fromhex(frames[0]["nonce"])
+    c = connect(port)
+    c.send(npr.hello_worker(wn))
+    hello = c.recv_msg(timeout=3, expect=("hello",))
+    check(hello["kind"] == "hello_manager", f"answer to a replayed hello: {hello}")
+    c.send(frames[1])
+    expect_error_and_close(c, npr.AUTH_FAILED, "replayed auth")
+
+    # Authenticated but wrong registrations.
+    expect_reject(job, port, 1, "duplicate_node")
+    expect_reject(job, port, 7, "node_out_of_range")
+    expect_reject(job, port, 0, "node_out_of_range")  # the main's own index
+    expect_reject(job, port, 3, "job_mismatch", job_id=f"{uuid.uuid4()}#3")
+    expect_reject(job, port, 3, "job_mismatch", job_id=f"{job.uuid}#2")
+
+    # The silent peer is dropped at the handshake deadline, with a timeout error.
+    sc = npr.Conn(silent)
+    try:
+        msg = sc.recv_msg(timeout=15, expect=("error",))
+        check(msg["code"] == npr.TIMEOUT, f"silent peer got {msg}")
+    finally:
+        sc.close()
+    waited = time.monotonic() - silent_t0
+    check(9.5 <= waited <= 12 * mnp.SLOW, f"the silent peer was dropped after {waited:.1f} s, not ~10 s")
+
+    # Children 1 and 2 are still registered; the last child completes the job.
+    check(main.running(), f"the main exited: {main.proc.returncode}\n{main.stderr()}")
+    child[3] = Agent("child3", ["--port", str(port), "--heartbeat", "0.5", "--", *mnp.child_payload(out)],
+                     job.env(3, main_addr="127.0.0.1"), workdir)
+    expect_exit(main, 0, 30)
+    for c3 in child.values():
+        expect_exit(c3, 0, 15)
+    check(read(os.path.join(out, "hostfile")).splitlines() == ["127.0.0.1"] * 4, "hostfile")
+    rec.close()
+
+    err = main.stderr()
+    for text in ("refused peer 127.0.0.1:", "authentication failed", "already registered",
+                 "is not a child of this 4-node job", "is not node 3 of this job",
+                 "handshake not completed within 10 s"):
+        check(text in err, f"main log lacks {text!r}:\n{err}")
+    check(job.cookie not in err, "the cookie is in the main's log")
+
+
+@runner.case
+def handshake_flood_is_bounded(workdir):
+    """More silent connections than the pending-handshake cap (2 * nodes + 64): the
+    main refuses the excess at once instead of holding descriptors."""
+    port, job = mnp.free_port(), Job(2)
+    main = Agent("main", ["--port", str(port), "--wait-timeout", "20", "--", "true"], job.env(0), workdir)
+    main.wait_for_log("rendezvous listening", 10)
+    cap = 2 * 2 + 64
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(cap + 10)]
+    try:
+        main.wait_for_log("handshakes already in progress", 5)
+        closed = 0
+        for s in socks:
+            s.settimeout(0.01)
+            try:
+                if s.recv(1) == b"":
+                    closed += 1
+            except (socket.timeout, BlockingIOError):
+                pass
+            except ConnectionResetError:
+                closed += 1
+        check(closed >= 10, f"only {closed} of the {cap + 10} connections were refused")
+        fd_count = len(os.listdir(f"/proc/{main.pid}/fd"))
+        check(fd_count < cap + 20, f"the main holds {fd_count} descriptors")
+    finally:
+        for s in socks:
+            s.close()
+
+
+if __name__ == "__main__":
+    runner.run()

@@ -1,0 +1,114 @@
+"""MNP jobs on loopback (127.0.0.1, a free --port per case): the basic 1+2 job, and
+the rendezvous when a child never comes (--wait-timeout, --min-nodes)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+
+import mnp  # noqa: E402
+from mnp import Agent, Job, check, expect_exit, read, wait_for_file  # noqa: E402
+
+runner = mnp.Runner()
+
+
+def start_child(job, index, port, out, workdir, args=(), payload=None):
+    return Agent(f"child{index}", ["--port", str(port), "--heartbeat", "0.5", "--grace", "5", *args, "--",
+                                   *(payload or mnp.child_payload(out))],
+                 job.env(index, main_addr="127.0.0.1"), workdir)
+
+
+def start_main(job, port, out, workdir, args=(), payload=None):
+    return Agent("main", ["--port", str(port), "--heartbeat", "0.5", "--grace", "5", *args, "--",
+                          *(payload or mnp.main_payload(out))],
+                 job.env(job.main_index), workdir)
+
+
+def outdir(workdir):
+    out = os.path.join(workdir, "out")
+    os.mkdir(out)
+    return out
+
+
+@runner.case
+def job_1_plus_2(workdir):
+    out, port, job = outdir(workdir), mnp.free_port(), Job(3)
+    main = start_main(job, port, out, workdir, payload=mnp.main_payload(out, wait_children=(1, 2)))
+    children = [start_child(job, i, port, out, workdir) for i in (1, 2)]
+    expect_exit(main, 0, 30)
+    for c in children:
+        expect_exit(c, 0, 15)
+    check(read(os.path.join(out, "hostfile")).splitlines() == ["127.0.0.1"] * 3,
+          f"hostfile: {read(os.path.join(out, 'hostfile'))!r}")
+    check(read(os.path.join(out, "nodes")) == "127.0.0.1,127.0.0.1,127.0.0.1", "BATCH_AGENT_NODES")
+    for i in (1, 2):
+        addr, manager = read(os.path.join(out, f"child-{i}")).splitlines()
+        check(addr == "127.0.0.1" and manager == f"127.0.0.1:{port}", f"child {i}: {addr!r} {manager!r}")
+        env = read(os.path.join(out, f"child-{i}.env"))
+        check("BATCH_AGENT_COOKIE" not in env and job.cookie not in env, f"child {i}'s payload sees the cookie")
+    # The hostfile is the agent's temporary file: gone with it.
+    check("BATCH_AGENT_HOSTFILE=" in read(os.path.join(out, "main.env")), "no BATCH_AGENT_HOSTFILE")
+
+
+@runner.case
+def main_index_not_zero(workdir):
+    """Batch lets any node be the main one: node 1 of 3 here."""
+    out, port, job = outdir(workdir), mnp.free_port(), Job(3, main_index=1)
+    main = start_main(job, port, out, workdir, payload=mnp.main_payload(out, wait_children=(0, 2)))
+    children = [start_child(job, i, port, out, workdir) for i in (0, 2)]
+    expect_exit(main, 0, 30)
+    for c in children:
+        expect_exit(c, 0, 15)
+    check(len(read(os.path.join(out, "hostfile")).splitlines()) == 3, "hostfile should list 3 nodes")
+
+
+@runner.case
+def missing_child_times_out(workdir):
+    out, port, job = outdir(workdir), mnp.free_port(), Job(4)
+    main = start_main(job, port, out, workdir, args=["--wait-timeout", "2"])
+    child = start_child(job, 1, port, out, workdir)
+    wait_for_file(os.path.join(out, "child-1"), 10)
+    expect_exit(main, mnp.EX_UNAVAILABLE, 15)
+    expect_exit(child, 0, 10)
+    err = main.stderr()
+    check("nodes 2, 3 did not register within 2 s" in err, f"main does not name the missing nodes:\n{err}")
+    check("telling 1 node to shut down" in err, f"main does not shut the present child down:\n{err}")
+    check(not os.path.exists(os.path.join(out, "main.started")), "the main payload ran")
+    check("asks us to shut down" in child.stderr(), f"child did not hear the shutdown:\n{child.stderr()}")
+
+
+@runner.case
+def min_nodes_starts_with_present(workdir):
+    out, port, job = outdir(workdir), mnp.free_port(), Job(4)
+    main = start_main(job, port, out, workdir, args=["--wait-timeout", "2", "--min-nodes", "3"],
+                      payload=mnp.main_payload(out, wait_children=(1, 3), gate=True))
+    children = [start_child(job, i, port, out, workdir) for i in (1, 3)]
+    wait_for_file(os.path.join(out, "main.started"), 15)
+    # Node 2 comes too late: the rendezvous has closed.
+    late = start_child(job, 2, port, out, workdir)
+    expect_exit(late, mnp.EX_NOPERM, 15)
+    check("rendezvous_closed" in late.stderr(), f"late child does not say why:\n{late.stderr()}")
+    open(os.path.join(out, "go"), "w").close()
+    expect_exit(main, 0, 15)
+    for c in children:
+        expect_exit(c, 0, 10)
+    hosts = read(os.path.join(out, "hostfile")).splitlines()
+    check(hosts == ["127.0.0.1"] * 3, f"hostfile should list the 3 present nodes: {hosts}")
+    err = main.stderr()
+    check("starting with 3 of 4 nodes" in err and "missing node 2" in err, f"main log:\n{err}")
+    check(not os.path.exists(os.path.join(out, "child-2")), "the late child's payload ran")
+
+
+@runner.case
+def min_nodes_not_reached(workdir):
+    out, port, job = outdir(workdir), mnp.free_port(), Job(4)
+    main = start_main(job, port, out, workdir, args=["--wait-timeout", "1.5", "--min-nodes", "3"])
+    child = start_child(job, 2, port, out, workdir)
+    expect_exit(main, mnp.EX_UNAVAILABLE, 15)
+    expect_exit(child, 0, 10)
+    err = main.stderr()
+    check("nodes 1, 3 did not register" in err and "2 of 4 nodes present, 3 needed" in err, f"main log:\n{err}")
+
+
+if __name__ == "__main__":
+    runner.run()

@@ -1,0 +1,308 @@
+"""The worker role on its own, against fake managers written with nativeproto.py (or
+none at all): unreachable manager, bad configuration, shutdown, manager loss,
+--on-manager-loss continue, --exec with the connection handed over."""
+
+import os
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+
+import mnp  # noqa: E402
+import nativeproto as npr  # noqa: E402
+from mnp import Agent, Job, check, expect_exit, read, wait_for_file  # noqa: E402
+
+runner = mnp.Runner()
+PY = "/usr/bin/python3"
+
+
+class FakeManager:
+    """A listening socket on loopback; script(conn, reg) runs on a thread once a
+    worker has registered (accepted with accept_ms). Errors are kept for the test."""
+
+    def __init__(self, cookie, script, accept_ms=200, answer=None):
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.cookie, self.script, self.accept_ms, self.answer = cookie, script, accept_ms, answer
+        self.error = None
+        self.result = None
+        self.registered = threading.Event()
+        self.conn = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            self.srv.settimeout(30)
+            sock, _ = self.srv.accept()
+            self.conn = npr.Conn(sock)
+            reg, _ = npr.manager_handshake(self.conn, self.cookie,
+                                           decide=lambda r: self.answer or npr.accept(self.accept_ms))
+            self.reg = reg
+            self.registered.set()
+            self.result = self.script(self.conn, reg)
+        except Exception as e:  # noqa: BLE001 - reported by finish()
+            self.error = e
+            self.registered.set()
+
+    def finish(self, timeout=20):
+        self.thread.join(timeout * mnp.SLOW)
+        check(not self.thread.is_alive(), "the fake manager's script did not finish")
+        if self.error:
+            raise Failure(f"fake manager: {self.error!r}")
+        return self.result
+
+    def close(self):
+        self.srv.close()
+        if self.conn:
+            self.conn.close()
+
+
+Failure = mnp.Failure
+
+
+def worker(job, workdir, args, payload, env_extra=None, cookie=None, name="worker"):
+    return Agent(name, [*args, "--", *payload], job.env(1, main_addr="127.0.0.1", cookie=cookie, extra=env_extra),
+                 workdir)
+
+
+def recv_until(conn, types, timeout):
+    """Frames until one of types (heartbeats and others skipped); returns it."""
+    deadline = time.monotonic() + timeout * mnp.SLOW
+    seen = []
+    while True:
+        msg = conn.recv_msg(timeout=max(0.01, deadline - time.monotonic()))
+        seen.append(msg["type"])
+        if msg["type"] in types:
+            return msg, seen
+
+
+@runner.case
+def unreachable_manager_exits_69_quietly(workdir):
+    port = mnp.free_port()  # nothing listens there
+    job = Job(2)
+    t0 = time.monotonic()
+    w = worker(job, workdir, ["--port", str(port), "--connect-timeout", "2"], ["true"])
+    expect_exit(w, mnp.EX_UNAVAILABLE, 15)
+    took = time.monotonic() - t0
+    check(1.8 <= took < 6 * mnp.SLOW, f"gave up after {took:.1f} s, --connect-timeout 2")
+    err = w.stderr()
+    check("unreachable for 2 s" in err and f"127.0.0.1:{port}" in err, f"stderr does not say so:\n{err}")
+    lines = err.strip().splitlines()
+    check(len(lines) <= 4, f"{len(lines)} log lines for one unreachable manager:\n{err}")
+
+
+@runner.case
+def literal_ref_manager_is_config_error(workdir):
+    job = Job(2)
+    w = Agent("ref", ["--", "true"], job.env(1, extra={"BATCH_AGENT_MANAGER": "Ref::manager"}), workdir)
+    expect_exit(w, mnp.EX_CONFIG, 10)
+    err = w.stderr()
+    check('"Ref::manager"' in err and 'parameter "manager"' in err, f"stderr does not name the parameter:\n{err}")
+    w2 = Agent("ref2", ["--manager", "Ref::mgr", "--", "true"], {"PATH": "/usr/bin:/bin", "BATCH_AGENT_COOKIE": "x" * 32},
+               workdir)
+    expect_exit(w2, mnp.EX_CONFIG, 10)
+    check('parameter "mgr"' in w2.stderr(), f"stderr does not name the parameter:\n{w2.stderr()}")
+
+
+@runner.case
+def no_cookie_is_config_error(workdir):
+    job = Job(2)
+    srv = socket.create_server(("127.0.0.1", 0))
+    try:
+        w = worker(job, workdir, ["--port", str(srv.getsockname()[1])], ["true"], cookie=False)
+        expect_exit(w, mnp.EX_CONFIG, 10)
+        check("no cookie" in w.stderr(), f"stderr does not say the cookie is missing:\n{w.stderr()}")
+        w2 = worker(job, workdir, ["--port", "1", "--cookie-file", os.path.join(workdir, "nope")], ["true"],
+                    cookie=False, name="nofile")
+        expect_exit(w2, mnp.EX_CONFIG, 10)
+        check("nope" in w2.stderr(), f"stderr does not name the cookie file:\n{w2.stderr()}")
+    finally:
+        srv.close()
+
+
+@runner.case
+def shutdown_from_manager_exits_0(workdir):
+    job = Job(2)
+    out = os.path.join(workdir, "payload.pid")
+
+    def script(conn, reg):
+        started, _ = recv_until(conn, ("payload_started",), 10)
+        wait_for_file(out, 10)  # the payload is under way
+        conn.send(npr.shutdown(3000, "test is over"))
+        exited, _ = recv_until(conn, ("payload_exited",), 10)
+        return reg, started, exited
+
+    fm = FakeManager(job.cookie, script)
+    try:
+        w = worker(job, workdir, ["--port", str(fm.port), "--heartbeat", "0.2"],
+                   ["/bin/sh", "-c", 'echo $$ > "$1"; exec sleep 60', "p", out])
+        expect_exit(w, 0, 15)
+        reg, started, exited = fm.finish()
+        check(reg["node_index"] == 1 and reg["num_nodes"] == 2 and reg["job_id"] == f"{job.uuid}#1",
+              f"registration: {reg}")
+        check(reg["address"] == "127.0.0.1", f"advertised address {reg['address']!r}")
+        check(started["pid"] == int(read(out)), f"payload_started pid {started['pid']} vs {read(out)}")
+        check(exited.get("signal") == 15, f"payload_exited: {exited}")
+        check("asks us to shut down: test is over" in w.stderr(), w.stderr())
+    finally:
+        fm.close()
+
+
+@runner.case
+def silent_manager_is_lost_exit_69(workdir):
+    job = Job(2)
+    pidfile = os.path.join(workdir, "payload.pid")
+    lost = threading.Event()
+
+    def script(conn, reg):
+        # Say nothing more; wait until the worker hangs up.
+        t0 = time.monotonic()
+        try:
+            while True:
+                conn.recv_msg(timeout=20)
+        except npr.ConnectionClosed:
+            pass
+        lost.set()
+        return time.monotonic() - t0
+
+    fm = FakeManager(job.cookie, script, accept_ms=200)
+    try:
+        w = worker(job, workdir, ["--port", str(fm.port), "--heartbeat", "0.2", "--grace", "2"],
+                   ["/bin/sh", "-c", 'echo $$ > "$1"; exec sleep 60', "p", pidfile])
+        fm.registered.wait(10 * mnp.SLOW)
+        t0 = time.monotonic()
+        expect_exit(w, mnp.EX_UNAVAILABLE, 15)
+        took = time.monotonic() - t0
+        silent_for = fm.finish()
+        # 3 heartbeats of 0.2 s, plus one timer tick.
+        check(silent_for < 1.5 * mnp.SLOW, f"the worker noticed the silence after {silent_for:.2f} s")
+        check(took < 2.5 * mnp.SLOW, f"the worker exited {took:.2f} s after registering")
+        err = w.stderr()
+        check("lost the manager" in err and "no heartbeat" in err, f"stderr:\n{err}")
+        pid = int(read(pidfile))
+        check(not os.path.exists(f"/proc/{pid}"), "the payload outlived its agent")
+    finally:
+        fm.close()
+
+
+@runner.case
+def manager_closes_exit_69(workdir):
+    job = Job(2)
+
+    def script(conn, reg):
+        recv_until(conn, ("payload_started",), 10)
+        conn.close()
+
+    fm = FakeManager(job.cookie, script)
+    try:
+        w = worker(job, workdir, ["--port", str(fm.port), "--heartbeat", "0.2"], ["sleep", "60"])
+        expect_exit(w, mnp.EX_UNAVAILABLE, 10)
+        fm.finish()
+        check("lost the manager" in w.stderr(), w.stderr())
+    finally:
+        fm.close()
+
+
+@runner.case
+def on_manager_loss_continue_keeps_payload(workdir):
+    job = Job(2)
+    after = os.path.join(workdir, "after")
+
+    def script(conn, reg):
+        recv_until(conn, ("payload_started",), 10)
+        conn.close()  # the manager is gone
+
+    fm = FakeManager(job.cookie, script)
+    try:
+        w = worker(job, workdir, ["--port", str(fm.port), "--heartbeat", "0.2", "--on-manager-loss", "continue"],
+                   ["/bin/sh", "-c", 'sleep 1.5; echo still here > "$1"; exit 7', "p", after])
+        w.wait_for_log("the payload carries on", 10)
+        expect_exit(w, 7, 15)
+        fm.finish()
+        check(read(after).strip() == "still here", "the payload did not run to its end")
+    finally:
+        fm.close()
+
+
+EXEC_PAYLOAD = r"""
+import json, os, socket, struct, sys
+out = sys.argv[1]
+fd = int(os.environ["BATCH_AGENT_FD"])
+s = socket.socket(fileno=fd)
+peer = s.getpeername()
+s.sendall(struct.pack(">I", 20) + b'{"type":"heartbeat"}')
+s.settimeout(10)
+buf = b""
+while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    buf += chunk
+n = struct.unpack(">I", buf[:4])[0]
+msg = json.loads(buf[4:4 + n])
+with open(out, "w") as f:
+    json.dump({"pid": os.getpid(), "fd": fd, "peer": list(peer), "got": msg,
+               "cookie": "BATCH_AGENT_COOKIE" in os.environ}, f)
+"""
+
+
+@runner.case
+def exec_hands_over_connection(workdir):
+    job = Job(2)
+    out = os.path.join(workdir, "exec.json")
+
+    def script(conn, reg):
+        msg, _ = recv_until(conn, ("heartbeat",), 10)
+        conn.send(npr.shutdown(1000, "from the fake manager"))
+        return msg
+
+    fm = FakeManager(job.cookie, script)
+    try:
+        w = worker(job, workdir, ["--port", str(fm.port), "--exec"], [PY, "-c", EXEC_PAYLOAD, out])
+        expect_exit(w, 0, 15)
+        fm.finish()
+        got = mnp.json_load(out)
+        if not mnp.WRAPPER:
+            check(got["pid"] == w.pid, f"payload pid {got['pid']} is not the agent's {w.pid}")
+        check(got["peer"][1] == fm.port, f"BATCH_AGENT_FD is connected to {got['peer']}, not the manager")
+        check(got["got"]["type"] == "shutdown", f"payload read {got['got']} from the connection")
+        check(not got["cookie"], "the payload sees BATCH_AGENT_COOKIE")
+    finally:
+        fm.close()
+
+
+@runner.case
+def fake_manager_with_wrong_cookie_exits_77(workdir):
+    job = Job(2)
+    fm = FakeManager(mnp.new_cookie(), lambda conn, reg: None)
+    try:
+        w = worker(job, workdir, ["--port", str(fm.port)], ["touch", os.path.join(workdir, "ran")])
+        expect_exit(w, mnp.EX_NOPERM, 15)
+        fm.thread.join(10)
+        check(isinstance(fm.error, npr.ProtocolError) and fm.error.code == npr.AUTH_FAILED,
+              f"the worker did not tell the fake manager auth_failed: {fm.error!r}")
+        check(not os.path.exists(os.path.join(workdir, "ran")), "the payload ran")
+        check("failed to prove the cookie" in w.stderr(), w.stderr())
+    finally:
+        fm.close()
+
+
+@runner.case
+def rejected_registration_exits_77(workdir):
+    job = Job(2)
+    fm = FakeManager(job.cookie, lambda conn, reg: None,
+                     answer=npr.reject("duplicate_node", "node index 1 is already registered"))
+    try:
+        w = worker(job, workdir, ["--port", str(fm.port)], ["touch", os.path.join(workdir, "ran")])
+        expect_exit(w, mnp.EX_NOPERM, 15)
+        check(not os.path.exists(os.path.join(workdir, "ran")), "the payload ran")
+        check("rejected our registration: duplicate_node" in w.stderr(), w.stderr())
+    finally:
+        fm.close()
+
+
+if __name__ == "__main__":
+    runner.run()

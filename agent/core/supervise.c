@@ -267,9 +267,18 @@ static void finish(struct supervisor *sv)
 		loop_stop(sv->loop, sv->exit_status);
 }
 
+static void reap(struct supervisor *sv);
+
 static void on_kill_timer(struct loop *loop, void *ctx)
 {
 	struct supervisor *sv = ctx;
+	/* On a loaded machine the payload may have ended just as the timer fired, with
+	 * its SIGCHLD still unread: reap first, so that a payload that did end within the
+	 * grace period is never reported as killed. */
+	enum phase before = sv->phase;
+	reap(sv);
+	if (sv->phase != before)
+		return;
 	sv->grace_over = true;
 	if (sv->phase == PHASE_RUNNING) {
 		log_warn("payload did not exit within the grace period: sending SIGKILL to its process group");

@@ -44,6 +44,17 @@ static int send_message(struct proto_conn *conn, cJSON *msg, int build_err, int6
 	return err == PROTO_OK ? BA_OK : handshake_conn_failure(err, peer, during);
 }
 
+/* The manager sent an error instead of what we expected. */
+static int receive_error(const struct proto_msg *msg, const char *peer, const char *during)
+{
+	bool auth = strcmp(msg->u.error.code, PROTO_CODE_AUTH_FAILED) == 0;
+	log_error("%s refused us %s: %s%s%s", peer, during, msg->u.error.code, msg->u.error.message[0] ? ": " : "",
+		  msg->u.error.message);
+	if (auth)
+		log_error("the manager does not accept our cookie: the two sides have different cookies");
+	return auth ? BA_EX_NOPERM : BA_EX_PROTOCOL;
+}
+
 /* Receive and parse one message; *json keeps the strings of *msg alive. */
 static int receive_message(struct proto_conn *conn, int64_t deadline, cJSON **json, struct proto_msg *msg,
 			   const char *peer, const char *during)
@@ -53,14 +64,8 @@ static int receive_message(struct proto_conn *conn, int64_t deadline, cJSON **js
 		err = proto_msg_parse(*json, msg);
 	if (err != PROTO_OK)
 		return handshake_conn_failure(err, peer, during);
-	if (msg->type == PROTO_MSG_ERROR) {
-		bool auth = strcmp(msg->u.error.code, PROTO_CODE_AUTH_FAILED) == 0;
-		log_error("%s refused us %s: %s%s%s", peer, during, msg->u.error.code,
-			  msg->u.error.message[0] ? ": " : "", msg->u.error.message);
-		if (auth)
-			log_error("the manager does not accept our cookie: the two sides have different cookies");
-		return auth ? BA_EX_NOPERM : BA_EX_PROTOCOL;
-	}
+	if (msg->type == PROTO_MSG_ERROR)
+		return receive_error(msg, peer, during);
 	return BA_OK;
 }
 
@@ -96,9 +101,25 @@ int handshake_worker(const struct config *cfg, struct proto_conn *conn, const st
 	if (rc != BA_OK)
 		goto out;
 
-	rc = receive_message(conn, deadline, &json, &reply, peer, "during the hello");
-	if (rc != BA_OK)
+	/* No hello at all: a manager that is restarting closes, one at its cap of
+	 * handshakes leaves us in its backlog. Either way, try again. */
+	int err = proto_frame_recv_wait(conn, &json, deadline);
+	if (err == PROTO_CLOSED || err == PROTO_ERR_IO || err == PROTO_ERR_TIMEOUT) {
+		log_info("%s %s before its hello (busy or restarting)", peer,
+			 err == PROTO_ERR_TIMEOUT ? "said nothing" : "closed the connection");
+		rc = HANDSHAKE_RETRY;
 		goto out;
+	}
+	if (err == PROTO_OK)
+		err = proto_msg_parse(json, &reply);
+	if (err != PROTO_OK) {
+		rc = handshake_conn_failure(err, peer, "during the hello");
+		goto out;
+	}
+	if (reply.type == PROTO_MSG_ERROR) {
+		rc = receive_error(&reply, peer, "during the hello");
+		goto out;
+	}
 	if (reply.type != PROTO_MSG_HELLO_MANAGER) {
 		log_error("%s answered our hello with \"%s\", not a manager's hello", peer, proto_msg_type_name(reply.type));
 		rc = BA_EX_PROTOCOL;

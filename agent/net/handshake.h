@@ -13,6 +13,11 @@
 #include "proto.h"
 #include "self.h"
 
+/* handshake_worker's answer when the connection ended before the manager said hello:
+ * a manager that is busy (at its cap of handshakes in progress) or restarting. The
+ * caller dials again while --connect-timeout allows; it is not an exit status. */
+#define HANDSHAKE_RETRY (-2)
+
 int handshake_worker(const struct config *cfg, struct proto_conn *conn, const struct cookie *cookie,
 		     const struct manager_address *manager, const struct node_self *self, int64_t *heartbeat_ms);
 

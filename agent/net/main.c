@@ -21,29 +21,81 @@
 #include "session.h"
 #include "signals.h"
 #include "status.h"
+#include "util.h"
 
-static int run_native_worker(const struct config *cfg, const struct manager_address *manager, int fd,
-			     const struct cookie *cookie, const struct node_self *self)
+#define REDIAL_PAUSE_MS 500
+
+/* Dial and handshake, again while --connect-timeout allows when the manager closed the
+ * connection before its hello (busy with other handshakes, or restarting); then run the
+ * payload beside the connection. */
+static int run_native_worker(const struct config *cfg, const struct manager_address *manager,
+			     const struct cookie *cookie)
 {
-	struct proto_conn conn;
+	int64_t deadline = util_now_ms() + cfg->connect_timeout_ms;
 	int64_t heartbeat_ms = cfg->heartbeat_ms;
-	proto_frame_conn_init(&conn, fd);
-	int rc = handshake_worker(cfg, &conn, cookie, manager, self, &heartbeat_ms);
+	struct proto_conn conn;
+	struct node_self self;
+	int fd = -1, rc;
+	for (;;) {
+		rc = dial_manager(manager, deadline - util_now_ms(), &fd);
+		if (rc != BA_OK)
+			return rc;
+		proto_frame_conn_init(&conn, fd);
+		rc = self_describe(cfg, fd, &self);
+		if (rc == BA_OK)
+			rc = handshake_worker(cfg, &conn, cookie, manager, &self, &heartbeat_ms);
+		if (rc != HANDSHAKE_RETRY)
+			break;
+		proto_frame_conn_free(&conn);
+		close(fd);
+		fd = -1;
+		if (util_now_ms() + REDIAL_PAUSE_MS >= deadline) {
+			log_error("manager %s kept closing connections before its hello for %.3g s (--connect-timeout)",
+				  manager->display, (double)cfg->connect_timeout_ms / 1000.0);
+			return BA_EX_UNAVAILABLE;
+		}
+		rc = dial_sleep(REDIAL_PAUSE_MS);
+		if (rc != BA_OK)
+			return rc;
+	}
 	if (rc == BA_OK)
-		rc = session_run(cfg, &conn, heartbeat_ms, manager, self->address);
+		rc = session_run(cfg, &conn, heartbeat_ms, manager, self.address);
 	proto_frame_conn_free(&conn);
+	close(fd);
+	return rc;
+}
+
+/* AWSClusterManagers.jl: an MNP child gets the cookie from the manager; with a
+ * container manager (--manager) it brings its own. */
+static int run_julia_worker(const struct config *cfg, const struct manager_address *manager,
+			    struct cookie *cookie)
+{
+	struct julia_grant grant = { .worker_timeout_s = -1 };
+	struct node_self self;
+	int fd = -1;
+	int rc = dial_manager(manager, cfg->connect_timeout_ms, &fd);
+	if (rc == BA_OK)
+		rc = self_describe(cfg, fd, &self);
+	if (rc == BA_OK && cookie->bytes == NULL)
+		rc = julia_handshake(cfg, fd, &grant);
+	else if (rc == BA_OK)
+		grant.cookie = *cookie, *cookie = (struct cookie){ 0 };
+	if (rc == BA_OK) {
+		rc = julia_launch(cfg, fd, &grant, manager->display, self.address);
+		fd = -1; /* julia_launch took it */
+	}
+	cookie_wipe(&grant.cookie);
+	if (fd >= 0)
+		close(fd);
 	return rc;
 }
 
 static int run_worker(const struct config *cfg)
 {
 	struct manager_address manager;
-	struct node_self self;
 	struct cookie cookie = { 0 };
-	struct julia_grant grant = { .worker_timeout_s = -1 };
-	int fd = -1;
 	/* The Julia MNP manager hands out the cookie itself; everyone else needs ours. It is
-	 * read (and scrubbed from the environment) first, so no helper program we run
+	 * read (and scrubbed from the environment) first, so that no helper program we run
 	 * inherits it. */
 	bool julia_mnp = cfg->protocol == PROTOCOL_JULIA && cfg->manager == NULL;
 	int rc = BA_OK;
@@ -51,32 +103,12 @@ static int run_worker(const struct config *cfg)
 		cookie_scrub_environment();
 	else
 		rc = cookie_load(cfg, &cookie);
-
 	if (rc == BA_OK)
 		rc = discover_manager(cfg, &manager);
 	if (rc == BA_OK)
-		rc = dial_manager(&manager, cfg->connect_timeout_ms, &fd);
-	if (rc == BA_OK)
-		rc = self_describe(cfg, fd, &self);
-	if (rc != BA_OK)
-		goto out;
-	if (cfg->protocol == PROTOCOL_JULIA) {
-		if (julia_mnp)
-			rc = julia_handshake(cfg, fd, &grant);
-		else
-			grant.cookie = cookie, cookie = (struct cookie){ 0 };
-		if (rc == BA_OK) {
-			rc = julia_launch(cfg, fd, &grant, manager.display, self.address);
-			fd = -1; /* julia_launch took it */
-		}
-	} else {
-		rc = run_native_worker(cfg, &manager, fd, &cookie, &self);
-	}
-out:
+		rc = cfg->protocol == PROTOCOL_JULIA ? run_julia_worker(cfg, &manager, &cookie)
+						     : run_native_worker(cfg, &manager, &cookie);
 	cookie_wipe(&cookie);
-	cookie_wipe(&grant.cookie);
-	if (fd >= 0)
-		close(fd);
 	return rc;
 }
 

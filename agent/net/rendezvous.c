@@ -56,6 +56,7 @@ struct rendezvous {
 	struct peer *peers;    /* every peer with a live connection, and registered ones */
 	size_t pending;        /* peers not yet registered */
 	size_t max_pending;
+	bool accept_paused;    /* at max_pending: newcomers wait in the kernel's backlog */
 	struct peer **by_index; /* registered children by node index */
 	long registered;
 	long children;         /* AWS_BATCH_JOB_NUM_NODES - 1 */
@@ -114,6 +115,16 @@ static void unlink_peer(struct rendezvous *rv, struct peer *p)
 }
 
 static void maybe_stop(struct rendezvous *rv);
+static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx);
+
+/* A handshake ended: if accepting was paused at the cap, take newcomers again. */
+static void handshake_ended(struct rendezvous *rv)
+{
+	rv->pending--;
+	if (rv->accept_paused && rv->pending < rv->max_pending && rv->phase != PHASE_SHUTTING_DOWN &&
+	    loop_add(rv->loop, rv->listen_fd, EPOLLIN, on_accept, rv) == BA_OK)
+		rv->accept_paused = false;
+}
 
 static void drop_peer(struct peer *p, const char *why)
 {
@@ -125,7 +136,7 @@ static void drop_peer(struct peer *p, const char *why)
 	close(p->conn.fd);
 	proto_frame_conn_free(&p->conn);
 	if (p->state != PEER_REGISTERED) {
-		rv->pending--;
+		handshake_ended(rv);
 		log_debug("dropped peer %s: %s", p->remote, why);
 		p->dead = true;
 		return;
@@ -262,7 +273,7 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 	p->node_index = index;
 	snprintf(p->address, sizeof p->address, "%s", reg->address);
 	rv->by_index[index] = p;
-	rv->pending--;
+	handshake_ended(rv);
 	rv->registered++;
 	log_info("node %ld registered from %s (advertises %s): %ld of %ld children", index, p->remote, p->address,
 		 rv->registered, rv->children);
@@ -364,6 +375,15 @@ static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx)
 	struct rendezvous *rv = ctx;
 	(void)events;
 	for (;;) {
+		/* Unauthenticated peers cost memory, so at the cap we stop accepting: the
+		 * newcomers wait in the listen backlog (TCP keeps them, their agents are
+		 * patient) until handshakes finish or time out. */
+		if (rv->pending >= rv->max_pending) {
+			log_warn("%zu handshakes in progress: pausing accept until some finish", rv->pending);
+			loop_remove(loop, fd);
+			rv->accept_paused = true;
+			return;
+		}
 		struct sockaddr_in from;
 		socklen_t length = sizeof from;
 		int conn = accept4(fd, (struct sockaddr *)&from, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -374,13 +394,6 @@ static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx)
 		}
 		char ip[INET_ADDRSTRLEN] = "?";
 		inet_ntop(AF_INET, &from.sin_addr, ip, sizeof ip);
-		/* Unauthenticated peers cost memory: past the cap, newcomers wait their turn
-		 * at the TCP level, since we close them and their agents retry. */
-		if (rv->pending >= rv->max_pending) {
-			log_warn("refused peer %s:%u: %zu handshakes already in progress", ip, ntohs(from.sin_port), rv->pending);
-			close(conn);
-			continue;
-		}
 		struct peer *p = calloc(1, sizeof *p);
 		if (p == NULL) {
 			close(conn);

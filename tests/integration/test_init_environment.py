@@ -23,7 +23,7 @@ for s in range(1, signal.SIGRTMAX + 1):
         continue
     signal.signal(s, signal.SIG_IGN if s in ign else signal.SIG_DFL)
 signal.pthread_sigmask(signal.SIG_SETMASK, blk)
-os.execv(sys.argv[1], sys.argv[1:])
+os.execvp(sys.argv[1], sys.argv[1:])
 """
 
 # Prints the payload's own SigBlk/SigIgn; cat does not touch its signal state.

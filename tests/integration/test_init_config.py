@@ -11,7 +11,7 @@ import json
 import os
 import re
 
-from agenttest import (TempDir, case, check, check_eq, clean_env, init_argv, run, run_cases)
+from agenttest import (TempDir, agent_stderr, case, check, check_eq, clean_env, init_argv, run, run_cases)
 
 EX_USAGE, EX_CONFIG = 64, 78
 
@@ -198,6 +198,7 @@ def json_log_lines(mode):
     rc, out, err = _agent(["--role", "init", "--log-format", "json", "--log-level", "debug",
                            "--", prog])
     check_eq(rc, 127, "status for a missing payload")
+    err = agent_stderr(err)
     lines = err.decode(errors="replace").splitlines()
     check(lines, "no log line on stderr")
     check(err.endswith(b"\n"), "stderr does not end with a whole line: %r" % err[-100:])
@@ -219,7 +220,7 @@ def log_level_error_is_quiet_on_success(mode):
     # A normal run at --log-level error writes nothing of the agent's own to stderr.
     rc, out, err = _agent(["--role", "init", "--log-level", "error", "--", "/bin/true"])
     check_eq(rc, 0, "status")
-    check_eq(err, b"", "stderr at --log-level error")
+    check_eq(agent_stderr(err), b"", "stderr at --log-level error")
 
 
 if __name__ == "__main__":

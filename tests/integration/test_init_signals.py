@@ -9,7 +9,7 @@ import os
 import signal
 import time
 
-from agenttest import (WRAPPER, SCALE, Init, TempDir, case, check, check_eq, children, clean_env,
+from agenttest import (SCALE, Init, TempDir, case, check, check_eq, children, clean_env,
                        cmdline, forwarded_signals, init_argv, proc_stat,
                        read_pids, recorded, recorder_payload, run_cases, signame, wait_file,
                        wait_for)
@@ -26,10 +26,6 @@ def _start_recorder(mode, d, sigs, **kw):
 @case()
 def every_catchable_signal_is_forwarded(mode):
     sigs = forwarded_signals()
-    if any("valgrind" in w for w in WRAPPER):
-        # valgrind keeps SIGRTMAX for itself (VG_SIGVGKILL): sending it to a process
-        # under valgrind tests valgrind, not the agent.
-        sigs = [s for s in sigs if s != signal.SIGRTMAX]
     with TempDir() as d:
         p, rec = _start_recorder(mode, d, sigs + [int(signal.SIGCHLD)])
         for i, sig in enumerate(sigs):

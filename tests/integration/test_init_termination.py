@@ -96,12 +96,14 @@ def grace_flag_wins_over_env(mode):
 @case(agent_only=True)
 def group_killed_after_grace(mode):
     # Without -g only the payload gets the SIGTERM, but after the grace the whole process
-    # group is SIGKILLed: the payload's TERM-ignoring child does not survive.
+    # group is SIGKILLed: the payload's TERM-ignoring child does not survive, and is not
+    # left for a second grace period (killing only the payload would make the child a
+    # leftover, SIGTERMed and SIGKILLed a grace later: ~2x the grace in all).
     with TempDir() as d:
-        p = _start(mode, d, "ignore", child=True, grace=1)
+        p = _start(mode, d, "ignore", child=True, grace=2)
         group = descendants(p.pid)
         check_eq(len(group), 2, "payload and its child running")
-        _check_killed_after(p, 1)
+        _check_killed_after(p, 2, hi=1.5)
         if mode == "sub":
             for pid in group:
                 check(not is_alive(pid), "process %d of the payload's group survived" % pid)

@@ -20,6 +20,7 @@ and reaps all of it after each case. Every wait is bounded.
 import ctypes
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -34,6 +35,7 @@ SKIP = 77
 INIT = os.environ.get("INIT_UNDER_TEST", "batch-agent")
 WRAPPER = shlex.split(os.environ.get("BATCH_AGENT_WRAPPER", ""))
 SCALE = float(os.environ.get("BATCH_AGENT_TIMEOUT_SCALE") or (10 if WRAPPER else 1))
+VALGRIND = bool(WRAPPER) and "valgrind" in os.path.basename(WRAPPER[0])
 
 # What each reference init can do, so cases needing more are skipped rather than failed.
 #   pid1: works as PID 1          subreaper: reaps orphans when not PID 1
@@ -60,9 +62,10 @@ CATCHABLE_FORWARDED = ["SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIG
 
 
 def forwarded_signals():
-    """The signals the contract says are forwarded, as numbers, incl. SIGRTMIN..SIGRTMAX."""
+    """The signals the contract says are forwarded, as numbers, incl. SIGRTMIN..SIGRTMAX
+    (but SIGRTMAX under valgrind, which reserves it for itself)."""
     sigs = [getattr(signal, n) for n in CATCHABLE_FORWARDED]
-    sigs += list(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+    sigs += list(range(signal.SIGRTMIN, signal.SIGRTMAX + (0 if VALGRIND else 1)))
     return [int(s) for s in sigs]
 
 
@@ -553,6 +556,14 @@ def signame(sig):
         return signal.Signals(sig).name
     except ValueError:
         return str(sig)
+
+
+def agent_stderr(err):
+    """The agent's own stderr, minus a wrapper's lines (valgrind's "==PID== ...")."""
+    if not WRAPPER:
+        return err
+    return b"".join(l for l in err.splitlines(keepends=True)
+                    if not re.match(rb"==\d+==", l))
 
 
 def parse_json_object(text, what):

@@ -21,6 +21,7 @@
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_CAP_MS 5000
 #define ATTEMPT_TIMEOUT_MS 5000
+#define FIRST_ATTEMPT_MIN_MS 1000
 #define PROGRESS_EVERY_MS 30000
 
 int dial_sleep(int64_t ms)
@@ -97,10 +98,12 @@ int dial_manager(const struct manager_address *manager, int64_t timeout_ms, int 
 		if (gai != 0)
 			snprintf(why, sizeof why, "cannot resolve %s: %s", manager->host, gai_strerror(gai));
 		for (struct addrinfo *ai = list; ai; ai = ai->ai_next) {
+			/* The first attempt is always made, so --connect-timeout 0 means "once". */
 			int64_t left = deadline - util_now_ms();
-			if (left <= 0)
+			if (left <= 0 && attempt > 1)
 				break;
-			if (try_connect(ai, left < ATTEMPT_TIMEOUT_MS ? left : ATTEMPT_TIMEOUT_MS, fd_out, why, sizeof why) == 0) {
+			int64_t attempt_ms = left <= 0 ? FIRST_ATTEMPT_MIN_MS : left < ATTEMPT_TIMEOUT_MS ? left : ATTEMPT_TIMEOUT_MS;
+			if (try_connect(ai, attempt_ms, fd_out, why, sizeof why) == 0) {
 				freeaddrinfo(list);
 				log_info("connected to the manager at %s (from %s) after %u attempt%s", manager->display,
 					 manager->source, attempt, attempt == 1 ? "" : "s");

@@ -16,6 +16,7 @@ main agent (RLIMIT_NOFILE up to the hard limit).
 """
 
 import argparse
+import fcntl
 import os
 import resource
 import shutil
@@ -81,6 +82,18 @@ class Spawned:
         return self.returncode
 
 
+def count_waiting_flocks(procs):
+    """Workers still parked in flock(1): their process is still flock, not the agent."""
+    waiting = 0
+    for p in procs:
+        try:
+            with open(f"/proc/{p.pid}/comm") as f:
+                waiting += f.read().strip() == "flock"
+        except OSError:
+            pass
+    return waiting
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=1000)
@@ -141,11 +154,17 @@ def main():
 
         threading.Thread(target=sample, daemon=True).start()
 
-        # posix_spawn (vfork + exec) in a session of its own: Popen is too slow to
-        # start 1,000 processes "at once" on 2 CPUs.
-        argv = wrapper + [args.bin, "--port", str(port), "--heartbeat", args.heartbeat, "--connect-timeout", "60",
-                          "--log-level", "warn", "--", "sleep", "120"]
-        exe = shutil.which(argv[0]) or argv[0]
+        # "Started at once": every worker is spawned first, parked behind a shared
+        # flock(1) on a lock we hold exclusively; releasing it lets all of them exec
+        # the agent together. Timing starts at the release, so it measures the agents
+        # and the rendezvous, not how fast one Python process can spawn 1,000 others.
+        lock_path = os.path.join(work, "start.lock")
+        lock = open(lock_path, "w")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        argv = ["flock", "--shared", "--no-fork", lock_path] + wrapper + [
+            args.bin, "--port", str(port), "--heartbeat", args.heartbeat, "--connect-timeout", "60",
+            "--log-level", "warn", "--", "sleep", "120"]
+        exe = shutil.which("flock")
         actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                    (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
                    (os.POSIX_SPAWN_DUP2, workers_err.fileno(), 2)]
@@ -154,10 +173,17 @@ def main():
             env = dict(base, AWS_BATCH_JOB_ID=f"{job}#{i}", AWS_BATCH_JOB_NODE_INDEX=str(i),
                        AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS="127.0.0.1")
             envs.append(env)
-        t0_wall, t0 = time.time(), time.monotonic()
+        s0 = time.monotonic()
         for env in envs:
             procs.append(Spawned(os.posix_spawn(exe, argv, env, file_actions=actions, setsid=True)))
-        spawned = time.monotonic() - t0
+        spawned = time.monotonic() - s0
+        # Let every flock reach its wait before the gate opens.
+        deadline = time.monotonic() + 60
+        while count_waiting_flocks(procs[1:]) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        t0_wall, t0 = time.time(), time.monotonic()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
 
         deadline = time.monotonic() + 120
         while not os.path.exists(started_file):
@@ -185,8 +211,8 @@ def main():
             return "OK" if ok else "MISSED"
 
         print(f"workers: {n} (+1 main) on loopback, heartbeat {args.heartbeat} s, {os.cpu_count()} CPUs")
-        print(f"spawning the {n} worker processes took      {spawned:7.3f} s")
-        print(f"start -> main payload started (all registered) {rendezvous_s:7.3f} s   "
+        print(f"spawning the {n} parked workers took         {spawned:7.3f} s (not timed below)")
+        print(f"all released at once -> main payload started  {rendezvous_s:7.3f} s   "
               f"target < {TARGET_S:.0f} s: {verdict(rendezvous_s < TARGET_S)}")
         print(f"main payload end -> main agent exit (shutdown)  {shutdown_s:7.3f} s")
         print(f"main agent RSS before workers                 {rss_before / 1024:7.1f} MiB")

@@ -41,8 +41,10 @@ def ref_manager_resolved_through_describejobs():
     check_eq(info["manager"], mgr.addr, "BATCH_AGENT_MANAGER of the payload")
     check_eq(exited.get("exit_code"), 7, "payload_exited")
     check_eq(rc, 7, "agent exit status (the payload's)\n" + agent.describe())
+    check_eq(info["cookie"], None, "BATCH_AGENT_COOKIE in the payload's environment")
     err = agent.stderr
     check("Ref::manager" in err and "DescribeJobs" in err, "stderr says where the address came from:\n" + err)
+    check(agentaws.COOKIE not in err, "the cookie was logged")
 
 
 @case
@@ -50,6 +52,41 @@ def ref_other_name_uses_that_parameter():
     agent, mgr, reg, info, rc, _ = discovered_worker(["--manager", "Ref::head"], "head", code=0)
     check_eq(info["manager"], mgr.addr, "BATCH_AGENT_MANAGER")
     check_eq(rc, 0, "exit status\n" + agent.describe())
+
+
+@case
+def ref_manager_with_container_credentials():
+    # How Batch hands out the job role: the ECS container credentials endpoint
+    # (moved from 169.254.170.2 to the fake for the test).
+    with fake_aws.FakeAWS() as fake, FakeManager() as mgr:
+        fake.batch_parameters = {"manager": mgr.addr}
+        env = agent_env(fake, AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None, AWS_SESSION_TOKEN=None,
+                        AWS_CONTAINER_CREDENTIALS_RELATIVE_URI=fake.creds_path,
+                        BATCH_AGENT_AWS_ECS_CREDENTIALS_ENDPOINT=fake.url)
+        agent = Agent(["--manager", "Ref::manager"], env, code=0)
+        mgr.wait_register()
+        check_eq(agent.info()["manager"], mgr.addr, "BATCH_AGENT_MANAGER")
+        check_eq(agent.wait(), 0, "exit status\n" + agent.describe())
+        check(fake.count("creds") >= 1, "credentials fetched from the container endpoint")
+        ok, reason, details = fake.sigv4_results[-1]
+        check(ok, "signature verified: " + reason)
+        check_eq(details["access_key"], fake.creds_doc["AccessKeyId"], "access key used")
+        check(fake.creds_doc["SecretAccessKey"] not in agent.stderr, "a secret was logged")
+
+
+@case
+def ref_from_env_with_manager_param_and_bare_host():
+    # BATCH_AGENT_MANAGER=Ref::manager, --manager-param renames the parameter, whose
+    # value is a bare host that takes --port.
+    with fake_aws.FakeAWS() as fake, FakeManager() as mgr:
+        fake.batch_parameters = {"manager": "127.0.0.1:1", "head": "127.0.0.1"}
+        env = agent_env(fake, BATCH_AGENT_MANAGER="Ref::manager")
+        agent = Agent(["--manager-param", "head", "--port", str(mgr.port)], env, code=0)
+        mgr.wait_register()
+        check_eq(agent.info()["manager"], mgr.addr, "BATCH_AGENT_MANAGER of the payload")
+        check_eq(agent.wait(), 0, "exit status\n" + agent.describe())
+        check("BATCH_AGENT_MANAGER is the literal text" in agent.stderr, "source named:\n" + agent.stderr)
+        check('"head"' in agent.stderr, "parameter named:\n" + agent.stderr)
 
 
 @case

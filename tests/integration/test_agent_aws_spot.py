@@ -100,6 +100,46 @@ def worker_rebalance_draining_without_signal():
         finish(agent, mgr)
 
 
+@case
+def worker_notice_time_not_rfc3339():
+    # The notice is acted on; the draining message goes without a deadline rather
+    # than with one the protocol forbids. (The notice shows on the second poll: the
+    # payload must have installed its handlers first.)
+    with fake_aws.FakeAWS() as fake, FakeManager() as mgr:
+        fake.imds_action_after = 1
+        fake.imds_action_doc = {"action": "terminate", "time": "2017-09-18 08:22:00"}
+        agent = Agent(["--manager", mgr.addr], ecs_env(fake), linger=60)
+        mgr.wait_register()
+        info = agent.info()
+        drain = mgr.wait_msg("draining", NOTICE_WAIT)
+        check_eq(drain, {"type": "draining", "reason": "spot_interruption", "deadline": None}, "draining")
+        wait_for(lambda: agent.signals(), 5, "a signal in the payload")
+        check_eq(agent.signals(), [signal.SIGTERM], "signals the payload got")
+        # The watcher is still polling: it never got the cookie.
+        helpers = [p for p in agentaws.agenttest.children(info["ppid"]) if p != info["pid"]]
+        check(len(helpers) == 1, "one helper process next to the payload: %s" % helpers)
+        with open("/proc/%d/environ" % helpers[0], "rb") as f:
+            environ = f.read().split(b"\0")
+        check(not any(e.startswith(b"BATCH_AGENT_COOKIE=") for e in environ), "the helper inherited the cookie")
+        check_eq(info["cookie"], None, "BATCH_AGENT_COOKIE in the payload's environment")
+        finish(agent, mgr)
+
+
+@case
+def worker_payload_killed_by_spot_sigterm():
+    # A payload that does not catch SIGTERM dies of it: 128+15, signal 15 on the wire.
+    with fake_aws.FakeAWS() as fake, FakeManager() as mgr:
+        fake.imds_action_after = 0
+        agent = Agent(["--manager", mgr.addr], ecs_env(fake), linger=60, catch=False)
+        mgr.wait_register()
+        check_eq(agent.wait(NOTICE_WAIT), 128 + signal.SIGTERM, "exit status\n" + agent.describe())
+        check_eq(mgr.wait_msg("draining")["reason"], "spot_interruption", "draining reason")
+        check_eq(mgr.wait_msg("payload_exited").get("signal"), signal.SIGTERM, "payload_exited signal")
+        types = mgr.types()
+        check(types.index("draining") < types.index("payload_exited"), "message order %s" % types)
+        mgr.close()
+
+
 # ---- no IMDS outside ECS
 
 def imds_requests(fake):

@@ -55,17 +55,17 @@ def check_eq(got, want, what):
 
 # ---------------------------------------------------------------- the payload
 
-# argv: DIR EXIT_CODE LINGER_SECONDS. Records SIGTERM/SIGUSR1/SIGUSR2 (one number per
-# line in DIR/signals), writes DIR/info.json (pid, ppid, manager env), then waits until
+# argv: DIR EXIT_CODE LINGER_SECONDS CATCH. With CATCH=1 records SIGTERM/SIGUSR1/SIGUSR2
+# (one number per line in DIR/signals; else they kill it), writes DIR/info.json (pid, ppid, manager env), then waits until
 # DIR/stop exists or LINGER seconds pass, and exits with EXIT_CODE.
 PAYLOAD = r"""
 import json, os, signal, sys, time
-d, code, linger = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+d, code, linger, catch = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
 def rec(sig, frame):
     fd = os.open(os.path.join(d, "signals"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.write(fd, b"%d\n" % sig)
     os.close(fd)
-for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2) if catch else ():
     signal.signal(s, rec)
 info = {"pid": os.getpid(), "ppid": os.getppid(),
         "manager": os.environ.get("BATCH_AGENT_MANAGER"),
@@ -99,14 +99,14 @@ class Agent:
     """A running batch-agent with the recording payload, in its own temp dir.
     stdout/stderr go to files (no pipe can fill up)."""
 
-    def __init__(self, args, env, code=0, linger=0.0):
+    def __init__(self, args, env, code=0, linger=0.0, catch=True):
         self.dir = tempfile.mkdtemp(prefix="ba-agent-aws.")
         _dirs.append(self.dir)
         self.code = code
         self.out_path = os.path.join(self.dir, "agent.out")
         self.err_path = os.path.join(self.dir, "agent.err")
         argv = WRAPPER + [agenttest.binary("BATCH_AGENT_BIN")] + list(args) + [
-            "--", PYTHON, "-S", "-c", PAYLOAD, self.dir, str(code), str(linger)]
+            "--", PYTHON, "-S", "-c", PAYLOAD, self.dir, str(code), str(linger), "1" if catch else "0"]
         self.t0 = time.monotonic()
         with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
             self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,

@@ -17,7 +17,7 @@ import time
 
 import agentaws
 import fake_aws
-from agentaws import SCALE, Agent, FakeManager, agent_env, check, check_eq, wait_for
+from agentaws import Agent, FakeManager, agent_env, check, check_eq, wait_for
 
 cases, case = agentaws.case_list()
 ACTION = fake_aws.sample("imds/spot_instance-action_terminate_docs.json")

@@ -22,6 +22,8 @@
 /* After SIGKILL, how long to wait for processes stuck in uninterruptible sleep before
  * exiting anyway: an agent that never exits is worse than one stray process. */
 #define KILL_SETTLE_MS 5000
+/* How long the stopped Spot notice watcher gets to exit before SIGKILL. */
+#define SPOTWATCH_STOP_MS 1000
 
 enum phase {
 	PHASE_IDLE,     /* no payload yet */
@@ -328,6 +330,8 @@ static void begin_cleanup(struct supervisor *sv, int wait_status)
 		sv->hooks.exited(sv->hooks.ctx, sv->exit_status, wait_status);
 	if (sv->phase != PHASE_CLEANUP)
 		return;
+	/* Gone before we look for leftovers: it answers SIGTERM at once. */
+	spotwatch_wait(sv->spot, SPOTWATCH_STOP_MS);
 	/* Whatever the payload left must not outlive the job. When nothing is left, the
 	 * reaping that follows sees ECHILD and finishes. */
 	if (!has_children())

@@ -12,7 +12,6 @@
 #include "awsquery.h"
 #include "log.h"
 #include "status.h"
-#include "util.h"
 
 #define LINE_MAX_BYTES 4096
 
@@ -127,31 +126,15 @@ void spotwatch_stop(struct spotwatch *watch)
 		kill(watch->pid, SIGTERM);
 }
 
-void spotwatch_wait(struct spotwatch *watch, int64_t timeout_ms)
+bool spotwatch_running(const struct spotwatch *watch)
 {
-	if (watch == NULL || watch->pid <= 0)
-		return;
-	pid_t pid = watch->pid;
-	int64_t deadline = util_now_ms() + timeout_ms;
-	bool killed = false;
-	for (;;) {
-		int wait_status;
-		pid_t got = waitpid(pid, &wait_status, WNOHANG);
-		if (got == pid) {
-			spotwatch_reaped(watch, pid, wait_status);
-			return;
-		}
-		if (got < 0 && errno != EINTR)
-			return;
-		if (util_now_ms() >= deadline) {
-			if (killed)
-				return; /* stuck even after SIGKILL: reaped later, like any child */
-			kill(pid, SIGKILL);
-			killed = true;
-			deadline = util_now_ms() + timeout_ms;
-		}
-		usleep(5000);
-	}
+	return watch != NULL && watch->pid > 0;
+}
+
+void spotwatch_kill(struct spotwatch *watch)
+{
+	if (spotwatch_running(watch))
+		kill(watch->pid, SIGKILL);
 }
 
 void spotwatch_free(struct spotwatch *watch)

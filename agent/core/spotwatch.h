@@ -6,7 +6,6 @@
 #define BATCH_AGENT_SPOTWATCH_H
 
 #include <stdbool.h>
-#include <stdint.h>
 #include <sys/types.h>
 
 #include "config.h"
@@ -27,9 +26,10 @@ int spotwatch_start(struct spotwatch **out, struct loop *loop, bool required, sp
 bool spotwatch_reaped(struct spotwatch *watch, pid_t pid, int wait_status);
 /* Stop the watcher (SIGTERM); it is reaped like any child. */
 void spotwatch_stop(struct spotwatch *watch);
-/* After spotwatch_stop: wait up to timeout_ms for the watcher to exit (then SIGKILL it)
- * and reap it, so that it is not taken for a process the payload left behind. */
-void spotwatch_wait(struct spotwatch *watch, int64_t timeout_ms);
+/* The watcher has not been reaped yet. */
+bool spotwatch_running(const struct spotwatch *watch);
+/* For a watcher that did not answer spotwatch_stop. */
+void spotwatch_kill(struct spotwatch *watch);
 void spotwatch_free(struct spotwatch *watch);
 
 #endif

@@ -45,6 +45,8 @@ struct supervisor {
 	struct loop_timer kill_timer;
 	struct loop_timer settle_timer;
 	struct spotwatch *spot;
+	struct loop_timer watcher_timer; /* SIGKILL for a watcher slow to stop */
+	bool awaiting_watcher;           /* leftovers are looked for once it is reaped */
 };
 
 struct supervise_opts supervise_opts_from_config(const struct config *cfg)
@@ -94,6 +96,7 @@ void supervise_free(struct supervisor *sv)
 		return;
 	loop_timer_cancel(sv->loop, &sv->kill_timer);
 	loop_timer_cancel(sv->loop, &sv->settle_timer);
+	loop_timer_cancel(sv->loop, &sv->watcher_timer);
 	loop_remove(sv->loop, signals_fd());
 	spotwatch_free(sv->spot);
 	free(sv);
@@ -263,6 +266,7 @@ static void finish(struct supervisor *sv)
 	sv->phase = PHASE_DONE;
 	loop_timer_cancel(sv->loop, &sv->kill_timer);
 	loop_timer_cancel(sv->loop, &sv->settle_timer);
+	loop_timer_cancel(sv->loop, &sv->watcher_timer);
 	if (sv->hooks.finished)
 		sv->hooks.finished(sv->hooks.ctx, sv->exit_status);
 	else
@@ -312,28 +316,11 @@ static int status_from_wait(int wait_status)
 	return BA_EX_SIGNAL_BASE + WTERMSIG(wait_status);
 }
 
-static void begin_cleanup(struct supervisor *sv, int wait_status)
+/* Whatever the payload left must not outlive the job. When nothing is left, the
+ * reaping that follows sees ECHILD and finishes. */
+static void end_leftovers(struct supervisor *sv)
 {
 	char name[32];
-	sv->phase = PHASE_CLEANUP;
-	sv->exit_status = status_from_wait(wait_status);
-	if (WIFSIGNALED(wait_status))
-		log_info("payload was killed by %s", util_signal_name(WTERMSIG(wait_status), name, sizeof name));
-	else
-		log_debug("payload exited with status %d", sv->exit_status);
-	/* The watcher is ours, not a leftover of the payload's. */
-	spotwatch_stop(sv->spot);
-	/* Take the terminal back, so that our parent's shell finds it where it left it. */
-	if (sv->terminal && tcgetpgrp(STDIN_FILENO) == sv->pid)
-		tcsetpgrp(STDIN_FILENO, getpgrp());
-	if (sv->hooks.exited)
-		sv->hooks.exited(sv->hooks.ctx, sv->exit_status, wait_status);
-	if (sv->phase != PHASE_CLEANUP)
-		return;
-	/* Gone before we look for leftovers: it answers SIGTERM at once. */
-	spotwatch_wait(sv->spot, SPOTWATCH_STOP_MS);
-	/* Whatever the payload left must not outlive the job. When nothing is left, the
-	 * reaping that follows sees ECHILD and finishes. */
 	if (!has_children())
 		return;
 	int sig = sv->grace_over ? SIGKILL : SIGTERM;
@@ -349,6 +336,42 @@ static void begin_cleanup(struct supervisor *sv, int wait_status)
 		loop_timer_arm(sv->loop, &sv->settle_timer, KILL_SETTLE_MS, on_settle_timer, sv);
 	else
 		arm_grace(sv, sv->opts.grace_ms);
+}
+
+/* The Spot watcher lingers past its SIGTERM: it must not be mistaken for a leftover,
+ * nor delay the job. */
+static void on_watcher_timer(struct loop *loop, void *ctx)
+{
+	struct supervisor *sv = ctx;
+	(void)loop;
+	spotwatch_kill(sv->spot);
+}
+
+static void begin_cleanup(struct supervisor *sv, int wait_status)
+{
+	char name[32];
+	sv->phase = PHASE_CLEANUP;
+	sv->exit_status = status_from_wait(wait_status);
+	if (WIFSIGNALED(wait_status))
+		log_info("payload was killed by %s", util_signal_name(WTERMSIG(wait_status), name, sizeof name));
+	else
+		log_debug("payload exited with status %d", sv->exit_status);
+	/* Take the terminal back, so that our parent's shell finds it where it left it. */
+	if (sv->terminal && tcgetpgrp(STDIN_FILENO) == sv->pid)
+		tcsetpgrp(STDIN_FILENO, getpgrp());
+	if (sv->hooks.exited)
+		sv->hooks.exited(sv->hooks.ctx, sv->exit_status, wait_status);
+	if (sv->phase != PHASE_CLEANUP)
+		return;
+	/* The watcher is ours, not a leftover of the payload's: the leftovers are looked
+	 * for once it has been reaped (it answers SIGTERM at once). */
+	if (spotwatch_running(sv->spot)) {
+		spotwatch_stop(sv->spot);
+		sv->awaiting_watcher = true;
+		loop_timer_arm(sv->loop, &sv->watcher_timer, SPOTWATCH_STOP_MS, on_watcher_timer, sv);
+		return;
+	}
+	end_leftovers(sv);
 }
 
 /* The payload stopped (Ctrl-Z on its terminal, or a forwarded SIGTSTP). When we are a
@@ -383,14 +406,19 @@ static void reap(struct supervisor *sv)
 				on_payload_stopped(sv);
 			continue;
 		}
-		if (pid == sv->pid && sv->phase == PHASE_RUNNING)
+		if (pid == sv->pid && sv->phase == PHASE_RUNNING) {
 			begin_cleanup(sv, wait_status);
-		else if (spotwatch_reaped(sv->spot, pid, wait_status))
-			continue;
-		else if (sv->hooks.reaped)
+		} else if (spotwatch_reaped(sv->spot, pid, wait_status)) {
+			if (sv->awaiting_watcher) {
+				sv->awaiting_watcher = false;
+				loop_timer_cancel(sv->loop, &sv->watcher_timer);
+				end_leftovers(sv);
+			}
+		} else if (sv->hooks.reaped) {
 			sv->hooks.reaped(sv->hooks.ctx, pid, wait_status);
-		else
+		} else {
 			log_debug("reaped pid %ld", (long)pid);
+		}
 	}
 }
 

@@ -508,7 +508,8 @@ int http_perform(const struct http_request *req, struct http_response *resp)
 			status = BA_OK;
 			if (retry && attempt < attempts) {
 				char excerpt[200];
-				log_info("%s (%s): HTTP %ld %s, attempt %d of %d; retrying", req->what,
+				/* Each retry at debug: the final failure says how many attempts it took. */
+				log_debug("%s (%s): HTTP %ld %s, attempt %d of %d; retrying", req->what,
 				         shown, code,
 				         resp->error_code[0] ? resp->error_code :
 				                               http_excerpt(resp->body, resp->len, excerpt,
@@ -549,7 +550,7 @@ int http_perform(const struct http_request *req, struct http_response *resp)
 			status = BA_EX_UNAVAILABLE;
 			retry = retryable_curl_error(rc);
 			if (retry && attempt < attempts)
-				log_info("%s; attempt %d of %d, retrying", resp->error, attempt, attempts);
+				log_debug("%s; attempt %d of %d, retrying", resp->error, attempt, attempts);
 		}
 		transfer_free(&t);
 		if (!retry || attempt == attempts)

@@ -34,13 +34,18 @@ struct imds {
 	char *last_action; /* "action time" of the last instance-action printed */
 	char *last_rebalance;
 	bool failing; /* the last poll failed (log only the first of a run) */
+	/* How to report an IMDS that is unavailable at start: an error, or (spot-watch
+	 * --optional, the agent's auto mode) a debug line, since most places have none. */
+	enum log_level unavailable_level;
 };
 
-static int imds_base(char *out, size_t size)
+static int imds_base(struct imds *m)
 {
+	char *out = m->base;
+	size_t size = sizeof m->base;
 	const char *disabled = getenv("AWS_EC2_METADATA_DISABLED");
 	if (disabled != NULL && strcasecmp(disabled, "true") == 0) {
-		log_error("IMDS is disabled (AWS_EC2_METADATA_DISABLED=true)");
+		log_msg(m->unavailable_level, "IMDS is disabled (AWS_EC2_METADATA_DISABLED=true)");
 		return BA_EX_UNAVAILABLE;
 	}
 	const char *base = env_nonempty("AWS_EC2_METADATA_SERVICE_ENDPOINT");
@@ -100,7 +105,7 @@ static int get_token(struct imds *m, bool at_start)
 		.retry = HTTP_RETRY_AWS,
 		.max_body = TOKEN_MAX_LEN,
 	};
-	enum log_level level = at_start ? LOG_LEVEL_ERROR : LOG_LEVEL_WARN;
+	enum log_level level = at_start ? m->unavailable_level : LOG_LEVEL_WARN;
 	struct http_response resp;
 	int status = http_perform(&req, &resp);
 	curl_slist_free_all(headers);
@@ -296,8 +301,8 @@ static void imds_free(struct imds *m)
 
 int imds_probe_command(void)
 {
-	struct imds m = { .ttl_s = 60 };
-	int status = imds_base(m.base, sizeof m.base);
+	struct imds m = { .ttl_s = 60, .unavailable_level = LOG_LEVEL_ERROR };
+	int status = imds_base(&m);
 	if (status == BA_OK)
 		status = get_token(&m, true);
 	if (status == BA_OK)
@@ -306,10 +311,11 @@ int imds_probe_command(void)
 	return status;
 }
 
-int imds_spot_watch_command(int64_t interval_ms, long token_ttl_s)
+int imds_spot_watch_command(int64_t interval_ms, long token_ttl_s, bool optional)
 {
-	struct imds m = { .ttl_s = token_ttl_s };
-	int status = imds_base(m.base, sizeof m.base);
+	struct imds m = { .ttl_s = token_ttl_s,
+			  .unavailable_level = optional ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR };
+	int status = imds_base(&m);
 	if (status != BA_OK)
 		return status;
 	status = get_token(&m, true);

@@ -2,6 +2,7 @@
 #ifndef BATCH_AGENT_AWS_IMDS_H
 #define BATCH_AGENT_AWS_IMDS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* imds-probe: BA_OK when the token endpoint answers, BA_EX_UNAVAILABLE otherwise. */
@@ -9,6 +10,6 @@ int imds_probe_command(void);
 
 /* spot-watch: prints one JSON line per new notice until a watched signal (the caller
  * blocks SIGTERM/SIGINT and calls http_watch_signals) stops it with BA_OK. */
-int imds_spot_watch_command(int64_t interval_ms, long token_ttl_s);
+int imds_spot_watch_command(int64_t interval_ms, long token_ttl_s, bool optional);
 
 #endif

@@ -50,7 +50,7 @@ static void usage(FILE *out)
 "       \"cpus\":N|null,\"memoryLimitBytes\":N|null}\n"
 "      cpus/memory: the task's limits, else this container's (CPU units / 1024).\n"
 "      Default: 1 s connect, 3 s per attempt, 3 attempts.\n"
-"  spot-watch [--interval SECONDS] [--token-ttl SECONDS]\n"
+"  spot-watch [--interval SECONDS] [--token-ttl SECONDS] [--optional]\n"
 "      IMDSv2: get a token, then poll spot/instance-action and\n"
 "      events/recommendations/rebalance every interval (default 5 s) and print one\n"
 "      line per new notice, flushed:\n"
@@ -60,7 +60,8 @@ static void usage(FILE *out)
 "      Runs until SIGTERM or SIGINT (exit 0). Exit 69 at once when the first token\n"
 "      request fails (1 s timeout, 2 attempts): in a container on a bridge network the\n"
 "      token answer needs an instance metadata hop limit of 2 or more. Later failures\n"
-"      are logged and polling goes on.\n"
+"      are logged and polling goes on. --optional: an IMDS that does not answer\n"
+"      at start is expected (the agent's --spot-watch auto), logged at debug level.\n"
 "  imds-probe\n"
 "      Exit 0 when the IMDS token endpoint answers, 69 otherwise (within about 2 s).\n"
 "\n"
@@ -114,7 +115,7 @@ static int command_options(int argc, char **argv, const struct option *opts, cha
 	while ((c = getopt_long(argc, argv, "+", opts, &index)) != -1) {
 		if (c == '?')
 			return usage_error("unknown or incomplete option", argv[optind - 1]);
-		values[c] = optarg;
+		values[c] = optarg ? optarg : ""; /* a switch: present, no value */
 	}
 	if (optind < argc)
 		return usage_error("unexpected argument", argv[optind]);
@@ -208,6 +209,7 @@ static int run(int argc, char **argv)
 		static const struct option opts[] = {
 			{ "interval", required_argument, NULL, 'i' },
 			{ "token-ttl", required_argument, NULL, 'T' },
+			{ "optional", no_argument, NULL, 'o' },
 			{ NULL, 0, NULL, 0 },
 		};
 		if ((status = command_options(cargc, cargv, opts, values)) >= 0)
@@ -226,7 +228,7 @@ static int run(int argc, char **argv)
 		http_watch_signals(&stop);
 		if (http_global_init() != BA_OK)
 			return BA_EX_SOFTWARE;
-		status = imds_spot_watch_command(interval, ttl);
+		status = imds_spot_watch_command(interval, ttl, values['o'] != NULL);
 	} else if (strcmp(command, "imds-probe") == 0) {
 		static const struct option opts[] = { { NULL, 0, NULL, 0 } };
 		if ((status = command_options(cargc, cargv, opts, values)) >= 0)

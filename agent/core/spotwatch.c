@@ -87,7 +87,9 @@ static void on_output(struct loop *loop, int fd, uint32_t events, void *ctx)
 
 int spotwatch_start(struct spotwatch **out, struct loop *loop, bool required, spotwatch_fn fn, void *ctx)
 {
-	static const char *const args[] = { "spot-watch", NULL };
+	/* Where --spot-watch is auto, an IMDS that does not answer is the common case
+	 * (no EC2, or a bridge network with hop limit 1), not an error worth a line. */
+	const char *args[] = { "spot-watch", required ? NULL : "--optional", NULL };
 	struct spotwatch *watch = calloc(1, sizeof *watch);
 	if (watch == NULL)
 		return BA_EX_OSERR;

@@ -116,8 +116,9 @@ def main():
             "AWS_BATCH_JOB_ATTEMPT": "1", "BATCH_AGENT_COOKIE": cookie}
     started_file = os.path.join(work, "main.started")
     hwm_file = os.path.join(work, "main.hwm")
+    cpu_file = os.path.join(work, "main.stat")
     main_script = (f'date +%s.%N > "{started_file}.tmp"; grep VmHWM /proc/$PPID/status > "{hwm_file}"; '
-                   f'mv "{started_file}.tmp" "{started_file}"')
+                   f'cat /proc/$PPID/stat > "{cpu_file}"; mv "{started_file}.tmp" "{started_file}"')
     procs = []
     keep = bool(os.environ.get("BENCH_KEEP"))
     main_err = open(os.path.join(work, "main.stderr"), "wb")
@@ -163,7 +164,7 @@ def main():
         fcntl.flock(lock, fcntl.LOCK_EX)
         argv = ["flock", "--shared", "--no-fork", lock_path] + wrapper + [
             args.bin, "--port", str(port), "--heartbeat", args.heartbeat, "--connect-timeout", "60",
-            "--log-level", "warn", "--", "sleep", "120"]
+            "--log-level", os.environ.get("BENCH_WORKER_LOG", "warn"), "--", "sleep", "120"]
         exe = shutil.which("flock")
         actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                    (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
@@ -194,6 +195,10 @@ def main():
             rendezvous_s = float(f.read()) - t0_wall
         with open(hwm_file) as f:
             hwm_at_start = int(f.read().split()[1])
+        with open(cpu_file) as f:
+            # utime and stime, fields 14 and 15, counted after the ")" that ends comm
+            fields = f.read().rsplit(")", 1)[1].split()
+            main_cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
         rc = mainp.wait(timeout=60)
         shutdown_s = time.monotonic() - t0 - rendezvous_s
@@ -214,6 +219,8 @@ def main():
         print(f"spawning the {n} parked workers took         {spawned:7.3f} s (not timed below)")
         print(f"all released at once -> main payload started  {rendezvous_s:7.3f} s   "
               f"target < {TARGET_S:.0f} s: {verdict(rendezvous_s < TARGET_S)}")
+        print(f"CPU the rendezvous spent until then           {main_cpu_s:7.3f} s "
+              f"(the rest is {n} agents and payloads starting on {os.cpu_count()} CPUs)")
         print(f"main payload end -> main agent exit (shutdown)  {shutdown_s:7.3f} s")
         print(f"main agent RSS before workers                 {rss_before / 1024:7.1f} MiB")
         print(f"main agent VmHWM when the main payload started {hwm_at_start / 1024:7.1f} MiB")

@@ -232,7 +232,10 @@ def init_role_maps_neither_libcurl_nor_libcrypto():
 
 
 @case
-def worker_maps_libcrypto_but_not_libcurl():
+def worker_does_not_map_libcurl():
+    # libcurl stays in the batch-agent-aws helper even after the worker used the Batch
+    # API. (libcrypto is linked into batch-agent-net statically where Debian's
+    # libcrypto.a exists, so it need not show up as a mapped library.)
     with fake_aws.FakeAWS() as fake, FakeManager() as mgr:
         fake.batch_parameters = {"manager": mgr.addr}
         agent = Agent(["--manager", "Ref::manager"], agent_env(fake), linger=30)
@@ -243,7 +246,6 @@ def worker_maps_libcrypto_but_not_libcurl():
         if not agentaws.WRAPPER:
             check_eq(agentaws.exe_name(pid), "batch-agent-net", "the agent chain-loaded batch-agent-net")
         libs = agentaws.mapped_libraries(pid)
-        check(any(l.startswith("libcrypto") for l in libs), "libcrypto not mapped: %s" % sorted(libs))
         check(not any(l.startswith("libcurl") for l in libs), "libcurl mapped: %s" % sorted(libs))
         stop_and_reap(agent)
 

@@ -30,7 +30,7 @@
  * connection before its hello (busy with other handshakes, or restarting); then run the
  * payload beside the connection. */
 static int run_native_worker(const struct config *cfg, const struct manager_address *manager,
-			     const struct cookie *cookie)
+			     struct cookie *cookie)
 {
 	int64_t deadline = util_now_ms() + cfg->connect_timeout_ms;
 	int64_t heartbeat_ms = cfg->heartbeat_ms;
@@ -59,6 +59,9 @@ static int run_native_worker(const struct config *cfg, const struct manager_addr
 		if (rc != BA_OK)
 			return rc;
 	}
+	/* Authentication is over: the cookie has no further use, and the payload that
+	 * starts next must not find it in our memory. */
+	cookie_wipe(cookie);
 	if (rc == BA_OK)
 		rc = session_run(cfg, &conn, heartbeat_ms, manager, self.address);
 	proto_frame_conn_free(&conn);

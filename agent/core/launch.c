@@ -204,8 +204,14 @@ int launch_exec(const struct payload *payload)
 	return exec_failure_status(error);
 }
 
-int launch_spawn(const struct payload *payload, pid_t *pid_out)
+bool launch_in_foreground(void)
 {
+	return isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp();
+}
+
+int launch_spawn(const struct payload *payload, pid_t *pid_out, bool *took_terminal)
+{
+	bool take_terminal = payload->stdin_fd < 0 && launch_in_foreground();
 	/* The child reports a failed exec through this pipe; a successful exec closes it
 	 * (O_CLOEXEC), so the parent's read returns 0 exactly when exec worked. */
 	int report[2];
@@ -226,7 +232,7 @@ int launch_spawn(const struct payload *payload, pid_t *pid_out)
 		 * that Ctrl-C and job control reach the payload and not the agent (as tini).
 		 * SIGTTOU is still blocked here, so tcsetpgrp works from the background. */
 		setpgid(0, 0);
-		if (isatty(STDIN_FILENO))
+		if (take_terminal)
 			tcsetpgrp(STDIN_FILENO, getpid());
 		signals_restore_inherited();
 		int error = 0;
@@ -252,5 +258,6 @@ int launch_spawn(const struct payload *payload, pid_t *pid_out)
 		return exec_failure_status(error);
 	}
 	*pid_out = pid;
+	*took_terminal = take_terminal;
 	return BA_OK;
 }

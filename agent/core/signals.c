@@ -13,14 +13,6 @@ static int signal_fd = -1;
 static sigset_t inherited_mask;
 static sigset_t inherited_ignored;
 
-/* Faults are synchronous: blocking them would turn a crash into a hang or a kill
- * without a core, so they keep their default action. */
-static bool is_synchronous(int sig)
-{
-	return sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGTRAP ||
-	       sig == SIGABRT || sig == SIGSYS;
-}
-
 int signals_take_over(void)
 {
 	if (taken_over)
@@ -36,8 +28,10 @@ int signals_take_over(void)
 			continue;
 		if (action.sa_handler == SIG_IGN)
 			sigaddset(&inherited_ignored, sig);
-		if (!is_synchronous(sig))
-			sigaddset(&blocked, sig);
+		/* All of them, faults included: the kernel still delivers a real fault (and
+		 * abort() unblocks SIGABRT), while a SIGSEGV or SIGABRT sent with kill(1) is
+		 * the user's, to be forwarded like any other. */
+		sigaddset(&blocked, sig);
 	}
 	/* An ignored SIGCHLD makes the kernel reap children for us, and we would never
 	 * learn the payload's status. The payload gets the ignored SIGCHLD back. */
@@ -74,13 +68,31 @@ int signals_next(int *sig)
 			log_error("reading signals: %m");
 			return BA_EX_OSERR;
 		}
+		/* SIGPIPE from our own write is ours, not the user's; a signal the agent
+		 * inherited as ignored stays ignored (e.g. SIGINT for `batch-agent ... &` in a
+		 * script, SIGHUP under nohup), and the payload inherits it ignored too. */
 		bool self_inflicted = (pid_t)info.ssi_pid == getpid() && info.ssi_signo != SIGCHLD;
-		bool from_terminal = (info.ssi_signo == SIGTTIN || info.ssi_signo == SIGTTOU) &&
-				     info.ssi_code == SI_KERNEL;
-		if (self_inflicted || from_terminal)
+		bool ignored = info.ssi_signo != SIGCHLD && sigismember(&inherited_ignored, (int)info.ssi_signo);
+		if (self_inflicted || ignored)
 			continue;
 		*sig = (int)info.ssi_signo;
 		return BA_OK;
+	}
+}
+
+bool signals_is_terminating(int sig)
+{
+	return sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT;
+}
+
+int signals_next_terminating(void)
+{
+	for (;;) {
+		int sig;
+		if (signals_next(&sig) != BA_OK || sig == 0)
+			return 0;
+		if (signals_is_terminating(sig))
+			return sig;
 	}
 }
 

@@ -17,9 +17,15 @@ int signals_take_over(void);
 int signals_fd(void);
 
 /* Next pending signal: BA_OK with *sig set, or 0 in *sig when none is pending.
- * Signals the agent raised against itself (SIGPIPE from a write, SIGTTOU from the
- * terminal) are consumed and never reported: they are not the user's. */
+ * Signals the agent raised against itself (SIGPIPE from a write) and signals it
+ * inherited as ignored are consumed and never reported. */
 int signals_next(int *sig);
+
+/* TERM, INT, HUP and QUIT: the signals that end the agent while no payload runs. */
+bool signals_is_terminating(int sig);
+/* Before the payload runs (dialing, querying AWS): consume what is pending and return
+ * the first terminating signal, or 0. Others have nobody to go to yet. */
+int signals_next_terminating(void);
 
 /* In a forked child, before exec: async-signal-safe. */
 void signals_restore_inherited(void);

@@ -39,7 +39,7 @@ struct supervisor {
 	enum phase phase;
 	pid_t pid;              /* the payload, also its process group */
 	int exit_status;
-	bool terminal;          /* stdin is a terminal, handed to the payload */
+	bool terminal;          /* the payload took our terminal's foreground */
 	bool grace_over;        /* the grace period ran out: no more patience */
 	bool payload_stopped;   /* stopped by job control, waiting for SIGCONT */
 	struct loop_timer kill_timer;
@@ -133,7 +133,7 @@ static void on_spot_notice(void *ctx, const char *type, const char *action, cons
 
 int supervise_spawn(struct supervisor *sv, const struct payload *payload)
 {
-	int rc = launch_spawn(payload, &sv->pid);
+	int rc = launch_spawn(payload, &sv->pid, &sv->terminal);
 	if (rc != BA_OK)
 		return rc;
 	sv->phase = PHASE_RUNNING;
@@ -142,7 +142,6 @@ int supervise_spawn(struct supervisor *sv, const struct payload *payload)
 	if (sv->opts.spot_watch &&
 	    spotwatch_start(&sv->spot, sv->loop, sv->opts.spot_required, on_spot_notice, sv) != BA_OK)
 		log_warn("cannot start the Spot notice watcher: not watching");
-	sv->terminal = isatty(STDIN_FILENO) && payload->stdin_fd < 0;
 	log_debug("payload %s started as pid %ld", payload->argv[0], (long)sv->pid);
 	if (sv->hooks.started)
 		sv->hooks.started(sv->hooks.ctx, sv->pid);
@@ -424,11 +423,6 @@ static void reap(struct supervisor *sv)
 
 /* ---- signals to the agent ---- */
 
-static bool is_terminating(int sig)
-{
-	return sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT;
-}
-
 static void handle_signal(struct supervisor *sv, int sig)
 {
 	char name[32];
@@ -438,7 +432,7 @@ static void handle_signal(struct supervisor *sv, int sig)
 	}
 	switch (sv->phase) {
 	case PHASE_IDLE:
-		if (!is_terminating(sig))
+		if (!signals_is_terminating(sig))
 			return;
 		log_info("received %s before the payload started", util_signal_name(sig, name, sizeof name));
 		if (sv->hooks.interrupted)
@@ -449,7 +443,7 @@ static void handle_signal(struct supervisor *sv, int sig)
 	case PHASE_RUNNING:
 		/* A continued agent was stopped with its payload: give the terminal back
 		 * before waking the payload, or it would stop again on its first read. */
-		if (sig == SIGCONT && sv->terminal && getpid() != 1)
+		if (sig == SIGCONT && sv->terminal && getpid() != 1 && launch_in_foreground())
 			tcsetpgrp(STDIN_FILENO, sv->pid);
 		log_debug("forwarding %s to the payload", util_signal_name(sig, name, sizeof name));
 		supervise_signal(sv, sig);
@@ -463,7 +457,7 @@ static void handle_signal(struct supervisor *sv, int sig)
 		return;
 	case PHASE_CLEANUP:
 		/* Asked to stop while we wait for leftovers: stop waiting. */
-		if (is_terminating(sig) && !sv->grace_over) {
+		if (signals_is_terminating(sig) && !sv->grace_over) {
 			loop_timer_cancel(sv->loop, &sv->kill_timer);
 			on_kill_timer(sv->loop, sv);
 		}

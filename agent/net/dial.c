@@ -37,10 +37,8 @@ int dial_sleep(int64_t ms)
 			return BA_EX_OSERR;
 		if (n <= 0)
 			continue;
-		int sig;
-		if (signals_next(&sig) != BA_OK)
-			return BA_EX_OSERR;
-		if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT) {
+		int sig = signals_next_terminating();
+		if (sig != 0) {
 			char name[32];
 			log_info("received %s before the payload started: exiting", util_signal_name(sig, name, sizeof name));
 			return BA_EX_SIGNAL_BASE + sig;

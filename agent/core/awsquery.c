@@ -55,10 +55,15 @@ int awsquery_spawn(const char *const *args, pid_t *pid_out, int *stdout_fd)
 	}
 	if (pid == 0) {
 		/* The helper must die of SIGTERM like any program: give it the signal state
-		 * we inherited, not the agent's blocked mask. */
+		 * we inherited, not the agent's blocked mask. Its own process group keeps a
+		 * Ctrl-C on our terminal for the agent, which decides what to do. */
+		setpgid(0, 0);
 		signals_restore_inherited();
 		if (dup2(fds[1], STDOUT_FILENO) >= 0)
 			execve(path, argv, environ);
+		static const char message[] = "batch-agent: cannot execute batch-agent-aws\n";
+		ssize_t ignored = write(STDERR_FILENO, message, sizeof message - 1);
+		(void)ignored;
 		_exit(BA_EX_SOFTWARE);
 	}
 	close(fds[1]);
@@ -86,15 +91,29 @@ int awsquery_run(const char *const *args, int64_t timeout_ms, cJSON **out)
 	for (;;) {
 		int64_t left = deadline - util_now_ms();
 		if (left <= 0) {
-			log_error("batch-agent-aws %s did not finish within %.3g s", args[0], (double)timeout_ms / 1000.0);
+			log_error("batch-agent-aws %s did not finish within %.1f s", args[0], (double)timeout_ms / 1000.0);
 			rc = BA_EX_UNAVAILABLE;
 			goto reap;
 		}
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR) {
+		/* A SIGTERM while we wait (Batch stopping the job before its payload even
+		 * started) ends the query at once: the stop timeout is not ours to spend. */
+		struct pollfd pfd[2] = { { .fd = fd, .events = POLLIN }, { .fd = signals_fd(), .events = POLLIN } };
+		if (poll(pfd, 2, (int)left) < 0 && errno != EINTR) {
 			rc = BA_EX_OSERR;
 			goto reap;
 		}
+		if (pfd[1].revents & POLLIN) {
+			int sig = signals_next_terminating();
+			if (sig != 0) {
+				char name[32];
+				log_info("received %s while querying AWS (%s): exiting", util_signal_name(sig, name, sizeof name),
+					 args[0]);
+				rc = BA_EX_SIGNAL_BASE + sig;
+				goto reap;
+			}
+		}
+		if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
 		ssize_t got = read(fd, output + length, MAX_OUTPUT - length);
 		if (got == 0)
 			break;

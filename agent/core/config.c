@@ -18,6 +18,10 @@
 #include "util.h"
 
 #define MAX_TIMEOUT_MS ((int64_t)7 * 24 * 3600 * 1000)
+/* The wire protocol carries these (PROTOCOL.md, "Messages"): a longer value could not
+ * be sent to a peer. */
+#define MAX_GRACE_MS ((int64_t)24 * 3600 * 1000)
+#define MAX_HEARTBEAT_MS ((int64_t)3600 * 1000)
 
 typedef bool (*setting_parser)(struct config *cfg, const char *text);
 
@@ -59,7 +63,7 @@ static bool parse_print_config(struct config *cfg, const char *text)
 
 static bool parse_grace(struct config *cfg, const char *text)
 {
-	return util_parse_duration_ms(text, MAX_TIMEOUT_MS, &cfg->grace_ms);
+	return util_parse_duration_ms(text, MAX_GRACE_MS, &cfg->grace_ms);
 }
 
 static bool parse_log_level(struct config *cfg, const char *text)
@@ -123,7 +127,7 @@ static bool parse_on_manager_loss(struct config *cfg, const char *text)
 
 static bool parse_heartbeat(struct config *cfg, const char *text)
 {
-	return util_parse_duration_ms(text, MAX_TIMEOUT_MS, &cfg->heartbeat_ms) && cfg->heartbeat_ms >= 10;
+	return util_parse_duration_ms(text, MAX_HEARTBEAT_MS, &cfg->heartbeat_ms) && cfg->heartbeat_ms >= 10;
 }
 
 static bool parse_protocol(struct config *cfg, const char *text)
@@ -190,7 +194,7 @@ static const struct setting settings[] = {
 	{ "role", 0, true, "BATCH_AGENT_ROLE", parse_role, "auto, init, worker or main" },
 	{ "exec", 0, false, "BATCH_AGENT_EXEC", parse_exec, "a boolean (1/0, true/false)" },
 	{ "group", 'g', false, "BATCH_AGENT_GROUP", parse_group, "a boolean (1/0, true/false)" },
-	{ "grace", 0, true, "BATCH_AGENT_GRACE", parse_grace, "seconds, e.g. 10 or 2.5" },
+	{ "grace", 0, true, "BATCH_AGENT_GRACE", parse_grace, "seconds up to 86400, e.g. 10 or 2.5" },
 	{ "log-level", 0, true, "BATCH_AGENT_LOG_LEVEL", parse_log_level, "error, warn, info or debug" },
 	{ "log-format", 0, true, "BATCH_AGENT_LOG_FORMAT", parse_log_format, "text or json" },
 	{ "print-config", 0, false, "BATCH_AGENT_PRINT_CONFIG", parse_print_config, "a boolean (1/0, true/false)" },
@@ -201,7 +205,7 @@ static const struct setting settings[] = {
 	{ "wait-timeout", 0, true, "BATCH_AGENT_WAIT_TIMEOUT", parse_wait_timeout, "seconds" },
 	{ "min-nodes", 0, true, "BATCH_AGENT_MIN_NODES", parse_min_nodes, "a node count from 1" },
 	{ "on-manager-loss", 0, true, "BATCH_AGENT_ON_MANAGER_LOSS", parse_on_manager_loss, "exit or continue" },
-	{ "heartbeat", 0, true, "BATCH_AGENT_HEARTBEAT", parse_heartbeat, "seconds, at least 0.01" },
+	{ "heartbeat", 0, true, "BATCH_AGENT_HEARTBEAT", parse_heartbeat, "seconds from 0.01 to 3600" },
 	{ "protocol", 0, true, "BATCH_AGENT_PROTOCOL", parse_protocol, "native or julia" },
 	{ "advertise-addr", 0, true, "BATCH_AGENT_ADVERTISE_ADDR", parse_advertise_addr, "an IP address" },
 	{ "manager-param", 0, true, "BATCH_AGENT_MANAGER_PARAM", parse_manager_param, "a job parameter name" },
@@ -284,6 +288,8 @@ static int apply_flags(struct config *cfg, int argc, char **argv)
 			const char *given = argv[previous_optind] ? argv[previous_optind] : "?";
 			if (optopt != 0 && strncmp(given, "--", 2) != 0)
 				log_error("unknown option -%c (see --help)", optopt);
+			else if (optopt != 0 && strchr(given, '=') != NULL)
+				log_error("option %.*s takes no value (see --help)", (int)(strchr(given, '=') - given), given);
 			else if (optopt != 0)
 				log_error("option %s needs a value (see --help)", given);
 			else
@@ -311,10 +317,15 @@ static int apply_flags(struct config *cfg, int argc, char **argv)
 int config_load(struct config *cfg, int argc, char **argv)
 {
 	set_defaults(cfg);
-	/* Errors are reported in the log style configured so far: the environment's,
-	 * until the flags have been read. */
-	int rc = apply_environment(cfg);
+	/* Errors in the environment are reported in the log style the environment asks
+	 * for (the flags are not read yet): take those two settings first, quietly. */
+	const char *level = getenv("BATCH_AGENT_LOG_LEVEL"), *format = getenv("BATCH_AGENT_LOG_FORMAT");
+	if (level != NULL)
+		log_level_parse(level, &cfg->log_level);
+	if (format != NULL)
+		log_format_parse(format, &cfg->log_format);
 	log_setup("batch-agent", cfg->log_level, cfg->log_format);
+	int rc = apply_environment(cfg);
 	if (rc != BA_OK)
 		return rc;
 	rc = apply_flags(cfg, argc, argv);

@@ -171,12 +171,18 @@ static int exec_failure_status(int error)
 
 static void report_exec_failure(const char *program, int error)
 {
-	if ((error == ENOENT || error == ENOTDIR) && strchr(program, '/') == NULL)
-		log_error("payload %s not found in PATH=%s", program, getenv("PATH") ? getenv("PATH") : "");
+	bool has_slash = strchr(program, '/') != NULL;
+	if ((error == ENOENT || error == ENOTDIR) && has_slash && access(program, F_OK) == 0)
+		/* The file is there, so what execve did not find is its interpreter. */
+		log_error("payload \"%s\" cannot be executed: its #! interpreter is missing (or the line ends in "
+			  "CR/LF)", program);
+	else if ((error == ENOENT || error == ENOTDIR) && !has_slash)
+		log_error("payload \"%s\" not found in PATH=%s", program,
+			  getenv("PATH") ? getenv("PATH") : "(unset, so the default /bin:/usr/bin)");
 	else if (error == ENOENT || error == ENOTDIR)
-		log_error("payload %s not found: %s", program, strerror(error));
+		log_error("payload \"%s\" not found: %s", program, strerror(error));
 	else
-		log_error("payload %s cannot be executed: %s", program, strerror(error));
+		log_error("payload \"%s\" cannot be executed: %s", program, strerror(error));
 }
 
 /* In the child: async-signal-safe calls only until exec. */

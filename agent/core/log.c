@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -71,7 +72,7 @@ static void emit_json(enum log_level level, const char *message)
 	char when[40];
 	format_time(when, sizeof when);
 	cJSON *object = cJSON_CreateObject();
-	char *text = NULL;
+	char *text = NULL, *line = NULL;
 	if (object == NULL)
 		goto out;
 	if (!cJSON_AddStringToObject(object, "time", when) ||
@@ -83,14 +84,16 @@ static void emit_json(enum log_level level, const char *message)
 	text = cJSON_PrintUnformatted(object);
 	if (text == NULL)
 		goto out;
+	/* Escaping can make the record longer than any fixed buffer: size it to fit. */
 	size_t length = strlen(text);
-	char line[LOG_LINE_MAX + 256];
-	if (length + 1 < sizeof line) {
-		memcpy(line, text, length);
-		line[length] = '\n';
-		write_whole(line, length + 1);
-	}
+	line = malloc(length + 1);
+	if (line == NULL)
+		goto out;
+	memcpy(line, text, length);
+	line[length] = '\n';
+	write_whole(line, length + 1);
 out:
+	free(line);
 	cJSON_free(text);
 	cJSON_Delete(object);
 }

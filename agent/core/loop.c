@@ -145,11 +145,6 @@ void loop_stop(struct loop *loop, int code)
 	loop->stop_code = code;
 }
 
-bool loop_stopped(const struct loop *loop)
-{
-	return loop->stopped;
-}
-
 static int next_timeout_ms(const struct loop *loop)
 {
 	if (loop->timers == NULL)
@@ -184,7 +179,6 @@ int loop_run(struct loop *loop)
 {
 	enum { BATCH = 32 };
 	struct epoll_event events[BATCH];
-	loop->stopped = false;
 	while (!loop->stopped) {
 		int count = epoll_wait(loop->epoll_fd, events, BATCH, next_timeout_ms(loop));
 		if (count < 0) {

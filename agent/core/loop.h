@@ -36,6 +36,5 @@ void loop_timer_cancel(struct loop *loop, struct loop_timer *timer);
 /* Dispatch until loop_stop; returns the code given to it, or BA_EX_OSERR. */
 int loop_run(struct loop *loop);
 void loop_stop(struct loop *loop, int code);
-bool loop_stopped(const struct loop *loop);
 
 #endif

@@ -13,6 +13,7 @@
 #include "role.h"
 #include "status.h"
 #include "supervise.h"
+#include "util.h"
 
 int main(int argc, char **argv)
 {
@@ -20,6 +21,7 @@ int main(int argc, char **argv)
 	struct payload payload;
 	enum role role;
 
+	util_ensure_std_fds();
 	int rc = config_load(&cfg, argc, argv);
 	if (rc != BA_OK)
 		return rc == CONFIG_EXIT_EARLY ? BA_OK : rc;
@@ -31,6 +33,9 @@ int main(int argc, char **argv)
 	if (role != ROLE_INIT)
 		return chainload_network_stages(argv);
 
+	/* The cookie is of no use to an init; whoever set it must not find it in our
+	 * /proc/<pid>/environ either (the payload's environment never carries it). */
+	util_scrub_env("BATCH_AGENT_COOKIE");
 	rc = launch_prepare(&payload, &cfg, NULL);
 	if (rc != BA_OK)
 		return rc;

@@ -98,6 +98,11 @@ int spotwatch_start(struct spotwatch **out, struct loop *loop, bool required, sp
 	if (rc == BA_OK)
 		rc = loop_add(loop, watch->fd, EPOLLIN, on_output, watch);
 	if (rc != BA_OK) {
+		/* A watcher we cannot hear must not run on, to be taken for a leftover. */
+		if (watch->pid > 0) {
+			kill(watch->pid, SIGKILL);
+			waitpid(watch->pid, NULL, 0);
+		}
 		spotwatch_free(watch);
 		return rc;
 	}
@@ -116,9 +121,10 @@ bool spotwatch_reaped(struct spotwatch *watch, pid_t pid, int wait_status)
 		log_debug("no Spot notices to watch: the instance metadata service does not answer");
 	else if (unavailable)
 		log_warn("--spot-watch on, but the instance metadata service does not answer: not watching");
-	else if (!(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0) &&
-		 !(WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGTERM))
-		log_warn("the Spot notice watcher ended unexpectedly (wait status %d): not watching", wait_status);
+	else if (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) != 0)
+		log_warn("the Spot notice watcher exited with status %d: not watching", WEXITSTATUS(wait_status));
+	else if (WIFSIGNALED(wait_status) && WTERMSIG(wait_status) != SIGTERM && WTERMSIG(wait_status) != SIGKILL)
+		log_warn("the Spot notice watcher died of signal %d: not watching", WTERMSIG(wait_status));
 	return true;
 }
 

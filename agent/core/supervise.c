@@ -160,25 +160,32 @@ void supervise_signal(struct supervisor *sv, int sig)
 		kill(sv->pid, sig);
 }
 
-/* Every process descended from us: orphans re-parent to us, so a process that is
- * neither our child nor below one cannot exist. As PID 1 that is everybody else in
- * the namespace; otherwise we walk /proc for the subtree. Returns how many were
- * signalled, or -1 when /proc cannot be read. */
-static int signal_descendants(pid_t self, int sig)
+struct process {
+	pid_t pid, ppid;
+	bool stopped; /* a stopped process cannot act on SIGTERM until continued */
+	bool below;   /* descends from the agent */
+};
+
+static int by_pid(const void *a, const void *b)
 {
-	if (self == 1)
-		return kill(-1, sig) == 0 ? 1 : 0;
+	pid_t x = ((const struct process *)a)->pid, y = ((const struct process *)b)->pid;
+	return (x > y) - (x < y);
+}
+
+/* Every living process of the host, from /proc; NULL when /proc cannot be read. */
+static struct process *read_process_table(size_t *count_out)
+{
 	DIR *proc = opendir("/proc");
 	if (proc == NULL)
-		return -1;
-	size_t count = 0, capacity = 0;
-	struct { pid_t pid, ppid; } *table = NULL;
+		return NULL;
+	size_t count = 0, capacity = 256;
+	struct process *table = malloc(capacity * sizeof *table);
 	struct dirent *entry;
-	while ((entry = readdir(proc)) != NULL) {
-		long pid;
+	while (table != NULL && (entry = readdir(proc)) != NULL) {
+		long pid, ppid;
+		char path[64], stat[512], state;
 		if (!util_parse_long(entry->d_name, 1, INT32_MAX, &pid))
 			continue;
-		char path[64], stat[512];
 		snprintf(path, sizeof path, "/proc/%ld/stat", pid);
 		FILE *file = fopen(path, "re");
 		if (file == NULL)
@@ -186,47 +193,55 @@ static int signal_descendants(pid_t self, int sig)
 		size_t n = fread(stat, 1, sizeof stat - 1, file);
 		fclose(file);
 		stat[n] = '\0';
-		/* "pid (comm) state ppid": comm may hold anything, so parse after the last ')'. */
+		/* "pid (comm) state ppid": comm may hold anything, so parse after the last ')'.
+		 * A zombie is already dead: reaping, not signalling, is what it needs. */
 		char *close_paren = strrchr(stat, ')');
-		char state;
-		long ppid;
-		if (close_paren == NULL || sscanf(close_paren + 1, " %c %ld", &state, &ppid) != 2)
-			continue;
-		/* A zombie is already dead: reaping, not signalling, is what it needs. */
-		if (state == 'Z')
+		if (close_paren == NULL || sscanf(close_paren + 1, " %c %ld", &state, &ppid) != 2 || state == 'Z')
 			continue;
 		if (count == capacity) {
-			capacity = capacity ? capacity * 2 : 256;
-			void *grown = realloc(table, capacity * sizeof *table);
+			struct process *grown = realloc(table, (capacity *= 2) * sizeof *table);
 			if (grown == NULL)
 				break;
 			table = grown;
 		}
-		table[count].pid = (pid_t)pid;
-		table[count].ppid = (pid_t)ppid;
-		count++;
+		table[count++] = (struct process){ .pid = (pid_t)pid, .ppid = (pid_t)ppid,
+						   .stopped = state == 'T' || state == 't' };
 	}
 	closedir(proc);
-	/* Mark descendants by repeated passes: the tree is shallow in practice. */
+	*count_out = count;
+	return table;
+}
+
+/* Every process descended from us: orphans re-parent to us, so a process that is
+ * neither our child nor below one cannot exist. As PID 1 that is everybody else in
+ * the namespace; otherwise we walk /proc for the subtree (sorted by pid, one pass per
+ * level of the tree). Returns how many were signalled, or -1 without /proc. */
+static int signal_descendants(pid_t self, int sig)
+{
+	if (self == 1)
+		return kill(-1, sig) == 0 ? 1 : 0;
+	size_t count = 0;
+	struct process *table = read_process_table(&count);
+	if (table == NULL)
+		return -1;
+	qsort(table, count, sizeof *table, by_pid);
 	int signalled = 0;
-	bool *below = calloc(count ? count : 1, sizeof *below);
-	bool grew = below != NULL;
-	while (grew) {
+	for (bool grew = true; grew;) {
 		grew = false;
 		for (size_t i = 0; i < count; i++) {
-			if (below[i])
+			if (table[i].below)
 				continue;
-			bool parent_below = table[i].ppid == self;
-			for (size_t j = 0; j < count && !parent_below; j++)
-				parent_below = below[j] && table[j].pid == table[i].ppid;
-			if (parent_below) {
-				below[i] = grew = true;
-				if (kill(table[i].pid, sig) == 0)
-					signalled++;
-			}
+			struct process key = { .pid = table[i].ppid };
+			const struct process *parent = bsearch(&key, table, count, sizeof *table, by_pid);
+			if (table[i].ppid != self && (parent == NULL || !parent->below))
+				continue;
+			table[i].below = grew = true;
+			if (kill(table[i].pid, sig) == 0)
+				signalled++;
+			if (table[i].stopped && sig != SIGKILL)
+				kill(table[i].pid, SIGCONT);
 		}
 	}
-	free(below);
 	free(table);
 	return signalled;
 }
@@ -243,6 +258,16 @@ static bool has_children(void)
 static void on_kill_timer(struct loop *loop, void *ctx);
 static void on_settle_timer(struct loop *loop, void *ctx);
 
+/* A payload stopped by job control cannot act on SIGTERM until it is continued: the
+ * grace period would pass for nothing. */
+static void continue_if_stopped(struct supervisor *sv)
+{
+	if (!sv->payload_stopped)
+		return;
+	kill(-sv->pid, SIGCONT);
+	sv->payload_stopped = false;
+}
+
 static void arm_grace(struct supervisor *sv, int64_t grace_ms)
 {
 	if (!sv->kill_timer.armed && !sv->grace_over)
@@ -254,9 +279,10 @@ void supervise_terminate(struct supervisor *sv, int sig, int64_t grace_ms, const
 	char name[32];
 	if (sv->phase != PHASE_RUNNING)
 		return;
-	log_info("%s: sending %s to the payload, SIGKILL in %.3g s if it has not exited", reason,
+	log_info("%s: sending %s to the payload, SIGKILL in %.1f s if it has not exited", reason,
 		 util_signal_name(sig, name, sizeof name), (double)grace_ms / 1000.0);
 	supervise_signal(sv, sig);
+	continue_if_stopped(sv);
 	arm_grace(sv, grace_ms);
 }
 
@@ -328,7 +354,7 @@ static void end_leftovers(struct supervisor *sv)
 		count = kill(-sv->pid, sig) == 0 ? 1 : 0;
 	if (count > 0)
 		log_info("payload left processes running: sent %s%s", util_signal_name(sig, name, sizeof name),
-			 sv->grace_over ? "" : ", SIGKILL after the grace period");
+			 sv->grace_over ? "" : ", SIGKILL when the grace period ends");
 	/* Armed even when we saw nothing: finish() cancels it, and it bounds the wait if
 	 * something we could not see is still running. */
 	if (sv->grace_over)
@@ -344,6 +370,9 @@ static void on_watcher_timer(struct loop *loop, void *ctx)
 	struct supervisor *sv = ctx;
 	(void)loop;
 	spotwatch_kill(sv->spot);
+	/* Do not wait on it any longer: it is SIGKILLed and will be reaped with the rest. */
+	sv->awaiting_watcher = false;
+	end_leftovers(sv);
 }
 
 static void begin_cleanup(struct supervisor *sv, int wait_status)
@@ -360,8 +389,6 @@ static void begin_cleanup(struct supervisor *sv, int wait_status)
 		tcsetpgrp(STDIN_FILENO, getpgrp());
 	if (sv->hooks.exited)
 		sv->hooks.exited(sv->hooks.ctx, sv->exit_status, wait_status);
-	if (sv->phase != PHASE_CLEANUP)
-		return;
 	/* The watcher is ours, not a leftover of the payload's: the leftovers are looked
 	 * for once it has been reaped (it answers SIGTERM at once). */
 	if (spotwatch_running(sv->spot)) {
@@ -413,8 +440,6 @@ static void reap(struct supervisor *sv)
 				loop_timer_cancel(sv->loop, &sv->watcher_timer);
 				end_leftovers(sv);
 			}
-		} else if (sv->hooks.reaped) {
-			sv->hooks.reaped(sv->hooks.ctx, pid, wait_status);
 		} else {
 			log_debug("reaped pid %ld", (long)pid);
 		}
@@ -452,8 +477,10 @@ static void handle_signal(struct supervisor *sv, int sig)
 			kill(-sv->pid, SIGCONT);
 		if (sig == SIGCONT)
 			sv->payload_stopped = false;
-		if (sig == SIGTERM)
+		if (sig == SIGTERM) {
+			continue_if_stopped(sv);
 			arm_grace(sv, sv->opts.grace_ms);
+		}
 		return;
 	case PHASE_CLEANUP:
 		/* Asked to stop while we wait for leftovers: stop waiting. */

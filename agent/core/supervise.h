@@ -42,8 +42,6 @@ struct supervise_hooks {
 	/* A terminating signal (TERM, INT, HUP, QUIT) while no payload runs. Without
 	 * this hook the loop stops with 128+sig. */
 	void (*interrupted)(void *ctx, int sig);
-	/* A child other than the payload was reaped (a helper the role started). */
-	void (*reaped)(void *ctx, pid_t pid, int wait_status);
 	/* A Spot notice ("instance-action" or "rebalance"), after the supervisor has
 	 * logged it and, for an interruption, signalled the payload. */
 	void (*spot_notice)(void *ctx, const char *type, const char *action, const char *time);

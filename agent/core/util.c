@@ -3,12 +3,14 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 bool util_parse_long(const char *text, long min, long max, long *out)
 {
@@ -155,4 +157,25 @@ void util_wipe(void *p, size_t n)
 		return;
 	/* explicit_bzero is glibc's guaranteed-not-elided memset. */
 	explicit_bzero(p, n);
+}
+
+void util_scrub_env(const char *name)
+{
+	char *value = getenv(name);
+	if (value == NULL)
+		return;
+	util_wipe(value, strlen(value));
+	unsetenv(name);
+}
+
+void util_ensure_std_fds(void)
+{
+	for (int fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		/* open returns the lowest free number: this one. */
+		int opened = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+		if (opened >= 0 && opened != fd)
+			close(opened);
+	}
 }

@@ -28,4 +28,12 @@ int64_t util_now_ms(void);
 /* Overwrite secret memory so that the compiler cannot drop the write. */
 void util_wipe(void *p, size_t n);
 
+/* Remove NAME from the environment and zero its value where the kernel shows it in
+ * /proc/<pid>/environ (getenv points into that block for inherited variables). */
+void util_scrub_env(const char *name);
+
+/* A closed stdin, stdout or stderr would be reused by the agent's own descriptors (and
+ * log lines would go into a socket): open /dev/null on each that is closed. */
+void util_ensure_std_fds(void);
+
 #endif

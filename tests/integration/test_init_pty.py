@@ -6,6 +6,7 @@ of an interactive shell payload, the shell survives, and its exit status comes b
 import os
 import pty
 import select
+import shlex
 import time
 
 from agenttest import (SCALE, TestFailure, case, check, check_eq, clean_env, cmdline,
@@ -107,6 +108,28 @@ def terminal_payload_exit_status_and_output(mode):
     try:
         t.expect(b"tty-ok", 10)
         check_eq(t.wait(10), 12, "init's exit status")
+    finally:
+        t.close()
+
+
+@case(modes=("sub",), requires=["tty"], agent_only=True)
+def background_agent_leaves_the_terminal_to_its_shell(mode):
+    # `batch-agent -- prog &` from an interactive shell: the agent is a background job,
+    # so its payload must not take the terminal's foreground (the shell would lose its
+    # terminal and exit).
+    env = clean_env(PS1="$ ", ENV=None, TERM="dumb")
+    t = Pty(["/bin/sh", "-i"], env)
+    try:
+        cmd = " ".join(shlex.quote(a) for a in init_argv(["/bin/sleep", "2"]))
+        t.write(("%s &\n" % cmd).encode())
+        t.write(b"echo B$((40+1))\n")
+        t.expect(b"B41", 10)
+        time.sleep(0.5)
+        check_eq(os.tcgetpgrp(t.fd), os.getpgid(t.pid), "the terminal's foreground group (the shell's)")
+        t.write(b"echo C$((2+3))\n")
+        t.expect(b"C5", 10)
+        t.write(b"wait; exit 3\n")
+        check_eq(t.wait(15), 3, "the shell's exit status")
     finally:
         t.close()
 

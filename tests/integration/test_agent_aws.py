@@ -8,10 +8,12 @@ from the captured samples with only the parameters changed; ECS task metadata), 
 native manager (tests/peers/nativeproto.py). Helpers: tests/lib/agentaws.py."""
 
 import os
+import signal
+import time
 
 import agentaws
 import fake_aws
-from agentaws import SCALE, Agent, FakeManager, agent_env, check, check_eq
+from agentaws import SCALE, Agent, FakeManager, agent_env, check, check_eq, wait_for
 
 cases, case = agentaws.case_list()
 
@@ -146,6 +148,22 @@ def endpoint_unreachable_is_69_in_bounded_time():
     check_eq(rc, 69, "exit status\n" + agent.describe())
     limit = 30 * SCALE
     check(agent.elapsed <= limit, "took %.1fs, limit %.1fs" % (agent.elapsed, limit))
+
+
+@case
+def sigterm_during_the_batch_api_query_ends_the_agent_at_once():
+    # Batch may stop a job whose agent is still asking DescribeJobs (an endpoint that
+    # never answers): the agent must exit 128+15 now, not after its query timeouts.
+    with fake_aws.FakeAWS() as fake:
+        fake.always["describejobs"] = "hang"
+        agent = Agent(["--manager", "Ref::manager"], agent_env(fake))
+        wait_for(lambda: fake.count("describejobs") >= 1, 20, "the DescribeJobs request")
+        t0 = time.monotonic()
+        agent.proc.send_signal(signal.SIGTERM)
+        rc = agent.wait(20)
+        check_eq(rc, 128 + signal.SIGTERM, "exit status\n" + agent.describe())
+        check(time.monotonic() - t0 < 3 * SCALE, "SIGTERM took %.1fs to end the agent" % (time.monotonic() - t0))
+        check(not os.path.exists(agent.path("info.json")), "the payload started")
 
 
 @case

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,6 +27,8 @@
 
 #define SWEEP_MS 250
 #define REPORT_MARGIN_MS 1000 /* after the grace period, for the last exit reports to arrive */
+#define ACCEPT_RETRY_MS 250   /* out of descriptors or memory: how long accept(2) rests */
+#define FD_SLACK 32           /* descriptors besides the peers': stdio, epoll, signalfd, pipes, hostfile */
 
 enum peer_state { PEER_HELLO, PEER_AUTH, PEER_REGISTER, PEER_REGISTERED };
 enum phase { PHASE_WAITING, PHASE_RUNNING, PHASE_SHUTTING_DOWN };
@@ -56,14 +59,16 @@ struct rendezvous {
 	struct peer *peers;    /* every peer with a live connection, and registered ones */
 	size_t pending;        /* peers not yet registered */
 	size_t max_pending;
-	bool accept_paused;    /* at max_pending: newcomers wait in the kernel's backlog */
+	bool accept_paused;    /* the listen fd is out of the loop: newcomers wait in the kernel's backlog */
+	bool accept_starved;   /* accept(2) ran out of descriptors or memory: logged once per episode */
+	struct rlimit nofile;  /* as inherited: the main payload gets it back */
 	struct peer **by_index; /* registered children by node index */
 	long registered;
 	long children;         /* AWS_BATCH_JOB_NUM_NODES - 1 */
 	const char *job_prefix; /* "<uuid>#" of this job, NULL when unknown */
 	size_t job_prefix_length;
 	int64_t last_heartbeat_ms;
-	struct loop_timer wait_timer, sweep_timer, report_timer;
+	struct loop_timer wait_timer, sweep_timer, report_timer, accept_timer;
 	char main_addr[64];
 	char hostfile[128];
 	bool main_finished;
@@ -117,13 +122,26 @@ static void unlink_peer(struct rendezvous *rv, struct peer *p)
 static void maybe_stop(struct rendezvous *rv);
 static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx);
 
+/* Put the listen fd back in the loop, unless something still holds accepting off: the
+ * cap of handshakes, the shutdown, or the rest after running out of descriptors. */
+static void resume_accept(struct rendezvous *rv)
+{
+	if (rv->accept_paused && rv->pending < rv->max_pending && rv->phase != PHASE_SHUTTING_DOWN &&
+	    !rv->accept_timer.armed && loop_add(rv->loop, rv->listen_fd, EPOLLIN, on_accept, rv) == BA_OK)
+		rv->accept_paused = false;
+}
+
+static void on_accept_timer(struct loop *loop, void *ctx)
+{
+	(void)loop;
+	resume_accept(ctx);
+}
+
 /* A handshake ended: if accepting was paused at the cap, take newcomers again. */
 static void handshake_ended(struct rendezvous *rv)
 {
 	rv->pending--;
-	if (rv->accept_paused && rv->pending < rv->max_pending && rv->phase != PHASE_SHUTTING_DOWN &&
-	    loop_add(rv->loop, rv->listen_fd, EPOLLIN, on_accept, rv) == BA_OK)
-		rv->accept_paused = false;
+	resume_accept(rv);
 }
 
 static void drop_peer(struct peer *p, const char *why)
@@ -388,10 +406,24 @@ static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx)
 		socklen_t length = sizeof from;
 		int conn = accept4(fd, (struct sockaddr *)&from, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (conn < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+			/* The listen fd is level-triggered: a connection we cannot take for want
+			 * of descriptors or memory stays readable, and accepting again at once
+			 * would spin. Rest a while; handshakes that end meanwhile free some. */
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				if (!rv->accept_starved)
+					log_warn("accept: %m: pausing accept, retrying every %d ms", ACCEPT_RETRY_MS);
+				rv->accept_starved = true;
+				loop_remove(loop, fd);
+				rv->accept_paused = true;
+				loop_timer_arm(loop, &rv->accept_timer, ACCEPT_RETRY_MS, on_accept_timer, rv);
+			} else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
 				log_warn("accept: %m");
+			}
 			return;
 		}
+		if (rv->accept_starved)
+			log_info("accepting connections again");
+		rv->accept_starved = false;
 		char ip[INET_ADDRSTRLEN] = "?";
 		inet_ntop(AF_INET, &from.sin_addr, ip, sizeof ip);
 		struct peer *p = calloc(1, sizeof *p);
@@ -559,7 +591,16 @@ static void start_main_payload(struct rendezvous *rv)
 	}
 	if (rc == BA_OK) {
 		log_info("all nodes present: starting the main payload with nodes %s", nodes);
+		/* The payload starts with the descriptor limit we inherited, not the one we
+		 * raised for ourselves (some programs walk every possible descriptor), as
+		 * long as what we hold leaves the spawn room to open its own. */
+		struct rlimit ours;
+		bool fits = rv->nofile.rlim_cur == RLIM_INFINITY ||
+			    (rlim_t)(rv->registered + (long)rv->pending + FD_SLACK) < rv->nofile.rlim_cur;
+		bool swapped = fits && getrlimit(RLIMIT_NOFILE, &ours) == 0 && setrlimit(RLIMIT_NOFILE, &rv->nofile) == 0;
 		rc = supervise_spawn(rv->sv, &payload);
+		if (swapped && setrlimit(RLIMIT_NOFILE, &ours) < 0)
+			log_warn("cannot restore the raised descriptor limit: %m");
 	}
 	if (rc != BA_OK) {
 		rv->exit_status = rc;
@@ -678,6 +719,35 @@ static int listen_on(long port, int *fd_out)
 	return BA_OK;
 }
 
+/* Every child holds a descriptor for the whole job, every handshake one for a while:
+ * take all the descriptors the hard limit allows, and keep the handshakes within what
+ * is left after the children, so that accept(2) does not run out in the first place. */
+static int size_pending(struct rendezvous *rv)
+{
+	size_t wanted = (size_t)rv->cfg->batch.num_nodes * 2 + 64;
+	size_t reserved = (size_t)rv->cfg->batch.num_nodes + FD_SLACK;
+	struct rlimit raised;
+	if (getrlimit(RLIMIT_NOFILE, &rv->nofile) < 0) {
+		log_error("getrlimit(RLIMIT_NOFILE): %m");
+		return BA_EX_OSERR;
+	}
+	raised = rv->nofile;
+	if (raised.rlim_cur < raised.rlim_max) {
+		raised.rlim_cur = raised.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &raised) < 0) {
+			log_warn("cannot raise the descriptor limit to %llu: %m", (unsigned long long)raised.rlim_max);
+			raised = rv->nofile;
+		}
+	}
+	rv->max_pending = wanted;
+	if (raised.rlim_cur != RLIM_INFINITY && raised.rlim_cur < reserved + wanted) {
+		rv->max_pending = raised.rlim_cur > reserved + 1 ? (size_t)raised.rlim_cur - reserved : 1;
+		log_warn("descriptor limit %llu: at most %zu handshakes at once (raise ulimit -n for a %ld-node job)",
+			 (unsigned long long)raised.rlim_cur, rv->max_pending, rv->cfg->batch.num_nodes);
+	}
+	return BA_OK;
+}
+
 int rendezvous_run(const struct config *cfg)
 {
 	struct rendezvous rv = { .cfg = cfg, .listen_fd = -1, .children = cfg->batch.num_nodes - 1 };
@@ -699,7 +769,9 @@ int rendezvous_run(const struct config *cfg)
 	} else {
 		log_warn("AWS_BATCH_JOB_ID is not set: registrations are not checked against the job id");
 	}
-	rv.max_pending = (size_t)cfg->batch.num_nodes * 2 + 64;
+	rc = size_pending(&rv);
+	if (rc != BA_OK)
+		return rc;
 	rv.by_index = calloc((size_t)cfg->batch.num_nodes, sizeof *rv.by_index);
 	rc = rv.by_index ? cookie_load(cfg, &rv.cookie) : BA_EX_OSERR;
 	if (rc == BA_OK)

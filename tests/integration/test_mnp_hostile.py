@@ -236,5 +236,47 @@ def handshake_flood_is_bounded(workdir):
     expect_exit(child, 0, 60)
 
 
+def cpu_ticks(pid):
+    fields = read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+@runner.case
+def descriptor_limit_does_not_spin(workdir):
+    """Under a low descriptor limit, a flood of connections must neither make the main
+    spin on its (level-triggered) listen socket nor fill the log; the main raises its
+    soft limit to the hard one for itself, keeps its handshakes under it, and the main
+    payload still starts with the limit the agent inherited."""
+    if mnp.WRAPPER:
+        raise mnp.Skip("valgrind needs descriptors of its own under the low limit")
+    import resource
+    out = os.path.join(workdir, "out")
+    os.mkdir(out)
+    port, job = mnp.free_port(), Job(2)
+    main = Agent("main", ["--port", str(port), "--wait-timeout", "60", "--", "/bin/sh", "-c",
+                          'ulimit -n > "$1/nofile"', "main", out],
+                 job.env(0), workdir, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (48, 64)))
+    main.wait_for_log("rendezvous listening", 10)
+    socks = []
+    child = None
+    try:
+        for _ in range(100):
+            socks.append(socket.create_connection(("127.0.0.1", port)))
+        before = cpu_ticks(main.pid)
+        time.sleep(2)
+        spent = cpu_ticks(main.pid) - before
+        check(spent < 30, f"the main used {spent} ticks of CPU in 2 s with the flood waiting")
+        lines = main.stderr().strip().splitlines()
+        check(len(lines) < 8, f"{len(lines)} log lines for one flood:\n{main.stderr()}")
+    finally:
+        for s in socks:
+            s.close()
+    child = Agent("child", ["--connect-timeout", "30", "--", "true"],
+                  job.env(1, main_addr="127.0.0.1", extra={"BATCH_AGENT_PORT": str(port)}), workdir)
+    expect_exit(main, 0, 40)
+    expect_exit(child, 0, 20)
+    check(read(os.path.join(out, "nofile")).strip() == "48", "the main payload did not get the inherited limit")
+
+
 if __name__ == "__main__":
     runner.run()

@@ -84,14 +84,18 @@ static void update_interest(struct peer *p)
 	loop_modify(p->rv->loop, p->conn.fd, EPOLLIN | (p->conn.want_write ? EPOLLOUT : 0));
 }
 
-/* Queue msg to p (takes msg); a peer that cannot take it is dropped. */
+/* Queue msg to p (takes msg); a peer that cannot take it is dropped. A message we
+ * could not build is our failure, not the peer's: it is logged as an internal error
+ * and the peer is left as it was. */
 static void send_to(struct peer *p, cJSON *msg, int build_err)
 {
-	int err = build_err;
-	if (p->connected && err == PROTO_OK)
+	int err = PROTO_OK;
+	if (build_err != PROTO_OK)
+		log_error("internal error: cannot build a message for %s: %s", p->remote, proto_strerror(build_err));
+	else if (p->connected)
 		err = proto_frame_send(&p->conn, msg);
 	cJSON_Delete(msg);
-	if (!p->connected)
+	if (!p->connected || build_err != PROTO_OK)
 		return;
 	if (err != PROTO_OK)
 		drop_peer(p, proto_strerror(err));
@@ -284,6 +288,12 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 	}
 	cJSON *reply = NULL;
 	int err = proto_msg_accept(rv->cfg->heartbeat_ms, &reply);
+	if (err != PROTO_OK) {
+		cJSON_Delete(reply);
+		log_error("internal error: cannot build the accept for node %ld: %s", index, proto_strerror(err));
+		send_error_and_drop(p, PROTO_CODE_INTERNAL, "the manager cannot admit workers", "internal error");
+		return;
+	}
 	send_to(p, reply, err);
 	if (!p->connected)
 		return;
@@ -758,6 +768,14 @@ int rendezvous_run(const struct config *cfg)
 	int rc;
 	if (cfg->exec) {
 		log_error("--exec is not available in the main role: the rendezvous keeps the children's connections");
+		return BA_EX_CONFIG;
+	}
+	/* The protocol carries these two (accept, shutdown): out of its range, every child
+	 * would be turned away or left without its shutdown. */
+	if (cfg->heartbeat_ms < PROTO_HEARTBEAT_MIN_MS || cfg->heartbeat_ms > PROTO_HEARTBEAT_MAX_MS ||
+	    cfg->grace_ms < 0 || cfg->grace_ms > PROTO_GRACE_MAX_MS) {
+		log_error("--heartbeat must be from %g to %d s and --grace at most %d s in the main role",
+			  PROTO_HEARTBEAT_MIN_MS / 1000.0, PROTO_HEARTBEAT_MAX_MS / 1000, PROTO_GRACE_MAX_MS / 1000);
 		return BA_EX_CONFIG;
 	}
 	if (cfg->batch.job_id != NULL) {

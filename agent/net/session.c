@@ -61,14 +61,16 @@ static void lose_manager(struct session *s, const char *why)
 		supervise_terminate(s->sv, SIGTERM, s->cfg->grace_ms, "manager lost");
 }
 
+/* A message we could not build is our own failure: log it, and keep the manager. */
 static void send_or_lose(struct session *s, cJSON *msg, int build_err)
 {
-	int err = build_err;
-	if (s->connected && err == PROTO_OK) {
+	int err = PROTO_OK;
+	if (build_err != PROTO_OK)
+		log_error("internal error: cannot build a message for the manager: %s", proto_strerror(build_err));
+	else if (s->connected)
 		err = proto_frame_send(s->conn, msg);
-		if (err == PROTO_OK)
-			loop_modify(s->loop, s->conn->fd, EPOLLIN | (s->conn->want_write ? EPOLLOUT : 0));
-	}
+	if (s->connected && build_err == PROTO_OK && err == PROTO_OK)
+		loop_modify(s->loop, s->conn->fd, EPOLLIN | (s->conn->want_write ? EPOLLOUT : 0));
 	cJSON_Delete(msg);
 	if (s->connected && err != PROTO_OK)
 		lose_manager(s, proto_strerror(err));

@@ -110,5 +110,17 @@ def min_nodes_not_reached(workdir):
     check("nodes 1, 3 did not register" in err and "2 of 4 nodes present, 3 needed" in err, f"main log:\n{err}")
 
 
+@runner.case
+def heartbeat_or_grace_out_of_protocol_range(workdir):
+    """--heartbeat above 3600 s or --grace above 86400 s cannot be carried by accept or
+    shutdown: the main refuses them at start (78) instead of turning every child away."""
+    job = Job(2)
+    for args in (["--heartbeat", "3601"], ["--grace", "86401"]):
+        main = Agent("main", ["--port", str(mnp.free_port()), "--wait-timeout", "20", *args, "--", "true"],
+                     job.env(0), workdir)
+        expect_exit(main, mnp.EX_CONFIG, 10)
+        check("--heartbeat must be from" in main.stderr(), f"{args}: stderr does not say why:\n{main.stderr()}")
+
+
 if __name__ == "__main__":
     runner.run()

@@ -68,6 +68,7 @@ struct rendezvous {
 	const char *job_prefix; /* "<uuid>#" of this job, NULL when unknown */
 	size_t job_prefix_length;
 	int64_t last_heartbeat_ms;
+	int64_t sweep_ms;      /* min(SWEEP_MS, heartbeat / 3): heartbeats leave on a sweep */
 	struct loop_timer wait_timer, sweep_timer, report_timer, accept_timer;
 	char main_addr[64];
 	char hostfile[128];
@@ -507,7 +508,7 @@ static void on_sweep(struct loop *loop, void *ctx)
 		rv->last_heartbeat_ms = now;
 		broadcast(rv, build_heartbeat, NULL);
 	}
-	loop_timer_arm(loop, &rv->sweep_timer, SWEEP_MS, on_sweep, rv);
+	loop_timer_arm(loop, &rv->sweep_timer, rv->sweep_ms, on_sweep, rv);
 }
 
 /* ---- the main payload ---- */
@@ -805,7 +806,12 @@ int rendezvous_run(const struct config *cfg)
 	log_info("rendezvous listening on port %ld for %ld child node%s (wait up to %.3g s)", cfg->port, rv.children,
 		 rv.children == 1 ? "" : "s", (double)cfg->wait_timeout_ms / 1000.0);
 	rv.last_heartbeat_ms = util_now_ms();
-	loop_timer_arm(rv.loop, &rv.sweep_timer, SWEEP_MS, on_sweep, &rv);
+	/* Heartbeats go out from the sweep, so it must tick well within an interval: at
+	 * SWEEP_MS alone, a heartbeat under ~84 ms would leave the workers silent for 3. */
+	rv.sweep_ms = cfg->heartbeat_ms / 3 < SWEEP_MS ? cfg->heartbeat_ms / 3 : SWEEP_MS;
+	if (rv.sweep_ms < 1)
+		rv.sweep_ms = 1;
+	loop_timer_arm(rv.loop, &rv.sweep_timer, rv.sweep_ms, on_sweep, &rv);
 	loop_timer_arm(rv.loop, &rv.wait_timer, cfg->wait_timeout_ms, on_wait_timer, &rv);
 	if (rv.children == 0)
 		start_main_payload(&rv);

@@ -122,5 +122,18 @@ def heartbeat_or_grace_out_of_protocol_range(workdir):
         check("--heartbeat must be from" in main.stderr(), f"{args}: stderr does not say why:\n{main.stderr()}")
 
 
+@runner.case
+def short_heartbeat_keeps_workers(workdir):
+    """--heartbeat 0.05: the main's heartbeats leave from its sweep, which must tick
+    often enough that a worker never hears 3 intervals of silence."""
+    port, job = mnp.free_port(), Job(2)
+    args = ["--heartbeat", "0.05", "--grace", "5"]
+    main = Agent("main", ["--port", str(port), *args, "--", "sleep", "2"], job.env(0), workdir)
+    child = Agent("child1", ["--port", str(port), *args, "--", "sleep", "60"],
+                  job.env(1, main_addr="127.0.0.1"), workdir)
+    expect_exit(main, 0, 20)
+    expect_exit(child, 0, 20)
+    check("lost" not in main.stderr() + child.stderr(), f"a side lost the other:\n{main.stderr()}\n{child.stderr()}")
+
 if __name__ == "__main__":
     runner.run()

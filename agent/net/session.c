@@ -96,6 +96,13 @@ static void handle_message(struct session *s, const struct proto_msg *msg)
 	case PROTO_MSG_HEARTBEAT:
 		return;
 	case PROTO_MSG_SHUTDOWN:
+		/* A shutdown turns the payload's end into exit 0 only when it is what ended
+		 * the payload: one that crossed our payload_exited must not hide a failure. */
+		if (!supervise_running(s->sv)) {
+			log_info("the manager asks us to shut down%s%s: the payload has already ended",
+				 msg->u.shutdown.reason[0] ? ": " : "", msg->u.shutdown.reason);
+			return;
+		}
 		log_info("the manager asks us to shut down%s%s (grace %.3g s)", msg->u.shutdown.reason[0] ? ": " : "",
 			 msg->u.shutdown.reason, (double)msg->u.shutdown.grace_ms / 1000.0);
 		s->shutdown_requested = true;

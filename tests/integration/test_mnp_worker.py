@@ -152,6 +152,29 @@ def shutdown_from_manager_exits_0(workdir):
 
 
 @runner.case
+def shutdown_after_payload_exit_keeps_status(workdir):
+    """A shutdown that arrives after the payload already failed (here while what it left
+    behind still runs) must not turn its status into exit 0."""
+    job = Job(2)
+
+    def script(conn, reg):
+        exited, _ = recv_until(conn, ("payload_exited",), 10)
+        conn.send(npr.shutdown(3000, "the job is over"))
+        return exited
+
+    fm = FakeManager(job.cookie, script)
+    try:
+        w = worker(job, workdir, ["--port", str(fm.port), "--heartbeat", "0.2", "--grace", "3"],
+                   ["/bin/sh", "-c", "(trap '' TERM; sleep 1) & exit 3"])
+        expect_exit(w, 3, 15)
+        exited = fm.finish()
+        check(exited.get("exit_code") == 3, f"payload_exited: {exited}")
+        check("the payload has already ended" in w.stderr(), w.stderr())
+    finally:
+        fm.close()
+
+
+@runner.case
 def silent_manager_is_lost_exit_69(workdir):
     job = Job(2)
     pidfile = os.path.join(workdir, "payload.pid")

@@ -327,5 +327,33 @@ def rejected_registration_exits_77(workdir):
         fm.close()
 
 
+@runner.case
+def sigterm_while_the_manager_is_silent_exits_143(workdir):
+    """A SIGTERM while the worker waits for a silent manager (the native hello, up to
+    10 s; the Julia cookie line, up to 60 s) ends the agent at once with 128+15."""
+    import signal
+    job = Job(2)
+    for proto in ("native", "julia"):
+        srv = socket.create_server(("127.0.0.1", 0))
+        try:
+            args = ["--port", str(srv.getsockname()[1]), "--protocol", proto]
+            w = worker(job, workdir, args, ["touch", os.path.join(workdir, "ran")], name=f"worker-{proto}",
+                       cookie=False if proto == "julia" else None)
+            srv.settimeout(10 * mnp.SLOW)
+            conn, _ = srv.accept()
+            w.wait_for_log("connected to the manager", 10)
+            time.sleep(0.3)  # well inside the exchange
+            t0 = time.monotonic()
+            os.kill(w.pid, signal.SIGTERM)
+            expect_exit(w, 128 + signal.SIGTERM, 5)
+            took = time.monotonic() - t0
+            check(took < 2 * mnp.SLOW, f"{proto}: exited {took:.1f} s after SIGTERM")
+            check("received SIGTERM before the payload started" in w.stderr(), f"{proto}:\n{w.stderr()}")
+            check(not os.path.exists(os.path.join(workdir, "ran")), f"{proto}: the payload ran")
+            conn.close()
+        finally:
+            srv.close()
+
+
 if __name__ == "__main__":
     runner.run()

@@ -283,6 +283,7 @@ int proto_msg_pick_version(const struct proto_msg *hello_worker, int *version);
 #define PROTO_REJECT_JOB_MISMATCH "job_mismatch"
 #define PROTO_REJECT_SHUTTING_DOWN "shutting_down"
 #define PROTO_REJECT_RENDEZVOUS_CLOSED "rendezvous_closed" /* the main payload started without this node */
+#define PROTO_REJECT_BAD_ADDRESS "bad_address" /* "address" is not an IP literal or a DNS name */
 
 /* ---------------------------------------------------------------------------------
  * Authentication

@@ -43,7 +43,7 @@ struct peer {
 	unsigned char worker_nonce[PROTO_NONCE_LEN], manager_nonce[PROTO_NONCE_LEN];
 	int64_t accepted_ms, last_heard_ms;
 	long node_index;
-	char address[64]; /* advertised at registration */
+	char address[ADDRESS_ADVERTISED_MAX + 1]; /* advertised at registration, checked */
 	bool exit_reported;
 	bool dead; /* dropped and out of the job: freed by the next sweep, never inside a callback */
 	struct peer *next;
@@ -279,6 +279,14 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 		snprintf(text, sizeof text, "job id \"%.100s\" is not node %ld of this job (%.100s)", reg->job_id, index,
 			 rv->cfg->batch.job_id);
 		reject(p, PROTO_REJECT_JOB_MISMATCH, text);
+		return;
+	}
+	/* The address becomes a line of the hostfile and an entry of BATCH_AGENT_NODES: a
+	 * newline or a comma in it would forge nodes. */
+	if (!address_valid_advertised(reg->address)) {
+		snprintf(text, sizeof text, "node %ld advertises %zu bytes that are not an IP address or a DNS name",
+			 index, strlen(reg->address));
+		reject(p, PROTO_REJECT_BAD_ADDRESS, text);
 		return;
 	}
 	if (rv->by_index[index] != NULL) {
@@ -551,7 +559,7 @@ static int main_address(struct rendezvous *rv)
 static int write_hostfile(struct rendezvous *rv, char **nodes_out)
 {
 	const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-	size_t capacity = (size_t)rv->cfg->batch.num_nodes * 64 + 1;
+	size_t capacity = (size_t)rv->cfg->batch.num_nodes * sizeof rv->by_index[0]->address + 1;
 	char *nodes = calloc(1, capacity);
 	size_t used = 0;
 	int rc = BA_EX_OSERR;

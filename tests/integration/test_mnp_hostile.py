@@ -101,11 +101,11 @@ def expect_error_and_close(conn, code, what, timeout=3):
         conn.close()
 
 
-def expect_reject(job, port, index, code, job_id=None, num_nodes=None):
+def expect_reject(job, port, index, code, job_id=None, num_nodes=None, address="127.0.0.1", attempt=1):
     conn = connect(port)
     try:
-        reg = npr.register_msg(job_id=job_id or f"{job.uuid}#{index}", hostname="intruder", address="127.0.0.1",
-                               attempt=1, node_index=index, num_nodes=num_nodes or job.num_nodes)
+        reg = npr.register_msg(job_id=job_id or f"{job.uuid}#{index}", hostname="intruder", address=address,
+                               attempt=attempt, node_index=index, num_nodes=num_nodes or job.num_nodes)
         try:
             npr.worker_handshake(conn, job.cookie, reg, timeout=5)
         except npr.ProtocolError as e:
@@ -234,6 +234,36 @@ def handshake_flood_is_bounded(workdir):
             s.close()
     expect_exit(main, 0, 60)
     expect_exit(child, 0, 60)
+
+
+@runner.case
+def advertised_address_is_checked(workdir):
+    """The advertised address becomes a hostfile line: a newline (forged lines), a
+    port, an over-long label are refused with bad_address; a long valid DNS name is
+    taken whole (not cut at 63 bytes)."""
+    out = os.path.join(workdir, "out")
+    os.mkdir(out)
+    port, job = mnp.free_port(), Job(2)
+    main = Agent("main", ["--port", str(port), "--heartbeat", "0.5", "--grace", "2", "--", "/bin/sh", "-c",
+                          'cp "$BATCH_AGENT_HOSTFILE" "$1/hostfile"', "main", out], job.env(0), workdir)
+    main.wait_for_log("rendezvous listening", 10)
+    for bad in ("10.0.0.1\n6.6.6.6 slots=999", "a" * 100, "10.0.0.1:22", "x,y", "999.1.1.1"):
+        expect_reject(job, port, 1, "bad_address", address=bad)
+    name = ".".join(["n" * 60] * 4)  # 243 bytes
+    conn = connect(port)
+    try:
+        reg = npr.register_msg(job_id=f"{job.uuid}#1", hostname="h", address=name, attempt=1, node_index=1,
+                               num_nodes=2)
+        npr.worker_handshake(conn, job.cookie, reg, timeout=5)
+        recv = conn.recv_msg(timeout=10, expect=("shutdown", "heartbeat"))
+        while recv["type"] != "shutdown":
+            recv = conn.recv_msg(timeout=10, expect=("shutdown", "heartbeat"))
+        conn.send(npr.payload_exited(exit_code=0))
+    finally:
+        conn.close()
+    expect_exit(main, 0, 15)
+    lines = read(os.path.join(out, "hostfile")).splitlines()
+    check(len(lines) == 2 and lines[1] == name, f"hostfile: {lines}")
 
 
 def cpu_ticks(pid):

@@ -281,6 +281,20 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 		reject(p, PROTO_REJECT_JOB_MISMATCH, text);
 		return;
 	}
+	/* PROTOCOL.md §3: job_mismatch also covers the job's size and attempt, where the
+	 * worker knows them (null: it does not) and, for the attempt, so do we. */
+	if (reg->num_nodes.present && reg->num_nodes.value != num_nodes) {
+		snprintf(text, sizeof text, "node %ld counts %lld nodes in the job, this job has %ld", index,
+			 (long long)reg->num_nodes.value, num_nodes);
+		reject(p, PROTO_REJECT_JOB_MISMATCH, text);
+		return;
+	}
+	if (reg->attempt.present && rv->cfg->batch.attempt > 0 && reg->attempt.value != rv->cfg->batch.attempt) {
+		snprintf(text, sizeof text, "node %ld is from attempt %lld of the job, this is attempt %ld", index,
+			 (long long)reg->attempt.value, rv->cfg->batch.attempt);
+		reject(p, PROTO_REJECT_JOB_MISMATCH, text);
+		return;
+	}
 	/* The address becomes a line of the hostfile and an entry of BATCH_AGENT_NODES: a
 	 * newline or a comma in it would forge nodes. */
 	if (!address_valid_advertised(reg->address)) {

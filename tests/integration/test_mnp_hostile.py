@@ -237,10 +237,10 @@ def handshake_flood_is_bounded(workdir):
 
 
 @runner.case
-def advertised_address_is_checked(workdir):
+def registration_is_checked(workdir):
     """The advertised address becomes a hostfile line: a newline (forged lines), a
     port, an over-long label are refused with bad_address; a long valid DNS name is
-    taken whole (not cut at 63 bytes)."""
+    taken whole (not cut at 63 bytes). Another num_nodes or attempt is job_mismatch."""
     out = os.path.join(workdir, "out")
     os.mkdir(out)
     port, job = mnp.free_port(), Job(2)
@@ -249,6 +249,9 @@ def advertised_address_is_checked(workdir):
     main.wait_for_log("rendezvous listening", 10)
     for bad in ("10.0.0.1\n6.6.6.6 slots=999", "a" * 100, "10.0.0.1:22", "x,y", "999.1.1.1"):
         expect_reject(job, port, 1, "bad_address", address=bad)
+    # PROTOCOL.md §3: job_mismatch covers num_nodes and attempt too.
+    expect_reject(job, port, 1, "job_mismatch", num_nodes=99)
+    expect_reject(job, port, 1, "job_mismatch", attempt=2)
     name = ".".join(["n" * 60] * 4)  # 243 bytes
     conn = connect(port)
     try:

@@ -92,6 +92,19 @@ static int receive_error(const struct proto_msg *msg, const char *peer, const ch
 	return auth ? BA_EX_NOPERM : BA_EX_PROTOCOL;
 }
 
+static void tell_and_close(struct proto_conn *conn, const char *code, const char *message, int64_t deadline);
+
+/* A frame or message from the manager that breaks the protocol: tell it which way
+ * (PROTOCOL.md §1), then log and map as handshake_conn_failure does. */
+static int broken_frame(struct proto_conn *conn, int err, int64_t deadline, const char *peer, const char *during)
+{
+	if (err == PROTO_ERR_BAD_MESSAGE)
+		tell_and_close(conn, PROTO_CODE_BAD_MESSAGE, proto_strerror(err), deadline);
+	else if (err == PROTO_ERR_TOO_LARGE || err == PROTO_ERR_BAD_JSON)
+		tell_and_close(conn, PROTO_CODE_BAD_FRAME, proto_strerror(err), deadline);
+	return handshake_conn_failure(err, peer, during);
+}
+
 /* Receive and parse one message; *json keeps the strings of *msg alive. */
 static int receive_message(struct proto_conn *conn, int64_t deadline, cJSON **json, struct proto_msg *msg,
 			   const char *peer, const char *during)
@@ -103,7 +116,7 @@ static int receive_message(struct proto_conn *conn, int64_t deadline, cJSON **js
 	if (err == PROTO_OK)
 		err = proto_msg_parse(*json, msg);
 	if (err != PROTO_OK)
-		return handshake_conn_failure(err, peer, during);
+		return broken_frame(conn, err, deadline, peer, during);
 	if (msg->type == PROTO_MSG_ERROR)
 		return receive_error(msg, peer, during);
 	return BA_OK;
@@ -159,7 +172,7 @@ int handshake_worker(const struct config *cfg, struct proto_conn *conn, const st
 	if (err == PROTO_OK)
 		err = proto_msg_parse(json, &reply);
 	if (err != PROTO_OK) {
-		rc = handshake_conn_failure(err, peer, "during the hello");
+		rc = broken_frame(conn, err, deadline, peer, "during the hello");
 		goto out;
 	}
 	if (reply.type == PROTO_MSG_ERROR) {
@@ -167,7 +180,9 @@ int handshake_worker(const struct config *cfg, struct proto_conn *conn, const st
 		goto out;
 	}
 	if (reply.type != PROTO_MSG_HELLO_MANAGER) {
-		log_error("%s answered our hello with \"%s\", not a manager's hello", peer, proto_msg_type_name(reply.type));
+		log_error("%s answered our hello with \"%s\"%s, not a manager's hello", peer, proto_msg_type_name(reply.type),
+			  reply.type == PROTO_MSG_HELLO_WORKER ? " (a worker's)" : "");
+		tell_and_close(conn, PROTO_CODE_UNEXPECTED, "expected the manager's hello", deadline);
 		rc = BA_EX_PROTOCOL;
 		goto out;
 	}
@@ -226,6 +241,7 @@ int handshake_worker(const struct config *cfg, struct proto_conn *conn, const st
 	}
 	if (reply.type != PROTO_MSG_ACCEPT) {
 		log_error("%s answered our registration with \"%s\"", peer, proto_msg_type_name(reply.type));
+		tell_and_close(conn, PROTO_CODE_UNEXPECTED, "expected accept or reject", deadline);
 		rc = BA_EX_PROTOCOL;
 		goto out;
 	}

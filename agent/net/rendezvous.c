@@ -363,9 +363,13 @@ static void on_child_message(struct peer *p, const struct proto_msg *msg)
 		log_warn("node %ld reports an error: %s %s", p->node_index, msg->u.error.code, msg->u.error.message);
 		drop_peer(p, "it reported an error");
 		return;
-	default:
-		log_warn("ignoring an unexpected \"%s\" from node %ld", proto_msg_type_name(msg->type), p->node_index);
+	default: {
+		/* PROTOCOL.md §4: valid but not ours to receive (accept, a second register...). */
+		char why[96];
+		snprintf(why, sizeof why, "it sent an unexpected \"%s\"", proto_msg_type_name(msg->type));
+		send_error_and_drop(p, PROTO_CODE_UNEXPECTED, why + 3, why);
 		return;
+	}
 	}
 }
 

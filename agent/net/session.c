@@ -3,8 +3,10 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,6 +30,7 @@ struct session {
 	struct loop_timer heartbeat_timer;
 	bool shutdown_requested;
 	bool manager_lost;
+	bool protocol_error; /* the manager broke the protocol: exit 76 rather than 69 */
 };
 
 static void send_or_lose(struct session *s, cJSON *msg, int build_err);
@@ -76,6 +79,23 @@ static void send_or_lose(struct session *s, cJSON *msg, int build_err)
 		lose_manager(s, proto_strerror(err));
 }
 
+/* PROTOCOL.md §1, §4: tell the manager what it did wrong (best effort: whatever the
+ * socket takes now), then treat it as lost. */
+static void protocol_violation(struct session *s, const char *code, const char *what)
+{
+	cJSON *msg = NULL;
+	if (!s->connected)
+		return;
+	log_error("the manager at %s broke the protocol: %s", s->peer, what);
+	if (proto_msg_error(code, what, &msg) == PROTO_OK)
+		proto_frame_send(s->conn, msg);
+	cJSON_Delete(msg);
+	/* The descriptor stays open until we exit: the FIN tells the manager now. */
+	shutdown(s->conn->fd, SHUT_WR);
+	s->protocol_error = true;
+	lose_manager(s, "it broke the protocol");
+}
+
 static void on_heartbeat_timer(struct loop *loop, void *ctx)
 {
 	struct session *s = ctx;
@@ -113,9 +133,12 @@ static void handle_message(struct session *s, const struct proto_msg *msg)
 			  msg->u.error.message);
 		lose_manager(s, "it reported an error");
 		return;
-	default:
-		log_warn("ignoring an unexpected \"%s\" message from the manager", proto_msg_type_name(msg->type));
+	default: {
+		char what[64];
+		snprintf(what, sizeof what, "unexpected \"%s\"", proto_msg_type_name(msg->type));
+		protocol_violation(s, PROTO_CODE_UNEXPECTED, what);
 		return;
+	}
 	}
 }
 
@@ -146,6 +169,10 @@ static void on_connection(struct loop *loop, int fd, uint32_t events, void *ctx)
 		cJSON_Delete(json);
 		if (err == PROTO_CLOSED)
 			lose_manager(s, "it closed the connection");
+		else if (err == PROTO_ERR_BAD_MESSAGE)
+			protocol_violation(s, PROTO_CODE_BAD_MESSAGE, proto_strerror(err));
+		else if (err == PROTO_ERR_TOO_LARGE || err == PROTO_ERR_BAD_JSON || err == PROTO_ERR_TRUNCATED)
+			protocol_violation(s, PROTO_CODE_BAD_FRAME, proto_strerror(err));
 		else if (err != PROTO_OK)
 			lose_manager(s, proto_strerror(err));
 	}
@@ -194,7 +221,7 @@ static void on_finished(void *ctx, int exit_status)
 	if (s->shutdown_requested && !supervise_grace_expired(s->sv))
 		code = BA_OK;
 	else if (s->manager_lost && s->cfg->on_manager_loss == MANAGER_LOSS_EXIT)
-		code = BA_EX_UNAVAILABLE;
+		code = s->protocol_error ? BA_EX_PROTOCOL : BA_EX_UNAVAILABLE;
 	loop_stop(s->loop, code);
 }
 

@@ -269,6 +269,31 @@ def registration_is_checked(workdir):
     check(len(lines) == 2 and lines[1] == name, f"hostfile: {lines}")
 
 
+@runner.case
+def unexpected_message_from_a_child(workdir):
+    """A registered child that sends what only a manager sends (accept) is answered
+    with error unexpected_message and dropped (PROTOCOL.md §4), not ignored."""
+    port, job = mnp.free_port(), Job(2)
+    main = Agent("main", ["--port", str(port), "--", "true"], job.env(0), workdir)
+    main.wait_for_log("rendezvous listening", 10)
+    conn = connect(port)
+    reg = npr.register_msg(job_id=f"{job.uuid}#1", hostname="h", address="127.0.0.1", attempt=1, node_index=1,
+                           num_nodes=2)
+    # The main may start its (instant) payload and shut down as soon as we register:
+    # hold the registration until the accept is out, then misbehave at once.
+    npr.worker_handshake(conn, job.cookie, reg, timeout=5)
+    conn.send(npr.accept(1000))
+    try:
+        while True:
+            msg = conn.recv_msg(timeout=5)
+            check(msg["type"] in ("heartbeat", "shutdown"), f"the main answered {msg}")
+    except npr.ProtocolError as e:
+        check(e.remote and e.code == npr.UNEXPECTED, f"the main answered {e!r}")
+    finally:
+        conn.close()
+    main.kill()
+
+
 def cpu_ticks(pid):
     fields = read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime

@@ -230,6 +230,69 @@ def manager_closes_exit_69(workdir):
 
 
 @runner.case
+def manager_breaking_protocol_exits_76(workdir):
+    """After accept, a garbage frame or a message the worker does not take (a second
+    accept) is answered with error bad_frame / unexpected_message; the payload is
+    stopped as on manager loss and the worker exits 76, not 69."""
+    import struct
+    job = Job(2)
+    for case, expected in (("garbage", npr.BAD_FRAME), ("accept", npr.UNEXPECTED)):
+        pidfile = os.path.join(workdir, f"{case}.pid")
+
+        def script(conn, reg, case=case):
+            recv_until(conn, ("payload_started",), 10)
+            wait_for_file(pidfile, 10)
+            if case == "garbage":
+                conn.send_raw(struct.pack(">I", 5) + b"{bad}")
+            else:
+                conn.send(npr.accept(200))
+            try:
+                while True:
+                    conn.recv_msg(timeout=5)
+            except npr.ProtocolError as e:
+                return e
+
+        fm = FakeManager(job.cookie, script)
+        try:
+            w = worker(job, workdir, ["--port", str(fm.port), "--heartbeat", "0.2", "--grace", "2"],
+                       ["/bin/sh", "-c", 'echo $$ > "$1"; exec sleep 60', "p", pidfile], name=f"worker-{case}")
+            expect_exit(w, mnp.EX_PROTOCOL, 15)
+            got = fm.finish()
+            check(isinstance(got, npr.ProtocolError) and got.remote and got.code == expected,
+                  f"{case}: the manager got {got!r}, expected error {expected}")
+            check("broke the protocol" in w.stderr(), f"{case}:\n{w.stderr()}")
+            check(not os.path.exists(f"/proc/{int(read(pidfile))}"), f"{case}: the payload outlived its agent")
+        finally:
+            fm.close()
+
+
+@runner.case
+def manager_hello_of_wrong_type_is_unexpected(workdir):
+    """A manager that answers our hello with something else (here a worker's hello)
+    gets error unexpected_message; the worker exits 76."""
+    job = Job(2)
+    srv = socket.create_server(("127.0.0.1", 0))
+    try:
+        w = worker(job, workdir, ["--port", str(srv.getsockname()[1])], ["touch", os.path.join(workdir, "ran")])
+        srv.settimeout(10 * mnp.SLOW)
+        sock, _ = srv.accept()
+        conn = npr.Conn(sock)
+        conn.recv_msg(timeout=5, expect=("hello",))
+        conn.send(npr.hello_worker(npr.nonce()))
+        try:
+            got = conn.recv_msg(timeout=5)
+        except npr.ProtocolError as e:
+            got = e
+        check(isinstance(got, npr.ProtocolError) and got.remote and got.code == npr.UNEXPECTED,
+              f"the worker answered {got!r}")
+        expect_exit(w, mnp.EX_PROTOCOL, 10)
+        check(not os.path.exists(os.path.join(workdir, "ran")), "the payload ran")
+        conn.close()
+    finally:
+        srv.close()
+
+
+@runner.case
 def on_manager_loss_continue_keeps_payload(workdir):
     job = Job(2)
     after = os.path.join(workdir, "after")

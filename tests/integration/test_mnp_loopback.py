@@ -135,5 +135,31 @@ def short_heartbeat_keeps_workers(workdir):
     expect_exit(child, 0, 20)
     check("lost" not in main.stderr() + child.stderr(), f"a side lost the other:\n{main.stderr()}\n{child.stderr()}")
 
+@runner.case
+def slow_task_metadata_does_not_eat_the_handshake(workdir):
+    """A task metadata endpoint that accepts and never answers costs the worker its
+    15 s query once, before it dials: not inside the manager's 10 s handshake
+    deadline, and not again on each redial."""
+    import socket
+    black_hole = socket.create_server(("127.0.0.1", 0))  # the backlog accepts, nobody answers
+    try:
+        port, job = mnp.free_port(), Job(2)
+        main = Agent("main", ["--port", str(port), "--grace", "5", "--wait-timeout", "60", "--", "true"],
+                     job.env(0), workdir)
+        tmds = f"http://127.0.0.1:{black_hole.getsockname()[1]}/v4"
+        child = Agent("child1", ["--port", str(port), "--grace", "5", "--", "sleep", "60"],
+                      job.env(1, main_addr="127.0.0.1", extra={"ECS_CONTAINER_METADATA_URI_V4": tmds}), workdir)
+        expect_exit(main, 0, 45)
+        expect_exit(child, 0, 20)
+        err = main.stderr()
+        check("handshake not completed" not in err, f"the child's handshake timed out:\n{err}")
+        cerr = child.stderr()
+        unavailable, connected = cerr.find("task metadata unavailable"), cerr.find("connected to the manager")
+        check(0 <= unavailable < connected and cerr.count("task metadata unavailable") == 1,
+              f"the child did not query the task metadata once, before dialing:\n{cerr}")
+    finally:
+        black_hole.close()
+
+
 if __name__ == "__main__":
     runner.run()

@@ -225,17 +225,23 @@ static void on_finished(void *ctx, int exit_status)
 	loop_stop(s->loop, code);
 }
 
-static int exec_with_connection(const struct config *cfg, struct proto_conn *conn, const char *manager,
-				const char *node_addr)
+static int exec_with_connection(const struct config *cfg, struct proto_conn *conn, int64_t heartbeat_ms,
+				const char *manager, const char *node_addr)
 {
 	struct payload payload;
+	/* The payload now speaks the steady state itself (PROTOCOL.md §4): it needs the
+	 * interval the manager chose, or it will be dropped as silent. */
+	char heartbeat_entry[64];
+	const char *extra[2] = { heartbeat_entry, NULL };
+	snprintf(heartbeat_entry, sizeof heartbeat_entry, "BATCH_AGENT_HEARTBEAT_MS=%lld", (long long)heartbeat_ms);
 	/* The codec never reads past a frame, so nothing of the manager's is lost in our
 	 * buffers; what we queued must be out before the payload takes over. */
 	if (proto_frame_flush_wait(conn, util_now_ms() + FINAL_FLUSH_MS) != PROTO_OK)
 		log_warn("could not flush the connection before handing it over");
 	/* Programs expect the descriptors they inherit to block. */
 	fcntl(conn->fd, F_SETFL, fcntl(conn->fd, F_GETFL) & ~O_NONBLOCK);
-	struct launch_vars vars = { .manager = manager, .node_addr = node_addr, .handover_fd = conn->fd };
+	struct launch_vars vars = { .manager = manager, .node_addr = node_addr, .handover_fd = conn->fd,
+				    .extra_env = extra };
 	int rc = launch_prepare(&payload, cfg, &vars);
 	if (rc != BA_OK)
 		return rc;
@@ -248,7 +254,7 @@ int session_run(const struct config *cfg, struct proto_conn *conn, int64_t heart
 		const struct manager_address *manager, const char *node_addr)
 {
 	if (cfg->exec)
-		return exec_with_connection(cfg, conn, manager->display, node_addr);
+		return exec_with_connection(cfg, conn, heartbeat_ms, manager->display, node_addr);
 
 	struct session s = { .cfg = cfg, .peer = manager->display, .conn = conn, .heartbeat_ms = heartbeat_ms,
 			     .last_heard_ms = util_now_ms() };

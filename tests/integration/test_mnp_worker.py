@@ -331,7 +331,8 @@ n = struct.unpack(">I", buf[:4])[0]
 msg = json.loads(buf[4:4 + n])
 with open(out, "w") as f:
     json.dump({"pid": os.getpid(), "fd": fd, "peer": list(peer), "got": msg,
-               "cookie": "BATCH_AGENT_COOKIE" in os.environ}, f)
+               "cookie": "BATCH_AGENT_COOKIE" in os.environ,
+               "heartbeat_ms": os.environ.get("BATCH_AGENT_HEARTBEAT_MS")}, f)
 """
 
 
@@ -356,6 +357,7 @@ def exec_hands_over_connection(workdir):
         check(got["peer"][1] == fm.port, f"BATCH_AGENT_FD is connected to {got['peer']}, not the manager")
         check(got["got"]["type"] == "shutdown", f"payload read {got['got']} from the connection")
         check(not got["cookie"], "the payload sees BATCH_AGENT_COOKIE")
+        check(got["heartbeat_ms"] == "200", f"BATCH_AGENT_HEARTBEAT_MS={got['heartbeat_ms']!r}, accept said 200")
     finally:
         fm.close()
 

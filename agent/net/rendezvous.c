@@ -718,6 +718,9 @@ static void on_main_exited(void *ctx, int exit_status, int wait_status)
 	struct rendezvous *rv = ctx;
 	(void)wait_status;
 	log_info("the main payload exited with status %d", exit_status);
+	/* The report timer may stop us before on_main_finished, while what the payload
+	 * left behind is still being killed: its status must be ours by then. */
+	rv->exit_status = exit_status;
 	begin_shutdown(rv, "the main payload ended");
 }
 

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,8 @@
 #define SWEEP_MS 250
 #define REPORT_MARGIN_MS 1000 /* after the grace period, for the last exit reports to arrive */
 #define ACCEPT_RETRY_MS 250   /* out of descriptors or memory: how long accept(2) rests */
+#define REFUSALS_WINDOW_MS 60000 /* refused pre-auth peers: one summary line per window */
+#define REFUSALS_LOUD_MAX 10      /* warnings per window before the rest are only counted */
 #define FD_SLACK 32           /* descriptors besides the peers': stdio, epoll, signalfd, pipes, hostfile */
 
 enum peer_state { PEER_HELLO, PEER_AUTH, PEER_REGISTER, PEER_REGISTERED };
@@ -68,6 +71,10 @@ struct rendezvous {
 	const char *job_prefix; /* "<uuid>#" of this job, NULL when unknown */
 	size_t job_prefix_length;
 	int64_t last_heartbeat_ms;
+	int64_t refusals_since_ms; /* start of the current window */
+	unsigned refusals_loud;    /* warned about in this window */
+	unsigned refusals_quiet;   /* only counted (and logged at debug) in this window */
+	int64_t cap_warned_ms;     /* when the cap of handshakes was last a warning; 0: never */
 	int64_t sweep_ms;      /* min(SWEEP_MS, heartbeat / 3): heartbeats leave on a sweep */
 	struct loop_timer wait_timer, sweep_timer, report_timer, accept_timer;
 	char main_addr[64];
@@ -77,6 +84,38 @@ struct rendezvous {
 };
 
 /* ---- peers ---- */
+
+/* Anyone who reaches the port can be refused thousands of times a second: the log must
+ * not grow with them. A wrong cookie (loud) is a warning that names the peer, for the
+ * first REFUSALS_LOUD_MAX of a window; garbage, oversized frames and timeouts (quiet)
+ * and the loud ones past that go to debug, and one line per window counts them. */
+static void refused(struct rendezvous *rv, bool loud, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void refused(struct rendezvous *rv, bool loud, const char *fmt, ...)
+{
+	char line[320];
+	va_list args;
+	va_start(args, fmt);
+	vsnprintf(line, sizeof line, fmt, args);
+	va_end(args);
+	if (loud && rv->refusals_loud < REFUSALS_LOUD_MAX) {
+		rv->refusals_loud++;
+		log_warn("%s", line);
+		return;
+	}
+	rv->refusals_quiet++;
+	log_debug("%s", line);
+}
+
+/* The summary of the window, when it has one; a new window starts at now. */
+static void refusals_summary(struct rendezvous *rv, int64_t now)
+{
+	if (rv->refusals_quiet > 0)
+		log_warn("refused %u more peer%s in the last %lld s (details at --log-level debug)", rv->refusals_quiet,
+			 rv->refusals_quiet == 1 ? "" : "s", (long long)((now - rv->refusals_since_ms + 999) / 1000));
+	rv->refusals_since_ms = now;
+	rv->refusals_loud = 0;
+	rv->refusals_quiet = 0;
+}
 
 static void drop_peer(struct peer *p, const char *why);
 
@@ -187,10 +226,13 @@ static void on_hello(struct peer *p, const struct proto_msg *msg)
 	unsigned char proof[PROTO_PROOF_LEN];
 	cJSON *reply = NULL;
 	if (msg->type != PROTO_MSG_HELLO_WORKER) {
+		refused(rv, false, "refused peer %s: it did not start with hello", p->remote);
 		send_error_and_drop(p, PROTO_CODE_UNEXPECTED, "expected hello", "did not start with hello");
 		return;
 	}
 	if (proto_msg_pick_version(msg, &p->version) != PROTO_OK) {
+		refused(rv, true, "refused peer %s: no protocol version in common (this manager speaks %d)", p->remote,
+			PROTO_VERSION);
 		send_error_and_drop(p, PROTO_CODE_UNSUPPORTED_VERSION, "this manager speaks version 1",
 				    "no protocol version in common");
 		return;
@@ -212,18 +254,19 @@ static void on_auth(struct peer *p, const struct proto_msg *msg)
 {
 	struct rendezvous *rv = p->rv;
 	if (msg->type == PROTO_MSG_ERROR) {
-		log_warn("refused peer %s: it did not accept our proof (%s): the cookies differ", p->remote,
-			 msg->u.error.code);
+		refused(rv, true, "refused peer %s: it did not accept our proof (%s): the cookies differ", p->remote,
+			msg->u.error.code);
 		drop_peer(p, "refused our proof");
 		return;
 	}
 	if (msg->type != PROTO_MSG_AUTH) {
+		refused(p->rv, false, "refused peer %s: \"%s\" instead of auth", p->remote, proto_msg_type_name(msg->type));
 		send_error_and_drop(p, PROTO_CODE_UNEXPECTED, "expected auth", "did not authenticate");
 		return;
 	}
 	if (proto_auth_verify(rv->cookie.bytes, rv->cookie.length, p->version, PROTO_ROLE_WORKER, p->worker_nonce,
 			      p->manager_nonce, msg->u.auth.proof) != PROTO_OK) {
-		log_warn("refused peer %s: authentication failed (wrong cookie, or a replayed exchange)", p->remote);
+		refused(rv, true, "refused peer %s: authentication failed (wrong cookie, or a replayed exchange)", p->remote);
 		send_error_and_drop(p, PROTO_CODE_AUTH_FAILED, "worker proof does not match", "authentication failed");
 		return;
 	}
@@ -402,7 +445,7 @@ static void on_peer_io(struct loop *loop, int fd, uint32_t events, void *ctx)
 			cJSON_Delete(json);
 			const char *code = err == PROTO_ERR_BAD_MESSAGE ? PROTO_CODE_BAD_MESSAGE : PROTO_CODE_BAD_FRAME;
 			if (p->state != PEER_REGISTERED)
-				log_warn("refused peer %s: %s", p->remote, proto_strerror(err));
+				refused(p->rv, false, "refused peer %s: %s", p->remote, proto_strerror(err));
 			send_error_and_drop(p, code, proto_strerror(err), proto_strerror(err));
 			return;
 		}
@@ -434,7 +477,14 @@ static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx)
 		 * newcomers wait in the listen backlog (TCP keeps them, their agents are
 		 * patient) until handshakes finish or time out. */
 		if (rv->pending >= rv->max_pending) {
-			log_warn("%zu handshakes in progress: pausing accept until some finish", rv->pending);
+			/* A flood hits the cap again and again: one warning per window. */
+			int64_t now = util_now_ms();
+			if (rv->cap_warned_ms == 0 || now - rv->cap_warned_ms >= REFUSALS_WINDOW_MS) {
+				rv->cap_warned_ms = now;
+				log_warn("%zu handshakes in progress: pausing accept until some finish", rv->pending);
+			} else {
+				log_debug("%zu handshakes in progress: pausing accept until some finish", rv->pending);
+			}
 			loop_remove(loop, fd);
 			rv->accept_paused = true;
 			return;
@@ -523,13 +573,16 @@ static void on_sweep(struct loop *loop, void *ctx)
 		if (!p->connected)
 			continue;
 		if (p->state != PEER_REGISTERED && now - p->accepted_ms > PROTO_HANDSHAKE_TIMEOUT_MS) {
-			log_warn("dropped peer %s: handshake not completed within %d s", p->remote, PROTO_HANDSHAKE_TIMEOUT_MS / 1000);
+			refused(rv, false, "dropped peer %s: handshake not completed within %d s", p->remote,
+				PROTO_HANDSHAKE_TIMEOUT_MS / 1000);
 			send_error_and_drop(p, PROTO_CODE_TIMEOUT, "handshake not completed in time", "handshake timeout");
 		} else if (p->state == PEER_REGISTERED && now - p->last_heard_ms > PROTO_HEARTBEAT_MISSES * rv->cfg->heartbeat_ms) {
 			snprintf(why, sizeof why, "no heartbeat for %.3g s", (double)(now - p->last_heard_ms) / 1000.0);
 			drop_peer(p, why);
 		}
 	}
+	if (now - rv->refusals_since_ms >= REFUSALS_WINDOW_MS)
+		refusals_summary(rv, now);
 	if (now - rv->last_heartbeat_ms >= rv->cfg->heartbeat_ms) {
 		rv->last_heartbeat_ms = now;
 		broadcast(rv, build_heartbeat, NULL);
@@ -834,7 +887,7 @@ int rendezvous_run(const struct config *cfg)
 		goto out;
 	log_info("rendezvous listening on port %ld for %ld child node%s (wait up to %.3g s)", cfg->port, rv.children,
 		 rv.children == 1 ? "" : "s", (double)cfg->wait_timeout_ms / 1000.0);
-	rv.last_heartbeat_ms = util_now_ms();
+	rv.last_heartbeat_ms = rv.refusals_since_ms = util_now_ms();
 	/* Heartbeats go out from the sweep, so it must tick well within an interval: at
 	 * SWEEP_MS alone, a heartbeat under ~84 ms would leave the workers silent for 3. */
 	rv.sweep_ms = cfg->heartbeat_ms / 3 < SWEEP_MS ? cfg->heartbeat_ms / 3 : SWEEP_MS;
@@ -845,6 +898,7 @@ int rendezvous_run(const struct config *cfg)
 	if (rv.children == 0)
 		start_main_payload(&rv);
 	rc = loop_run(rv.loop);
+	refusals_summary(&rv, util_now_ms());
 	/* Whatever is still queued (shutdown notices) goes out before we close. */
 	for (struct peer *p = rv.peers; p; p = p->next)
 		if (p->connected)

@@ -186,6 +186,15 @@ int handshake_worker(const struct config *cfg, struct proto_conn *conn, const st
 		rc = BA_EX_PROTOCOL;
 		goto out;
 	}
+	/* We offered PROTO_VERSION only (PROTOCOL.md §3, step 3): any other choice is not
+	 * one we can speak, whatever its proof says. */
+	if (reply.u.hello_manager.version != PROTO_VERSION) {
+		log_error("%s chose protocol version %d, which we did not offer (we speak %d)", peer,
+			  reply.u.hello_manager.version, PROTO_VERSION);
+		tell_and_close(conn, PROTO_CODE_UNSUPPORTED_VERSION, "this worker speaks version 1 only", deadline);
+		rc = BA_EX_PROTOCOL;
+		goto out;
+	}
 	/* The manager proves the cookie first; we prove nothing to a peer that has not. */
 	if (proto_auth_verify(cookie->bytes, cookie->length, reply.u.hello_manager.version, PROTO_ROLE_MANAGER,
 			      worker_nonce, reply.u.hello_manager.nonce, reply.u.hello_manager.proof) != PROTO_OK) {

@@ -293,6 +293,33 @@ def manager_hello_of_wrong_type_is_unexpected(workdir):
 
 
 @runner.case
+def manager_choosing_unoffered_version_exits_76(workdir):
+    """A manager hello with a version the worker never offered (2), even with a proof
+    valid for it, is answered with error unsupported_version; the worker exits 76."""
+    job = Job(2)
+    srv = socket.create_server(("127.0.0.1", 0))
+    try:
+        w = worker(job, workdir, ["--port", str(srv.getsockname()[1])], ["touch", os.path.join(workdir, "ran")])
+        srv.settimeout(10 * mnp.SLOW)
+        sock, _ = srv.accept()
+        conn = npr.Conn(sock)
+        hello = conn.recv_msg(timeout=5, expect=("hello",))
+        wn, mn = hello["_nonce"], npr.nonce()
+        conn.send(npr.hello_manager(mn, npr.proof(job.cookie, "manager", wn, mn, version=2), version=2))
+        try:
+            got = conn.recv_msg(timeout=5)
+        except npr.ProtocolError as e:
+            got = e
+        check(isinstance(got, npr.ProtocolError) and got.remote and got.code == npr.UNSUPPORTED_VERSION,
+              f"the worker answered {got!r}")
+        expect_exit(w, mnp.EX_PROTOCOL, 10)
+        check(not os.path.exists(os.path.join(workdir, "ran")), "the payload ran")
+        conn.close()
+    finally:
+        srv.close()
+
+
+@runner.case
 def on_manager_loss_continue_keeps_payload(workdir):
     job = Job(2)
     after = os.path.join(workdir, "after")

@@ -54,7 +54,8 @@ static int run_native_worker(const struct config *cfg, const struct manager_addr
 		close(fd);
 		fd = -1;
 		if (util_now_ms() + REDIAL_PAUSE_MS >= deadline) {
-			log_error("manager %s kept closing connections before its hello for %.3g s (--connect-timeout)",
+			log_error("manager %s closed or stayed silent before its hello for %.3g s (--connect-timeout): "
+				  "not a batch-agent manager?",
 				  manager->display, (double)cfg->connect_timeout_ms / 1000.0);
 			return BA_EX_UNAVAILABLE;
 		}

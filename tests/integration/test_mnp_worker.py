@@ -320,6 +320,35 @@ def manager_choosing_unoffered_version_exits_76(workdir):
 
 
 @runner.case
+def peer_closing_before_hello_is_named(workdir):
+    """A port where something accepts and hangs up without a hello: the worker redials
+    until --connect-timeout and then says what it saw."""
+    job = Job(2)
+    srv = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def hang_up():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                srv.accept()[0].close()
+            except OSError:
+                pass
+
+    t = threading.Thread(target=hang_up, daemon=True)
+    t.start()
+    try:
+        w = worker(job, workdir, ["--port", str(srv.getsockname()[1]), "--connect-timeout", "2"], ["true"])
+        expect_exit(w, mnp.EX_UNAVAILABLE, 15)
+        check("closed or stayed silent before its hello" in w.stderr() and "not a batch-agent manager?" in w.stderr(),
+              w.stderr())
+    finally:
+        stop.set()
+        t.join(2)
+        srv.close()
+
+
+@runner.case
 def on_manager_loss_continue_keeps_payload(workdir):
     job = Job(2)
     after = os.path.join(workdir, "after")

@@ -108,6 +108,17 @@ def literal_ref_manager_is_config_error(workdir):
 
 
 @runner.case
+def short_cookie_is_a_warning(workdir):
+    """PROTOCOL.md §7: a cookie under 32 bytes loads, with a warning (never the cookie)."""
+    job = Job(2, cookie="0123456789abcdefghijklmnopqrs")  # 29 bytes
+    w = worker(job, workdir, ["--port", str(mnp.free_port()), "--connect-timeout", "0"], ["true"])
+    expect_exit(w, mnp.EX_UNAVAILABLE, 10)
+    err = w.stderr()
+    check("the cookie is only 29 bytes: use at least 32" in err, err)
+    check(job.cookie not in err, "the cookie is in the log")
+
+
+@runner.case
 def no_cookie_is_config_error(workdir):
     job = Job(2)
     srv = socket.create_server(("127.0.0.1", 0))

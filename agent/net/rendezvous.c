@@ -225,6 +225,12 @@ static void on_hello(struct peer *p, const struct proto_msg *msg)
 	struct rendezvous *rv = p->rv;
 	unsigned char proof[PROTO_PROOF_LEN];
 	cJSON *reply = NULL;
+	/* PROTOCOL.md §3: an error before authentication is logged, never answered. */
+	if (msg->type == PROTO_MSG_ERROR) {
+		refused(rv, true, "refused peer %s: it opened with error %s", p->remote, msg->u.error.code);
+		drop_peer(p, "it opened with an error");
+		return;
+	}
 	if (msg->type != PROTO_MSG_HELLO_WORKER) {
 		refused(rv, false, "refused peer %s: it did not start with hello", p->remote);
 		send_error_and_drop(p, PROTO_CODE_UNEXPECTED, "expected hello", "did not start with hello");
@@ -303,12 +309,22 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 	struct rendezvous *rv = p->rv;
 	char text[400];
 	const struct proto_register *reg = &msg->u.reg;
+	if (msg->type == PROTO_MSG_ERROR) {
+		log_warn("peer %s gave up before registering: %s%s%s", p->remote, msg->u.error.code,
+			 msg->u.error.message[0] ? ": " : "", msg->u.error.message);
+		drop_peer(p, "it reported an error");
+		return;
+	}
 	if (msg->type != PROTO_MSG_REGISTER) {
 		send_error_and_drop(p, PROTO_CODE_UNEXPECTED, "expected register", "did not register");
 		return;
 	}
 	long index = reg->node_index.present ? (long)reg->node_index.value : -1;
 	long num_nodes = rv->cfg->batch.num_nodes;
+	if (rv->phase == PHASE_SHUTTING_DOWN) {
+		reject(p, PROTO_REJECT_SHUTTING_DOWN, "the main node is shutting down");
+		return;
+	}
 	if (rv->phase != PHASE_WAITING) {
 		reject(p, PROTO_REJECT_RENDEZVOUS_CLOSED, "the main payload has already started without this node");
 		return;

@@ -327,6 +327,51 @@ def refusals_are_rate_limited(workdir):
     check(any("more peers in the last" in line for line in refusals), "no summary line:\n" + "\n".join(refusals))
 
 
+@runner.case
+def error_first_and_register_during_shutdown(workdir):
+    """A peer whose first message is an error is logged and closed without an answer
+    (PROTOCOL.md §3). A registration that arrives while the main shuts down (here
+    after --wait-timeout) is rejected shutting_down, not rendezvous_closed."""
+    port, job = mnp.free_port(), Job(3)
+    main = Agent("main", ["--port", str(port), "--wait-timeout", "2", "--grace", "3", "--", "true"],
+                 job.env(0), workdir)
+    main.wait_for_log("rendezvous listening", 10)
+    c = connect(port)
+    c.send(npr.error("internal", "hello?"))
+    try:
+        got = c.recv_msg(timeout=3)
+    except npr.ConnectionClosed:
+        got = None
+    finally:
+        c.close()
+    check(got is None, f"the main answered an opening error with {got}")
+    main.wait_for_log("opened with error internal", 5)
+
+    def reg(index):
+        return npr.register_msg(job_id=f"{job.uuid}#{index}", hostname="h", address="127.0.0.1", attempt=1,
+                                node_index=index, num_nodes=3)
+
+    one = connect(port)
+    npr.worker_handshake(one, job.cookie, reg(1), timeout=5)
+    # Node 2 proves the cookie now but registers only once the rendezvous has failed.
+    two = connect(port)
+    wn = npr.nonce()
+    two.send(npr.hello_worker(wn))
+    hello = two.recv_msg(timeout=5, expect=("hello",))
+    two.recv_limit = npr.MAX_FRAME
+    two.send(npr.auth(npr.proof(job.cookie, "worker", wn, hello["_nonce"])))
+    main.wait_for_log("did not register within", 10)
+    two.send(reg(2))
+    try:
+        got = two.recv_msg(timeout=5, expect=("reject",))
+    finally:
+        two.close()
+    check(got["code"] == "shutting_down", f"late registration: {got}")
+    one.send(npr.payload_exited(exit_code=0))
+    expect_exit(main, mnp.EX_UNAVAILABLE, 15)
+    one.close()
+
+
 def cpu_ticks(pid):
     fields = read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime

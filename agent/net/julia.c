@@ -56,6 +56,17 @@ static int read_line(int fd, int64_t deadline, char *line, size_t size, const ch
 		if (c == '\n') {
 			if (length > 0 && line[length - 1] == '\r')
 				length--;
+			/* A NUL would cut the line short for every str* function after us (a
+			 * truncated cookie that still "works"); other control bytes have no
+			 * place in either line. Name the byte, never the line: it may hold a
+			 * cookie. */
+			for (size_t i = 0; i < length; i++) {
+				unsigned char b = (unsigned char)line[i];
+				if (b < 0x20 || b == 0x7f) {
+					log_error("the manager's %s line holds the control byte 0x%02x at offset %zu", what, b, i);
+					return BA_EX_PROTOCOL;
+				}
+			}
 			line[length] = '\0';
 			return BA_OK;
 		}

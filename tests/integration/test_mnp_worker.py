@@ -360,6 +360,33 @@ def peer_closing_before_hello_is_named(workdir):
 
 
 @runner.case
+def julia_cookie_line_with_control_byte_exits_76(workdir):
+    """--protocol julia: a NUL (or another control byte) inside the manager's cookie line
+    would silently truncate the cookie; the worker refuses the line with 76, naming it,
+    never echoing it, and the payload does not start."""
+    job = Job(2)
+    for bad in (b"julia_cookie:qqq\x00SECRETSECRET", b"julia_cookie:qqq\x1bSECRETSECRET"):
+        srv = socket.create_server(("127.0.0.1", 0))
+        ran = os.path.join(workdir, "ran")
+        try:
+            w = worker(job, workdir, ["--port", str(srv.getsockname()[1]), "--protocol", "julia"], ["touch", ran],
+                       cookie=False)
+            srv.settimeout(10 * mnp.SLOW)
+            sock, _ = srv.accept()
+            sock.settimeout(5)
+            sock.recv(4096)  # job_id:...
+            sock.sendall(bad + b"\njulia_worker_timeout:60\n")
+            expect_exit(w, mnp.EX_PROTOCOL, 10)
+            err = w.stderr()
+            check("julia_cookie line holds the control byte" in err, err)
+            check("SECRET" not in err and "qqq" not in err, f"the line is echoed:\n{err}")
+            check(not os.path.exists(ran), "the payload ran")
+            sock.close()
+        finally:
+            srv.close()
+
+
+@runner.case
 def on_manager_loss_continue_keeps_payload(workdir):
     job = Job(2)
     after = os.path.join(workdir, "after")

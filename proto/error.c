@@ -18,6 +18,7 @@ const char *proto_strerror(int err)
 	case PROTO_ERR_INVALID: return "invalid argument";
 	case PROTO_ERR_CRYPTO: return "cryptographic library failure";
 	case PROTO_ERR_OVERFLOW: return "send queue full";
+	case PROTO_ERR_INTERRUPTED: return "interrupted while waiting";
 	}
 	return "unknown protocol error";
 }

@@ -301,6 +301,7 @@ void proto_frame_conn_init(struct proto_conn *c, int fd)
 {
 	memset(c, 0, sizeof(*c));
 	c->fd = fd;
+	c->interrupt_fd = -1;
 	c->rd.limit = PROTO_MAX_HANDSHAKE_FRAME;
 	c->wr.max_queued = PROTO_MAX_QUEUED;
 }
@@ -316,6 +317,14 @@ void proto_frame_conn_free(struct proto_conn *c)
 	c->wr.buf = NULL;
 	c->wr.cap = c->wr.off = c->wr.len = 0;
 	c->want_write = false;
+}
+
+int proto_frame_set_interrupt_fd(struct proto_conn *c, int fd)
+{
+	if (c == NULL || fd < -1)
+		return PROTO_ERR_INVALID;
+	c->interrupt_fd = fd;
+	return PROTO_OK;
 }
 
 int proto_frame_set_limit(struct proto_conn *c, size_t limit)
@@ -433,17 +442,26 @@ int64_t proto_frame_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* poll() for one event until the deadline, retrying after signals. */
-static int wait_fd(int fd, short events, int64_t deadline_ms)
+/* poll() for one event on the socket until the deadline, retrying after EINTR; the
+ * interrupt fd, when set, ends the wait as soon as it is readable (checked first, so a
+ * busy socket cannot starve it). poll() ignores a negative fd, so -1 costs nothing. */
+static int wait_fd(const struct proto_conn *c, short events, int64_t deadline_ms)
 {
 	for (;;) {
-		struct pollfd pfd = { .fd = fd, .events = events };
+		struct pollfd pfd[2] = { { .fd = c->fd, .events = events },
+					 { .fd = c->interrupt_fd, .events = POLLIN } };
 		int64_t left = deadline_ms - proto_frame_now_ms();
 		int n;
 
 		if (left <= 0)
 			return PROTO_ERR_TIMEOUT;
-		n = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
+		n = poll(pfd, 2, left > 60000 ? 60000 : (int)left);
+		if (n > 0 && (pfd[1].revents & POLLNVAL)) {
+			errno = EBADF; /* a closed interrupt fd would interrupt forever */
+			return PROTO_ERR_IO;
+		}
+		if (n > 0 && pfd[1].revents != 0)
+			return PROTO_ERR_INTERRUPTED;
 		if (n > 0)
 			return PROTO_OK;
 		if (n < 0 && errno != EINTR)
@@ -466,7 +484,7 @@ int proto_frame_recv_wait(struct proto_conn *c, cJSON **out, int64_t deadline_ms
 			break;
 		rc = read_some(c);
 		if (rc == PROTO_AGAIN)
-			rc = wait_fd(c->fd, POLLIN, deadline_ms);
+			rc = wait_fd(c, POLLIN, deadline_ms);
 		if (rc != PROTO_OK)
 			break;
 	}
@@ -570,7 +588,7 @@ int proto_frame_flush_wait(struct proto_conn *c, int64_t deadline_ms)
 		rc = proto_frame_flush(c);
 		if (rc != PROTO_AGAIN)
 			break;
-		rc = wait_fd(c->fd, POLLOUT, deadline_ms);
+		rc = wait_fd(c, POLLOUT, deadline_ms);
 		if (rc != PROTO_OK)
 			break;
 	}

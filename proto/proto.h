@@ -46,6 +46,7 @@ enum proto_err {
 	PROTO_ERR_INVALID,     /* the caller passed an argument the protocol cannot carry */
 	PROTO_ERR_CRYPTO,      /* libcrypto failed (no entropy, no SHA-256) */
 	PROTO_ERR_OVERFLOW,    /* the send queue is over its cap: the peer does not read */
+	PROTO_ERR_INTERRUPTED, /* a *_wait helper saw the connection's interrupt fd readable */
 };
 
 /* A static English description; never NULL, also for unknown codes. */
@@ -79,6 +80,7 @@ struct proto_frame_writer {
  * EPOLLOUT then, and call proto_frame_flush() when it fires. */
 struct proto_conn {
 	int fd;
+	int interrupt_fd; /* -1, or polled beside fd by the *_wait helpers */
 	bool want_write;
 	struct proto_frame_reader rd;
 	struct proto_frame_writer wr;
@@ -88,8 +90,16 @@ struct proto_conn {
  * that a peer that stopped reading cannot make us buffer without bound. */
 #define PROTO_MAX_QUEUED (4 * PROTO_MAX_FRAME)
 
-/* Starts with the handshake limit (PROTO_MAX_HANDSHAKE_FRAME). Never fails. */
+/* Starts with the handshake limit (PROTO_MAX_HANDSHAKE_FRAME) and no interrupt fd.
+ * Never fails. */
 void proto_frame_conn_init(struct proto_conn *c, int fd);
+/* An extra descriptor (-1: none, the default) that the blocking *_wait helpers poll
+ * beside the socket: when it becomes readable they return PROTO_ERR_INTERRUPTED
+ * without reading it, and the connection is left as it was (a partial frame stays
+ * buffered), so the caller may look at why and call again. The codec gives the
+ * descriptor no meaning; a caller passes e.g. a signalfd to stay responsive to
+ * signals while it waits. The non-blocking entry points ignore it. */
+int proto_frame_set_interrupt_fd(struct proto_conn *c, int fd);
 /* Frees the buffers; leaves fd open. Safe on a zeroed or already freed conn. */
 void proto_frame_conn_free(struct proto_conn *c);
 /* Limit for frames whose header has not been read yet: call it right after the
@@ -119,7 +129,8 @@ int proto_frame_flush(struct proto_conn *c);
 int64_t proto_frame_now_ms(void);
 /* Blocking helpers for the worker side, on a blocking or non-blocking socket: they
  * poll() until done or until proto_frame_now_ms() reaches deadline_ms (absolute, so
- * that one deadline can cover a whole handshake), then PROTO_ERR_TIMEOUT. */
+ * that one deadline can cover a whole handshake), then PROTO_ERR_TIMEOUT; or until the
+ * interrupt fd (proto_frame_set_interrupt_fd) is readable, then PROTO_ERR_INTERRUPTED. */
 int proto_frame_send_wait(struct proto_conn *c, const cJSON *msg, int64_t deadline_ms);
 int proto_frame_flush_wait(struct proto_conn *c, int64_t deadline_ms);
 int proto_frame_recv_wait(struct proto_conn *c, cJSON **out, int64_t deadline_ms);
@@ -272,6 +283,7 @@ int proto_msg_pick_version(const struct proto_msg *hello_worker, int *version);
 #define PROTO_REJECT_JOB_MISMATCH "job_mismatch"
 #define PROTO_REJECT_SHUTTING_DOWN "shutting_down"
 #define PROTO_REJECT_RENDEZVOUS_CLOSED "rendezvous_closed" /* the main payload started without this node */
+#define PROTO_REJECT_BAD_ADDRESS "bad_address" /* "address" is not an IP literal or a DNS name */
 
 /* ---------------------------------------------------------------------------------
  * Authentication

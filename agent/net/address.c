@@ -41,6 +41,41 @@ static bool valid_dns_name(const char *host)
 	return true;
 }
 
+static bool rfc1123_name(const char *name)
+{
+	size_t length = strlen(name), label = 0;
+	bool all_digits = true;
+	if (length == 0 || length > ADDRESS_ADVERTISED_MAX)
+		return false;
+	for (size_t i = 0; i <= length; i++) {
+		char c = name[i];
+		if (c == '.' || c == '\0') {
+			/* Empty labels, and hyphens at either end of one. */
+			if (label == 0 || name[i - 1] == '-')
+				return false;
+			if (c == '\0')
+				break;
+			label = 0;
+			all_digits = true;
+			continue;
+		}
+		if (!(isalnum((unsigned char)c) || (c == '-' && label > 0)) || ++label > 63)
+			return false;
+		if (!isdigit((unsigned char)c))
+			all_digits = false;
+	}
+	/* "999.1.1.1" is no IPv4 address, and no top-level domain is all digits. */
+	return !all_digits;
+}
+
+bool address_valid_advertised(const char *text)
+{
+	unsigned char binary[sizeof(struct in6_addr)];
+	if (text == NULL)
+		return false;
+	return inet_pton(AF_INET, text, binary) == 1 || inet_pton(AF_INET6, text, binary) == 1 || rfc1123_name(text);
+}
+
 int address_parse_manager(const char *text, long default_port, const char *source, struct manager_address *out)
 {
 	const char *ref_name;

@@ -30,6 +30,13 @@ bool address_is_unsubstituted_ref(const char *text, const char **name);
  * case the first usable interface address. Errors list the candidate interfaces. */
 int address_advertised(int connected_fd, const char *override, char *out, size_t size);
 
+/* What the rendezvous takes as a node's advertised address (it becomes a hostfile
+ * line): an IPv4 or IPv6 literal (no brackets, no port), or a DNS name as RFC 1123
+ * has it: labels of 1..63 letters, digits and hyphens that neither start nor end with
+ * a hyphen, 253 bytes at most, the last label not all digits. */
+#define ADDRESS_ADVERTISED_MAX 253
+bool address_valid_advertised(const char *text);
+
 /* The address of the first interface that is up, not loopback and not link-local. */
 int address_first_usable(char *out, size_t size);
 

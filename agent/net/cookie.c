@@ -13,6 +13,7 @@
 #include "util.h"
 
 #define COOKIE_ENV "BATCH_AGENT_COOKIE"
+#define COOKIE_MIN_RECOMMENDED 32 /* bytes: shorter ones load, with a warning */
 
 void cookie_scrub_environment(void)
 {
@@ -112,8 +113,11 @@ int cookie_load(const struct config *cfg, struct cookie *out)
 		log_error("the cookie (%s) is empty", cfg->cookie_file ? cfg->cookie_file : COOKIE_ENV);
 		rc = BA_EX_CONFIG;
 	}
-	if (rc == BA_OK && out->length < 16)
-		log_warn("the cookie is only %zu bytes: use at least 32 random characters", out->length);
+	/* PROTOCOL.md §7: anyone who reaches the port gets a manager proof to guess the
+	 * cookie against offline, so its strength is all the protection there is. */
+	if (rc == BA_OK && out->length < COOKIE_MIN_RECOMMENDED)
+		log_warn("the cookie is only %zu bytes: use at least %d random characters (e.g. openssl rand -hex 32)",
+			 out->length, COOKIE_MIN_RECOMMENDED);
 	if (rc != BA_OK)
 		cookie_wipe(out);
 	return rc;

@@ -24,62 +24,88 @@
 #define FIRST_ATTEMPT_MIN_MS 1000
 #define PROGRESS_EVERY_MS 30000
 
-int dial_sleep(int64_t ms)
+int dial_pending_signal(void)
 {
-	int64_t deadline = util_now_ms() + ms;
+	int sig = signals_next_terminating();
+	char name[32];
+	if (sig == 0)
+		return BA_OK;
+	log_info("received %s before the payload started: exiting", util_signal_name(sig, name, sizeof name));
+	return BA_EX_SIGNAL_BASE + sig;
+}
+
+int dial_poll(int fd, short events, int64_t deadline_ms, bool *ready)
+{
+	*ready = false;
 	for (;;) {
-		int64_t left = deadline - util_now_ms();
+		int64_t left = deadline_ms - util_now_ms();
 		if (left <= 0)
 			return BA_OK;
-		struct pollfd pfd = { .fd = signals_fd(), .events = POLLIN };
-		int n = poll(&pfd, 1, (int)left);
+		/* poll() skips a negative fd: dial_sleep waits on the signals alone. */
+		struct pollfd pfd[2] = { { .fd = signals_fd(), .events = POLLIN }, { .fd = fd, .events = events } };
+		int n = poll(pfd, 2, left > 60000 ? 60000 : (int)left);
 		if (n < 0 && errno != EINTR)
 			return BA_EX_OSERR;
 		if (n <= 0)
 			continue;
-		int sig = signals_next_terminating();
-		if (sig != 0) {
-			char name[32];
-			log_info("received %s before the payload started: exiting", util_signal_name(sig, name, sizeof name));
-			return BA_EX_SIGNAL_BASE + sig;
+		if (pfd[0].revents != 0) {
+			int rc = dial_pending_signal();
+			if (rc != BA_OK)
+				return rc;
+		}
+		if (pfd[1].revents != 0) {
+			*ready = true;
+			return BA_OK;
 		}
 	}
 }
 
-/* One non-blocking connect to one address, bounded by timeout_ms. */
+int dial_sleep(int64_t ms)
+{
+	bool ready;
+	return dial_poll(-1, 0, util_now_ms() + ms, &ready);
+}
+
+#define CONNECT_FAILED (-1) /* try_connect: this address failed, why says how */
+
+/* One non-blocking connect to one address, bounded by timeout_ms: BA_OK,
+ * CONNECT_FAILED, or 128+N when a terminating signal came first. */
 static int try_connect(const struct addrinfo *ai, int64_t timeout_ms, int *fd_out, char *why, size_t why_size)
 {
+	bool ready = false;
+	int rc = CONNECT_FAILED;
 	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
 	if (fd < 0) {
 		snprintf(why, why_size, "socket: %s", strerror(errno));
-		return -1;
+		return CONNECT_FAILED;
 	}
 	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
 		snprintf(why, why_size, "%s", strerror(errno));
 		goto fail;
 	}
-	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-	int n;
-	do
-		n = poll(&pfd, 1, (int)timeout_ms);
-	while (n < 0 && errno == EINTR);
-	if (n == 0) {
+	int polled = dial_poll(fd, POLLOUT, util_now_ms() + timeout_ms, &ready);
+	if (polled != BA_OK) {
+		snprintf(why, why_size, "%s", polled == BA_EX_OSERR ? strerror(errno) : "interrupted");
+		rc = polled == BA_EX_OSERR ? CONNECT_FAILED : polled;
+		goto fail;
+	}
+	if (!ready) {
 		snprintf(why, why_size, "connect timed out");
 		goto fail;
 	}
 	int error = 0;
 	socklen_t length = sizeof error;
-	if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0 || error != 0) {
-		snprintf(why, why_size, "%s", strerror(n < 0 ? errno : error));
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0 || error != 0) {
+		snprintf(why, why_size, "%s", strerror(error != 0 ? error : errno));
 		goto fail;
 	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	*fd_out = fd;
-	return 0;
+	return BA_OK;
 fail:
 	close(fd);
-	return -1;
+	return rc;
 }
 
 int dial_manager(const struct manager_address *manager, int64_t timeout_ms, int *fd_out)
@@ -101,11 +127,13 @@ int dial_manager(const struct manager_address *manager, int64_t timeout_ms, int 
 			if (left <= 0 && attempt > 1)
 				break;
 			int64_t attempt_ms = left <= 0 ? FIRST_ATTEMPT_MIN_MS : left < ATTEMPT_TIMEOUT_MS ? left : ATTEMPT_TIMEOUT_MS;
-			if (try_connect(ai, attempt_ms, fd_out, why, sizeof why) == 0) {
-				freeaddrinfo(list);
+			int rc = try_connect(ai, attempt_ms, fd_out, why, sizeof why);
+			if (rc == BA_OK)
 				log_info("connected to the manager at %s (from %s) after %u attempt%s", manager->display,
 					 manager->source, attempt, attempt == 1 ? "" : "s");
-				return BA_OK;
+			if (rc != CONNECT_FAILED) {
+				freeaddrinfo(list);
+				return rc;
 			}
 		}
 		if (list)

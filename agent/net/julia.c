@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dial.h"
 #include "launch.h"
 #include "log.h"
 #include "status.h"
@@ -32,11 +33,12 @@ static int read_line(int fd, int64_t deadline, char *line, size_t size, const ch
 			log_error("the manager did not send the %s line within %d s", what, EXCHANGE_TIMEOUT_MS / 1000);
 			return BA_EX_PROTOCOL;
 		}
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		int n = poll(&pfd, 1, (int)left);
-		if (n < 0 && errno != EINTR)
-			return BA_EX_OSERR;
-		if (n <= 0)
+		/* A SIGTERM must not wait out the 60 s exchange: dial_poll watches for it. */
+		bool ready;
+		int rc = dial_poll(fd, POLLIN, deadline, &ready);
+		if (rc != BA_OK)
+			return rc;
+		if (!ready)
 			continue;
 		char c;
 		ssize_t got = read(fd, &c, 1);
@@ -54,6 +56,17 @@ static int read_line(int fd, int64_t deadline, char *line, size_t size, const ch
 		if (c == '\n') {
 			if (length > 0 && line[length - 1] == '\r')
 				length--;
+			/* A NUL would cut the line short for every str* function after us (a
+			 * truncated cookie that still "works"); other control bytes have no
+			 * place in either line. Name the byte, never the line: it may hold a
+			 * cookie. */
+			for (size_t i = 0; i < length; i++) {
+				unsigned char b = (unsigned char)line[i];
+				if (b < 0x20 || b == 0x7f) {
+					log_error("the manager's %s line holds the control byte 0x%02x at offset %zu", what, b, i);
+					return BA_EX_PROTOCOL;
+				}
+			}
 			line[length] = '\0';
 			return BA_OK;
 		}
@@ -65,11 +78,14 @@ static int read_line(int fd, int64_t deadline, char *line, size_t size, const ch
 	}
 }
 
-static int write_all(int fd, const char *data, size_t length)
+static int write_all(int fd, const char *data, size_t length, int64_t deadline)
 {
 	while (length > 0) {
-		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-		if (poll(&pfd, 1, EXCHANGE_TIMEOUT_MS) <= 0)
+		bool ready;
+		int rc = dial_poll(fd, POLLOUT, deadline, &ready);
+		if (rc != BA_OK)
+			return rc;
+		if (!ready)
 			return BA_EX_UNAVAILABLE;
 		ssize_t n = send(fd, data, length, MSG_NOSIGNAL);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -113,12 +129,12 @@ int julia_handshake(const struct config *cfg, int fd, struct julia_grant *grant)
 	char *hello = NULL;
 	if (asprintf(&hello, "job_id:%s\n", cfg->batch.job_id) < 0)
 		return BA_EX_OSERR;
-	rc = write_all(fd, hello, strlen(hello));
+	rc = write_all(fd, hello, strlen(hello), deadline);
 	free(hello);
-	if (rc != BA_OK) {
+	if (rc == BA_EX_UNAVAILABLE)
 		log_error("cannot send the job_id line to the manager: the connection failed");
+	if (rc != BA_OK)
 		return rc;
-	}
 
 	rc = read_line(fd, deadline, line, sizeof line, "julia_cookie");
 	if (rc != BA_OK)
@@ -146,8 +162,11 @@ int julia_handshake(const struct config *cfg, int fd, struct julia_grant *grant)
 	/* Older AWSClusterManagers.jl releases send no timeout line. Newer ones flush both
 	 * lines together, so when the second has not begun shortly after the first, it is
 	 * not coming. */
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-	if (poll(&pfd, 1, TIMEOUT_LINE_WAIT_MS) == 0) {
+	bool ready;
+	rc = dial_poll(fd, POLLIN, util_now_ms() + TIMEOUT_LINE_WAIT_MS, &ready);
+	if (rc != BA_OK)
+		goto out;
+	if (!ready) {
 		log_info("the manager sent no julia_worker_timeout line (an older AWSClusterManagers.jl): "
 			 "JULIA_WORKER_TIMEOUT is left unset");
 		goto out;

@@ -36,13 +36,16 @@ static int run_native_worker(const struct config *cfg, const struct manager_addr
 	int64_t heartbeat_ms = cfg->heartbeat_ms;
 	struct proto_conn conn;
 	struct node_self self;
-	int fd = -1, rc;
+	int fd = -1;
+	int rc = self_describe_node(cfg, &self);
+	if (rc != BA_OK)
+		return rc;
 	for (;;) {
 		rc = dial_manager(manager, deadline - util_now_ms(), &fd);
 		if (rc != BA_OK)
 			return rc;
 		proto_frame_conn_init(&conn, fd);
-		rc = self_describe(cfg, fd, &self);
+		rc = self_fill_address(cfg, fd, &self);
 		if (rc == BA_OK)
 			rc = handshake_worker(cfg, &conn, cookie, manager, &self, &heartbeat_ms);
 		if (rc != HANDSHAKE_RETRY)
@@ -51,7 +54,8 @@ static int run_native_worker(const struct config *cfg, const struct manager_addr
 		close(fd);
 		fd = -1;
 		if (util_now_ms() + REDIAL_PAUSE_MS >= deadline) {
-			log_error("manager %s kept closing connections before its hello for %.3g s (--connect-timeout)",
+			log_error("manager %s closed or stayed silent before its hello for %.3g s (--connect-timeout): "
+				  "not a batch-agent manager?",
 				  manager->display, (double)cfg->connect_timeout_ms / 1000.0);
 			return BA_EX_UNAVAILABLE;
 		}
@@ -77,9 +81,11 @@ static int run_julia_worker(const struct config *cfg, const struct manager_addre
 	struct julia_grant grant = { .worker_timeout_s = -1 };
 	struct node_self self;
 	int fd = -1;
-	int rc = dial_manager(manager, cfg->connect_timeout_ms, &fd);
+	int rc = self_describe_node(cfg, &self);
 	if (rc == BA_OK)
-		rc = self_describe(cfg, fd, &self);
+		rc = dial_manager(manager, cfg->connect_timeout_ms, &fd);
+	if (rc == BA_OK)
+		rc = self_fill_address(cfg, fd, &self);
 	if (rc == BA_OK && cookie->bytes == NULL)
 		rc = julia_handshake(cfg, fd, &grant);
 	else if (rc == BA_OK)

@@ -8,9 +8,11 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,6 +28,10 @@
 
 #define SWEEP_MS 250
 #define REPORT_MARGIN_MS 1000 /* after the grace period, for the last exit reports to arrive */
+#define ACCEPT_RETRY_MS 250   /* out of descriptors or memory: how long accept(2) rests */
+#define REFUSALS_WINDOW_MS 60000 /* refused pre-auth peers: one summary line per window */
+#define REFUSALS_LOUD_MAX 10      /* warnings per window before the rest are only counted */
+#define FD_SLACK 32           /* descriptors besides the peers': stdio, epoll, signalfd, pipes, hostfile */
 
 enum peer_state { PEER_HELLO, PEER_AUTH, PEER_REGISTER, PEER_REGISTERED };
 enum phase { PHASE_WAITING, PHASE_RUNNING, PHASE_SHUTTING_DOWN };
@@ -40,7 +46,7 @@ struct peer {
 	unsigned char worker_nonce[PROTO_NONCE_LEN], manager_nonce[PROTO_NONCE_LEN];
 	int64_t accepted_ms, last_heard_ms;
 	long node_index;
-	char address[64]; /* advertised at registration */
+	char address[ADDRESS_ADVERTISED_MAX + 1]; /* advertised at registration, checked */
 	bool exit_reported;
 	bool dead; /* dropped and out of the job: freed by the next sweep, never inside a callback */
 	struct peer *next;
@@ -56,14 +62,21 @@ struct rendezvous {
 	struct peer *peers;    /* every peer with a live connection, and registered ones */
 	size_t pending;        /* peers not yet registered */
 	size_t max_pending;
-	bool accept_paused;    /* at max_pending: newcomers wait in the kernel's backlog */
+	bool accept_paused;    /* the listen fd is out of the loop: newcomers wait in the kernel's backlog */
+	bool accept_starved;   /* accept(2) ran out of descriptors or memory: logged once per episode */
+	struct rlimit nofile;  /* as inherited: the main payload gets it back */
 	struct peer **by_index; /* registered children by node index */
 	long registered;
 	long children;         /* AWS_BATCH_JOB_NUM_NODES - 1 */
 	const char *job_prefix; /* "<uuid>#" of this job, NULL when unknown */
 	size_t job_prefix_length;
 	int64_t last_heartbeat_ms;
-	struct loop_timer wait_timer, sweep_timer, report_timer;
+	int64_t refusals_since_ms; /* start of the current window */
+	unsigned refusals_loud;    /* warned about in this window */
+	unsigned refusals_quiet;   /* only counted (and logged at debug) in this window */
+	int64_t cap_warned_ms;     /* when the cap of handshakes was last a warning; 0: never */
+	int64_t sweep_ms;      /* min(SWEEP_MS, heartbeat / 3): heartbeats leave on a sweep */
+	struct loop_timer wait_timer, sweep_timer, report_timer, accept_timer;
 	char main_addr[64];
 	char hostfile[128];
 	bool main_finished;
@@ -72,6 +85,38 @@ struct rendezvous {
 
 /* ---- peers ---- */
 
+/* Anyone who reaches the port can be refused thousands of times a second: the log must
+ * not grow with them. A wrong cookie (loud) is a warning that names the peer, for the
+ * first REFUSALS_LOUD_MAX of a window; garbage, oversized frames and timeouts (quiet)
+ * and the loud ones past that go to debug, and one line per window counts them. */
+static void refused(struct rendezvous *rv, bool loud, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void refused(struct rendezvous *rv, bool loud, const char *fmt, ...)
+{
+	char line[320];
+	va_list args;
+	va_start(args, fmt);
+	vsnprintf(line, sizeof line, fmt, args);
+	va_end(args);
+	if (loud && rv->refusals_loud < REFUSALS_LOUD_MAX) {
+		rv->refusals_loud++;
+		log_warn("%s", line);
+		return;
+	}
+	rv->refusals_quiet++;
+	log_debug("%s", line);
+}
+
+/* The summary of the window, when it has one; a new window starts at now. */
+static void refusals_summary(struct rendezvous *rv, int64_t now)
+{
+	if (rv->refusals_quiet > 0)
+		log_warn("refused %u more peer%s in the last %lld s (details at --log-level debug)", rv->refusals_quiet,
+			 rv->refusals_quiet == 1 ? "" : "s", (long long)((now - rv->refusals_since_ms + 999) / 1000));
+	rv->refusals_since_ms = now;
+	rv->refusals_loud = 0;
+	rv->refusals_quiet = 0;
+}
+
 static void drop_peer(struct peer *p, const char *why);
 
 static void update_interest(struct peer *p)
@@ -79,14 +124,18 @@ static void update_interest(struct peer *p)
 	loop_modify(p->rv->loop, p->conn.fd, EPOLLIN | (p->conn.want_write ? EPOLLOUT : 0));
 }
 
-/* Queue msg to p (takes msg); a peer that cannot take it is dropped. */
+/* Queue msg to p (takes msg); a peer that cannot take it is dropped. A message we
+ * could not build is our failure, not the peer's: it is logged as an internal error
+ * and the peer is left as it was. */
 static void send_to(struct peer *p, cJSON *msg, int build_err)
 {
-	int err = build_err;
-	if (p->connected && err == PROTO_OK)
+	int err = PROTO_OK;
+	if (build_err != PROTO_OK)
+		log_error("internal error: cannot build a message for %s: %s", p->remote, proto_strerror(build_err));
+	else if (p->connected)
 		err = proto_frame_send(&p->conn, msg);
 	cJSON_Delete(msg);
-	if (!p->connected)
+	if (!p->connected || build_err != PROTO_OK)
 		return;
 	if (err != PROTO_OK)
 		drop_peer(p, proto_strerror(err));
@@ -117,13 +166,26 @@ static void unlink_peer(struct rendezvous *rv, struct peer *p)
 static void maybe_stop(struct rendezvous *rv);
 static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx);
 
+/* Put the listen fd back in the loop, unless something still holds accepting off: the
+ * cap of handshakes, the shutdown, or the rest after running out of descriptors. */
+static void resume_accept(struct rendezvous *rv)
+{
+	if (rv->accept_paused && rv->pending < rv->max_pending && rv->phase != PHASE_SHUTTING_DOWN &&
+	    !rv->accept_timer.armed && loop_add(rv->loop, rv->listen_fd, EPOLLIN, on_accept, rv) == BA_OK)
+		rv->accept_paused = false;
+}
+
+static void on_accept_timer(struct loop *loop, void *ctx)
+{
+	(void)loop;
+	resume_accept(ctx);
+}
+
 /* A handshake ended: if accepting was paused at the cap, take newcomers again. */
 static void handshake_ended(struct rendezvous *rv)
 {
 	rv->pending--;
-	if (rv->accept_paused && rv->pending < rv->max_pending && rv->phase != PHASE_SHUTTING_DOWN &&
-	    loop_add(rv->loop, rv->listen_fd, EPOLLIN, on_accept, rv) == BA_OK)
-		rv->accept_paused = false;
+	resume_accept(rv);
 }
 
 static void drop_peer(struct peer *p, const char *why)
@@ -163,11 +225,20 @@ static void on_hello(struct peer *p, const struct proto_msg *msg)
 	struct rendezvous *rv = p->rv;
 	unsigned char proof[PROTO_PROOF_LEN];
 	cJSON *reply = NULL;
+	/* PROTOCOL.md §3: an error before authentication is logged, never answered. */
+	if (msg->type == PROTO_MSG_ERROR) {
+		refused(rv, true, "refused peer %s: it opened with error %s", p->remote, msg->u.error.code);
+		drop_peer(p, "it opened with an error");
+		return;
+	}
 	if (msg->type != PROTO_MSG_HELLO_WORKER) {
+		refused(rv, false, "refused peer %s: it did not start with hello", p->remote);
 		send_error_and_drop(p, PROTO_CODE_UNEXPECTED, "expected hello", "did not start with hello");
 		return;
 	}
 	if (proto_msg_pick_version(msg, &p->version) != PROTO_OK) {
+		refused(rv, true, "refused peer %s: no protocol version in common (this manager speaks %d)", p->remote,
+			PROTO_VERSION);
 		send_error_and_drop(p, PROTO_CODE_UNSUPPORTED_VERSION, "this manager speaks version 1",
 				    "no protocol version in common");
 		return;
@@ -189,18 +260,19 @@ static void on_auth(struct peer *p, const struct proto_msg *msg)
 {
 	struct rendezvous *rv = p->rv;
 	if (msg->type == PROTO_MSG_ERROR) {
-		log_warn("refused peer %s: it did not accept our proof (%s): the cookies differ", p->remote,
-			 msg->u.error.code);
+		refused(rv, true, "refused peer %s: it did not accept our proof (%s): the cookies differ", p->remote,
+			msg->u.error.code);
 		drop_peer(p, "refused our proof");
 		return;
 	}
 	if (msg->type != PROTO_MSG_AUTH) {
+		refused(p->rv, false, "refused peer %s: \"%s\" instead of auth", p->remote, proto_msg_type_name(msg->type));
 		send_error_and_drop(p, PROTO_CODE_UNEXPECTED, "expected auth", "did not authenticate");
 		return;
 	}
 	if (proto_auth_verify(rv->cookie.bytes, rv->cookie.length, p->version, PROTO_ROLE_WORKER, p->worker_nonce,
 			      p->manager_nonce, msg->u.auth.proof) != PROTO_OK) {
-		log_warn("refused peer %s: authentication failed (wrong cookie, or a replayed exchange)", p->remote);
+		refused(rv, true, "refused peer %s: authentication failed (wrong cookie, or a replayed exchange)", p->remote);
 		send_error_and_drop(p, PROTO_CODE_AUTH_FAILED, "worker proof does not match", "authentication failed");
 		return;
 	}
@@ -237,12 +309,22 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 	struct rendezvous *rv = p->rv;
 	char text[400];
 	const struct proto_register *reg = &msg->u.reg;
+	if (msg->type == PROTO_MSG_ERROR) {
+		log_warn("peer %s gave up before registering: %s%s%s", p->remote, msg->u.error.code,
+			 msg->u.error.message[0] ? ": " : "", msg->u.error.message);
+		drop_peer(p, "it reported an error");
+		return;
+	}
 	if (msg->type != PROTO_MSG_REGISTER) {
 		send_error_and_drop(p, PROTO_CODE_UNEXPECTED, "expected register", "did not register");
 		return;
 	}
 	long index = reg->node_index.present ? (long)reg->node_index.value : -1;
 	long num_nodes = rv->cfg->batch.num_nodes;
+	if (rv->phase == PHASE_SHUTTING_DOWN) {
+		reject(p, PROTO_REJECT_SHUTTING_DOWN, "the main node is shutting down");
+		return;
+	}
 	if (rv->phase != PHASE_WAITING) {
 		reject(p, PROTO_REJECT_RENDEZVOUS_CLOSED, "the main payload has already started without this node");
 		return;
@@ -258,6 +340,28 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 		reject(p, PROTO_REJECT_JOB_MISMATCH, text);
 		return;
 	}
+	/* PROTOCOL.md §3: job_mismatch also covers the job's size and attempt, where the
+	 * worker knows them (null: it does not) and, for the attempt, so do we. */
+	if (reg->num_nodes.present && reg->num_nodes.value != num_nodes) {
+		snprintf(text, sizeof text, "node %ld counts %lld nodes in the job, this job has %ld", index,
+			 (long long)reg->num_nodes.value, num_nodes);
+		reject(p, PROTO_REJECT_JOB_MISMATCH, text);
+		return;
+	}
+	if (reg->attempt.present && rv->cfg->batch.attempt > 0 && reg->attempt.value != rv->cfg->batch.attempt) {
+		snprintf(text, sizeof text, "node %ld is from attempt %lld of the job, this is attempt %ld", index,
+			 (long long)reg->attempt.value, rv->cfg->batch.attempt);
+		reject(p, PROTO_REJECT_JOB_MISMATCH, text);
+		return;
+	}
+	/* The address becomes a line of the hostfile and an entry of BATCH_AGENT_NODES: a
+	 * newline or a comma in it would forge nodes. */
+	if (!address_valid_advertised(reg->address)) {
+		snprintf(text, sizeof text, "node %ld advertises %zu bytes that are not an IP address or a DNS name",
+			 index, strlen(reg->address));
+		reject(p, PROTO_REJECT_BAD_ADDRESS, text);
+		return;
+	}
 	if (rv->by_index[index] != NULL) {
 		snprintf(text, sizeof text, "node index %ld is already registered from %s", index,
 			 rv->by_index[index]->remote);
@@ -266,6 +370,12 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 	}
 	cJSON *reply = NULL;
 	int err = proto_msg_accept(rv->cfg->heartbeat_ms, &reply);
+	if (err != PROTO_OK) {
+		cJSON_Delete(reply);
+		log_error("internal error: cannot build the accept for node %ld: %s", index, proto_strerror(err));
+		send_error_and_drop(p, PROTO_CODE_INTERNAL, "the manager cannot admit workers", "internal error");
+		return;
+	}
 	send_to(p, reply, err);
 	if (!p->connected)
 		return;
@@ -312,9 +422,13 @@ static void on_child_message(struct peer *p, const struct proto_msg *msg)
 		log_warn("node %ld reports an error: %s %s", p->node_index, msg->u.error.code, msg->u.error.message);
 		drop_peer(p, "it reported an error");
 		return;
-	default:
-		log_warn("ignoring an unexpected \"%s\" from node %ld", proto_msg_type_name(msg->type), p->node_index);
+	default: {
+		/* PROTOCOL.md §4: valid but not ours to receive (accept, a second register...). */
+		char why[96];
+		snprintf(why, sizeof why, "it sent an unexpected \"%s\"", proto_msg_type_name(msg->type));
+		send_error_and_drop(p, PROTO_CODE_UNEXPECTED, why + 3, why);
 		return;
+	}
 	}
 }
 
@@ -347,7 +461,7 @@ static void on_peer_io(struct loop *loop, int fd, uint32_t events, void *ctx)
 			cJSON_Delete(json);
 			const char *code = err == PROTO_ERR_BAD_MESSAGE ? PROTO_CODE_BAD_MESSAGE : PROTO_CODE_BAD_FRAME;
 			if (p->state != PEER_REGISTERED)
-				log_warn("refused peer %s: %s", p->remote, proto_strerror(err));
+				refused(p->rv, false, "refused peer %s: %s", p->remote, proto_strerror(err));
 			send_error_and_drop(p, code, proto_strerror(err), proto_strerror(err));
 			return;
 		}
@@ -379,7 +493,14 @@ static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx)
 		 * newcomers wait in the listen backlog (TCP keeps them, their agents are
 		 * patient) until handshakes finish or time out. */
 		if (rv->pending >= rv->max_pending) {
-			log_warn("%zu handshakes in progress: pausing accept until some finish", rv->pending);
+			/* A flood hits the cap again and again: one warning per window. */
+			int64_t now = util_now_ms();
+			if (rv->cap_warned_ms == 0 || now - rv->cap_warned_ms >= REFUSALS_WINDOW_MS) {
+				rv->cap_warned_ms = now;
+				log_warn("%zu handshakes in progress: pausing accept until some finish", rv->pending);
+			} else {
+				log_debug("%zu handshakes in progress: pausing accept until some finish", rv->pending);
+			}
 			loop_remove(loop, fd);
 			rv->accept_paused = true;
 			return;
@@ -388,10 +509,24 @@ static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx)
 		socklen_t length = sizeof from;
 		int conn = accept4(fd, (struct sockaddr *)&from, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (conn < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+			/* The listen fd is level-triggered: a connection we cannot take for want
+			 * of descriptors or memory stays readable, and accepting again at once
+			 * would spin. Rest a while; handshakes that end meanwhile free some. */
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				if (!rv->accept_starved)
+					log_warn("accept: %m: pausing accept, retrying every %d ms", ACCEPT_RETRY_MS);
+				rv->accept_starved = true;
+				loop_remove(loop, fd);
+				rv->accept_paused = true;
+				loop_timer_arm(loop, &rv->accept_timer, ACCEPT_RETRY_MS, on_accept_timer, rv);
+			} else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
 				log_warn("accept: %m");
+			}
 			return;
 		}
+		if (rv->accept_starved)
+			log_info("accepting connections again");
+		rv->accept_starved = false;
 		char ip[INET_ADDRSTRLEN] = "?";
 		inet_ntop(AF_INET, &from.sin_addr, ip, sizeof ip);
 		struct peer *p = calloc(1, sizeof *p);
@@ -454,18 +589,21 @@ static void on_sweep(struct loop *loop, void *ctx)
 		if (!p->connected)
 			continue;
 		if (p->state != PEER_REGISTERED && now - p->accepted_ms > PROTO_HANDSHAKE_TIMEOUT_MS) {
-			log_warn("dropped peer %s: handshake not completed within %d s", p->remote, PROTO_HANDSHAKE_TIMEOUT_MS / 1000);
+			refused(rv, false, "dropped peer %s: handshake not completed within %d s", p->remote,
+				PROTO_HANDSHAKE_TIMEOUT_MS / 1000);
 			send_error_and_drop(p, PROTO_CODE_TIMEOUT, "handshake not completed in time", "handshake timeout");
 		} else if (p->state == PEER_REGISTERED && now - p->last_heard_ms > PROTO_HEARTBEAT_MISSES * rv->cfg->heartbeat_ms) {
 			snprintf(why, sizeof why, "no heartbeat for %.3g s", (double)(now - p->last_heard_ms) / 1000.0);
 			drop_peer(p, why);
 		}
 	}
+	if (now - rv->refusals_since_ms >= REFUSALS_WINDOW_MS)
+		refusals_summary(rv, now);
 	if (now - rv->last_heartbeat_ms >= rv->cfg->heartbeat_ms) {
 		rv->last_heartbeat_ms = now;
 		broadcast(rv, build_heartbeat, NULL);
 	}
-	loop_timer_arm(loop, &rv->sweep_timer, SWEEP_MS, on_sweep, rv);
+	loop_timer_arm(loop, &rv->sweep_timer, rv->sweep_ms, on_sweep, rv);
 }
 
 /* ---- the main payload ---- */
@@ -508,7 +646,7 @@ static int main_address(struct rendezvous *rv)
 static int write_hostfile(struct rendezvous *rv, char **nodes_out)
 {
 	const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-	size_t capacity = (size_t)rv->cfg->batch.num_nodes * 64 + 1;
+	size_t capacity = (size_t)rv->cfg->batch.num_nodes * sizeof rv->by_index[0]->address + 1;
 	char *nodes = calloc(1, capacity);
 	size_t used = 0;
 	int rc = BA_EX_OSERR;
@@ -559,7 +697,16 @@ static void start_main_payload(struct rendezvous *rv)
 	}
 	if (rc == BA_OK) {
 		log_info("all nodes present: starting the main payload with nodes %s", nodes);
+		/* The payload starts with the descriptor limit we inherited, not the one we
+		 * raised for ourselves (some programs walk every possible descriptor), as
+		 * long as what we hold leaves the spawn room to open its own. */
+		struct rlimit ours;
+		bool fits = rv->nofile.rlim_cur == RLIM_INFINITY ||
+			    (rlim_t)(rv->registered + (long)rv->pending + FD_SLACK) < rv->nofile.rlim_cur;
+		bool swapped = fits && getrlimit(RLIMIT_NOFILE, &ours) == 0 && setrlimit(RLIMIT_NOFILE, &rv->nofile) == 0;
 		rc = supervise_spawn(rv->sv, &payload);
+		if (swapped && setrlimit(RLIMIT_NOFILE, &ours) < 0)
+			log_warn("cannot restore the raised descriptor limit: %m");
 	}
 	if (rc != BA_OK) {
 		rv->exit_status = rc;
@@ -640,6 +787,9 @@ static void on_main_exited(void *ctx, int exit_status, int wait_status)
 	struct rendezvous *rv = ctx;
 	(void)wait_status;
 	log_info("the main payload exited with status %d", exit_status);
+	/* The report timer may stop us before on_main_finished, while what the payload
+	 * left behind is still being killed: its status must be ours by then. */
+	rv->exit_status = exit_status;
 	begin_shutdown(rv, "the main payload ended");
 }
 
@@ -678,6 +828,35 @@ static int listen_on(long port, int *fd_out)
 	return BA_OK;
 }
 
+/* Every child holds a descriptor for the whole job, every handshake one for a while:
+ * take all the descriptors the hard limit allows, and keep the handshakes within what
+ * is left after the children, so that accept(2) does not run out in the first place. */
+static int size_pending(struct rendezvous *rv)
+{
+	size_t wanted = (size_t)rv->cfg->batch.num_nodes * 2 + 64;
+	size_t reserved = (size_t)rv->cfg->batch.num_nodes + FD_SLACK;
+	struct rlimit raised;
+	if (getrlimit(RLIMIT_NOFILE, &rv->nofile) < 0) {
+		log_error("getrlimit(RLIMIT_NOFILE): %m");
+		return BA_EX_OSERR;
+	}
+	raised = rv->nofile;
+	if (raised.rlim_cur < raised.rlim_max) {
+		raised.rlim_cur = raised.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &raised) < 0) {
+			log_warn("cannot raise the descriptor limit to %llu: %m", (unsigned long long)raised.rlim_max);
+			raised = rv->nofile;
+		}
+	}
+	rv->max_pending = wanted;
+	if (raised.rlim_cur != RLIM_INFINITY && raised.rlim_cur < reserved + wanted) {
+		rv->max_pending = raised.rlim_cur > reserved + 1 ? (size_t)raised.rlim_cur - reserved : 1;
+		log_warn("descriptor limit %llu: at most %zu handshakes at once (raise ulimit -n for a %ld-node job)",
+			 (unsigned long long)raised.rlim_cur, rv->max_pending, rv->cfg->batch.num_nodes);
+	}
+	return BA_OK;
+}
+
 int rendezvous_run(const struct config *cfg)
 {
 	struct rendezvous rv = { .cfg = cfg, .listen_fd = -1, .children = cfg->batch.num_nodes - 1 };
@@ -690,6 +869,14 @@ int rendezvous_run(const struct config *cfg)
 		log_error("--exec is not available in the main role: the rendezvous keeps the children's connections");
 		return BA_EX_CONFIG;
 	}
+	/* The protocol carries these two (accept, shutdown): out of its range, every child
+	 * would be turned away or left without its shutdown. */
+	if (cfg->heartbeat_ms < PROTO_HEARTBEAT_MIN_MS || cfg->heartbeat_ms > PROTO_HEARTBEAT_MAX_MS ||
+	    cfg->grace_ms < 0 || cfg->grace_ms > PROTO_GRACE_MAX_MS) {
+		log_error("--heartbeat must be from %g to %d s and --grace at most %d s in the main role",
+			  PROTO_HEARTBEAT_MIN_MS / 1000.0, PROTO_HEARTBEAT_MAX_MS / 1000, PROTO_GRACE_MAX_MS / 1000);
+		return BA_EX_CONFIG;
+	}
 	if (cfg->batch.job_id != NULL) {
 		const char *hash = strchr(cfg->batch.job_id, '#');
 		size_t length = hash ? (size_t)(hash - cfg->batch.job_id) : strlen(cfg->batch.job_id);
@@ -699,7 +886,9 @@ int rendezvous_run(const struct config *cfg)
 	} else {
 		log_warn("AWS_BATCH_JOB_ID is not set: registrations are not checked against the job id");
 	}
-	rv.max_pending = (size_t)cfg->batch.num_nodes * 2 + 64;
+	rc = size_pending(&rv);
+	if (rc != BA_OK)
+		return rc;
 	rv.by_index = calloc((size_t)cfg->batch.num_nodes, sizeof *rv.by_index);
 	rc = rv.by_index ? cookie_load(cfg, &rv.cookie) : BA_EX_OSERR;
 	if (rc == BA_OK)
@@ -714,12 +903,18 @@ int rendezvous_run(const struct config *cfg)
 		goto out;
 	log_info("rendezvous listening on port %ld for %ld child node%s (wait up to %.3g s)", cfg->port, rv.children,
 		 rv.children == 1 ? "" : "s", (double)cfg->wait_timeout_ms / 1000.0);
-	rv.last_heartbeat_ms = util_now_ms();
-	loop_timer_arm(rv.loop, &rv.sweep_timer, SWEEP_MS, on_sweep, &rv);
+	rv.last_heartbeat_ms = rv.refusals_since_ms = util_now_ms();
+	/* Heartbeats go out from the sweep, so it must tick well within an interval: at
+	 * SWEEP_MS alone, a heartbeat under ~84 ms would leave the workers silent for 3. */
+	rv.sweep_ms = cfg->heartbeat_ms / 3 < SWEEP_MS ? cfg->heartbeat_ms / 3 : SWEEP_MS;
+	if (rv.sweep_ms < 1)
+		rv.sweep_ms = 1;
+	loop_timer_arm(rv.loop, &rv.sweep_timer, rv.sweep_ms, on_sweep, &rv);
 	loop_timer_arm(rv.loop, &rv.wait_timer, cfg->wait_timeout_ms, on_wait_timer, &rv);
 	if (rv.children == 0)
 		start_main_payload(&rv);
 	rc = loop_run(rv.loop);
+	refusals_summary(&rv, util_now_ms());
 	/* Whatever is still queued (shutdown notices) goes out before we close. */
 	for (struct peer *p = rv.peers; p; p = p->next)
 		if (p->connected)

@@ -88,14 +88,18 @@ static void from_task_metadata(const struct config *cfg, struct node_self *out, 
 	cJSON_Delete(task);
 }
 
-int self_describe(const struct config *cfg, int manager_fd, struct node_self *out)
+int self_describe_node(const struct config *cfg, struct node_self *out)
 {
-	bool have_address = false;
 	memset(out, 0, sizeof *out);
 	out->cpus = cgroup_cpus();
 	out->memory_bytes = cgroup_memory();
-	from_task_metadata(cfg, out, &have_address);
-	if (have_address)
+	from_task_metadata(cfg, out, &out->have_address);
+	return BA_OK;
+}
+
+int self_fill_address(const struct config *cfg, int manager_fd, struct node_self *out)
+{
+	if (out->have_address)
 		return BA_OK;
 	return address_advertised(manager_fd, cfg->advertise_addr, out->address, sizeof out->address);
 }

@@ -8,16 +8,24 @@
 #ifndef BATCH_AGENT_SELF_H
 #define BATCH_AGENT_SELF_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config.h"
 
 struct node_self {
 	char address[64];
+	bool have_address;    /* from the task metadata: the connection need not say */
 	double cpus;          /* 0 when unknown */
 	int64_t memory_bytes; /* -1 when unlimited or unknown */
 };
 
-int self_describe(const struct config *cfg, int manager_fd, struct node_self *out);
+/* Limits and, from the task metadata (which may take up to 15 s to answer), the
+ * address: once, before dialing, so that it never eats into the manager's 10 s
+ * handshake deadline nor repeats on each redial. */
+int self_describe_node(const struct config *cfg, struct node_self *out);
+/* After connecting: the address from --advertise-addr or the connection, unless
+ * self_describe_node already chose one. */
+int self_fill_address(const struct config *cfg, int manager_fd, struct node_self *out);
 
 #endif

@@ -3,8 +3,10 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,6 +30,7 @@ struct session {
 	struct loop_timer heartbeat_timer;
 	bool shutdown_requested;
 	bool manager_lost;
+	bool protocol_error; /* the manager broke the protocol: exit 76 rather than 69 */
 };
 
 static void send_or_lose(struct session *s, cJSON *msg, int build_err);
@@ -61,17 +64,36 @@ static void lose_manager(struct session *s, const char *why)
 		supervise_terminate(s->sv, SIGTERM, s->cfg->grace_ms, "manager lost");
 }
 
+/* A message we could not build is our own failure: log it, and keep the manager. */
 static void send_or_lose(struct session *s, cJSON *msg, int build_err)
 {
-	int err = build_err;
-	if (s->connected && err == PROTO_OK) {
+	int err = PROTO_OK;
+	if (build_err != PROTO_OK)
+		log_error("internal error: cannot build a message for the manager: %s", proto_strerror(build_err));
+	else if (s->connected)
 		err = proto_frame_send(s->conn, msg);
-		if (err == PROTO_OK)
-			loop_modify(s->loop, s->conn->fd, EPOLLIN | (s->conn->want_write ? EPOLLOUT : 0));
-	}
+	if (s->connected && build_err == PROTO_OK && err == PROTO_OK)
+		loop_modify(s->loop, s->conn->fd, EPOLLIN | (s->conn->want_write ? EPOLLOUT : 0));
 	cJSON_Delete(msg);
 	if (s->connected && err != PROTO_OK)
 		lose_manager(s, proto_strerror(err));
+}
+
+/* PROTOCOL.md §1, §4: tell the manager what it did wrong (best effort: whatever the
+ * socket takes now), then treat it as lost. */
+static void protocol_violation(struct session *s, const char *code, const char *what)
+{
+	cJSON *msg = NULL;
+	if (!s->connected)
+		return;
+	log_error("the manager at %s broke the protocol: %s", s->peer, what);
+	if (proto_msg_error(code, what, &msg) == PROTO_OK)
+		proto_frame_send(s->conn, msg);
+	cJSON_Delete(msg);
+	/* The descriptor stays open until we exit: the FIN tells the manager now. */
+	shutdown(s->conn->fd, SHUT_WR);
+	s->protocol_error = true;
+	lose_manager(s, "it broke the protocol");
 }
 
 static void on_heartbeat_timer(struct loop *loop, void *ctx)
@@ -94,6 +116,13 @@ static void handle_message(struct session *s, const struct proto_msg *msg)
 	case PROTO_MSG_HEARTBEAT:
 		return;
 	case PROTO_MSG_SHUTDOWN:
+		/* A shutdown turns the payload's end into exit 0 only when it is what ended
+		 * the payload: one that crossed our payload_exited must not hide a failure. */
+		if (!supervise_running(s->sv)) {
+			log_info("the manager asks us to shut down%s%s: the payload has already ended",
+				 msg->u.shutdown.reason[0] ? ": " : "", msg->u.shutdown.reason);
+			return;
+		}
 		log_info("the manager asks us to shut down%s%s (grace %.3g s)", msg->u.shutdown.reason[0] ? ": " : "",
 			 msg->u.shutdown.reason, (double)msg->u.shutdown.grace_ms / 1000.0);
 		s->shutdown_requested = true;
@@ -104,9 +133,12 @@ static void handle_message(struct session *s, const struct proto_msg *msg)
 			  msg->u.error.message);
 		lose_manager(s, "it reported an error");
 		return;
-	default:
-		log_warn("ignoring an unexpected \"%s\" message from the manager", proto_msg_type_name(msg->type));
+	default: {
+		char what[64];
+		snprintf(what, sizeof what, "unexpected \"%s\"", proto_msg_type_name(msg->type));
+		protocol_violation(s, PROTO_CODE_UNEXPECTED, what);
 		return;
+	}
 	}
 }
 
@@ -137,6 +169,10 @@ static void on_connection(struct loop *loop, int fd, uint32_t events, void *ctx)
 		cJSON_Delete(json);
 		if (err == PROTO_CLOSED)
 			lose_manager(s, "it closed the connection");
+		else if (err == PROTO_ERR_BAD_MESSAGE)
+			protocol_violation(s, PROTO_CODE_BAD_MESSAGE, proto_strerror(err));
+		else if (err == PROTO_ERR_TOO_LARGE || err == PROTO_ERR_BAD_JSON || err == PROTO_ERR_TRUNCATED)
+			protocol_violation(s, PROTO_CODE_BAD_FRAME, proto_strerror(err));
 		else if (err != PROTO_OK)
 			lose_manager(s, proto_strerror(err));
 	}
@@ -185,21 +221,27 @@ static void on_finished(void *ctx, int exit_status)
 	if (s->shutdown_requested && !supervise_grace_expired(s->sv))
 		code = BA_OK;
 	else if (s->manager_lost && s->cfg->on_manager_loss == MANAGER_LOSS_EXIT)
-		code = BA_EX_UNAVAILABLE;
+		code = s->protocol_error ? BA_EX_PROTOCOL : BA_EX_UNAVAILABLE;
 	loop_stop(s->loop, code);
 }
 
-static int exec_with_connection(const struct config *cfg, struct proto_conn *conn, const char *manager,
-				const char *node_addr)
+static int exec_with_connection(const struct config *cfg, struct proto_conn *conn, int64_t heartbeat_ms,
+				const char *manager, const char *node_addr)
 {
 	struct payload payload;
+	/* The payload now speaks the steady state itself (PROTOCOL.md §4): it needs the
+	 * interval the manager chose, or it will be dropped as silent. */
+	char heartbeat_entry[64];
+	const char *extra[2] = { heartbeat_entry, NULL };
+	snprintf(heartbeat_entry, sizeof heartbeat_entry, "BATCH_AGENT_HEARTBEAT_MS=%lld", (long long)heartbeat_ms);
 	/* The codec never reads past a frame, so nothing of the manager's is lost in our
 	 * buffers; what we queued must be out before the payload takes over. */
 	if (proto_frame_flush_wait(conn, util_now_ms() + FINAL_FLUSH_MS) != PROTO_OK)
 		log_warn("could not flush the connection before handing it over");
 	/* Programs expect the descriptors they inherit to block. */
 	fcntl(conn->fd, F_SETFL, fcntl(conn->fd, F_GETFL) & ~O_NONBLOCK);
-	struct launch_vars vars = { .manager = manager, .node_addr = node_addr, .handover_fd = conn->fd };
+	struct launch_vars vars = { .manager = manager, .node_addr = node_addr, .handover_fd = conn->fd,
+				    .extra_env = extra };
 	int rc = launch_prepare(&payload, cfg, &vars);
 	if (rc != BA_OK)
 		return rc;
@@ -212,7 +254,7 @@ int session_run(const struct config *cfg, struct proto_conn *conn, int64_t heart
 		const struct manager_address *manager, const char *node_addr)
 {
 	if (cfg->exec)
-		return exec_with_connection(cfg, conn, manager->display, node_addr);
+		return exec_with_connection(cfg, conn, heartbeat_ms, manager->display, node_addr);
 
 	struct session s = { .cfg = cfg, .peer = manager->display, .conn = conn, .heartbeat_ms = heartbeat_ms,
 			     .last_heard_ms = util_now_ms() };

@@ -1,7 +1,8 @@
 /* Stage 6, native protocol, worker side: run the payload while connected.
  *
  * With --exec the agent becomes the payload and hands it the connection (its number in
- * BATCH_AGENT_FD). Otherwise it supervises the payload and keeps the connection:
+ * BATCH_AGENT_FD, the negotiated heartbeat interval in BATCH_AGENT_HEARTBEAT_MS): the
+ * payload then speaks the steady state itself. Otherwise it supervises the payload and keeps the connection:
  * heartbeats both ways, payload_started and payload_exited reports, shutdown from the
  * manager (terminate gracefully, exit 0 if the payload ended within the grace period),
  * and manager loss (--on-manager-loss exit: terminate, exit 69; continue: carry on). */

@@ -110,5 +110,56 @@ def min_nodes_not_reached(workdir):
     check("nodes 1, 3 did not register" in err and "2 of 4 nodes present, 3 needed" in err, f"main log:\n{err}")
 
 
+@runner.case
+def heartbeat_or_grace_out_of_protocol_range(workdir):
+    """--heartbeat above 3600 s or --grace above 86400 s cannot be carried by accept or
+    shutdown: the main refuses them at start (78) instead of turning every child away."""
+    job = Job(2)
+    for args in (["--heartbeat", "3601"], ["--grace", "86401"]):
+        main = Agent("main", ["--port", str(mnp.free_port()), "--wait-timeout", "20", *args, "--", "true"],
+                     job.env(0), workdir)
+        expect_exit(main, mnp.EX_CONFIG, 10)
+        check("--heartbeat must be from" in main.stderr(), f"{args}: stderr does not say why:\n{main.stderr()}")
+
+
+@runner.case
+def short_heartbeat_keeps_workers(workdir):
+    """--heartbeat 0.05: the main's heartbeats leave from its sweep, which must tick
+    often enough that a worker never hears 3 intervals of silence."""
+    port, job = mnp.free_port(), Job(2)
+    args = ["--heartbeat", "0.05", "--grace", "5"]
+    main = Agent("main", ["--port", str(port), *args, "--", "sleep", "2"], job.env(0), workdir)
+    child = Agent("child1", ["--port", str(port), *args, "--", "sleep", "60"],
+                  job.env(1, main_addr="127.0.0.1"), workdir)
+    expect_exit(main, 0, 20)
+    expect_exit(child, 0, 20)
+    check("lost" not in main.stderr() + child.stderr(), f"a side lost the other:\n{main.stderr()}\n{child.stderr()}")
+
+@runner.case
+def slow_task_metadata_does_not_eat_the_handshake(workdir):
+    """A task metadata endpoint that accepts and never answers costs the worker its
+    15 s query once, before it dials: not inside the manager's 10 s handshake
+    deadline, and not again on each redial."""
+    import socket
+    black_hole = socket.create_server(("127.0.0.1", 0))  # the backlog accepts, nobody answers
+    try:
+        port, job = mnp.free_port(), Job(2)
+        main = Agent("main", ["--port", str(port), "--grace", "5", "--wait-timeout", "60", "--", "true"],
+                     job.env(0), workdir)
+        tmds = f"http://127.0.0.1:{black_hole.getsockname()[1]}/v4"
+        child = Agent("child1", ["--port", str(port), "--grace", "5", "--", "sleep", "60"],
+                      job.env(1, main_addr="127.0.0.1", extra={"ECS_CONTAINER_METADATA_URI_V4": tmds}), workdir)
+        expect_exit(main, 0, 45)
+        expect_exit(child, 0, 20)
+        err = main.stderr()
+        check("handshake not completed" not in err, f"the child's handshake timed out:\n{err}")
+        cerr = child.stderr()
+        unavailable, connected = cerr.find("task metadata unavailable"), cerr.find("connected to the manager")
+        check(0 <= unavailable < connected and cerr.count("task metadata unavailable") == 1,
+              f"the child did not query the task metadata once, before dialing:\n{cerr}")
+    finally:
+        black_hole.close()
+
+
 if __name__ == "__main__":
     runner.run()

@@ -108,6 +108,17 @@ def literal_ref_manager_is_config_error(workdir):
 
 
 @runner.case
+def short_cookie_is_a_warning(workdir):
+    """PROTOCOL.md §7: a cookie under 32 bytes loads, with a warning (never the cookie)."""
+    job = Job(2, cookie="0123456789abcdefghijklmnopqrs")  # 29 bytes
+    w = worker(job, workdir, ["--port", str(mnp.free_port()), "--connect-timeout", "0"], ["true"])
+    expect_exit(w, mnp.EX_UNAVAILABLE, 10)
+    err = w.stderr()
+    check("the cookie is only 29 bytes: use at least 32" in err, err)
+    check(job.cookie not in err, "the cookie is in the log")
+
+
+@runner.case
 def no_cookie_is_config_error(workdir):
     job = Job(2)
     srv = socket.create_server(("127.0.0.1", 0))
@@ -147,6 +158,29 @@ def shutdown_from_manager_exits_0(workdir):
         check(started["pid"] == int(read(out)), f"payload_started pid {started['pid']} vs {read(out)}")
         check(exited.get("signal") == 15, f"payload_exited: {exited}")
         check("asks us to shut down: test is over" in w.stderr(), w.stderr())
+    finally:
+        fm.close()
+
+
+@runner.case
+def shutdown_after_payload_exit_keeps_status(workdir):
+    """A shutdown that arrives after the payload already failed (here while what it left
+    behind still runs) must not turn its status into exit 0."""
+    job = Job(2)
+
+    def script(conn, reg):
+        exited, _ = recv_until(conn, ("payload_exited",), 10)
+        conn.send(npr.shutdown(3000, "the job is over"))
+        return exited
+
+    fm = FakeManager(job.cookie, script)
+    try:
+        w = worker(job, workdir, ["--port", str(fm.port), "--heartbeat", "0.2", "--grace", "3"],
+                   ["/bin/sh", "-c", "(trap '' TERM; sleep 1) & exit 3"])
+        expect_exit(w, 3, 15)
+        exited = fm.finish()
+        check(exited.get("exit_code") == 3, f"payload_exited: {exited}")
+        check("the payload has already ended" in w.stderr(), w.stderr())
     finally:
         fm.close()
 
@@ -207,6 +241,152 @@ def manager_closes_exit_69(workdir):
 
 
 @runner.case
+def manager_breaking_protocol_exits_76(workdir):
+    """After accept, a garbage frame or a message the worker does not take (a second
+    accept) is answered with error bad_frame / unexpected_message; the payload is
+    stopped as on manager loss and the worker exits 76, not 69."""
+    import struct
+    job = Job(2)
+    for case, expected in (("garbage", npr.BAD_FRAME), ("accept", npr.UNEXPECTED)):
+        pidfile = os.path.join(workdir, f"{case}.pid")
+
+        def script(conn, reg, case=case):
+            recv_until(conn, ("payload_started",), 10)
+            wait_for_file(pidfile, 10)
+            if case == "garbage":
+                conn.send_raw(struct.pack(">I", 5) + b"{bad}")
+            else:
+                conn.send(npr.accept(200))
+            try:
+                while True:
+                    conn.recv_msg(timeout=5)
+            except npr.ProtocolError as e:
+                return e
+
+        fm = FakeManager(job.cookie, script)
+        try:
+            w = worker(job, workdir, ["--port", str(fm.port), "--heartbeat", "0.2", "--grace", "2"],
+                       ["/bin/sh", "-c", 'echo $$ > "$1"; exec sleep 60', "p", pidfile], name=f"worker-{case}")
+            expect_exit(w, mnp.EX_PROTOCOL, 15)
+            got = fm.finish()
+            check(isinstance(got, npr.ProtocolError) and got.remote and got.code == expected,
+                  f"{case}: the manager got {got!r}, expected error {expected}")
+            check("broke the protocol" in w.stderr(), f"{case}:\n{w.stderr()}")
+            check(not os.path.exists(f"/proc/{int(read(pidfile))}"), f"{case}: the payload outlived its agent")
+        finally:
+            fm.close()
+
+
+@runner.case
+def manager_hello_of_wrong_type_is_unexpected(workdir):
+    """A manager that answers our hello with something else (here a worker's hello)
+    gets error unexpected_message; the worker exits 76."""
+    job = Job(2)
+    srv = socket.create_server(("127.0.0.1", 0))
+    try:
+        w = worker(job, workdir, ["--port", str(srv.getsockname()[1])], ["touch", os.path.join(workdir, "ran")])
+        srv.settimeout(10 * mnp.SLOW)
+        sock, _ = srv.accept()
+        conn = npr.Conn(sock)
+        conn.recv_msg(timeout=5, expect=("hello",))
+        conn.send(npr.hello_worker(npr.nonce()))
+        try:
+            got = conn.recv_msg(timeout=5)
+        except npr.ProtocolError as e:
+            got = e
+        check(isinstance(got, npr.ProtocolError) and got.remote and got.code == npr.UNEXPECTED,
+              f"the worker answered {got!r}")
+        expect_exit(w, mnp.EX_PROTOCOL, 10)
+        check(not os.path.exists(os.path.join(workdir, "ran")), "the payload ran")
+        conn.close()
+    finally:
+        srv.close()
+
+
+@runner.case
+def manager_choosing_unoffered_version_exits_76(workdir):
+    """A manager hello with a version the worker never offered (2), even with a proof
+    valid for it, is answered with error unsupported_version; the worker exits 76."""
+    job = Job(2)
+    srv = socket.create_server(("127.0.0.1", 0))
+    try:
+        w = worker(job, workdir, ["--port", str(srv.getsockname()[1])], ["touch", os.path.join(workdir, "ran")])
+        srv.settimeout(10 * mnp.SLOW)
+        sock, _ = srv.accept()
+        conn = npr.Conn(sock)
+        hello = conn.recv_msg(timeout=5, expect=("hello",))
+        wn, mn = hello["_nonce"], npr.nonce()
+        conn.send(npr.hello_manager(mn, npr.proof(job.cookie, "manager", wn, mn, version=2), version=2))
+        try:
+            got = conn.recv_msg(timeout=5)
+        except npr.ProtocolError as e:
+            got = e
+        check(isinstance(got, npr.ProtocolError) and got.remote and got.code == npr.UNSUPPORTED_VERSION,
+              f"the worker answered {got!r}")
+        expect_exit(w, mnp.EX_PROTOCOL, 10)
+        check(not os.path.exists(os.path.join(workdir, "ran")), "the payload ran")
+        conn.close()
+    finally:
+        srv.close()
+
+
+@runner.case
+def peer_closing_before_hello_is_named(workdir):
+    """A port where something accepts and hangs up without a hello: the worker redials
+    until --connect-timeout and then says what it saw."""
+    job = Job(2)
+    srv = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def hang_up():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                srv.accept()[0].close()
+            except OSError:
+                pass
+
+    t = threading.Thread(target=hang_up, daemon=True)
+    t.start()
+    try:
+        w = worker(job, workdir, ["--port", str(srv.getsockname()[1]), "--connect-timeout", "2"], ["true"])
+        expect_exit(w, mnp.EX_UNAVAILABLE, 15)
+        check("closed or stayed silent before its hello" in w.stderr() and "not a batch-agent manager?" in w.stderr(),
+              w.stderr())
+    finally:
+        stop.set()
+        t.join(2)
+        srv.close()
+
+
+@runner.case
+def julia_cookie_line_with_control_byte_exits_76(workdir):
+    """--protocol julia: a NUL (or another control byte) inside the manager's cookie line
+    would silently truncate the cookie; the worker refuses the line with 76, naming it,
+    never echoing it, and the payload does not start."""
+    job = Job(2)
+    for bad in (b"julia_cookie:qqq\x00SECRETSECRET", b"julia_cookie:qqq\x1bSECRETSECRET"):
+        srv = socket.create_server(("127.0.0.1", 0))
+        ran = os.path.join(workdir, "ran")
+        try:
+            w = worker(job, workdir, ["--port", str(srv.getsockname()[1]), "--protocol", "julia"], ["touch", ran],
+                       cookie=False)
+            srv.settimeout(10 * mnp.SLOW)
+            sock, _ = srv.accept()
+            sock.settimeout(5)
+            sock.recv(4096)  # job_id:...
+            sock.sendall(bad + b"\njulia_worker_timeout:60\n")
+            expect_exit(w, mnp.EX_PROTOCOL, 10)
+            err = w.stderr()
+            check("julia_cookie line holds the control byte" in err, err)
+            check("SECRET" not in err and "qqq" not in err, f"the line is echoed:\n{err}")
+            check(not os.path.exists(ran), "the payload ran")
+            sock.close()
+        finally:
+            srv.close()
+
+
+@runner.case
 def on_manager_loss_continue_keeps_payload(workdir):
     job = Job(2)
     after = os.path.join(workdir, "after")
@@ -245,7 +425,8 @@ n = struct.unpack(">I", buf[:4])[0]
 msg = json.loads(buf[4:4 + n])
 with open(out, "w") as f:
     json.dump({"pid": os.getpid(), "fd": fd, "peer": list(peer), "got": msg,
-               "cookie": "BATCH_AGENT_COOKIE" in os.environ}, f)
+               "cookie": "BATCH_AGENT_COOKIE" in os.environ,
+               "heartbeat_ms": os.environ.get("BATCH_AGENT_HEARTBEAT_MS")}, f)
 """
 
 
@@ -270,6 +451,7 @@ def exec_hands_over_connection(workdir):
         check(got["peer"][1] == fm.port, f"BATCH_AGENT_FD is connected to {got['peer']}, not the manager")
         check(got["got"]["type"] == "shutdown", f"payload read {got['got']} from the connection")
         check(not got["cookie"], "the payload sees BATCH_AGENT_COOKIE")
+        check(got["heartbeat_ms"] == "200", f"BATCH_AGENT_HEARTBEAT_MS={got['heartbeat_ms']!r}, accept said 200")
     finally:
         fm.close()
 
@@ -302,6 +484,34 @@ def rejected_registration_exits_77(workdir):
         check("rejected our registration: duplicate_node" in w.stderr(), w.stderr())
     finally:
         fm.close()
+
+
+@runner.case
+def sigterm_while_the_manager_is_silent_exits_143(workdir):
+    """A SIGTERM while the worker waits for a silent manager (the native hello, up to
+    10 s; the Julia cookie line, up to 60 s) ends the agent at once with 128+15."""
+    import signal
+    job = Job(2)
+    for proto in ("native", "julia"):
+        srv = socket.create_server(("127.0.0.1", 0))
+        try:
+            args = ["--port", str(srv.getsockname()[1]), "--protocol", proto]
+            w = worker(job, workdir, args, ["touch", os.path.join(workdir, "ran")], name=f"worker-{proto}",
+                       cookie=False if proto == "julia" else None)
+            srv.settimeout(10 * mnp.SLOW)
+            conn, _ = srv.accept()
+            w.wait_for_log("connected to the manager", 10)
+            time.sleep(0.3)  # well inside the exchange
+            t0 = time.monotonic()
+            os.kill(w.pid, signal.SIGTERM)
+            expect_exit(w, 128 + signal.SIGTERM, 5)
+            took = time.monotonic() - t0
+            check(took < 2 * mnp.SLOW, f"{proto}: exited {took:.1f} s after SIGTERM")
+            check("received SIGTERM before the payload started" in w.stderr(), f"{proto}:\n{w.stderr()}")
+            check(not os.path.exists(os.path.join(workdir, "ran")), f"{proto}: the payload ran")
+            conn.close()
+        finally:
+            srv.close()
 
 
 if __name__ == "__main__":

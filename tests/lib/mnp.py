@@ -96,7 +96,7 @@ def free_port():
 class Agent:
     """One batch-agent process with its stderr in a file."""
 
-    def __init__(self, name, args, env, workdir, net=None, host=None):
+    def __init__(self, name, args, env, workdir, net=None, host=None, preexec_fn=None):
         self.name = name
         self.stderr_path = os.path.join(workdir, f"{name}.stderr")
         self.stdout_path = os.path.join(workdir, f"{name}.stdout")
@@ -104,7 +104,7 @@ class Agent:
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")
         kw = dict(env=env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
-                  start_new_session=True)
+                  start_new_session=True, preexec_fn=preexec_fn)
         if net is not None:
             self.proc = net.popen(host, argv, **kw)
         else:

@@ -42,6 +42,42 @@ static void test_bad_addresses(void **state)
 		assert_int_equal(address_parse_manager(bad[i], 49152, "--manager", &a), BA_EX_CONFIG);
 }
 
+static void test_valid_advertised(void **state)
+{
+	char long_name[300];
+	(void)state;
+	assert_true(address_valid_advertised("10.0.1.23"));
+	assert_true(address_valid_advertised("fd00::1"));
+	assert_true(address_valid_advertised("ip-10-0-1-23.ec2.internal"));
+	assert_true(address_valid_advertised("node1"));
+	assert_true(address_valid_advertised("3com.example"));
+	assert_false(address_valid_advertised(NULL));
+	assert_false(address_valid_advertised(""));
+	assert_false(address_valid_advertised("10.0.0.1\n6.6.6.6 slots=999"));
+	assert_false(address_valid_advertised("10.0.0.1:8080"));
+	assert_false(address_valid_advertised("[fd00::1]"));
+	assert_false(address_valid_advertised("999.1.1.1"));
+	assert_false(address_valid_advertised("-node"));
+	assert_false(address_valid_advertised("node-"));
+	assert_false(address_valid_advertised("a..b"));
+	assert_false(address_valid_advertised("a.b."));
+	assert_false(address_valid_advertised("under_score"));
+	assert_false(address_valid_advertised("host name"));
+	/* 63-byte labels are fine, 64 are not; 253 bytes in all are fine, 254 are not. */
+	memset(long_name, 'a', 64);
+	long_name[64] = '\0';
+	assert_false(address_valid_advertised(long_name));
+	long_name[63] = '\0';
+	assert_true(address_valid_advertised(long_name));
+	for (int i = 0; i < 253; i++)
+		long_name[i] = i % 2 ? '.' : 'a';
+	long_name[253] = '\0';
+	assert_true(address_valid_advertised(long_name));
+	long_name[253] = 'a';
+	long_name[254] = '\0';
+	assert_false(address_valid_advertised(long_name));
+}
+
 static void test_unsubstituted_ref(void **state)
 {
 	(void)state;
@@ -107,6 +143,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_forms),
 		cmocka_unit_test(test_bad_addresses),
+		cmocka_unit_test(test_valid_advertised),
 		cmocka_unit_test(test_unsubstituted_ref),
 		cmocka_unit_test(test_cookie_file_strips_one_newline),
 		cmocka_unit_test(test_cookie_from_environment_is_scrubbed),

@@ -345,6 +345,44 @@ static void test_partial_writes(void **state)
 	free(reason);
 }
 
+/* The interrupt fd ends a blocking wait at once, keeps what was read of a frame, and
+ * the next call picks up where the first left off. */
+static void test_interrupt_fd(void **state)
+{
+	struct pair *p = *state;
+	static const char text[] = "{\"type\":\"heartbeat\"}";
+	unsigned char hdr[4] = { 0, 0, 0, sizeof text - 1 };
+	cJSON *got = NULL;
+	char byte = 'x';
+	int pipe_fds[2];
+	int64_t t0;
+
+	assert_int_equal(pipe(pipe_fds), 0);
+	assert_int_equal(proto_frame_set_interrupt_fd(&p->c, -2), PROTO_ERR_INVALID);
+	assert_int_equal(proto_frame_set_interrupt_fd(&p->c, pipe_fds[0]), PROTO_OK);
+	raw_write(p->b, hdr, 4);
+	raw_write(p->b, text, 5);
+	raw_write(pipe_fds[1], &byte, 1);
+	t0 = proto_frame_now_ms();
+	assert_int_equal(proto_frame_recv_wait(&p->c, &got, t0 + 5000), PROTO_ERR_INTERRUPTED);
+	assert_null(got);
+	assert_true(proto_frame_now_ms() - t0 < 1000);
+	assert_int_equal(read(pipe_fds[0], &byte, 1), 1);
+	raw_write(p->b, text + 5, sizeof text - 1 - 5);
+	assert_int_equal(proto_frame_recv_wait(&p->c, &got, proto_frame_now_ms() + 5000), PROTO_OK);
+	assert_non_null(got);
+	cJSON_Delete(got);
+	/* Nothing pending on either side: the deadline still rules. */
+	assert_int_equal(proto_frame_recv_wait(&p->c, &got, proto_frame_now_ms() + 50), PROTO_ERR_TIMEOUT);
+	/* A closed interrupt fd is an error, not an endless stream of interruptions. */
+	close(pipe_fds[0]);
+	close(pipe_fds[1]);
+	assert_int_equal(proto_frame_recv_wait(&p->c, &got, proto_frame_now_ms() + 1000), PROTO_ERR_IO);
+	assert_int_equal(proto_frame_set_interrupt_fd(&p->c, -1), PROTO_OK);
+	assert_int_equal(proto_frame_recv_wait(&p->c, &got, proto_frame_now_ms() + 50), PROTO_ERR_TIMEOUT);
+	assert_string_equal(proto_strerror(PROTO_ERR_INTERRUPTED), "interrupted while waiting");
+}
+
 static void test_timeout_and_send_errors(void **state)
 {
 	struct pair *p = *state;
@@ -384,6 +422,7 @@ int main(void)
 		cmocka_unit_test(test_depth),
 		cmocka_unit_test_setup_teardown(test_garbage_on_the_wire, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_partial_writes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_interrupt_fd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timeout_and_send_errors, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -869,14 +869,6 @@ int rendezvous_run(const struct config *cfg)
 		log_error("--exec is not available in the main role: the rendezvous keeps the children's connections");
 		return BA_EX_CONFIG;
 	}
-	/* The protocol carries these two (accept, shutdown): out of its range, every child
-	 * would be turned away or left without its shutdown. */
-	if (cfg->heartbeat_ms < PROTO_HEARTBEAT_MIN_MS || cfg->heartbeat_ms > PROTO_HEARTBEAT_MAX_MS ||
-	    cfg->grace_ms < 0 || cfg->grace_ms > PROTO_GRACE_MAX_MS) {
-		log_error("--heartbeat must be from %g to %d s and --grace at most %d s in the main role",
-			  PROTO_HEARTBEAT_MIN_MS / 1000.0, PROTO_HEARTBEAT_MAX_MS / 1000, PROTO_GRACE_MAX_MS / 1000);
-		return BA_EX_CONFIG;
-	}
 	if (cfg->batch.job_id != NULL) {
 		const char *hash = strchr(cfg->batch.job_id, '#');
 		size_t length = hash ? (size_t)(hash - cfg->batch.job_id) : strlen(cfg->batch.job_id);

@@ -113,13 +113,18 @@ def min_nodes_not_reached(workdir):
 @runner.case
 def heartbeat_or_grace_out_of_protocol_range(workdir):
     """--heartbeat above 3600 s or --grace above 86400 s cannot be carried by accept or
-    shutdown: the main refuses them at start (78) instead of turning every child away."""
+    shutdown: the agent refuses them at start (64 as flags, 78 from the environment)
+    instead of turning every child away."""
     job = Job(2)
-    for args in (["--heartbeat", "3601"], ["--grace", "86401"]):
-        main = Agent("main", ["--port", str(mnp.free_port()), "--wait-timeout", "20", *args, "--", "true"],
-                     job.env(0), workdir)
+    for name, value in (("heartbeat", "3601"), ("grace", "86401")):
+        main = Agent("main", ["--port", str(mnp.free_port()), "--wait-timeout", "20", f"--{name}", value,
+                              "--", "true"], job.env(0), workdir)
+        expect_exit(main, 64, 10)
+        check(f"--{name}" in main.stderr(), f"--{name}: stderr does not name it:\n{main.stderr()}")
+        env = dict(job.env(0), **{f"BATCH_AGENT_{name.upper()}": value})
+        main = Agent("main", ["--port", str(mnp.free_port()), "--", "true"], env, workdir)
         expect_exit(main, mnp.EX_CONFIG, 10)
-        check("--heartbeat must be from" in main.stderr(), f"{args}: stderr does not say why:\n{main.stderr()}")
+        check(f"BATCH_AGENT_{name.upper()}" in main.stderr(), f"stderr does not name the variable:\n{main.stderr()}")
 
 
 @runner.case

@@ -12,9 +12,19 @@ quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 jobs=$(nproc)
 
+# The run's own temporary directory: test payloads and scripts live here, so valgrind
+# can be told to leave exactly them (and system programs) alone, wherever the checkout is.
+TMPDIR=$(mktemp -d /tmp/batch-agent-tests.XXXXXX)
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
+
 build() { # DIR TYPE
   cmake -S . -B "build/$1" -G Ninja -DCMAKE_BUILD_TYPE="$2" >/dev/null
-  ninja -C "build/$1" >/dev/null
+  # Quiet when it works, everything when it does not.
+  if ! ninja -C "build/$1" >"$TMPDIR/build-$1.log" 2>&1; then
+    cat "$TMPDIR/build-$1.log"
+    exit 1
+  fi
 }
 
 run_suite() { # DIR [ctest args...]
@@ -32,11 +42,23 @@ echo "== Sanitize build (ASan + UBSan): all tests"
 build sanitize Sanitize
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=99 \
+BATCH_AGENT_TIMEOUT_SCALE=3 \
   run_suite sanitize
 
 echo "== Debug build under valgrind: integration tests"
 build debug Debug
 # Trace our own programs through fork and the chain-load to batch-agent-net, but not
-# the payloads (system programs, Python, and test scripts in /tmp).
-BATCH_AGENT_WRAPPER="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite --trace-children=yes --trace-children-skip=/usr/*,/bin/*,/sbin/*,/tmp/*,*python*" \
+# the payloads (system programs, Python, and what the tests write into $TMPDIR). Every
+# process logs to a file of its own: an agent that a test kills at the end leaves no
+# exit status, but its log still holds any error valgrind saw.
+vglogs=$TMPDIR/valgrind
+mkdir -p "$vglogs"
+BATCH_AGENT_WRAPPER="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite --trace-children=yes --trace-children-skip=/usr/*,/bin/*,/sbin/*,$TMPDIR/*,*python* --log-file=$vglogs/%p.log" \
   run_suite debug -L integration
+bad=$(grep -l -E "ERROR SUMMARY: [1-9]|Invalid (read|write|free)|uninitialised|definitely lost: [1-9]" "$vglogs"/*.log 2>/dev/null || true)
+if [ -n "$bad" ]; then
+  echo "valgrind found errors in agents the tests did not wait for:"
+  for f in $bad; do echo "--- $f"; cat "$f"; done
+  exit 1
+fi
+echo "valgrind logs: $(ls "$vglogs" | wc -l) processes checked, no errors"

@@ -108,9 +108,9 @@ fail:
 	return rc;
 }
 
-int dial_manager(const struct manager_address *manager, int64_t timeout_ms, int *fd_out)
+int dial_manager(const struct manager_address *manager, int64_t deadline, int64_t timeout_ms, int *fd_out)
 {
-	int64_t start = util_now_ms(), deadline = start + timeout_ms, last_report = start;
+	int64_t start = util_now_ms(), last_report = start;
 	char why[512] = "no attempt made";
 	unsigned attempt = 0;
 	for (;;) {

@@ -10,7 +10,9 @@
 #include "address.h"
 
 /* On BA_OK *fd is a connected, non-blocking, close-on-exec TCP socket. */
-int dial_manager(const struct manager_address *manager, int64_t timeout_ms, int *fd);
+/* deadline: absolute (util_now_ms), which a redial keeps; timeout_ms: the configured
+ * --connect-timeout, for the messages. */
+int dial_manager(const struct manager_address *manager, int64_t deadline, int64_t timeout_ms, int *fd);
 
 /* Sleep up to ms, waking early for a terminating signal: BA_OK or 128+N. */
 int dial_sleep(int64_t ms);

@@ -41,7 +41,7 @@ static int run_native_worker(const struct config *cfg, const struct manager_addr
 	if (rc != BA_OK)
 		return rc;
 	for (;;) {
-		rc = dial_manager(manager, deadline - util_now_ms(), &fd);
+		rc = dial_manager(manager, deadline, cfg->connect_timeout_ms, &fd);
 		if (rc != BA_OK)
 			return rc;
 		proto_frame_conn_init(&conn, fd);
@@ -83,7 +83,7 @@ static int run_julia_worker(const struct config *cfg, const struct manager_addre
 	int fd = -1;
 	int rc = self_describe_node(cfg, &self);
 	if (rc == BA_OK)
-		rc = dial_manager(manager, cfg->connect_timeout_ms, &fd);
+		rc = dial_manager(manager, util_now_ms() + cfg->connect_timeout_ms, cfg->connect_timeout_ms, &fd);
 	if (rc == BA_OK)
 		rc = self_fill_address(cfg, fd, &self);
 	if (rc == BA_OK && cookie->bytes == NULL)

@@ -9,7 +9,7 @@ import json
 import os
 import signal
 
-from agenttest import (PYTHON, Init, TempDir, case, check, check_eq, clean_env, init_argv,
+from agenttest import (WRAPPER, PYTHON, Init, TempDir, case, check, check_eq, clean_env, init_argv,
                        py_payload, run, run_cases)
 
 # Exec argv[1:] with exactly: SIG_IGN for the signals in $IGN, SIG_DFL for all others,
@@ -59,6 +59,21 @@ def inherited_ignored_and_blocked_signals_pass_through(mode):
     got_blk, got_ign = _sig_state(mode, ign, blk)
     check_eq(hex(got_blk), hex(_mask(blk)), "payload's SigBlk")
     check_eq(hex(got_ign), hex(_mask(ign)), "payload's SigIgn")
+
+
+@case(agent_only=True)
+def cookie_is_neither_in_the_payloads_environment_nor_the_agents(mode):
+    # An init has no use for BATCH_AGENT_COOKIE (a job-wide Batch secret): the payload
+    # must not inherit it, nor read it from the agent's /proc/<pid>/environ.
+    secret = "cookie-" + os.urandom(12).hex()
+    code = ("import os; print(os.environ.get('BATCH_AGENT_COOKIE', 'absent')); "
+            "print(open('/proc/' + str(os.getppid()) + '/environ', 'rb').read().count(" + repr(secret) + ".encode()))")
+    rc, out, err = run(mode, py_payload(code), env=clean_env(BATCH_AGENT_COOKIE=secret))
+    check_eq(rc, 0, "status (stderr %r)" % err[-300:])
+    lines = out.decode().split()
+    check_eq(lines[0], "absent", "BATCH_AGENT_COOKIE in the payload's environment")
+    if not WRAPPER:  # under valgrind /proc/<pid>/environ is the tool's
+        check_eq(lines[1], "0", "occurrences of the cookie in the agent's /proc/<pid>/environ")
 
 
 @case()

@@ -2,6 +2,7 @@
 the rendezvous when a child never comes (--wait-timeout, --min-nodes)."""
 
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -47,7 +48,28 @@ def job_1_plus_2(workdir):
         env = read(os.path.join(out, f"child-{i}.env"))
         check("BATCH_AGENT_COOKIE" not in env and job.cookie not in env, f"child {i}'s payload sees the cookie")
     # The hostfile is the agent's temporary file: gone with it.
-    check("BATCH_AGENT_HOSTFILE=" in read(os.path.join(out, "main.env")), "no BATCH_AGENT_HOSTFILE")
+    env = dict(line.split("=", 1) for line in read(os.path.join(out, "main.env")).splitlines() if "=" in line)
+    check("BATCH_AGENT_HOSTFILE" in env, "no BATCH_AGENT_HOSTFILE")
+    check(not os.path.exists(env["BATCH_AGENT_HOSTFILE"]), "the hostfile outlived the main agent")
+
+
+@runner.case
+def silent_child_is_logged_as_lost(workdir):
+    """A child that stops answering (here: its agent is SIGSTOPped) is lost after three
+    heartbeat intervals: the main logs it by node index and the job goes on."""
+    port, job = mnp.free_port(), Job(2)
+    args = ["--heartbeat", "0.2", "--grace", "2"]
+    main = Agent("main", ["--port", str(port), *args, "--", "sleep", "3"], job.env(0), workdir)
+    child = Agent("child1", ["--port", str(port), *args, "--", "sleep", "60"],
+                  job.env(1, main_addr="127.0.0.1"), workdir)
+    main.wait_for_log("all nodes present", 20)
+    os.kill(child.pid, signal.SIGSTOP)
+    try:
+        main.wait_for_log("node 1 (127.0.0.1) lost", 10)
+        expect_exit(main, 0, 20)
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+    expect_exit(child, mnp.EX_UNAVAILABLE, 20)
 
 
 @runner.case

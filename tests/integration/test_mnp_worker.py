@@ -95,6 +95,24 @@ def unreachable_manager_exits_69_quietly(workdir):
 
 
 @runner.case
+def the_wrapper_follows_the_chain_load(workdir):
+    """batch-agent chain-loads batch-agent-net for the network roles: natively the
+    process becomes batch-agent-net, and a wrapper (valgrind in CI) must follow the
+    execve, or every network role would go unchecked by it."""
+    job = Job(2)
+    w = worker(job, workdir, ["--port", str(mnp.free_port()), "--connect-timeout", "60"], ["true"])
+    try:
+        w.wait_for_log("not reachable yet", 30)
+        exe = os.path.basename(os.readlink(f"/proc/{w.pid}/exe"))
+        if mnp.WRAPPER and "valgrind" in os.path.basename(mnp.WRAPPER[0]):
+            check(exe.startswith("memcheck"), f"after the chain-load the agent runs as {exe}, outside valgrind")
+        elif not mnp.WRAPPER:
+            check(exe == "batch-agent-net", f"the network role runs as {exe}")
+    finally:
+        w.close()
+
+
+@runner.case
 def literal_ref_manager_is_config_error(workdir):
     job = Job(2)
     w = Agent("ref", ["--", "true"], job.env(1, extra={"BATCH_AGENT_MANAGER": "Ref::manager"}), workdir)

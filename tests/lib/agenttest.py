@@ -254,8 +254,10 @@ def mode_argv(mode, argv):
 def clean_env(**extra):
     """The test's environment without AWS_BATCH_* / BATCH_AGENT_* / tini variables (so
     role auto-detection sees no cluster), plus `extra` (None values remove)."""
+    # Nothing of the host's AWS either: under ECS, ECS_CONTAINER_METADATA_URI_V4 would
+    # make the agent watch the real IMDS for Spot notices.
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AWS_BATCH_", "BATCH_AGENT_", "TINI_", "DUMB_INIT_"))}
+           if not k.startswith(("AWS_", "ECS_", "BATCH_AGENT_", "TINI_", "DUMB_INIT_"))}
     for k, v in extra.items():
         if v is None:
             env.pop(k, None)

@@ -24,7 +24,10 @@ SOURCE_DIR = os.environ.get("BATCH_AGENT_SOURCE_DIR", os.path.normpath(os.path.j
 BIN = os.environ.get("BATCH_AGENT_BIN") or os.path.join(SOURCE_DIR, "build", "release", "agent", "batch-agent")
 WRAPPER = shlex.split(os.environ.get("BATCH_AGENT_WRAPPER", ""))
 # Timeouts stretch under valgrind.
-SLOW = 4.0 if WRAPPER else 1.0
+# What a test run sets for every process: sanitizer verdicts (exitcode=99 and the
+# like) and the run's own temporary directory.
+PASSED_THROUGH = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TMPDIR")
+SLOW = float(os.environ.get("BATCH_AGENT_TIMEOUT_SCALE") or (4.0 if WRAPPER else 1.0))
 
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "peers"))
 
@@ -64,7 +67,8 @@ class Job:
         self.cookie = cookie or new_cookie()
 
     def env(self, index, main_addr=None, cookie=None, extra=None):
-        env = {
+        env = {k: v for k, v in os.environ.items() if k in PASSED_THROUGH}
+        env.update({
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "AWS_BATCH_JOB_ID": f"{self.uuid}#{index}",
             "AWS_BATCH_JOB_ATTEMPT": "1",
@@ -73,7 +77,7 @@ class Job:
             "AWS_BATCH_JOB_MAIN_NODE_INDEX": str(self.main_index),
             "AWS_BATCH_JQ_NAME": "mnp-queue",
             "AWS_BATCH_CE_NAME": "mnp-ce",
-        }
+        })
         if index != self.main_index and main_addr is not None:
             env["AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS"] = main_addr
         c = self.cookie if cookie is None else cookie

@@ -603,14 +603,14 @@ def wrapper():
 
 def slowdown():
     """Time limits are multiplied by this under a wrapper (valgrind)."""
-    return 6.0 if wrapper() else 1.0
+    return float(os.environ.get("BATCH_AGENT_TIMEOUT_SCALE") or (6.0 if wrapper() else 1.0))
 
 
 def base_env():
     """No AWS settings from the caller, no proxies, and every default address moved to a
     dead loopback port, so nothing can reach 169.254.x.x or AWS."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"}
-    for k in ("BATCH_AGENT_WRAPPER",):
+    for k in ("BATCH_AGENT_WRAPPER", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TMPDIR"):
         if k in os.environ:
             env[k] = os.environ[k]
     dead = "http://127.0.0.1:%d" % dead_port()

@@ -32,7 +32,9 @@ run_suite() { # DIR [ctest args...]
   local dir=$1; shift
   (cd "build/$dir" && ctest --output-on-failure --timeout 600 -j "$jobs" "$@") | tee "$TMPDIR/ctest-$dir.log"
   # set -e and pipefail stop the run on a failure; here every test passed.
-  total=$((total + $(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' "$TMPDIR/ctest-$dir.log")))
+  local count
+  count=$(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' "$TMPDIR/ctest-$dir.log")
+  total=$((total + ${count:-0}))
 }
 
 echo "== Release build: all tests"

@@ -39,18 +39,10 @@ SAMPLE_CPUS = 10 / 1024
 SAMPLE_MEMORY = 128 << 20
 
 
-class Failure(AssertionError):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Failure(msg)
-
-
-def check_eq(got, want, what):
-    if got != want:
-        raise Failure("%s: got %r, want %r" % (what, got, want))
+# The shared assertions (agenttest), under the name these scripts use.
+Failure = agenttest.TestFailure
+check = agenttest.check
+check_eq = agenttest.check_eq
 
 
 # ---------------------------------------------------------------- the payload

@@ -295,30 +295,37 @@ def manager_breaking_protocol_exits_76(workdir):
             fm.close()
 
 
-@runner.case
-def manager_hello_of_wrong_type_is_unexpected(workdir):
-    """A manager that answers our hello with something else (here a worker's hello)
-    gets error unexpected_message; the worker exits 76."""
-    job = Job(2)
+def worker_refuses_the_managers_hello(job, workdir, reply, code):
+    """A raw listener answers the worker's hello with reply(hello): the worker must send
+    error `code`, exit 76 and never run its payload."""
     srv = socket.create_server(("127.0.0.1", 0))
     try:
-        w = worker(job, workdir, ["--port", str(srv.getsockname()[1])], ["touch", os.path.join(workdir, "ran")])
+        ran = os.path.join(workdir, "ran")
+        w = worker(job, workdir, ["--port", str(srv.getsockname()[1])], ["touch", ran])
         srv.settimeout(10 * mnp.SLOW)
         sock, _ = srv.accept()
         conn = npr.Conn(sock)
-        conn.recv_msg(timeout=5, expect=("hello",))
-        conn.send(npr.hello_worker(npr.nonce()))
+        hello = conn.recv_msg(timeout=5, expect=("hello",))
+        conn.send(reply(hello))
         try:
             got = conn.recv_msg(timeout=5)
         except npr.ProtocolError as e:
             got = e
-        check(isinstance(got, npr.ProtocolError) and got.remote and got.code == npr.UNEXPECTED,
+        check(isinstance(got, npr.ProtocolError) and got.remote and got.code == code,
               f"the worker answered {got!r}")
         expect_exit(w, mnp.EX_PROTOCOL, 10)
-        check(not os.path.exists(os.path.join(workdir, "ran")), "the payload ran")
+        check(not os.path.exists(ran), "the payload ran")
         conn.close()
     finally:
         srv.close()
+
+
+@runner.case
+def manager_hello_of_wrong_type_is_unexpected(workdir):
+    """A manager that answers our hello with something else (here a worker's hello)
+    gets error unexpected_message; the worker exits 76."""
+    worker_refuses_the_managers_hello(Job(2), workdir, lambda hello: npr.hello_worker(npr.nonce()),
+                                      npr.UNEXPECTED)
 
 
 @runner.case
@@ -326,26 +333,12 @@ def manager_choosing_unoffered_version_exits_76(workdir):
     """A manager hello with a version the worker never offered (2), even with a proof
     valid for it, is answered with error unsupported_version; the worker exits 76."""
     job = Job(2)
-    srv = socket.create_server(("127.0.0.1", 0))
-    try:
-        w = worker(job, workdir, ["--port", str(srv.getsockname()[1])], ["touch", os.path.join(workdir, "ran")])
-        srv.settimeout(10 * mnp.SLOW)
-        sock, _ = srv.accept()
-        conn = npr.Conn(sock)
-        hello = conn.recv_msg(timeout=5, expect=("hello",))
+
+    def version_2(hello):
         wn, mn = hello["_nonce"], npr.nonce()
-        conn.send(npr.hello_manager(mn, npr.proof(job.cookie, "manager", wn, mn, version=2), version=2))
-        try:
-            got = conn.recv_msg(timeout=5)
-        except npr.ProtocolError as e:
-            got = e
-        check(isinstance(got, npr.ProtocolError) and got.remote and got.code == npr.UNSUPPORTED_VERSION,
-              f"the worker answered {got!r}")
-        expect_exit(w, mnp.EX_PROTOCOL, 10)
-        check(not os.path.exists(os.path.join(workdir, "ran")), "the payload ran")
-        conn.close()
-    finally:
-        srv.close()
+        return npr.hello_manager(mn, npr.proof(job.cookie, "manager", wn, mn, version=2), version=2)
+
+    worker_refuses_the_managers_hello(job, workdir, version_2, npr.UNSUPPORTED_VERSION)
 
 
 @runner.case

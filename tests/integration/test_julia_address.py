@@ -170,10 +170,7 @@ def case_override_invalid(lab, pairs):
 
 
 def main():
-    jt.require_netns()
-    res = jt.Results("julia_address")
-    lab = jt.Lab()
-    try:
+    def topology(lab):
         pairs = {
             "bare": link_local_pair(lab, "bare", with_eth0=False),
             "eth": link_local_pair(lab, "eth", with_eth0=True),
@@ -182,12 +179,9 @@ def main():
         main_node, child = lab.cluster(5, 1)
         child.ip("addr", "add", "198.18.5.102/24", "dev", "eth0")
         pairs["cluster"] = (main_node, child)
-    except Exception as e:
-        print(f"FAIL topology: {e}")
-        res.failed += 1
-        lab.cleanup()
-        return res.finish()
-    cases = [
+        return pairs
+
+    return jt.run_script("julia_address", topology, [
         ("only lo and a link-local route to the manager => 78 listing interfaces",
          case_nothing_usable),
         ("link-local connection, eth0 present => eth0 advertised", case_fallback_to_eth0),
@@ -195,14 +189,7 @@ def main():
         ("--advertise-addr wins over the connection's address", case_override_over_good_address),
         ("--advertise-addr not an IP => 64/78 before contacting the manager",
          case_override_invalid),
-    ]
-    try:
-        for name, fn in cases:
-            res.case(name, fn, lab, pairs)
-            lab.kill_leftovers()
-    finally:
-        lab.cleanup()
-    return res.finish()
+    ])
 
 
 if __name__ == "__main__":

@@ -148,31 +148,17 @@ def case_no_cookie(lab, nodes):
 
 
 def main():
-    jt.require_netns()
-    res = jt.Results("julia_container")
-    lab = jt.Lab()
-    try:
-        nodes = lab.cluster(SUBNET, 1)
-    except Exception as e:
-        print(f"FAIL topology: {e}")
-        res.failed += 1
-        lab.cleanup()
-        return res.finish()
-    cases = [
+    def topology(lab):
+        return lab.cluster(SUBNET, 1)
+
+    return jt.run_script("julia_container", topology, [
         ("container manager, cookie from BATCH_AGENT_COOKIE", case_cookie_env),
         ("container manager, cookie from --cookie-file", case_cookie_file),
         ("agent's own environ scrubbed of the cookie", case_agent_environ_scrubbed),
         ("mismatched cookie: worker rejects, agent supervises to the end",
          case_mismatched_cookie),
         ("no cookie at all => 78", case_no_cookie),
-    ]
-    try:
-        for name, fn in cases:
-            res.case(name, fn, lab, nodes)
-            lab.kill_leftovers()
-    finally:
-        lab.cleanup()
-    return res.finish()
+    ])
 
 
 if __name__ == "__main__":

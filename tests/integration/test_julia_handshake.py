@@ -234,17 +234,10 @@ def case_cookie_env_scrubbed(lab, nodes):
 
 
 def main():
-    jt.require_netns()
-    res = jt.Results("julia_handshake")
-    lab = jt.Lab()
-    try:
-        nodes = lab.cluster(SUBNET, 1)
-    except Exception as e:
-        print(f"FAIL topology: {e}")
-        res.failed += 1
-        lab.cleanup()
-        return res.finish()
-    cases = [
+    def topology(lab):
+        return lab.cluster(SUBNET, 1)
+
+    return jt.run_script("julia_handshake", topology, [
         ("cookie line with non-word characters => 76", case_bad_cookie_chars),
         ("cookie line with the wrong prefix => 76", case_bad_cookie_prefix),
         ("empty cookie => 76", case_empty_cookie),
@@ -263,14 +256,7 @@ def main():
          case_wrong_cookie_at_worker),
         ("inherited JULIA_WORKER_TIMEOUT replaced by the manager's", case_inherited_timeout_replaced),
         ("BATCH_AGENT_COOKIE scrubbed on an MNP node", case_cookie_env_scrubbed),
-    ]
-    try:
-        for name, fn in cases:
-            res.case(name, fn, lab, nodes)
-            lab.kill_leftovers()
-    finally:
-        lab.cleanup()
-    return res.finish()
+    ])
 
 
 if __name__ == "__main__":

@@ -146,26 +146,15 @@ def case_ecs_eth0_silent(lab, nodes):
 
 
 def main():
-    jt.require_netns()
-    res = jt.Results("julia_mnp")
-    lab = jt.Lab()
-    try:
-        nodes = lab.cluster(SUBNET, CHILDREN)
-    except Exception as e:
-        print(f"FAIL topology: {e}")
-        res.failed += 1
-        lab.cleanup()
-        return res.finish()
-    try:
-        res.case("ecs-eth0 trap armed (naive pick is link-local)", case_trap_armed, lab, nodes)
-        res.case("1+3 MNP job: connect-back to eth0, cookies, exits", case_job, lab, nodes)
-        lab.kill_leftovers()
-        res.case("manager listening 2 s after the workers", case_late_manager, lab, nodes)
-        lab.kill_leftovers()
-        res.case("no traffic out of ecs-eth0", case_ecs_eth0_silent, lab, nodes)
-    finally:
-        lab.cleanup()
-    return res.finish()
+    def topology(lab):
+        return lab.cluster(SUBNET, CHILDREN)
+
+    return jt.run_script("julia_mnp", topology, [
+        ("ecs-eth0 trap armed (naive pick is link-local)", case_trap_armed),
+        ("1+3 MNP job: connect-back to eth0, cookies, exits", case_job),
+        ("manager listening 2 s after the workers", case_late_manager),
+        ("no traffic out of ecs-eth0", case_ecs_eth0_silent),
+    ])
 
 
 if __name__ == "__main__":

@@ -73,15 +73,7 @@ sys.exit(code)
 """
 
 
-def wait_for(pred, timeout, what, interval=0.02):
-    deadline = time.monotonic() + timeout * SCALE
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise Failure("timed out after %gs waiting for %s" % (timeout * SCALE, what))
-        time.sleep(interval)
+wait_for = agenttest.wait_for
 
 
 _dirs = []

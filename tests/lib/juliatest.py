@@ -511,3 +511,26 @@ def start_manager(lab, node, name="manager", under_agent=None, env=None, **kw):
 
 def no_cookie_in(text, cookie):
     return cookie not in text and cookie.strip() not in text
+
+
+def run_script(name, topology, cases):
+    """The whole of a test script: require network namespaces, build the topology
+    (topology(lab) returns what every case gets), run cases [(title, fn)] as
+    fn(lab, topo) with leftovers killed after each, clean up, and return the exit status."""
+    require_netns()
+    res = Results(name)
+    lab = Lab()
+    try:
+        topo = topology(lab)
+    except Exception as e:
+        print(f"FAIL topology: {e}")
+        res.failed += 1
+        lab.cleanup()
+        return res.finish()
+    try:
+        for title, fn in cases:
+            res.case(title, fn, lab, topo)
+            lab.kill_leftovers()
+    finally:
+        lab.cleanup()
+    return res.finish()

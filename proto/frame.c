@@ -471,24 +471,15 @@ static int wait_fd(const struct proto_conn *c, short events, int64_t deadline_ms
 
 int proto_frame_recv_wait(struct proto_conn *c, cJSON **out, int64_t deadline_ms)
 {
-	int rc;
-
-	if (c == NULL || out == NULL)
-		return PROTO_ERR_INVALID;
-	*out = NULL;
-	if (c->rd.failed != PROTO_OK)
-		return c->rd.failed;
+	/* proto_frame_recv does the reading and keeps failures sticky; we only wait. */
 	for (;;) {
-		rc = take_frame(c, out);
+		int rc = proto_frame_recv(c, out);
 		if (rc != PROTO_AGAIN)
-			break;
-		rc = read_some(c);
-		if (rc == PROTO_AGAIN)
-			rc = wait_fd(c, POLLIN, deadline_ms);
+			return rc;
+		rc = wait_fd(c, POLLIN, deadline_ms);
 		if (rc != PROTO_OK)
-			break;
+			return rc;
 	}
-	return reader_fail(c, rc);
 }
 
 /* ------------------------------------------------------------------------------ */

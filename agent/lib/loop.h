@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 
+#include "status.h"
+
 struct loop;
 typedef void (*loop_fd_fn)(struct loop *loop, int fd, uint32_t events, void *ctx);
 typedef void (*loop_timer_fn)(struct loop *loop, void *ctx);
@@ -21,20 +23,24 @@ struct loop_timer {
 	struct loop_timer *next;
 };
 
-int loop_create(struct loop **out);
+enum ba_status loop_create(struct loop **out);
 void loop_destroy(struct loop *loop);
 
 /* events: EPOLLIN, EPOLLOUT, ... Callbacks may add and remove descriptors and timers,
  * including their own. */
-int loop_add(struct loop *loop, int fd, uint32_t events, loop_fd_fn fn, void *ctx);
-int loop_modify(struct loop *loop, int fd, uint32_t events);
+enum ba_status loop_add(struct loop *loop, int fd, uint32_t events, loop_fd_fn fn, void *ctx);
+/* No system call when events is the interest set fd has already. */
+enum ba_status loop_modify(struct loop *loop, int fd, uint32_t events);
 void loop_remove(struct loop *loop, int fd);
+/* loop_remove for a descriptor the caller closes right away: closing takes it out of
+ * epoll, so this saves the epoll_ctl. Only for descriptors never duplicated. */
+void loop_forget(struct loop *loop, int fd);
 
 void loop_timer_arm(struct loop *loop, struct loop_timer *timer, int64_t delay_ms, loop_timer_fn fn, void *ctx);
 void loop_timer_cancel(struct loop *loop, struct loop_timer *timer);
 
-/* Dispatch until loop_stop; returns the code given to it, or BA_EX_OSERR. */
-int loop_run(struct loop *loop);
-void loop_stop(struct loop *loop, int code);
+/* Dispatch until loop_stop; returns the status given to it, or BA_EX_OSERR. */
+enum ba_status loop_run(struct loop *loop);
+void loop_stop(struct loop *loop, enum ba_status status);
 
 #endif

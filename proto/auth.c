@@ -17,7 +17,7 @@ void proto_auth_wipe(void *p, size_t len)
 		OPENSSL_cleanse(p, len);
 }
 
-int proto_auth_nonce(unsigned char nonce[PROTO_NONCE_LEN])
+enum proto_err proto_auth_nonce(unsigned char nonce[PROTO_NONCE_LEN])
 {
 	if (nonce == NULL)
 		return PROTO_ERR_INVALID;
@@ -31,7 +31,7 @@ int proto_auth_nonce(unsigned char nonce[PROTO_NONCE_LEN])
 /* Longest label: "batch-agent/65535 manager\n". */
 #define LABEL_MAX 32
 
-int proto_auth_proof(const void *cookie, size_t cookie_len, int version, enum proto_role prover,
+enum proto_err proto_auth_proof(const void *cookie, size_t cookie_len, int version, enum proto_role prover,
 		     const unsigned char worker_nonce[PROTO_NONCE_LEN],
 		     const unsigned char manager_nonce[PROTO_NONCE_LEN],
 		     unsigned char proof[PROTO_PROOF_LEN])
@@ -41,7 +41,7 @@ int proto_auth_proof(const void *cookie, size_t cookie_len, int version, enum pr
 	const char *role;
 	unsigned int mac_len = 0;
 	int label_len;
-	int rc = PROTO_ERR_INVALID;
+	enum proto_err err = PROTO_ERR_INVALID;
 
 	if (proof == NULL)
 		return PROTO_ERR_INVALID;
@@ -71,39 +71,39 @@ int proto_auth_proof(const void *cookie, size_t cookie_len, int version, enum pr
 		 proof, &mac_len) == NULL ||
 	    mac_len != PROTO_PROOF_LEN) {
 		memset(proof, 0, PROTO_PROOF_LEN);
-		rc = PROTO_ERR_CRYPTO;
+		err = PROTO_ERR_CRYPTO;
 		goto out;
 	}
-	rc = PROTO_OK;
+	err = PROTO_OK;
 out:
 	proto_auth_wipe(msg, sizeof(msg));
-	return rc;
+	return err;
 }
 
-int proto_auth_verify(const void *cookie, size_t cookie_len, int version, enum proto_role prover,
+enum proto_err proto_auth_verify(const void *cookie, size_t cookie_len, int version, enum proto_role prover,
 		      const unsigned char worker_nonce[PROTO_NONCE_LEN],
 		      const unsigned char manager_nonce[PROTO_NONCE_LEN],
 		      const unsigned char proof[PROTO_PROOF_LEN])
 {
 	unsigned char expect[PROTO_PROOF_LEN];
-	int rc;
+	enum proto_err err;
 
 	if (proof == NULL)
 		return PROTO_ERR_INVALID;
-	rc = proto_auth_proof(cookie, cookie_len, version, prover, worker_nonce, manager_nonce,
+	err = proto_auth_proof(cookie, cookie_len, version, prover, worker_nonce, manager_nonce,
 			      expect);
-	if (rc != PROTO_OK)
+	if (err != PROTO_OK)
 		goto out;
 	/* A peer that echoes our nonce could be replaying our own challenge at us. */
 	if (CRYPTO_memcmp(worker_nonce, manager_nonce, PROTO_NONCE_LEN) == 0 ||
 	    CRYPTO_memcmp(expect, proof, PROTO_PROOF_LEN) != 0)
-		rc = PROTO_ERR_AUTH;
+		err = PROTO_ERR_AUTH;
 out:
 	proto_auth_wipe(expect, sizeof(expect));
-	return rc;
+	return err;
 }
 
-int proto_auth_hex_encode(const unsigned char *in, size_t len, char *out, size_t out_size)
+enum proto_err proto_auth_hex_encode(const unsigned char *in, size_t len, char *out, size_t out_size)
 {
 	static const char digits[] = "0123456789abcdef";
 
@@ -118,25 +118,27 @@ int proto_auth_hex_encode(const unsigned char *in, size_t len, char *out, size_t
 	return PROTO_OK;
 }
 
-static int hex_value(char c)
+/* A lowercase hex digit's value; false for anything else. */
+static bool hex_value(char c, unsigned *out)
 {
 	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
+		*out = (unsigned)(c - '0');
+	else if (c >= 'a' && c <= 'f')
+		*out = (unsigned)(c - 'a' + 10);
+	else
+		return false;
+	return true;
 }
 
-int proto_auth_hex_decode(const char *hex, unsigned char *out, size_t out_len)
+enum proto_err proto_auth_hex_decode(const char *hex, unsigned char *out, size_t out_len)
 {
 	if (out == NULL)
 		return PROTO_ERR_INVALID;
 	if (hex == NULL || strnlen(hex, 2 * out_len + 1) != 2 * out_len)
 		goto bad;
 	for (size_t i = 0; i < out_len; i++) {
-		int hi = hex_value(hex[2 * i]);
-		int lo = hex_value(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0)
+		unsigned hi, lo;
+		if (!hex_value(hex[2 * i], &hi) || !hex_value(hex[2 * i + 1], &lo))
 			goto bad;
 		out[i] = (unsigned char)(hi << 4 | lo);
 	}

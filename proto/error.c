@@ -1,7 +1,7 @@
 /* Error descriptions for enum proto_err. */
 #include "proto.h"
 
-const char *proto_strerror(int err)
+const char *proto_strerror(enum proto_err err)
 {
 	switch (err) {
 	case PROTO_OK: return "success";
@@ -21,4 +21,33 @@ const char *proto_strerror(int err)
 	case PROTO_ERR_INTERRUPTED: return "interrupted while waiting";
 	}
 	return "unknown protocol error";
+}
+
+const char *proto_err_code(enum proto_err err)
+{
+	switch (err) {
+	case PROTO_ERR_TOO_LARGE:
+	case PROTO_ERR_BAD_JSON:
+	/* The peer stopped writing mid-frame but may still read: tell it its frame was cut. */
+	case PROTO_ERR_TRUNCATED:
+		return PROTO_CODE_BAD_FRAME;
+	case PROTO_ERR_BAD_MESSAGE:
+		return PROTO_CODE_BAD_MESSAGE;
+	case PROTO_ERR_AUTH:
+		return PROTO_CODE_AUTH_FAILED;
+	case PROTO_ERR_TIMEOUT:
+		return PROTO_CODE_TIMEOUT;
+	case PROTO_ERR_NOMEM:
+	case PROTO_ERR_INVALID:
+	case PROTO_ERR_CRYPTO:
+		return PROTO_CODE_INTERNAL;
+	case PROTO_OK:
+	case PROTO_AGAIN:
+	case PROTO_CLOSED:
+	case PROTO_ERR_IO:
+	case PROTO_ERR_OVERFLOW:
+	case PROTO_ERR_INTERRUPTED:
+		return NULL;
+	}
+	return NULL;
 }

@@ -1,9 +1,11 @@
 /* Framing: 4-byte big-endian length, then that many bytes of one UTF-8 JSON object.
  *
- * The reader asks the socket for exactly the bytes of the frame in progress, never
- * more: a frame costs at most its own length in memory, a limit change between two
- * frames applies to the very next header, and the blocking and non-blocking entry
- * points can take turns on one connection. */
+ * The reader asks the socket for as much as a buffer of READ_CHUNK bytes (or the frame
+ * in progress, when larger) holds, so a frame usually costs one recv(); what follows it
+ * stays buffered for the next call, and the length of each frame is checked against
+ * the limit in force when that frame is taken. With proto_frame_set_exact it asks only
+ * for the bytes of the frame in progress, so that nothing past the frame it returns
+ * leaves the socket (a descriptor handed to another program loses nothing). */
 #include "proto.h"
 
 #include <errno.h>
@@ -11,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 
 /* cJSON is lenient where RFC 8259 and Python's json are not (leading zeros, "1.",
@@ -23,14 +26,15 @@ struct scan {
 	size_t i;
 };
 
-static int utf8_seq_len(const unsigned char *p, size_t avail)
+/* Bytes of the UTF-8 sequence at p, or 0 when it is not valid UTF-8 (or a NUL). */
+static size_t utf8_seq_len(const unsigned char *p, size_t avail)
 {
 	unsigned char c = p[0];
 	size_t n;
 	unsigned cp;
 
 	if (c < 0x80)
-		return c == 0 ? -1 : 1;
+		return c == 0 ? 0 : 1;
 	if (c >= 0xc2 && c <= 0xdf) {
 		n = 2;
 		cp = c & 0x1f;
@@ -41,20 +45,20 @@ static int utf8_seq_len(const unsigned char *p, size_t avail)
 		n = 4;
 		cp = c & 0x07;
 	} else {
-		return -1;
+		return 0;
 	}
 	if (avail < n)
-		return -1;
+		return 0;
 	for (size_t k = 1; k < n; k++) {
 		if ((p[k] & 0xc0) != 0x80)
-			return -1;
+			return 0;
 		cp = (cp << 6) | (p[k] & 0x3f);
 	}
 	/* Overlong forms, UTF-16 surrogates and code points past U+10FFFF. */
 	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
 	    (cp >= 0xd800 && cp <= 0xdfff))
-		return -1;
-	return (int)n;
+		return 0;
+	return n;
 }
 
 static bool is_digit(unsigned char c)
@@ -62,7 +66,7 @@ static bool is_digit(unsigned char c)
 	return c >= '0' && c <= '9';
 }
 
-static int scan_number(struct scan *s)
+static enum proto_err scan_number(struct scan *s)
 {
 	const unsigned char *p = s->p;
 	size_t i = s->i;
@@ -100,7 +104,7 @@ static int scan_number(struct scan *s)
 	return PROTO_OK;
 }
 
-static int scan_string(struct scan *s)
+static enum proto_err scan_string(struct scan *s)
 {
 	const unsigned char *p = s->p;
 	size_t i = s->i + 1;
@@ -124,21 +128,21 @@ static int scan_string(struct scan *s)
 			i += 2;
 			continue;
 		}
-		int n = utf8_seq_len(p + i, s->len - i);
-		if (n < 0)
+		size_t n = utf8_seq_len(p + i, s->len - i);
+		if (n == 0)
 			return PROTO_ERR_BAD_JSON;
-		i += (size_t)n;
+		i += n;
 	}
 	return PROTO_ERR_BAD_JSON;
 }
 
-static int scan_text(const unsigned char *text, size_t len)
+static enum proto_err scan_text(const unsigned char *text, size_t len)
 {
 	struct scan s = { .p = text, .len = len, .i = 0 };
 	int depth = 0;
-	int rc = PROTO_OK;
+	enum proto_err err = PROTO_OK;
 
-	while (s.i < len && rc == PROTO_OK) {
+	while (s.i < len && err == PROTO_OK) {
 		unsigned char c = text[s.i];
 		switch (c) {
 		case ' ': case '\t': case '\n': case '\r':
@@ -147,7 +151,7 @@ static int scan_text(const unsigned char *text, size_t len)
 			break;
 		case '{': case '[':
 			if (++depth > PROTO_MAX_DEPTH)
-				rc = PROTO_ERR_BAD_JSON;
+				err = PROTO_ERR_BAD_JSON;
 			s.i++;
 			break;
 		case '}': case ']':
@@ -155,22 +159,22 @@ static int scan_text(const unsigned char *text, size_t len)
 			s.i++;
 			break;
 		case '"':
-			rc = scan_string(&s);
+			err = scan_string(&s);
 			break;
 		case '-': case '0': case '1': case '2': case '3': case '4':
 		case '5': case '6': case '7': case '8': case '9':
-			rc = scan_number(&s);
+			err = scan_number(&s);
 			break;
 		default:
 			/* Literals (true, false, null) are ASCII letters; cJSON checks them. */
 			if (c >= 'a' && c <= 'z')
 				s.i++;
 			else
-				rc = PROTO_ERR_BAD_JSON;
+				err = PROTO_ERR_BAD_JSON;
 			break;
 		}
 	}
-	return rc;
+	return err;
 }
 
 static bool has_duplicate_names(const cJSON *item)
@@ -188,31 +192,34 @@ static bool has_duplicate_names(const cJSON *item)
 	return false;
 }
 
-/* payload[len] must be a writable byte: it becomes the NUL that cJSON stops at. */
-static int decode_in_place(unsigned char *payload, size_t len, cJSON **out)
+/* payload[len] must be a writable byte: it is the NUL that cJSON stops at while it
+ * parses, and gets its value back after (it may be the next frame's first byte). */
+static enum proto_err decode_in_place(unsigned char *payload, size_t len, cJSON **out)
 {
 	cJSON *obj = NULL;
-	int rc = PROTO_ERR_BAD_JSON;
+	enum proto_err err = PROTO_ERR_BAD_JSON;
 
 	*out = NULL;
 	if (scan_text(payload, len) != PROTO_OK)
 		goto out;
+	unsigned char saved = payload[len];
 	payload[len] = '\0';
 	obj = cJSON_ParseWithOpts((const char *)payload, NULL, 1);
+	payload[len] = saved;
 	if (obj == NULL || !cJSON_IsObject(obj) || has_duplicate_names(obj))
 		goto out;
 	*out = obj;
 	obj = NULL;
-	rc = PROTO_OK;
+	err = PROTO_OK;
 out:
 	cJSON_Delete(obj);
-	return rc;
+	return err;
 }
 
-int proto_frame_decode(const unsigned char *payload, size_t len, cJSON **out)
+enum proto_err proto_frame_decode(const unsigned char *payload, size_t len, cJSON **out)
 {
 	unsigned char *copy = NULL;
-	int rc;
+	enum proto_err err;
 
 	if (out == NULL || (payload == NULL && len > 0))
 		return PROTO_ERR_INVALID;
@@ -223,18 +230,18 @@ int proto_frame_decode(const unsigned char *payload, size_t len, cJSON **out)
 	if (copy == NULL)
 		return PROTO_ERR_NOMEM;
 	memcpy(copy, payload, len);
-	rc = decode_in_place(copy, len, out);
+	err = decode_in_place(copy, len, out);
 	free(copy);
-	return rc;
+	return err;
 }
 
 /* The text of msg, checked as the peer will check it. */
-static int print_msg(const cJSON *msg, size_t limit, char **text, size_t *text_len)
+static enum proto_err print_msg(const cJSON *msg, size_t limit, char **text, size_t *text_len)
 {
 	char *s = NULL;
 	cJSON *check = NULL;
 	size_t n;
-	int rc;
+	enum proto_err err;
 
 	*text = NULL;
 	if (msg == NULL || !cJSON_IsObject(msg))
@@ -244,11 +251,11 @@ static int print_msg(const cJSON *msg, size_t limit, char **text, size_t *text_l
 		return PROTO_ERR_NOMEM;
 	n = strlen(s);
 	if (n == 0 || n > limit) {
-		rc = PROTO_ERR_TOO_LARGE;
+		err = PROTO_ERR_TOO_LARGE;
 		goto out;
 	}
-	rc = proto_frame_decode((const unsigned char *)s, n, &check);
-	if (rc != PROTO_OK)
+	err = proto_frame_decode((const unsigned char *)s, n, &check);
+	if (err != PROTO_OK)
 		goto out;
 	*text = s;
 	*text_len = n;
@@ -256,7 +263,7 @@ static int print_msg(const cJSON *msg, size_t limit, char **text, size_t *text_l
 out:
 	cJSON_Delete(check);
 	free(s);
-	return rc;
+	return err;
 }
 
 static void put_be32(unsigned char *p, size_t v)
@@ -267,23 +274,23 @@ static void put_be32(unsigned char *p, size_t v)
 	p[3] = (unsigned char)v;
 }
 
-int proto_frame_encode(const cJSON *msg, size_t limit, unsigned char **out, size_t *out_len)
+enum proto_err proto_frame_encode(const cJSON *msg, size_t limit, unsigned char **out, size_t *out_len)
 {
 	char *text = NULL;
 	size_t n = 0;
 	unsigned char *frame;
-	int rc;
+	enum proto_err err;
 
 	if (out == NULL || out_len == NULL || limit == 0 || limit > PROTO_MAX_FRAME)
 		return PROTO_ERR_INVALID;
 	*out = NULL;
 	*out_len = 0;
-	rc = print_msg(msg, limit, &text, &n);
-	if (rc != PROTO_OK)
-		return rc;
+	err = print_msg(msg, limit, &text, &n);
+	if (err != PROTO_OK)
+		return err;
 	frame = malloc(n + 4);
 	if (frame == NULL) {
-		rc = PROTO_ERR_NOMEM;
+		err = PROTO_ERR_NOMEM;
 		goto out;
 	}
 	put_be32(frame, n);
@@ -292,7 +299,7 @@ int proto_frame_encode(const cJSON *msg, size_t limit, unsigned char **out, size
 	*out_len = n + 4;
 out:
 	free(text);
-	return rc;
+	return err;
 }
 
 /* ------------------------------------------------------------------------------ */
@@ -301,33 +308,40 @@ void proto_frame_conn_init(struct proto_conn *c, int fd)
 {
 	memset(c, 0, sizeof(*c));
 	c->fd = fd;
-	c->interrupt_fd = -1;
 	c->rd.limit = PROTO_MAX_HANDSHAKE_FRAME;
 	c->wr.max_queued = PROTO_MAX_QUEUED;
+}
+
+static void reader_release(struct proto_frame_reader *r)
+{
+	free(r->buf);
+	r->buf = NULL;
+	r->cap = r->off = r->len = 0;
+}
+
+static void writer_release(struct proto_frame_writer *w)
+{
+	free(w->buf);
+	w->buf = NULL;
+	w->cap = w->off = w->len = 0;
 }
 
 void proto_frame_conn_free(struct proto_conn *c)
 {
 	if (c == NULL)
 		return;
-	free(c->rd.buf);
-	free(c->wr.buf);
-	c->rd.buf = NULL;
-	c->rd.cap = 0;
-	c->wr.buf = NULL;
-	c->wr.cap = c->wr.off = c->wr.len = 0;
+	reader_release(&c->rd);
+	writer_release(&c->wr);
 	c->want_write = false;
 }
 
-int proto_frame_set_interrupt_fd(struct proto_conn *c, int fd)
+void proto_frame_set_wait(struct proto_conn *c, proto_wait_fn wait, void *ctx)
 {
-	if (c == NULL || fd < -1)
-		return PROTO_ERR_INVALID;
-	c->interrupt_fd = fd;
-	return PROTO_OK;
+	c->wait = wait;
+	c->wait_ctx = ctx;
 }
 
-int proto_frame_set_limit(struct proto_conn *c, size_t limit)
+enum proto_err proto_frame_set_limit(struct proto_conn *c, size_t limit)
 {
 	if (c == NULL || limit == 0 || limit > PROTO_MAX_FRAME)
 		return PROTO_ERR_INVALID;
@@ -335,88 +349,104 @@ int proto_frame_set_limit(struct proto_conn *c, size_t limit)
 	return PROTO_OK;
 }
 
-/* One recv() of the bytes still missing from the frame in progress. */
-static int read_some(struct proto_conn *c)
+void proto_frame_set_exact(struct proto_conn *c, bool exact)
+{
+	c->rd.exact = exact;
+}
+
+bool proto_frame_buffered(const struct proto_conn *c)
+{
+	return c->rd.len > c->rd.off;
+}
+
+static size_t get_be32(const unsigned char *p)
+{
+	return ((size_t)p[0] << 24) | ((size_t)p[1] << 16) | ((size_t)p[2] << 8) | (size_t)p[3];
+}
+
+/* The frame at the front of the buffer: PROTO_OK with *out when it is all in,
+ * PROTO_AGAIN when more is needed (*body_len set once the header is in). The length
+ * is checked against the limit of this very frame, so a limit change between two
+ * frames applies to the next one even when both arrived in one read. */
+static enum proto_err take_frame(struct proto_frame_reader *r, size_t *body_len, cJSON **out)
+{
+	size_t avail = r->len - r->off;
+	*body_len = 0;
+	if (avail < 4)
+		return PROTO_AGAIN;
+	size_t n = get_be32(r->buf + r->off);
+	if (n == 0 || n > r->limit)
+		return PROTO_ERR_TOO_LARGE;
+	*body_len = n;
+	if (avail < 4 + n)
+		return PROTO_AGAIN;
+	enum proto_err err = decode_in_place(r->buf + r->off + 4, n, out);
+	r->off += 4 + n;
+	/* An idle connection holds no buffer: ten thousand quiet peers cost nothing here. */
+	if (r->off == r->len)
+		reader_release(r);
+	return err;
+}
+
+/* How many bytes the next recv() asks for: exactly what the frame in progress lacks
+ * (exact reads), or as much as its buffer holds, at least READ_CHUNK, so that a frame
+ * and whatever follows it usually take one system call. */
+#define READ_CHUNK 1024
+static size_t read_size(const struct proto_frame_reader *r, size_t body_len)
+{
+	size_t avail = r->len - r->off;
+	size_t frame = body_len ? 4 + body_len : 4;
+	if (r->exact)
+		return frame - avail;
+	size_t want = frame > READ_CHUNK ? frame : READ_CHUNK;
+	return want - avail;
+}
+
+/* One recv() into the buffer, which keeps one spare byte for the parser's NUL. */
+static enum proto_err read_some(struct proto_conn *c, size_t body_len)
 {
 	struct proto_frame_reader *r = &c->rd;
-	unsigned char *dst;
-	size_t want;
-	ssize_t n;
-
-	if (r->hdr_got < 4) {
-		dst = r->hdr + r->hdr_got;
-		want = 4 - r->hdr_got;
-	} else {
-		dst = r->buf + r->body_got;
-		want = r->body_len - r->body_got;
+	size_t want = read_size(r, body_len);
+	size_t avail = r->len - r->off;
+	if (r->off > 0) {
+		memmove(r->buf, r->buf + r->off, avail);
+		r->off = 0;
+		r->len = avail;
 	}
+	if (r->cap < r->len + want + 1) {
+		unsigned char *nb = realloc(r->buf, r->len + want + 1);
+		if (nb == NULL)
+			return PROTO_ERR_NOMEM;
+		r->buf = nb;
+		r->cap = r->len + want + 1;
+	}
+	ssize_t n;
 	do {
-		n = recv(c->fd, dst, want, MSG_DONTWAIT);
+		n = recv(c->fd, r->buf + r->len, want, MSG_DONTWAIT);
 	} while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return (errno == EAGAIN || errno == EWOULDBLOCK) ? PROTO_AGAIN : PROTO_ERR_IO;
 	if (n == 0)
-		return (r->hdr_got == 0) ? PROTO_CLOSED : PROTO_ERR_TRUNCATED;
-	if (r->hdr_got < 4)
-		r->hdr_got += (size_t)n;
-	else
-		r->body_got += (size_t)n;
+		return avail == 0 ? PROTO_CLOSED : PROTO_ERR_TRUNCATED;
+	r->len += (size_t)n;
 	return PROTO_OK;
-}
-
-/* After the header: check the length and make room for the body. */
-static int start_body(struct proto_frame_reader *r)
-{
-	size_t n = ((size_t)r->hdr[0] << 24) | ((size_t)r->hdr[1] << 16) |
-		   ((size_t)r->hdr[2] << 8) | (size_t)r->hdr[3];
-
-	if (n == 0 || n > r->limit)
-		return PROTO_ERR_TOO_LARGE;
-	if (r->cap < n + 1) {
-		unsigned char *nb = realloc(r->buf, n + 1);
-		if (nb == NULL)
-			return PROTO_ERR_NOMEM;
-		r->buf = nb;
-		r->cap = n + 1;
-	}
-	r->body_len = n;
-	r->body_got = 0;
-	return PROTO_OK;
-}
-
-/* PROTO_OK with *out when a whole frame is buffered, PROTO_AGAIN when more is needed. */
-static int take_frame(struct proto_conn *c, cJSON **out)
-{
-	struct proto_frame_reader *r = &c->rd;
-	int rc;
-
-	if (r->hdr_got < 4)
-		return PROTO_AGAIN;
-	if (r->body_len == 0) { /* header just completed: 0 is never a valid length */
-		rc = start_body(r);
-		if (rc != PROTO_OK)
-			return rc;
-	}
-	if (r->body_got < r->body_len)
-		return PROTO_AGAIN;
-	rc = decode_in_place(r->buf, r->body_len, out);
-	r->hdr_got = 0;
-	r->body_len = 0;
-	r->body_got = 0;
-	return rc;
 }
 
 /* Sticky failures: after a framing error the byte stream has no known boundary. */
-static int reader_fail(struct proto_conn *c, int rc)
+static enum proto_err reader_fail(struct proto_conn *c, enum proto_err err)
 {
-	if (rc == PROTO_ERR_TOO_LARGE || rc == PROTO_ERR_BAD_JSON || rc == PROTO_ERR_TRUNCATED)
-		c->rd.failed = rc;
-	return rc;
+	if (err == PROTO_ERR_TOO_LARGE || err == PROTO_ERR_BAD_JSON || err == PROTO_ERR_TRUNCATED) {
+		c->rd.failed = err;
+		reader_release(&c->rd);
+	}
+	if (err == PROTO_AGAIN && c->rd.len == c->rd.off)
+		reader_release(&c->rd);
+	return err;
 }
 
-int proto_frame_recv(struct proto_conn *c, cJSON **out)
+enum proto_err proto_frame_recv(struct proto_conn *c, cJSON **out)
 {
-	int rc;
+	enum proto_err err;
 
 	if (c == NULL || out == NULL)
 		return PROTO_ERR_INVALID;
@@ -424,14 +454,15 @@ int proto_frame_recv(struct proto_conn *c, cJSON **out)
 	if (c->rd.failed != PROTO_OK)
 		return c->rd.failed;
 	for (;;) {
-		rc = take_frame(c, out);
-		if (rc != PROTO_AGAIN)
+		size_t body_len;
+		err = take_frame(&c->rd, &body_len, out);
+		if (err != PROTO_AGAIN)
 			break;
-		rc = read_some(c);
-		if (rc != PROTO_OK)
+		err = read_some(c, body_len);
+		if (err != PROTO_OK)
 			break;
 	}
-	return reader_fail(c, rc);
+	return reader_fail(c, err);
 }
 
 int64_t proto_frame_now_ms(void)
@@ -442,26 +473,15 @@ int64_t proto_frame_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* poll() for one event on the socket until the deadline, retrying after EINTR; the
- * interrupt fd, when set, ends the wait as soon as it is readable (checked first, so a
- * busy socket cannot starve it). poll() ignores a negative fd, so -1 costs nothing. */
-static int wait_fd(const struct proto_conn *c, short events, int64_t deadline_ms)
+enum proto_err proto_frame_poll(int fd, short events, int64_t deadline_ms, void *ctx)
 {
+	(void)ctx;
 	for (;;) {
-		struct pollfd pfd[2] = { { .fd = c->fd, .events = events },
-					 { .fd = c->interrupt_fd, .events = POLLIN } };
+		struct pollfd pfd = { .fd = fd, .events = events };
 		int64_t left = deadline_ms - proto_frame_now_ms();
-		int n;
-
 		if (left <= 0)
 			return PROTO_ERR_TIMEOUT;
-		n = poll(pfd, 2, left > 60000 ? 60000 : (int)left);
-		if (n > 0 && (pfd[1].revents & POLLNVAL)) {
-			errno = EBADF; /* a closed interrupt fd would interrupt forever */
-			return PROTO_ERR_IO;
-		}
-		if (n > 0 && pfd[1].revents != 0)
-			return PROTO_ERR_INTERRUPTED;
+		int n = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
 		if (n > 0)
 			return PROTO_OK;
 		if (n < 0 && errno != EINTR)
@@ -469,27 +489,35 @@ static int wait_fd(const struct proto_conn *c, short events, int64_t deadline_ms
 	}
 }
 
-int proto_frame_recv_wait(struct proto_conn *c, cJSON **out, int64_t deadline_ms)
+static enum proto_err wait_fd(const struct proto_conn *c, short events, int64_t deadline_ms)
+{
+	proto_wait_fn wait = c->wait ? c->wait : proto_frame_poll;
+	return wait(c->fd, events, deadline_ms, c->wait_ctx);
+}
+
+enum proto_err proto_frame_recv_wait(struct proto_conn *c, cJSON **out, int64_t deadline_ms)
 {
 	/* proto_frame_recv does the reading and keeps failures sticky; we only wait. */
 	for (;;) {
-		int rc = proto_frame_recv(c, out);
-		if (rc != PROTO_AGAIN)
-			return rc;
-		rc = wait_fd(c, POLLIN, deadline_ms);
-		if (rc != PROTO_OK)
-			return rc;
+		enum proto_err err = proto_frame_recv(c, out);
+		if (err != PROTO_AGAIN)
+			return err;
+		err = wait_fd(c, POLLIN, deadline_ms);
+		if (err != PROTO_OK)
+			return err;
 	}
 }
 
 /* ------------------------------------------------------------------------------ */
 
-static int queue_bytes(struct proto_frame_writer *w, const unsigned char *hdr, const char *text,
-		       size_t n)
+/* Keep bytes[from, n) of a frame that the socket did not take. */
+static enum proto_err queue_bytes(struct proto_frame_writer *w, const unsigned char *hdr, const char *text, size_t n,
+				  size_t from)
 {
 	size_t pending = w->len - w->off;
+	size_t frame = n + 4 - from;
 
-	if (pending + n + 4 > w->max_queued)
+	if (pending + frame > w->max_queued)
 		return PROTO_ERR_OVERFLOW;
 	if (w->off > 0) {
 		/* Sent bytes go first so the buffer never outgrows the queue cap. */
@@ -497,103 +525,121 @@ static int queue_bytes(struct proto_frame_writer *w, const unsigned char *hdr, c
 		w->off = 0;
 		w->len = pending;
 	}
-	if (w->cap < w->len + n + 4) {
-		size_t ncap = w->len + n + 4;
+	if (w->cap < w->len + frame) {
+		size_t ncap = w->len + frame;
 		unsigned char *nb = realloc(w->buf, ncap);
 		if (nb == NULL)
 			return PROTO_ERR_NOMEM;
 		w->buf = nb;
 		w->cap = ncap;
 	}
-	memcpy(w->buf + w->len, hdr, 4);
-	memcpy(w->buf + w->len + 4, text, n);
-	w->len += n + 4;
+	if (from < 4) {
+		memcpy(w->buf + w->len, hdr + from, 4 - from);
+		w->len += 4 - from;
+		from = 4;
+	}
+	memcpy(w->buf + w->len, text + (from - 4), n + 4 - from);
+	w->len += n + 4 - from;
 	return PROTO_OK;
 }
 
+static ssize_t send_retrying(int fd, struct iovec *iov, int iovcnt)
+{
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt };
+	ssize_t n;
+	do {
+		n = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	return n;
+}
+
 /* One send() of queued bytes. */
-static int write_some(struct proto_conn *c)
+static enum proto_err write_some(struct proto_conn *c)
 {
 	struct proto_frame_writer *w = &c->wr;
-	ssize_t n;
-
-	do {
-		n = send(c->fd, w->buf + w->off, w->len - w->off, MSG_DONTWAIT | MSG_NOSIGNAL);
-	} while (n < 0 && errno == EINTR);
+	struct iovec iov = { .iov_base = w->buf + w->off, .iov_len = w->len - w->off };
+	ssize_t n = send_retrying(c->fd, &iov, 1);
 	if (n < 0)
 		return (errno == EAGAIN || errno == EWOULDBLOCK) ? PROTO_AGAIN : PROTO_ERR_IO;
 	w->off += (size_t)n;
 	if (w->off == w->len)
-		w->off = w->len = 0;
+		writer_release(w);
 	return PROTO_OK;
 }
 
-int proto_frame_flush(struct proto_conn *c)
+enum proto_err proto_frame_flush(struct proto_conn *c)
 {
-	int rc = PROTO_OK;
+	enum proto_err err = PROTO_OK;
 
 	if (c == NULL)
 		return PROTO_ERR_INVALID;
-	while (rc == PROTO_OK && c->wr.len > c->wr.off)
-		rc = write_some(c);
+	while (err == PROTO_OK && c->wr.len > c->wr.off)
+		err = write_some(c);
 	c->want_write = c->wr.len > c->wr.off;
-	return rc;
+	return err;
 }
 
-static int enqueue(struct proto_conn *c, const cJSON *msg)
+/* With nothing queued, header and text go out in one sendmsg() straight from where
+ * they are; only what the socket does not take is copied into the queue. */
+static enum proto_err enqueue(struct proto_conn *c, const cJSON *msg)
 {
 	char *text = NULL;
-	size_t n = 0;
+	size_t n = 0, sent = 0;
 	unsigned char hdr[4];
-	int rc;
+	enum proto_err err;
 
-	rc = print_msg(msg, PROTO_MAX_FRAME, &text, &n);
-	if (rc != PROTO_OK)
-		return rc;
+	err = print_msg(msg, PROTO_MAX_FRAME, &text, &n);
+	if (err != PROTO_OK)
+		return err;
 	put_be32(hdr, n);
-	rc = queue_bytes(&c->wr, hdr, text, n);
+	if (c->wr.len == c->wr.off) {
+		struct iovec iov[2] = { { .iov_base = hdr, .iov_len = 4 }, { .iov_base = text, .iov_len = n } };
+		ssize_t got = send_retrying(c->fd, iov, 2);
+		if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+			free(text);
+			return PROTO_ERR_IO;
+		}
+		sent = got < 0 ? 0 : (size_t)got;
+	}
+	if (sent < n + 4)
+		err = queue_bytes(&c->wr, hdr, text, n, sent);
 	free(text);
-	return rc;
+	c->want_write = c->wr.len > c->wr.off;
+	return err;
 }
 
-int proto_frame_send(struct proto_conn *c, const cJSON *msg)
+enum proto_err proto_frame_send(struct proto_conn *c, const cJSON *msg)
 {
-	int rc;
-
 	if (c == NULL)
 		return PROTO_ERR_INVALID;
-	rc = enqueue(c, msg);
-	if (rc != PROTO_OK)
-		return rc;
-	rc = proto_frame_flush(c);
-	return rc == PROTO_AGAIN ? PROTO_OK : rc;
+	return enqueue(c, msg);
 }
 
-int proto_frame_flush_wait(struct proto_conn *c, int64_t deadline_ms)
+enum proto_err proto_frame_flush_wait(struct proto_conn *c, int64_t deadline_ms)
 {
-	int rc;
+	enum proto_err err;
 
 	if (c == NULL)
 		return PROTO_ERR_INVALID;
 	for (;;) {
-		rc = proto_frame_flush(c);
-		if (rc != PROTO_AGAIN)
+		err = proto_frame_flush(c);
+		if (err != PROTO_AGAIN)
 			break;
-		rc = wait_fd(c, POLLOUT, deadline_ms);
-		if (rc != PROTO_OK)
+		err = wait_fd(c, POLLOUT, deadline_ms);
+		if (err != PROTO_OK)
 			break;
 	}
-	return rc;
+	return err;
 }
 
-int proto_frame_send_wait(struct proto_conn *c, const cJSON *msg, int64_t deadline_ms)
+enum proto_err proto_frame_send_wait(struct proto_conn *c, const cJSON *msg, int64_t deadline_ms)
 {
-	int rc;
+	enum proto_err err;
 
 	if (c == NULL)
 		return PROTO_ERR_INVALID;
-	rc = enqueue(c, msg);
-	if (rc != PROTO_OK)
-		return rc;
+	err = enqueue(c, msg);
+	if (err != PROTO_OK)
+		return err;
 	return proto_frame_flush_wait(c, deadline_ms);
 }

@@ -12,7 +12,7 @@ static const cJSON *field(const cJSON *obj, const char *name)
 
 /* JSON numbers are doubles to cJSON; an integer field is any finite number with no
  * fractional part, so 5 and 5.0 agree with Python's reading of the same text. */
-static int as_int(const cJSON *v, int64_t min, int64_t max, int64_t *out)
+static enum proto_err as_int(const cJSON *v, int64_t min, int64_t max, int64_t *out)
 {
 	double d;
 
@@ -25,13 +25,13 @@ static int as_int(const cJSON *v, int64_t min, int64_t max, int64_t *out)
 	return PROTO_OK;
 }
 
-static int req_int(const cJSON *obj, const char *name, int64_t min, int64_t max, int64_t *out)
+static enum proto_err req_int(const cJSON *obj, const char *name, int64_t min, int64_t max, int64_t *out)
 {
 	return as_int(field(obj, name), min, max, out);
 }
 
 /* Present, and either null or an integer in range. */
-static int req_int_or_null(const cJSON *obj, const char *name, int64_t min, int64_t max,
+static enum proto_err req_int_or_null(const cJSON *obj, const char *name, int64_t min, int64_t max,
 			   struct proto_opt_int *out)
 {
 	const cJSON *v = field(obj, name);
@@ -46,7 +46,7 @@ static int req_int_or_null(const cJSON *obj, const char *name, int64_t min, int6
 	return as_int(v, min, max, &out->value);
 }
 
-static int check_string(const cJSON *v, size_t min_len, size_t max_len, const char **out)
+static enum proto_err check_string(const cJSON *v, size_t min_len, size_t max_len, const char **out)
 {
 	size_t n;
 
@@ -59,13 +59,13 @@ static int check_string(const cJSON *v, size_t min_len, size_t max_len, const ch
 	return PROTO_OK;
 }
 
-static int req_string(const cJSON *obj, const char *name, size_t min_len, const char **out)
+static enum proto_err req_string(const cJSON *obj, const char *name, size_t min_len, const char **out)
 {
 	return check_string(field(obj, name), min_len, PROTO_MAX_STRING, out);
 }
 
 /* Present, and either null (*out = NULL) or a string. */
-static int req_string_or_null(const cJSON *obj, const char *name, const char **out)
+static enum proto_err req_string_or_null(const cJSON *obj, const char *name, const char **out)
 {
 	const cJSON *v = field(obj, name);
 
@@ -78,7 +78,7 @@ static int req_string_or_null(const cJSON *obj, const char *name, const char **o
 }
 
 /* Absent or null reads as "". */
-static int opt_string(const cJSON *obj, const char *name, size_t max_len, const char **out)
+static enum proto_err opt_string(const cJSON *obj, const char *name, size_t max_len, const char **out)
 {
 	const cJSON *v = field(obj, name);
 
@@ -88,13 +88,13 @@ static int opt_string(const cJSON *obj, const char *name, size_t max_len, const 
 	return check_string(v, 0, max_len, out);
 }
 
-static int req_code(const cJSON *obj, const char *name, const char **out)
+static enum proto_err req_code(const cJSON *obj, const char *name, const char **out)
 {
 	const char *s = NULL;
-	int rc = check_string(field(obj, name), 1, PROTO_MAX_CODE, &s);
+	enum proto_err err = check_string(field(obj, name), 1, PROTO_MAX_CODE, &s);
 
-	if (rc != PROTO_OK)
-		return rc;
+	if (err != PROTO_OK)
+		return err;
 	for (const char *p = s; *p != '\0'; p++) {
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
 			return PROTO_ERR_BAD_MESSAGE;
@@ -103,7 +103,7 @@ static int req_code(const cJSON *obj, const char *name, const char **out)
 	return PROTO_OK;
 }
 
-static int req_hex(const cJSON *obj, const char *name, unsigned char *out, size_t len)
+static enum proto_err req_hex(const cJSON *obj, const char *name, unsigned char *out, size_t len)
 {
 	const cJSON *v = field(obj, name);
 
@@ -150,13 +150,13 @@ static bool is_rfc3339(const char *s)
 	       s[i + 3] == ':' && digits_in(s + i + 4, 2, 0, 59);
 }
 
-static int parse_hello(const cJSON *obj, struct proto_msg *m)
+static enum proto_err parse_hello(const cJSON *obj, struct proto_msg *m)
 {
 	const char *role = NULL;
-	int rc = req_string(obj, "role", 1, &role);
+	enum proto_err err = req_string(obj, "role", 1, &role);
 
-	if (rc != PROTO_OK)
-		return rc;
+	if (err != PROTO_OK)
+		return err;
 	if (strcmp(role, "worker") == 0) {
 		const cJSON *vs = field(obj, "versions");
 		const cJSON *v;
@@ -172,54 +172,54 @@ static int parse_hello(const cJSON *obj, struct proto_msg *m)
 				return PROTO_ERR_BAD_MESSAGE;
 			m->u.hello_worker.versions[m->u.hello_worker.n_versions++] = (int)ver;
 		}
-		rc = req_hex(obj, "nonce", m->u.hello_worker.nonce, PROTO_NONCE_LEN);
-		if (rc == PROTO_OK)
-			rc = req_string(obj, "agent", 1, &m->u.hello_worker.agent);
-		return rc;
+		err = req_hex(obj, "nonce", m->u.hello_worker.nonce, PROTO_NONCE_LEN);
+		if (err == PROTO_OK)
+			err = req_string(obj, "agent", 1, &m->u.hello_worker.agent);
+		return err;
 	}
 	if (strcmp(role, "manager") == 0) {
 		int64_t ver = 0;
 
 		m->type = PROTO_MSG_HELLO_MANAGER;
-		rc = req_int(obj, "version", 1, 65535, &ver);
+		err = req_int(obj, "version", 1, 65535, &ver);
 		m->u.hello_manager.version = (int)ver;
-		if (rc == PROTO_OK)
-			rc = req_hex(obj, "nonce", m->u.hello_manager.nonce, PROTO_NONCE_LEN);
-		if (rc == PROTO_OK)
-			rc = req_hex(obj, "proof", m->u.hello_manager.proof, PROTO_PROOF_LEN);
-		return rc;
+		if (err == PROTO_OK)
+			err = req_hex(obj, "nonce", m->u.hello_manager.nonce, PROTO_NONCE_LEN);
+		if (err == PROTO_OK)
+			err = req_hex(obj, "proof", m->u.hello_manager.proof, PROTO_PROOF_LEN);
+		return err;
 	}
 	return PROTO_ERR_BAD_MESSAGE;
 }
 
-static int parse_register(const cJSON *obj, struct proto_register *r)
+static enum proto_err parse_register(const cJSON *obj, struct proto_register *r)
 {
 	const cJSON *cpus = field(obj, "cpus");
-	int rc = req_string(obj, "job_id", 1, &r->job_id);
+	enum proto_err err = req_string(obj, "job_id", 1, &r->job_id);
 
-	if (rc == PROTO_OK)
-		rc = req_int_or_null(obj, "attempt", 0, PROTO_MAX_INT, &r->attempt);
-	if (rc == PROTO_OK)
-		rc = req_int_or_null(obj, "array_index", 0, PROTO_MAX_INT, &r->array_index);
-	if (rc == PROTO_OK)
-		rc = req_int_or_null(obj, "node_index", 0, PROTO_MAX_INT, &r->node_index);
-	if (rc == PROTO_OK)
-		rc = req_int_or_null(obj, "num_nodes", 1, PROTO_MAX_INT, &r->num_nodes);
-	if (rc == PROTO_OK)
-		rc = req_string_or_null(obj, "queue", &r->queue);
-	if (rc == PROTO_OK)
-		rc = req_string_or_null(obj, "compute_environment", &r->compute_environment);
-	if (rc == PROTO_OK)
-		rc = req_string(obj, "hostname", 1, &r->hostname);
-	if (rc == PROTO_OK)
-		rc = req_string(obj, "address", 1, &r->address);
-	if (rc == PROTO_OK)
-		rc = req_string(obj, "agent_version", 1, &r->agent_version);
-	if (rc == PROTO_OK)
-		rc = req_int_or_null(obj, "memory_limit_bytes", 0, PROTO_MAX_INT,
+	if (err == PROTO_OK)
+		err = req_int_or_null(obj, "attempt", 0, PROTO_MAX_INT, &r->attempt);
+	if (err == PROTO_OK)
+		err = req_int_or_null(obj, "array_index", 0, PROTO_MAX_INT, &r->array_index);
+	if (err == PROTO_OK)
+		err = req_int_or_null(obj, "node_index", 0, PROTO_MAX_INT, &r->node_index);
+	if (err == PROTO_OK)
+		err = req_int_or_null(obj, "num_nodes", 1, PROTO_MAX_INT, &r->num_nodes);
+	if (err == PROTO_OK)
+		err = req_string_or_null(obj, "queue", &r->queue);
+	if (err == PROTO_OK)
+		err = req_string_or_null(obj, "compute_environment", &r->compute_environment);
+	if (err == PROTO_OK)
+		err = req_string(obj, "hostname", 1, &r->hostname);
+	if (err == PROTO_OK)
+		err = req_string(obj, "address", 1, &r->address);
+	if (err == PROTO_OK)
+		err = req_string(obj, "agent_version", 1, &r->agent_version);
+	if (err == PROTO_OK)
+		err = req_int_or_null(obj, "memory_limit_bytes", 0, PROTO_MAX_INT,
 				     &r->memory_limit_bytes);
-	if (rc != PROTO_OK)
-		return rc;
+	if (err != PROTO_OK)
+		return err;
 	if (cpus == NULL)
 		return PROTO_ERR_BAD_MESSAGE;
 	if (cJSON_IsNull(cpus))
@@ -232,31 +232,31 @@ static int parse_register(const cJSON *obj, struct proto_register *r)
 	return PROTO_OK;
 }
 
-static int parse_exited(const cJSON *obj, struct proto_msg *m)
+static enum proto_err parse_exited(const cJSON *obj, struct proto_msg *m)
 {
 	const cJSON *code = field(obj, "exit_code");
 	const cJSON *sig = field(obj, "signal");
 	bool has_code = code != NULL && !cJSON_IsNull(code);
 	bool has_sig = sig != NULL && !cJSON_IsNull(sig);
 	int64_t v = 0;
-	int rc;
+	enum proto_err err;
 
 	if (has_code == has_sig)
 		return PROTO_ERR_BAD_MESSAGE;
 	m->u.payload_exited.signaled = has_sig;
 	if (has_sig) {
-		rc = as_int(sig, 1, 127, &v);
+		err = as_int(sig, 1, 127, &v);
 		m->u.payload_exited.signal = (int)v;
 	} else {
-		rc = as_int(code, 0, 255, &v);
+		err = as_int(code, 0, 255, &v);
 		m->u.payload_exited.exit_code = (int)v;
 	}
-	return rc;
+	return err;
 }
 
-static int parse_body(const cJSON *obj, const char *type, struct proto_msg *m)
+static enum proto_err parse_body(const cJSON *obj, const char *type, struct proto_msg *m)
 {
-	int rc;
+	enum proto_err err;
 
 	if (strcmp(type, "hello") == 0)
 		return parse_hello(obj, m);
@@ -276,10 +276,10 @@ static int parse_body(const cJSON *obj, const char *type, struct proto_msg *m)
 	if (strcmp(type, "reject") == 0 || strcmp(type, "error") == 0) {
 		m->type = type[0] == 'r' ? PROTO_MSG_REJECT : PROTO_MSG_ERROR;
 		/* reject and error share one layout in the union. */
-		rc = req_code(obj, "code", &m->u.error.code);
-		if (rc == PROTO_OK)
-			rc = opt_string(obj, "message", PROTO_MAX_FRAME, &m->u.error.message);
-		return rc;
+		err = req_code(obj, "code", &m->u.error.code);
+		if (err == PROTO_OK)
+			err = opt_string(obj, "message", PROTO_MAX_FRAME, &m->u.error.message);
+		return err;
 	}
 	if (strcmp(type, "heartbeat") == 0) {
 		m->type = PROTO_MSG_HEARTBEAT;
@@ -295,40 +295,40 @@ static int parse_body(const cJSON *obj, const char *type, struct proto_msg *m)
 	}
 	if (strcmp(type, "draining") == 0) {
 		m->type = PROTO_MSG_DRAINING;
-		rc = req_string(obj, "reason", 1, &m->u.draining.reason);
-		if (rc == PROTO_OK)
-			rc = req_string_or_null(obj, "deadline", &m->u.draining.deadline);
-		if (rc == PROTO_OK && m->u.draining.deadline != NULL &&
+		err = req_string(obj, "reason", 1, &m->u.draining.reason);
+		if (err == PROTO_OK)
+			err = req_string_or_null(obj, "deadline", &m->u.draining.deadline);
+		if (err == PROTO_OK && m->u.draining.deadline != NULL &&
 		    !is_rfc3339(m->u.draining.deadline))
-			rc = PROTO_ERR_BAD_MESSAGE;
-		return rc;
+			err = PROTO_ERR_BAD_MESSAGE;
+		return err;
 	}
 	if (strcmp(type, "shutdown") == 0) {
 		m->type = PROTO_MSG_SHUTDOWN;
-		rc = req_int(obj, "grace_ms", 0, PROTO_GRACE_MAX_MS, &m->u.shutdown.grace_ms);
-		if (rc == PROTO_OK)
-			rc = opt_string(obj, "reason", PROTO_MAX_STRING, &m->u.shutdown.reason);
-		return rc;
+		err = req_int(obj, "grace_ms", 0, PROTO_GRACE_MAX_MS, &m->u.shutdown.grace_ms);
+		if (err == PROTO_OK)
+			err = opt_string(obj, "reason", PROTO_MAX_STRING, &m->u.shutdown.reason);
+		return err;
 	}
 	return PROTO_ERR_BAD_MESSAGE;
 }
 
-int proto_msg_parse(const cJSON *obj, struct proto_msg *out)
+enum proto_err proto_msg_parse(const cJSON *obj, struct proto_msg *out)
 {
 	const char *type = NULL;
-	int rc;
+	enum proto_err err;
 
 	if (out == NULL)
 		return PROTO_ERR_INVALID;
 	memset(out, 0, sizeof(*out));
 	if (!cJSON_IsObject(obj))
 		return PROTO_ERR_BAD_MESSAGE;
-	rc = check_string(field(obj, "type"), 1, PROTO_MAX_CODE, &type);
-	if (rc == PROTO_OK)
-		rc = parse_body(obj, type, out);
-	if (rc != PROTO_OK)
+	err = check_string(field(obj, "type"), 1, PROTO_MAX_CODE, &type);
+	if (err == PROTO_OK)
+		err = parse_body(obj, type, out);
+	if (err != PROTO_OK)
 		memset(out, 0, sizeof(*out));
-	return rc;
+	return err;
 }
 
 const char *proto_msg_type_name(enum proto_msg_type type)
@@ -351,7 +351,7 @@ const char *proto_msg_type_name(enum proto_msg_type type)
 	return "?";
 }
 
-int proto_msg_pick_version(const struct proto_msg *hello, int *version)
+enum proto_err proto_msg_pick_version(const struct proto_msg *hello, int *version)
 {
 	int best = 0;
 
@@ -410,7 +410,7 @@ static void b_hex(struct build *b, const char *name, const unsigned char *bytes,
 	b_str(b, name, hex);
 }
 
-static int b_begin(struct build *b, const char *type, cJSON **out)
+static enum proto_err b_begin(struct build *b, const char *type, cJSON **out)
 {
 	b->nomem = false;
 	b->obj = NULL;
@@ -425,33 +425,33 @@ static int b_begin(struct build *b, const char *type, cJSON **out)
 }
 
 /* Hands the object over if it parses as `expect`, and frees it otherwise. */
-static int b_finish(struct build *b, enum proto_msg_type expect, cJSON **out)
+static enum proto_err b_finish(struct build *b, enum proto_msg_type expect, cJSON **out)
 {
 	struct proto_msg m;
-	int rc = PROTO_OK;
+	enum proto_err err = PROTO_OK;
 
 	if (b->nomem)
-		rc = PROTO_ERR_NOMEM;
+		err = PROTO_ERR_NOMEM;
 	else if (proto_msg_parse(b->obj, &m) != PROTO_OK || m.type != expect)
-		rc = PROTO_ERR_INVALID;
-	if (rc == PROTO_OK)
+		err = PROTO_ERR_INVALID;
+	if (err == PROTO_OK)
 		*out = b->obj;
 	else
 		cJSON_Delete(b->obj);
 	b->obj = NULL;
-	return rc;
+	return err;
 }
 
-int proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN], const char *agent,
+enum proto_err proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN], const char *agent,
 			   cJSON **out)
 {
 	struct build b;
 	cJSON *versions;
 	cJSON *v1;
-	int rc = b_begin(&b, "hello", out);
+	enum proto_err err = b_begin(&b, "hello", out);
 
-	if (rc != PROTO_OK)
-		return rc;
+	if (err != PROTO_OK)
+		return err;
 	versions = cJSON_AddArrayToObject(b.obj, "versions");
 	v1 = cJSON_CreateNumber(PROTO_VERSION);
 	if (versions == NULL || v1 == NULL || !cJSON_AddItemToArray(versions, v1)) {
@@ -464,14 +464,14 @@ int proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN], const cha
 	return b_finish(&b, PROTO_MSG_HELLO_WORKER, out);
 }
 
-int proto_msg_hello_manager(int version, const unsigned char nonce[PROTO_NONCE_LEN],
+enum proto_err proto_msg_hello_manager(int version, const unsigned char nonce[PROTO_NONCE_LEN],
 			    const unsigned char proof[PROTO_PROOF_LEN], cJSON **out)
 {
 	struct build b;
-	int rc = b_begin(&b, "hello", out);
+	enum proto_err err = b_begin(&b, "hello", out);
 
-	if (rc != PROTO_OK)
-		return rc;
+	if (err != PROTO_OK)
+		return err;
 	b_num(&b, "version", version);
 	b_str(&b, "role", "manager");
 	b_hex(&b, "nonce", nonce, PROTO_NONCE_LEN);
@@ -479,24 +479,24 @@ int proto_msg_hello_manager(int version, const unsigned char nonce[PROTO_NONCE_L
 	return b_finish(&b, PROTO_MSG_HELLO_MANAGER, out);
 }
 
-int proto_msg_auth(const unsigned char proof[PROTO_PROOF_LEN], cJSON **out)
+enum proto_err proto_msg_auth(const unsigned char proof[PROTO_PROOF_LEN], cJSON **out)
 {
 	struct build b;
-	int rc = b_begin(&b, "auth", out);
+	enum proto_err err = b_begin(&b, "auth", out);
 
-	if (rc != PROTO_OK)
-		return rc;
+	if (err != PROTO_OK)
+		return err;
 	b_hex(&b, "proof", proof, PROTO_PROOF_LEN);
 	return b_finish(&b, PROTO_MSG_AUTH, out);
 }
 
-int proto_msg_register(const struct proto_register *reg, cJSON **out)
+enum proto_err proto_msg_register(const struct proto_register *reg, cJSON **out)
 {
 	struct build b;
-	int rc = b_begin(&b, "register", out);
+	enum proto_err err = b_begin(&b, "register", out);
 
-	if (rc != PROTO_OK)
-		return rc;
+	if (err != PROTO_OK)
+		return err;
 	if (reg == NULL) {
 		cJSON_Delete(b.obj);
 		return PROTO_ERR_INVALID;
@@ -520,101 +520,101 @@ int proto_msg_register(const struct proto_register *reg, cJSON **out)
 	return b_finish(&b, PROTO_MSG_REGISTER, out);
 }
 
-int proto_msg_accept(int64_t heartbeat_interval_ms, cJSON **out)
+enum proto_err proto_msg_accept(int64_t heartbeat_interval_ms, cJSON **out)
 {
 	struct build b;
-	int rc = b_begin(&b, "accept", out);
+	enum proto_err err = b_begin(&b, "accept", out);
 
-	if (rc != PROTO_OK)
-		return rc;
+	if (err != PROTO_OK)
+		return err;
 	b_num(&b, "heartbeat_interval_ms", (double)heartbeat_interval_ms);
 	return b_finish(&b, PROTO_MSG_ACCEPT, out);
 }
 
-static int build_coded(const char *type, enum proto_msg_type expect, const char *code,
+static enum proto_err build_coded(const char *type, enum proto_msg_type expect, const char *code,
 		       const char *message, cJSON **out)
 {
 	struct build b;
-	int rc = b_begin(&b, type, out);
+	enum proto_err err = b_begin(&b, type, out);
 
-	if (rc != PROTO_OK)
-		return rc;
+	if (err != PROTO_OK)
+		return err;
 	b_str(&b, "code", code);
 	b_str(&b, "message", message != NULL ? message : "");
 	return b_finish(&b, expect, out);
 }
 
-int proto_msg_reject(const char *code, const char *message, cJSON **out)
+enum proto_err proto_msg_reject(const char *code, const char *message, cJSON **out)
 {
 	return build_coded("reject", PROTO_MSG_REJECT, code, message, out);
 }
 
-int proto_msg_error(const char *code, const char *message, cJSON **out)
+enum proto_err proto_msg_error(const char *code, const char *message, cJSON **out)
 {
 	return build_coded("error", PROTO_MSG_ERROR, code, message, out);
 }
 
-int proto_msg_heartbeat(cJSON **out)
+enum proto_err proto_msg_heartbeat(cJSON **out)
 {
 	struct build b;
-	int rc = b_begin(&b, "heartbeat", out);
+	enum proto_err err = b_begin(&b, "heartbeat", out);
 
-	if (rc != PROTO_OK)
-		return rc;
+	if (err != PROTO_OK)
+		return err;
 	return b_finish(&b, PROTO_MSG_HEARTBEAT, out);
 }
 
-int proto_msg_payload_started(int64_t pid, cJSON **out)
+enum proto_err proto_msg_payload_started(int64_t pid, cJSON **out)
 {
 	struct build b;
-	int rc = b_begin(&b, "payload_started", out);
+	enum proto_err err = b_begin(&b, "payload_started", out);
 
-	if (rc != PROTO_OK)
-		return rc;
+	if (err != PROTO_OK)
+		return err;
 	b_num(&b, "pid", (double)pid);
 	return b_finish(&b, PROTO_MSG_PAYLOAD_STARTED, out);
 }
 
-static int build_exited(const char *name, int value, cJSON **out)
+static enum proto_err build_exited(const char *name, int value, cJSON **out)
 {
 	struct build b;
-	int rc = b_begin(&b, "payload_exited", out);
+	enum proto_err err = b_begin(&b, "payload_exited", out);
 
-	if (rc != PROTO_OK)
-		return rc;
+	if (err != PROTO_OK)
+		return err;
 	b_num(&b, name, value);
 	return b_finish(&b, PROTO_MSG_PAYLOAD_EXITED, out);
 }
 
-int proto_msg_payload_exited_code(int exit_code, cJSON **out)
+enum proto_err proto_msg_payload_exited_code(int exit_code, cJSON **out)
 {
 	return build_exited("exit_code", exit_code, out);
 }
 
-int proto_msg_payload_exited_signal(int sig, cJSON **out)
+enum proto_err proto_msg_payload_exited_signal(int sig, cJSON **out)
 {
 	return build_exited("signal", sig, out);
 }
 
-int proto_msg_draining(const char *reason, const char *deadline, cJSON **out)
+enum proto_err proto_msg_draining(const char *reason, const char *deadline, cJSON **out)
 {
 	struct build b;
-	int rc = b_begin(&b, "draining", out);
+	enum proto_err err = b_begin(&b, "draining", out);
 
-	if (rc != PROTO_OK)
-		return rc;
+	if (err != PROTO_OK)
+		return err;
 	b_str(&b, "reason", reason != NULL ? reason : "");
 	b_str(&b, "deadline", deadline);
 	return b_finish(&b, PROTO_MSG_DRAINING, out);
 }
 
-int proto_msg_shutdown(int64_t grace_ms, const char *reason, cJSON **out)
+enum proto_err proto_msg_shutdown(int64_t grace_ms, const char *reason, cJSON **out)
 {
 	struct build b;
-	int rc = b_begin(&b, "shutdown", out);
+	enum proto_err err = b_begin(&b, "shutdown", out);
 
-	if (rc != PROTO_OK)
-		return rc;
+	if (err != PROTO_OK)
+		return err;
 	b_num(&b, "grace_ms", (double)grace_ms);
 	b_str(&b, "reason", reason != NULL ? reason : "");
 	return b_finish(&b, PROTO_MSG_SHUTDOWN, out);

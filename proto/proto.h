@@ -25,7 +25,7 @@
 #define PROTO_MAX_HANDSHAKE_FRAME 4096   /* payload bytes, until the peer proved the cookie */
 #define PROTO_MAX_DEPTH 32               /* nesting of objects/arrays; the top object is 1 */
 #define PROTO_MAX_VERSIONS 32            /* entries in a worker hello's "versions" */
-#define PROTO_HANDSHAKE_TIMEOUT_MS 10000 /* hello to accept/reject, either side */
+#define PROTO_HANDSHAKE_TIMEOUT_MS 10000 /* handshake step, from the peer's last frame, either side */
 #define PROTO_HEARTBEAT_MISSES 3         /* intervals of silence after which a peer is lost */
 #define PROTO_NONCE_LEN 32               /* raw bytes; 64 hex digits on the wire */
 #define PROTO_PROOF_LEN 32               /* HMAC-SHA256 output; 64 hex digits on the wire */
@@ -50,21 +50,25 @@ enum proto_err {
 };
 
 /* A static English description; never NULL, also for unknown codes. */
-const char *proto_strerror(int err);
+const char *proto_strerror(enum proto_err err);
+/* The error code (PROTOCOL.md §6) to send the peer before closing when err ended its
+ * connection, or NULL when there is nobody to tell or nothing the peer did wrong (the
+ * stream is gone: PROTO_CLOSED, PROTO_ERR_IO; or the fault is ours to log: a full
+ * send queue, an interrupted wait). The one mapping from codec errors to the wire. */
+const char *proto_err_code(enum proto_err err);
 
 /* ---------------------------------------------------------------------------------
  * Framing: 4-byte big-endian length N, then N bytes of UTF-8 JSON, 1 <= N <= limit.
  * --------------------------------------------------------------------------------- */
 
 struct proto_frame_reader {
-	unsigned char hdr[4];
-	size_t hdr_got;
-	size_t body_len; /* of the frame in progress, once hdr_got == 4 */
-	size_t body_got;
-	unsigned char *buf; /* body_len + 1 bytes at least: the parser wants a NUL */
+	unsigned char *buf; /* buffered bytes are buf[off, len); NULL while none are */
+	size_t off;
+	size_t len;
 	size_t cap;
 	size_t limit;
-	int failed; /* sticky: a stream that broke framing is never resynchronised */
+	bool exact;           /* proto_frame_set_exact: never read past the frame in progress */
+	enum proto_err failed; /* sticky: a stream that broke framing is never resynchronised */
 };
 
 struct proto_frame_writer {
@@ -78,10 +82,18 @@ struct proto_frame_writer {
 /* One peer. The caller owns fd (non-blocking stream socket) and closes it after
  * proto_frame_conn_free(). want_write is true while output is queued: register
  * EPOLLOUT then, and call proto_frame_flush() when it fires. */
+/* How the blocking *_wait helpers wait for fd to have one of events (POLLIN, POLLOUT):
+ * PROTO_OK when it has, PROTO_ERR_TIMEOUT once proto_frame_now_ms() reaches deadline_ms,
+ * anything else to end the helper's wait with that error (e.g. PROTO_ERR_INTERRUPTED
+ * for a signal); the connection is left as it was (a partial frame stays buffered,
+ * queued output stays queued), so the caller may call the helper again. */
+typedef enum proto_err (*proto_wait_fn)(int fd, short events, int64_t deadline_ms, void *ctx);
+
 struct proto_conn {
 	int fd;
-	int interrupt_fd; /* -1, or polled beside fd by the *_wait helpers */
 	bool want_write;
+	proto_wait_fn wait; /* NULL: proto_frame_poll */
+	void *wait_ctx;
 	struct proto_frame_reader rd;
 	struct proto_frame_writer wr;
 };
@@ -90,23 +102,31 @@ struct proto_conn {
  * that a peer that stopped reading cannot make us buffer without bound. */
 #define PROTO_MAX_QUEUED (4 * PROTO_MAX_FRAME)
 
-/* Starts with the handshake limit (PROTO_MAX_HANDSHAKE_FRAME) and no interrupt fd.
- * Never fails. */
+/* Starts with the handshake limit (PROTO_MAX_HANDSHAKE_FRAME), greedy reads and
+ * proto_frame_poll as the wait. Never fails. */
 void proto_frame_conn_init(struct proto_conn *c, int fd);
-/* An extra descriptor (-1: none, the default) that the blocking *_wait helpers poll
- * beside the socket: when it becomes readable they return PROTO_ERR_INTERRUPTED
- * without reading it, and the connection is left as it was (a partial frame stays
- * buffered), so the caller may look at why and call again. The codec gives the
- * descriptor no meaning; a caller passes e.g. a signalfd to stay responsive to
- * signals while it waits. The non-blocking entry points ignore it. */
-int proto_frame_set_interrupt_fd(struct proto_conn *c, int fd);
+/* The wait of the blocking helpers (NULL: proto_frame_poll). The codec itself knows
+ * nothing of signals; batch-agent passes its one signal-aware wait, so that a SIGTERM
+ * ends a handshake at once. */
+void proto_frame_set_wait(struct proto_conn *c, proto_wait_fn wait, void *ctx);
+/* The default wait: poll() on fd alone until the deadline, retrying after EINTR. */
+enum proto_err proto_frame_poll(int fd, short events, int64_t deadline_ms, void *ctx);
 /* Frees the buffers; leaves fd open. Safe on a zeroed or already freed conn. */
 void proto_frame_conn_free(struct proto_conn *c);
-/* Limit for frames whose header has not been read yet: call it right after the
- * message that proved the peer (auth for a manager, hello for a worker). The reader
- * never reads past the frame it returns, so the next header is still in the socket.
- * limit must be in [1, PROTO_MAX_FRAME]. */
-int proto_frame_set_limit(struct proto_conn *c, size_t limit);
+/* Limit for frames not taken yet: call it right after the message that proved the
+ * peer (auth for a manager, hello for a worker). Each frame's length is checked when
+ * the frame is taken, so the change applies to the very next frame even when it is
+ * buffered already. limit must be in [1, PROTO_MAX_FRAME]. */
+enum proto_err proto_frame_set_limit(struct proto_conn *c, size_t limit);
+/* Exact reads: the reader asks the socket only for the bytes of the frame in progress
+ * (two recv() a frame), so nothing past the frame it returns leaves the socket. For a
+ * connection that will be handed to another program. Default: greedy reads, one
+ * recv() for a frame and whatever arrived behind it. */
+void proto_frame_set_exact(struct proto_conn *c, bool exact);
+/* True while bytes read from the socket wait in the reader: call proto_frame_recv
+ * again before waiting for the socket (a level-triggered loop may instead go back to
+ * epoll once this is false, saving the recv() that would say PROTO_AGAIN). */
+bool proto_frame_buffered(const struct proto_conn *c);
 
 /* Reads from c->fd until one whole frame is in (PROTO_OK, *out is a new cJSON object
  * the caller deletes), or the socket would block (PROTO_AGAIN), or the stream ends
@@ -114,33 +134,33 @@ int proto_frame_set_limit(struct proto_conn *c, size_t limit);
  * bad (PROTO_ERR_TOO_LARGE, PROTO_ERR_BAD_JSON: sticky, close the connection).
  * Edge-triggered epoll users call it until it returns something other than PROTO_OK.
  * *out is NULL unless PROTO_OK. */
-int proto_frame_recv(struct proto_conn *c, cJSON **out);
+enum proto_err proto_frame_recv(struct proto_conn *c, cJSON **out);
 
-/* Serialises msg (compact, as cJSON_PrintUnformatted), queues it, and writes what the
- * socket takes now. PROTO_OK means sent or queued; c->want_write tells which. Errors:
+/* Serialises msg (compact, as cJSON_PrintUnformatted) and writes what the socket takes
+ * now (one sendmsg() of header and text when nothing is queued), queueing the rest. PROTO_OK means sent or queued; c->want_write tells which. Errors:
  * PROTO_ERR_TOO_LARGE (over PROTO_MAX_FRAME), PROTO_ERR_BAD_JSON (not an object, or
  * strings that are not UTF-8), PROTO_ERR_OVERFLOW, PROTO_ERR_IO, PROTO_ERR_NOMEM. */
-int proto_frame_send(struct proto_conn *c, const cJSON *msg);
+enum proto_err proto_frame_send(struct proto_conn *c, const cJSON *msg);
 /* Writes queued bytes: PROTO_OK when the queue is empty, PROTO_AGAIN when the socket
  * is full (want_write stays true), PROTO_ERR_IO (EPIPE etc.). */
-int proto_frame_flush(struct proto_conn *c);
+enum proto_err proto_frame_flush(struct proto_conn *c);
 
 /* CLOCK_MONOTONIC milliseconds: the clock of every deadline below. */
 int64_t proto_frame_now_ms(void);
 /* Blocking helpers for the worker side, on a blocking or non-blocking socket: they
- * poll() until done or until proto_frame_now_ms() reaches deadline_ms (absolute, so
- * that one deadline can cover a whole handshake), then PROTO_ERR_TIMEOUT; or until the
- * interrupt fd (proto_frame_set_interrupt_fd) is readable, then PROTO_ERR_INTERRUPTED. */
-int proto_frame_send_wait(struct proto_conn *c, const cJSON *msg, int64_t deadline_ms);
-int proto_frame_flush_wait(struct proto_conn *c, int64_t deadline_ms);
-int proto_frame_recv_wait(struct proto_conn *c, cJSON **out, int64_t deadline_ms);
+ * wait (proto_frame_set_wait) until done or until proto_frame_now_ms() reaches
+ * deadline_ms (absolute, so that one deadline can cover several steps), then
+ * PROTO_ERR_TIMEOUT; or return what else the wait returned. */
+enum proto_err proto_frame_send_wait(struct proto_conn *c, const cJSON *msg, int64_t deadline_ms);
+enum proto_err proto_frame_flush_wait(struct proto_conn *c, int64_t deadline_ms);
+enum proto_err proto_frame_recv_wait(struct proto_conn *c, cJSON **out, int64_t deadline_ms);
 
 /* Whole frame (header + payload) for msg in a new malloc()ed buffer. */
-int proto_frame_encode(const cJSON *msg, size_t limit, unsigned char **out, size_t *out_len);
+enum proto_err proto_frame_encode(const cJSON *msg, size_t limit, unsigned char **out, size_t *out_len);
 /* One payload (without header) of len bytes, validated as the reader does:
  * UTF-8 without NUL, no "\u0000", one JSON object, depth <= PROTO_MAX_DEPTH,
  * no duplicate member names in any object. */
-int proto_frame_decode(const unsigned char *payload, size_t len, cJSON **out);
+enum proto_err proto_frame_decode(const unsigned char *payload, size_t len, cJSON **out);
 
 /* ---------------------------------------------------------------------------------
  * Messages
@@ -242,33 +262,33 @@ struct proto_msg {
 /* Validates obj as a message, field by field, and fills *out. PROTO_ERR_BAD_MESSAGE
  * when "type" is missing or unknown, or a required field is missing, mistyped or out
  * of range. Unknown fields are ignored. On error *out is zeroed. */
-int proto_msg_parse(const cJSON *obj, struct proto_msg *out);
+enum proto_err proto_msg_parse(const cJSON *obj, struct proto_msg *out);
 /* The wire name of a type ("hello" for both hellos), or "?". */
 const char *proto_msg_type_name(enum proto_msg_type type);
 
 /* Builders: each makes a new cJSON object in *out (caller deletes) and checks it
  * with proto_msg_parse(), so what we send is exactly what we accept:
  * PROTO_ERR_INVALID when an argument is out of range. */
-int proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN], const char *agent,
+enum proto_err proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN], const char *agent,
 			   cJSON **out);
-int proto_msg_hello_manager(int version, const unsigned char nonce[PROTO_NONCE_LEN],
+enum proto_err proto_msg_hello_manager(int version, const unsigned char nonce[PROTO_NONCE_LEN],
 			    const unsigned char proof[PROTO_PROOF_LEN], cJSON **out);
-int proto_msg_auth(const unsigned char proof[PROTO_PROOF_LEN], cJSON **out);
-int proto_msg_register(const struct proto_register *reg, cJSON **out);
-int proto_msg_accept(int64_t heartbeat_interval_ms, cJSON **out);
-int proto_msg_reject(const char *code, const char *message, cJSON **out);
-int proto_msg_heartbeat(cJSON **out);
-int proto_msg_payload_started(int64_t pid, cJSON **out);
-int proto_msg_payload_exited_code(int exit_code, cJSON **out);
-int proto_msg_payload_exited_signal(int sig, cJSON **out);
-int proto_msg_draining(const char *reason, const char *deadline, cJSON **out);
-int proto_msg_shutdown(int64_t grace_ms, const char *reason, cJSON **out);
-int proto_msg_error(const char *code, const char *message, cJSON **out);
+enum proto_err proto_msg_auth(const unsigned char proof[PROTO_PROOF_LEN], cJSON **out);
+enum proto_err proto_msg_register(const struct proto_register *reg, cJSON **out);
+enum proto_err proto_msg_accept(int64_t heartbeat_interval_ms, cJSON **out);
+enum proto_err proto_msg_reject(const char *code, const char *message, cJSON **out);
+enum proto_err proto_msg_heartbeat(cJSON **out);
+enum proto_err proto_msg_payload_started(int64_t pid, cJSON **out);
+enum proto_err proto_msg_payload_exited_code(int exit_code, cJSON **out);
+enum proto_err proto_msg_payload_exited_signal(int sig, cJSON **out);
+enum proto_err proto_msg_draining(const char *reason, const char *deadline, cJSON **out);
+enum proto_err proto_msg_shutdown(int64_t grace_ms, const char *reason, cJSON **out);
+enum proto_err proto_msg_error(const char *code, const char *message, cJSON **out);
 
 /* Manager side of version negotiation: the highest version that both the worker's
  * hello and this codec support, or PROTO_ERR_BAD_MESSAGE if none (then send error
  * "unsupported_version" and close). */
-int proto_msg_pick_version(const struct proto_msg *hello_worker, int *version);
+enum proto_err proto_msg_pick_version(const struct proto_msg *hello_worker, int *version);
 
 /* Error and reject codes (PROTOCOL.md, "Error codes"). */
 #define PROTO_CODE_BAD_FRAME "bad_frame"
@@ -278,6 +298,7 @@ int proto_msg_pick_version(const struct proto_msg *hello_worker, int *version);
 #define PROTO_CODE_AUTH_FAILED "auth_failed"
 #define PROTO_CODE_TIMEOUT "timeout"
 #define PROTO_CODE_INTERNAL "internal"
+#define PROTO_CODE_BUSY "busy" /* the manager serves no more handshakes now: dial again later */
 #define PROTO_REJECT_DUPLICATE_NODE "duplicate_node"
 #define PROTO_REJECT_NODE_OUT_OF_RANGE "node_out_of_range"
 #define PROTO_REJECT_JOB_MISMATCH "job_mismatch"
@@ -295,7 +316,7 @@ enum proto_role {
 };
 
 /* PROTO_NONCE_LEN fresh bytes from RAND_bytes(); PROTO_ERR_CRYPTO if it fails. */
-int proto_auth_nonce(unsigned char nonce[PROTO_NONCE_LEN]);
+enum proto_err proto_auth_nonce(unsigned char nonce[PROTO_NONCE_LEN]);
 
 /* The proof that `prover` knows the cookie, for this pair of nonces:
  *   manager: HMAC-SHA256(cookie, "batch-agent/<version> manager\n" || worker_nonce || manager_nonce)
@@ -303,22 +324,22 @@ int proto_auth_nonce(unsigned char nonce[PROTO_NONCE_LEN]);
  * (the verifier's nonce first, so each proof answers the other side's challenge).
  * The nonces are passed by role, not by order, so callers cannot swap them.
  * cookie_len must be >= 1. Intermediate state is wiped. */
-int proto_auth_proof(const void *cookie, size_t cookie_len, int version, enum proto_role prover,
+enum proto_err proto_auth_proof(const void *cookie, size_t cookie_len, int version, enum proto_role prover,
 		     const unsigned char worker_nonce[PROTO_NONCE_LEN],
 		     const unsigned char manager_nonce[PROTO_NONCE_LEN],
 		     unsigned char proof[PROTO_PROOF_LEN]);
 /* Recomputes the proof and compares with CRYPTO_memcmp(): PROTO_OK or PROTO_ERR_AUTH.
  * Also PROTO_ERR_AUTH when the two nonces are equal (a reflected nonce). */
-int proto_auth_verify(const void *cookie, size_t cookie_len, int version, enum proto_role prover,
+enum proto_err proto_auth_verify(const void *cookie, size_t cookie_len, int version, enum proto_role prover,
 		      const unsigned char worker_nonce[PROTO_NONCE_LEN],
 		      const unsigned char manager_nonce[PROTO_NONCE_LEN],
 		      const unsigned char proof[PROTO_PROOF_LEN]);
 
 /* Lowercase hex of len bytes into out (out_size >= 2 * len + 1, NUL-terminated). */
-int proto_auth_hex_encode(const unsigned char *in, size_t len, char *out, size_t out_size);
+enum proto_err proto_auth_hex_encode(const unsigned char *in, size_t len, char *out, size_t out_size);
 /* Exactly 2 * out_len lowercase hex digits, nothing else, into out: otherwise
  * PROTO_ERR_INVALID and out is zeroed. */
-int proto_auth_hex_decode(const char *hex, unsigned char *out, size_t out_len);
+enum proto_err proto_auth_hex_decode(const char *hex, unsigned char *out, size_t out_len);
 
 /* Overwrites secret memory (OPENSSL_cleanse) where the compiler cannot drop it. */
 void proto_auth_wipe(void *p, size_t len);

@@ -15,7 +15,7 @@
 
 /* --endpoint-url, BATCH_AGENT_AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_BATCH, AWS_ENDPOINT_URL,
  * else https://batch.REGION.amazonaws.com (.com.cn in China regions). */
-static int endpoint_url(const char *option, const char *region, char **out)
+static enum ba_status endpoint_url(const char *option, const char *region, char **out)
 {
 	const char *source = "--endpoint-url";
 	const char *base = option;
@@ -125,7 +125,7 @@ static cJSON *job_parameters(const struct http_request *req, const cJSON *root, 
 	return NULL;
 }
 
-int batch_job_parameters_command(const char *endpoint_option)
+enum ba_status batch_job_parameters_command(const char *endpoint_option)
 {
 	const char *job_id = env_nonempty("AWS_BATCH_JOB_ID");
 	if (job_id == NULL) {

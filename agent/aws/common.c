@@ -27,7 +27,7 @@ const char *env_nonempty(const char *name)
 	return (v != NULL && *v != '\0') ? v : NULL;
 }
 
-int aws_fail_status(const struct http_request *req, const struct http_response *resp)
+enum ba_status aws_fail_status(const struct http_request *req, const struct http_response *resp)
 {
 	char *url = http_redact_url(req->url);
 	char excerpt[200] = "";
@@ -85,7 +85,7 @@ cJSON *aws_parse_json(const struct http_request *req, const struct http_response
 	return root;
 }
 
-int aws_request_object(const struct http_request *req, cJSON **root)
+enum ba_status aws_request_object(const struct http_request *req, cJSON **root)
 {
 	struct http_response resp = { 0 };
 	int status = http_perform(req, &resp);
@@ -159,7 +159,7 @@ bool aws_field_number(const struct http_request *req, const cJSON *obj, const ch
 	return true;
 }
 
-int aws_print_json(cJSON *doc)
+enum ba_status aws_print_json(cJSON *doc)
 {
 	char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
 	cJSON_Delete(doc);
@@ -167,7 +167,7 @@ int aws_print_json(cJSON *doc)
 		log_error("cannot format the JSON output: out of memory");
 		return BA_EX_SOFTWARE;
 	}
-	int rc = BA_OK;
+	enum ba_status rc = BA_OK;
 	if (fputs(text, stdout) == EOF || fputc('\n', stdout) == EOF || fflush(stdout) != 0) {
 		log_error("cannot write to standard output: %s", strerror(errno));
 		rc = BA_EX_OSERR;

@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
+#include "status.h"
 
 /* Per-attempt timeouts and attempts from the command line; 0 = the endpoint's default. */
 struct aws_settings {
@@ -23,12 +24,12 @@ const char *env_nonempty(const char *name);
 
 /* The exit status and an error log line for a final non-2xx answer: 401/403 -> 77,
  * 5xx/429/throttling -> 69, other -> 76. */
-int aws_fail_status(const struct http_request *req, const struct http_response *resp);
+enum ba_status aws_fail_status(const struct http_request *req, const struct http_response *resp);
 
 /* Performs req and parses a 200 answer as a JSON object into *root (caller deletes):
  * BA_OK, or the status of aws_fail_status / BA_EX_PROTOCOL / http_perform's, each
  * logged naming the endpoint. The response body is wiped and freed either way. */
-int aws_request_object(const struct http_request *req, cJSON **root);
+enum ba_status aws_request_object(const struct http_request *req, cJSON **root);
 
 /* Parses resp's body as JSON; NULL (with an error logged naming the endpoint) when it
  * is not JSON or not of the expected kind (cJSON_Object or cJSON_Array, 0 = any). */
@@ -46,6 +47,6 @@ bool aws_field_kind(const struct http_request *req, const cJSON *obj, const char
 void aws_field_error(const struct http_request *req, const char *path, const char *expected);
 
 /* Prints a JSON document and a newline on stdout and flushes; BA_OK or 71. Frees doc. */
-int aws_print_json(cJSON *doc);
+enum ba_status aws_print_json(cJSON *doc);
 
 #endif

@@ -28,7 +28,7 @@ static char *dup_secret(const char *s)
 	return strdup(s);
 }
 
-static int from_environment(struct aws_credentials *out, bool *found)
+static enum ba_status from_environment(struct aws_credentials *out, bool *found)
 {
 	const char *ak = env_nonempty("AWS_ACCESS_KEY_ID");
 	const char *sk = env_nonempty("AWS_SECRET_ACCESS_KEY");
@@ -118,7 +118,7 @@ out:
 
 /* The Authorization value: the token file (re-read for every request) wins over the
  * variable. botocore rejects a value with CR or LF, so a trailing newline is an error. */
-static int authorization_token(char **out)
+static enum ba_status authorization_token(char **out)
 {
 	*out = NULL;
 	const char *file = env_nonempty("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
@@ -187,7 +187,7 @@ static int authorization_token(char **out)
 	return BA_OK;
 }
 
-static int from_container_endpoint(struct aws_credentials *out, bool *found)
+static enum ba_status from_container_endpoint(struct aws_credentials *out, bool *found)
 {
 	*found = false;
 	const char *relative = env_nonempty("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
@@ -306,7 +306,7 @@ out:
 	return status;
 }
 
-int credentials_resolve(struct aws_credentials *out)
+enum ba_status credentials_resolve(struct aws_credentials *out)
 {
 	memset(out, 0, sizeof *out);
 	bool found = false;
@@ -332,7 +332,7 @@ bool region_valid(const char *region)
 	return true;
 }
 
-int region_resolve(char *out, size_t size)
+enum ba_status region_resolve(char *out, size_t size)
 {
 	static const char *const vars[] = { "AWS_REGION", "AWS_DEFAULT_REGION" };
 	for (size_t i = 0; i < 2; i++) {

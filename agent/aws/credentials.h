@@ -19,14 +19,15 @@
 #include "http.h"
 
 #include <stddef.h>
+#include "status.h"
 
 /* BA_OK, or: 78 nothing configured / bad variable, 69 endpoint unreachable, 77 endpoint
  * refused (401/403), 76 bad answer. Errors are logged here. */
-int credentials_resolve(struct aws_credentials *out);
+enum ba_status credentials_resolve(struct aws_credentials *out);
 
 /* BA_OK with the region in out, or 78 (nothing tells the region), or a task metadata
  * error. Errors are logged here. */
-int region_resolve(char *out, size_t size);
+enum ba_status region_resolve(char *out, size_t size);
 
 /* A region name is lowercase letters, digits and '-' ("us-east-1"). */
 bool region_valid(const char *region);

@@ -37,7 +37,7 @@ void aws_credentials_clear(struct aws_credentials *creds)
 	}
 }
 
-int http_global_init(void)
+enum ba_status http_global_init(void)
 {
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		return BA_EX_SOFTWARE;
@@ -365,7 +365,7 @@ static long backoff_ms(const struct http_request *req, int attempt)
 }
 
 /* Set up the shared handle for one attempt; BA_OK or a status with resp->error. */
-static int configure(CURL *h, const struct http_request *req, struct transfer *t,
+static enum ba_status configure(CURL *h, const struct http_request *req, struct transfer *t,
                      struct curl_slist *headers, const char *shown_url,
                      struct http_response *resp)
 {
@@ -426,7 +426,7 @@ static int configure(CURL *h, const struct http_request *req, struct transfer *t
 	return BA_OK;
 }
 
-int http_perform(const struct http_request *req, struct http_response *resp)
+enum ba_status http_perform(const struct http_request *req, struct http_response *resp)
 {
 	memset(resp, 0, sizeof *resp);
 	char *shown_url = http_redact_url(req->url);

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include "status.h"
 
 struct curl_slist;
 
@@ -77,7 +78,7 @@ struct http_response {
 };
 
 /* Process-wide setup; http_global_init() returns 0 or BA_EX_SOFTWARE. */
-int http_global_init(void);
+enum ba_status http_global_init(void);
 void http_global_cleanup(void);
 
 /* Runs the request with its retries. Returns BA_OK when an HTTP answer arrived (any
@@ -86,7 +87,7 @@ void http_global_cleanup(void);
  * failing at the transport level (also when http_stop_requested()), BA_EX_PROTOCOL
  * when the answer was over the size limit, BA_EX_CONFIG for an unusable URL or CA
  * bundle, BA_EX_SOFTWARE when libcurl could not be set up. */
-int http_perform(const struct http_request *req, struct http_response *resp);
+enum ba_status http_perform(const struct http_request *req, struct http_response *resp);
 void http_response_free(struct http_response *resp);
 
 /* The URL without user info, query or fragment, for messages; malloc'd, or NULL. */

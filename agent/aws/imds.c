@@ -39,7 +39,7 @@ struct imds {
 	enum log_level unavailable_level;
 };
 
-static int imds_base(struct imds *m)
+static enum ba_status imds_base(struct imds *m)
 {
 	char *out = m->base;
 	size_t size = sizeof m->base;
@@ -83,7 +83,7 @@ static void drop_token(struct imds *m)
 
 /* PUT /latest/api/token. BA_OK with m->token set, else a status with the reason logged
  * at level (error at start, warn later). */
-static int get_token(struct imds *m, bool at_start)
+static enum ba_status get_token(struct imds *m, bool at_start)
 {
 	char url[600], ttl_header[80];
 	snprintf(url, sizeof url, "%s" PATH_TOKEN, m->base);
@@ -159,13 +159,13 @@ static int get_token(struct imds *m, bool at_start)
 	return BA_OK;
 }
 
-static int emit(cJSON *doc)
+static enum ba_status emit(cJSON *doc)
 {
 	return aws_print_json(doc);
 }
 
 /* Handles a 200 answer of one of the two paths; BA_OK or an exit status. */
-static int handle_notice(struct imds *m, const struct http_request *req,
+static enum ba_status handle_notice(struct imds *m, const struct http_request *req,
                          const struct http_response *resp, bool is_action)
 {
 	cJSON *root = aws_parse_json(req, resp, cJSON_Object);
@@ -222,7 +222,7 @@ out:
 }
 
 /* One GET of path. BA_OK also when the poll failed transiently (warned). */
-static int poll_path(struct imds *m, const char *path, bool is_action)
+static enum ba_status poll_path(struct imds *m, const char *path, bool is_action)
 {
 	char url[600];
 	snprintf(url, sizeof url, "%s%s", m->base, path);
@@ -299,7 +299,7 @@ static void imds_free(struct imds *m)
 	free(m->last_rebalance);
 }
 
-int imds_probe_command(void)
+enum ba_status imds_probe_command(void)
 {
 	struct imds m = { .ttl_s = 60, .unavailable_level = LOG_LEVEL_ERROR };
 	int status = imds_base(&m);
@@ -311,7 +311,7 @@ int imds_probe_command(void)
 	return status;
 }
 
-int imds_spot_watch_command(int64_t interval_ms, long token_ttl_s, bool optional)
+enum ba_status imds_spot_watch_command(int64_t interval_ms, long token_ttl_s, bool optional)
 {
 	struct imds m = { .ttl_s = token_ttl_s,
 			  .unavailable_level = optional ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR };

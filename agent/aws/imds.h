@@ -4,12 +4,13 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include "status.h"
 
 /* imds-probe: BA_OK when the token endpoint answers, BA_EX_UNAVAILABLE otherwise. */
-int imds_probe_command(void);
+enum ba_status imds_probe_command(void);
 
 /* spot-watch: prints one JSON line per new notice until a watched signal (the caller
  * blocks SIGTERM/SIGINT and calls http_watch_signals) stops it with BA_OK. */
-int imds_spot_watch_command(int64_t interval_ms, long token_ttl_s, bool optional);
+enum ba_status imds_spot_watch_command(int64_t interval_ms, long token_ttl_s, bool optional);
 
 #endif

@@ -91,7 +91,7 @@ static void usage(FILE *out)
 }
 
 /* "PROGRAM: WHAT 'ARG'" (ARG may be NULL) and a hint. */
-static int usage_error(const char *what, const char *arg)
+static enum ba_status usage_error(const char *what, const char *arg)
 {
 	if (arg != NULL)
 		fprintf(stderr, PROGRAM ": %s '%s'\n", what, arg);
@@ -107,7 +107,7 @@ static bool parse_seconds(const char *text, int64_t min_ms, int64_t max_ms, int6
 }
 
 /* Parses the options of a command (argv[0] is the command); -1 when fine. */
-static int command_options(int argc, char **argv, const struct option *opts, char **values)
+static enum ba_status command_options(int argc, char **argv, const struct option *opts, char **values)
 {
 	optind = 0; /* glibc: restart the scan */
 	opterr = 0;
@@ -122,7 +122,7 @@ static int command_options(int argc, char **argv, const struct option *opts, cha
 	return -1;
 }
 
-static int run(int argc, char **argv)
+static enum ba_status run(int argc, char **argv)
 {
 	enum log_level level = LOG_LEVEL_INFO;
 	enum log_format format = LOG_FORMAT_TEXT;

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int metadata_base(char **out)
+static enum ba_status metadata_base(char **out)
 {
 	const char *base = env_nonempty("ECS_CONTAINER_METADATA_URI_V4");
 	*out = NULL;
@@ -35,7 +35,7 @@ static int metadata_base(char **out)
 }
 
 /* GET url and parse a JSON object; *root on BA_OK. */
-static int fetch(const char *what, const char *url, struct http_request *req, cJSON **root)
+static enum ba_status fetch(const char *what, const char *url, struct http_request *req, cJSON **root)
 {
 	*req = (struct http_request){
 		.what = what,
@@ -72,7 +72,7 @@ static bool arn_region(const char *arn, char *out, size_t size)
 	return region_valid(out);
 }
 
-static int task_arn_region(const struct http_request *req, const cJSON *task, const char **arn,
+static enum ba_status task_arn_region(const struct http_request *req, const cJSON *task, const char **arn,
                            char *region, size_t size)
 {
 	if (!aws_field_string(req, task, "TaskARN", "TaskARN", true, arn))
@@ -84,7 +84,7 @@ static int task_arn_region(const struct http_request *req, const cJSON *task, co
 	return BA_OK;
 }
 
-int tmds_task_region(char *out, size_t size)
+enum ba_status tmds_task_region(char *out, size_t size)
 {
 	char *base = NULL;
 	int status = metadata_base(&base);
@@ -187,7 +187,7 @@ static bool limits(const struct http_request *req, const cJSON *obj, const char 
 	return true;
 }
 
-int tmds_command(void)
+enum ba_status tmds_command(void)
 {
 	char *base = NULL;
 	char *task_url = NULL;

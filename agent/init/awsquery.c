@@ -16,6 +16,7 @@
 #include "signals.h"
 #include "status.h"
 #include "util.h"
+#include "wait.h"
 
 #define MAX_OUTPUT (1024 * 1024)
 #define MAX_ARGS 16
@@ -23,12 +24,12 @@
 
 extern char **environ;
 
-int awsquery_spawn(const char *const *args, pid_t *pid_out, int *stdout_fd)
+enum ba_status awsquery_spawn(const char *const *args, pid_t *pid_out, int *stdout_fd)
 {
 	char path[PATH_MAX];
 	char *argv[FIXED_ARGS + MAX_ARGS + 1];
 	size_t n = 0;
-	int rc = chainload_find_helper("batch-agent-aws", path, sizeof path);
+	enum ba_status rc = chainload_find_helper("batch-agent-aws", path, sizeof path);
 	if (rc != BA_OK)
 		return rc;
 	argv[n++] = "batch-agent-aws";
@@ -73,14 +74,14 @@ int awsquery_spawn(const char *const *args, pid_t *pid_out, int *stdout_fd)
 	return BA_OK;
 }
 
-int awsquery_run(const char *const *args, int64_t timeout_ms, cJSON **out)
+enum ba_status awsquery_run(const char *const *args, int64_t timeout_ms, cJSON **out)
 {
 	pid_t pid;
 	int fd;
 	char *output = NULL;
 	size_t length = 0;
 	int64_t deadline = util_now_ms() + timeout_ms;
-	int rc = awsquery_spawn(args, &pid, &fd);
+	enum ba_status rc = awsquery_spawn(args, &pid, &fd);
 	if (rc != BA_OK)
 		return rc;
 	output = malloc(MAX_OUTPUT + 1);
@@ -97,22 +98,11 @@ int awsquery_run(const char *const *args, int64_t timeout_ms, cJSON **out)
 		}
 		/* A SIGTERM while we wait (Batch stopping the job before its payload even
 		 * started) ends the query at once: the stop timeout is not ours to spend. */
-		struct pollfd pfd[2] = { { .fd = fd, .events = POLLIN }, { .fd = signals_fd(), .events = POLLIN } };
-		if (poll(pfd, 2, (int)left) < 0 && errno != EINTR) {
-			rc = BA_EX_OSERR;
+		bool ready;
+		rc = wait_fd(fd, POLLIN, deadline, &ready);
+		if (rc != BA_OK)
 			goto reap;
-		}
-		if (pfd[1].revents & POLLIN) {
-			int sig = signals_next_terminating();
-			if (sig != 0) {
-				char name[32];
-				log_info("received %s while querying AWS (%s): exiting", util_signal_name(sig, name, sizeof name),
-					 args[0]);
-				rc = BA_EX_SIGNAL_BASE + sig;
-				goto reap;
-			}
-		}
-		if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
+		if (!ready)
 			continue;
 		ssize_t got = read(fd, output + length, MAX_OUTPUT - length);
 		if (got == 0)

@@ -8,12 +8,13 @@
 #include <cjson/cJSON.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include "status.h"
 
 /* Run `batch-agent-aws args...` and parse its output; BA_OK with *out (caller deletes). */
-int awsquery_run(const char *const *args, int64_t timeout_ms, cJSON **out);
+enum ba_status awsquery_run(const char *const *args, int64_t timeout_ms, cJSON **out);
 
 /* Start `batch-agent-aws args...` as a long-running child whose stdout is *stdout_fd
  * (non-blocking, close-on-exec). */
-int awsquery_spawn(const char *const *args, pid_t *pid, int *stdout_fd);
+enum ba_status awsquery_spawn(const char *const *args, pid_t *pid, int *stdout_fd);
 
 #endif

@@ -13,7 +13,7 @@
 #define MAX_NODES 100000L
 #define MAX_ARRAY_INDEX 9999L /* array jobs have at most 10,000 children */
 
-static int load_number(const char *name, long min, long max, long *out)
+static enum ba_status load_number(const char *name, long min, long max, long *out)
 {
 	const char *text = getenv(name);
 	*out = -1;
@@ -27,7 +27,7 @@ static int load_number(const char *name, long min, long max, long *out)
 	return BA_OK;
 }
 
-static int load_text(const char *name, const char **out)
+static enum ba_status load_text(const char *name, const char **out)
 {
 	const char *text = getenv(name);
 	*out = text;
@@ -47,7 +47,7 @@ static int load_text(const char *name, const char **out)
 	return BA_OK;
 }
 
-static int load_ipv4(const char *name, const char **out)
+static enum ba_status load_ipv4(const char *name, const char **out)
 {
 	const char *text = getenv(name);
 	struct in_addr address;
@@ -61,7 +61,7 @@ static int load_ipv4(const char *name, const char **out)
 	return BA_OK;
 }
 
-static int check_index(const char *name, long index, long num_nodes)
+static enum ba_status check_index(const char *name, long index, long num_nodes)
 {
 	if (index < 0)
 		return BA_OK;
@@ -77,9 +77,9 @@ static int check_index(const char *name, long index, long num_nodes)
 	return BA_OK;
 }
 
-int batchenv_load(struct batch_env *batch)
+enum ba_status batchenv_load(struct batch_env *batch)
 {
-	int rc;
+	enum ba_status rc;
 	memset(batch, 0, sizeof *batch);
 	if ((rc = load_text("AWS_BATCH_JOB_ID", &batch->job_id)) != BA_OK ||
 	    (rc = load_number("AWS_BATCH_JOB_ATTEMPT", 1, 1000, &batch->attempt)) != BA_OK ||

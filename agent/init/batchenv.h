@@ -5,8 +5,9 @@
 #define BATCH_AGENT_BATCHENV_H
 
 #include "config.h"
+#include "status.h"
 
-int batchenv_load(struct batch_env *batch);
+enum ba_status batchenv_load(struct batch_env *batch);
 
 /* True on a node of a multi-node parallel job. */
 bool batchenv_is_mnp(const struct batch_env *batch);

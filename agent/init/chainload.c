@@ -16,7 +16,7 @@ static bool executable(const char *path)
 	return access(path, X_OK) == 0;
 }
 
-int chainload_find_helper(const char *name, char *path, unsigned long size)
+enum ba_status chainload_find_helper(const char *name, char *path, unsigned long size)
 {
 	char self[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -41,10 +41,10 @@ int chainload_find_helper(const char *name, char *path, unsigned long size)
 	return BA_EX_SOFTWARE;
 }
 
-int chainload_network_stages(char **argv)
+enum ba_status chainload_network_stages(char **argv)
 {
 	char path[PATH_MAX];
-	int rc = chainload_find_helper("batch-agent-net", path, sizeof path);
+	enum ba_status rc = chainload_find_helper("batch-agent-net", path, sizeof path);
 	if (rc != BA_OK)
 		return rc;
 	execve(path, argv, environ);

@@ -5,11 +5,13 @@
 #ifndef BATCH_AGENT_CHAINLOAD_H
 #define BATCH_AGENT_CHAINLOAD_H
 
+#include "status.h"
+
 /* Returns only on failure, with the exit status. */
-int chainload_network_stages(char **argv);
+enum ba_status chainload_network_stages(char **argv);
 
 /* Path of a helper program installed with the agent: next to the running binary
  * (build tree, flat install), then in the libexec directory. BA_OK or BA_EX_SOFTWARE. */
-int chainload_find_helper(const char *name, char *path, unsigned long size);
+enum ba_status chainload_find_helper(const char *name, char *path, unsigned long size);
 
 #endif

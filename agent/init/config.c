@@ -237,7 +237,7 @@ static void set_defaults(struct config *cfg)
 	cfg->spot_signal = SIGTERM;
 }
 
-static int apply_environment(struct config *cfg)
+static enum ba_status apply_environment(struct config *cfg)
 {
 	for (size_t i = 0; i < SETTING_COUNT; i++) {
 		const char *text = getenv(settings[i].env);
@@ -252,7 +252,7 @@ static int apply_environment(struct config *cfg)
 	return BA_OK;
 }
 
-static int apply_flags(struct config *cfg, int argc, char **argv)
+static enum ba_status apply_flags(struct config *cfg, int argc, char **argv)
 {
 	struct option options[SETTING_COUNT + 3];
 	char short_options[16] = "+";
@@ -278,11 +278,13 @@ static int apply_flags(struct config *cfg, int argc, char **argv)
 			break;
 		if (code == 'h' || code == OPTION_HELP) {
 			config_usage(stdout);
-			return CONFIG_EXIT_EARLY;
+			cfg->answered = true;
+			return BA_OK;
 		}
 		if (code == 'V' || code == OPTION_VERSION) {
 			printf("batch-agent %s\n", BATCH_AGENT_VERSION);
-			return CONFIG_EXIT_EARLY;
+			cfg->answered = true;
+			return BA_OK;
 		}
 		if (code == '?' || code == ':') {
 			const char *given = argv[previous_optind] ? argv[previous_optind] : "?";
@@ -314,7 +316,7 @@ static int apply_flags(struct config *cfg, int argc, char **argv)
 	return BA_OK;
 }
 
-int config_load(struct config *cfg, int argc, char **argv)
+enum ba_status config_load(struct config *cfg, int argc, char **argv)
 {
 	set_defaults(cfg);
 	/* Errors in the environment are reported in the log style the environment asks
@@ -325,12 +327,12 @@ int config_load(struct config *cfg, int argc, char **argv)
 	if (format != NULL)
 		log_format_parse(format, &cfg->log_format);
 	log_setup("batch-agent", cfg->log_level, cfg->log_format);
-	int rc = apply_environment(cfg);
+	enum ba_status rc = apply_environment(cfg);
 	if (rc != BA_OK)
 		return rc;
 	rc = apply_flags(cfg, argc, argv);
 	log_setup("batch-agent", cfg->log_level, cfg->log_format);
-	if (rc != BA_OK)
+	if (rc != BA_OK || cfg->answered)
 		return rc;
 	rc = batchenv_load(&cfg->batch);
 	if (rc != BA_OK)
@@ -385,11 +387,11 @@ static cJSON *describe_batch_env(const struct batch_env *batch)
 	return object;
 }
 
-int config_print(const struct config *cfg, enum role resolved_role, FILE *out)
+enum ba_status config_print(const struct config *cfg, enum role resolved_role, FILE *out)
 {
 	static const char *const spot_names[] = { "auto", "on", "off" };
 	char signal_buf[32];
-	int rc = BA_EX_OSERR;
+	enum ba_status rc = BA_EX_OSERR;
 	char *text = NULL;
 	cJSON *object = cJSON_CreateObject();
 	cJSON *payload = cJSON_CreateStringArray((const char *const *)cfg->payload_argv, cfg->payload_argc);

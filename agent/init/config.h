@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "log.h"
+#include "status.h"
 
 enum role { ROLE_AUTO, ROLE_INIT, ROLE_WORKER, ROLE_MAIN };
 enum protocol { PROTOCOL_NATIVE, PROTOCOL_JULIA };
@@ -43,6 +44,7 @@ struct config {
 	enum log_level log_level;
 	enum log_format log_format;
 	bool print_config;
+	bool answered;          /* --help or --version printed: nothing more to do */
 
 	/* connect-back (native protocol, worker and main roles) */
 	const char *manager;     /* --manager HOST:PORT as given, or NULL */
@@ -70,14 +72,14 @@ struct config {
 	char **payload_argv;
 };
 
-/* Parse argv and the environment. On BA_OK the struct is complete; help and version
- * requests print and return the special status CONFIG_EXIT_EARLY (exit 0). */
-#define CONFIG_EXIT_EARLY (-1)
-int config_load(struct config *cfg, int argc, char **argv);
+/* Parse argv and the environment. On BA_OK the struct is complete, or, after a help
+ * or version request, cfg->answered is set: it printed the answer, and the program
+ * exits 0. */
+enum ba_status config_load(struct config *cfg, int argc, char **argv);
 
 /* --print-config: the resolved configuration as one JSON object (cJSON), with the
  * role the agent would take. */
-int config_print(const struct config *cfg, enum role resolved_role, FILE *out);
+enum ba_status config_print(const struct config *cfg, enum role resolved_role, FILE *out);
 
 const char *config_role_name(enum role role);
 const char *config_protocol_name(enum protocol protocol);

@@ -22,7 +22,7 @@ struct placeholder {
 	const char *value;
 };
 
-static int expand_argument(const char *arg, int index, const struct placeholder *table, size_t count,
+static enum ba_status expand_argument(const char *arg, int index, const struct placeholder *table, size_t count,
 			   char **out)
 {
 	size_t length = strlen(arg) + 1;
@@ -91,7 +91,7 @@ static char *format_entry(const char *name, const char *value)
 	return entry;
 }
 
-int launch_prepare(struct payload *payload, const struct config *cfg, const struct launch_vars *vars)
+enum ba_status launch_prepare(struct payload *payload, const struct config *cfg, const struct launch_vars *vars)
 {
 	static const struct launch_vars none = { .handover_fd = -1 };
 	if (vars == NULL)
@@ -103,7 +103,7 @@ int launch_prepare(struct payload *payload, const struct config *cfg, const stru
 		{ "{{NODES}}", "BATCH_AGENT_NODES", vars->nodes },
 	};
 	const size_t count = sizeof table / sizeof table[0];
-	int rc = BA_EX_OSERR;
+	enum ba_status rc = BA_EX_OSERR;
 	memset(payload, 0, sizeof *payload);
 	payload->stdin_fd = payload->stdout_fd = payload->keep_fd = -1;
 
@@ -186,7 +186,7 @@ static void report_exec_failure(const char *program, int error)
 }
 
 /* In the child: async-signal-safe calls only until exec. */
-static int prepare_child_fds(const struct payload *payload)
+static enum ba_status prepare_child_fds(const struct payload *payload)
 {
 	if (payload->stdin_fd >= 0 && dup2(payload->stdin_fd, STDIN_FILENO) < 0)
 		return -1;
@@ -200,7 +200,7 @@ static int prepare_child_fds(const struct payload *payload)
 	return 0;
 }
 
-int launch_exec(const struct payload *payload)
+enum ba_status launch_exec(const struct payload *payload)
 {
 	signals_restore_inherited();
 	if (prepare_child_fds(payload) == 0)
@@ -215,7 +215,7 @@ bool launch_in_foreground(void)
 	return isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp();
 }
 
-int launch_spawn(const struct payload *payload, pid_t *pid_out, bool *took_terminal)
+enum ba_status launch_spawn(const struct payload *payload, pid_t *pid_out, bool *took_terminal)
 {
 	bool take_terminal = payload->stdin_fd < 0 && launch_in_foreground();
 	/* The child reports a failed exec through this pipe; a successful exec closes it

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "config.h"
+#include "status.h"
 
 struct launch_vars {
 	const char *manager;   /* BATCH_AGENT_MANAGER, {{MANAGER}} */
@@ -30,17 +31,17 @@ struct payload {
 	int keep_fd;   /* an agent descriptor the payload inherits (cleared CLOEXEC); -1 */
 };
 
-int launch_prepare(struct payload *payload, const struct config *cfg, const struct launch_vars *vars);
+enum ba_status launch_prepare(struct payload *payload, const struct config *cfg, const struct launch_vars *vars);
 void launch_release(struct payload *payload);
 
 /* Replace the agent with the payload. Returns only on failure, with 126 or 127. */
-int launch_exec(const struct payload *payload);
+enum ba_status launch_exec(const struct payload *payload);
 
 /* Fork and exec the payload in its own process group. When the agent is in the
  * foreground of the terminal on its stdin, the payload takes that foreground over
  * (*took_terminal), so that Ctrl-C and job control reach it. BA_OK with *pid once exec
  * has succeeded; 126 or 127 (already reported and reaped) when it could not. */
-int launch_spawn(const struct payload *payload, pid_t *pid, bool *took_terminal);
+enum ba_status launch_spawn(const struct payload *payload, pid_t *pid, bool *took_terminal);
 
 /* True when stdin is a terminal whose foreground is our process group: only then may
  * the agent hand it to the payload (a background job that did so would take the

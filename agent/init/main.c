@@ -22,9 +22,9 @@ int main(int argc, char **argv)
 	enum role role;
 
 	util_ensure_std_fds();
-	int rc = config_load(&cfg, argc, argv);
-	if (rc != BA_OK)
-		return rc == CONFIG_EXIT_EARLY ? BA_OK : rc;
+	enum ba_status rc = config_load(&cfg, argc, argv);
+	if (rc != BA_OK || cfg.answered)
+		return rc;
 	rc = role_decide(&cfg, &role);
 	if (rc != BA_OK)
 		return rc;

@@ -17,7 +17,7 @@ static enum role role_automatic(const struct config *cfg)
 	return cfg->manager != NULL || cfg->manager_param_given ? ROLE_WORKER : ROLE_INIT;
 }
 
-int role_decide(const struct config *cfg, enum role *out)
+enum ba_status role_decide(const struct config *cfg, enum role *out)
 {
 	enum role role = cfg->role == ROLE_AUTO ? role_automatic(cfg) : cfg->role;
 	if (role == ROLE_MAIN && cfg->batch.num_nodes < 0) {

@@ -4,7 +4,8 @@
 #define BATCH_AGENT_ROLE_H
 
 #include "config.h"
+#include "status.h"
 
-int role_decide(const struct config *cfg, enum role *out);
+enum ba_status role_decide(const struct config *cfg, enum role *out);
 
 #endif

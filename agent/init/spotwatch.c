@@ -85,7 +85,7 @@ static void on_output(struct loop *loop, int fd, uint32_t events, void *ctx)
 	}
 }
 
-int spotwatch_start(struct spotwatch **out, struct loop *loop, bool required, spotwatch_fn fn, void *ctx)
+enum ba_status spotwatch_start(struct spotwatch **out, struct loop *loop, bool required, spotwatch_fn fn, void *ctx)
 {
 	/* Where --spot-watch is auto, an IMDS that does not answer is the common case
 	 * (no EC2, or a bridge network with hop limit 1), not an error worth a line. */
@@ -94,7 +94,7 @@ int spotwatch_start(struct spotwatch **out, struct loop *loop, bool required, sp
 	if (watch == NULL)
 		return BA_EX_OSERR;
 	*watch = (struct spotwatch){ .loop = loop, .required = required, .fn = fn, .ctx = ctx, .fd = -1 };
-	int rc = awsquery_spawn(args, &watch->pid, &watch->fd);
+	enum ba_status rc = awsquery_spawn(args, &watch->pid, &watch->fd);
 	if (rc == BA_OK)
 		rc = loop_add(loop, watch->fd, EPOLLIN, on_output, watch);
 	if (rc != BA_OK) {

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "loop.h"
+#include "status.h"
 
 /* type: "instance-action" or "rebalance"; action ("terminate", "stop", "hibernate") and
  * time may be NULL. */
@@ -21,7 +22,7 @@ struct spotwatch;
  * answer; elsewhere we never send it a packet). */
 bool spotwatch_wanted(const struct config *cfg, bool auto_allowed);
 
-int spotwatch_start(struct spotwatch **out, struct loop *loop, bool required, spotwatch_fn fn, void *ctx);
+enum ba_status spotwatch_start(struct spotwatch **out, struct loop *loop, bool required, spotwatch_fn fn, void *ctx);
 /* True when pid was the watcher (its end is logged). */
 bool spotwatch_reaped(struct spotwatch *watch, pid_t pid, int wait_status);
 /* Stop the watcher (SIGTERM); it is reaped like any child. */

@@ -62,10 +62,10 @@ struct supervise_opts supervise_opts_from_config(const struct config *cfg)
 
 static void on_signals(struct loop *loop, int fd, uint32_t events, void *ctx);
 
-int supervise_create(struct supervisor **out, struct loop *loop, const struct supervise_opts *opts,
+enum ba_status supervise_create(struct supervisor **out, struct loop *loop, const struct supervise_opts *opts,
 		     const struct supervise_hooks *hooks)
 {
-	int rc = signals_take_over();
+	enum ba_status rc = signals_take_over();
 	if (rc != BA_OK)
 		return rc;
 	/* Not PID 1: orphans would go to the real init, which may not reap them and never
@@ -131,9 +131,9 @@ static void on_spot_notice(void *ctx, const char *type, const char *action, cons
 		sv->hooks.spot_notice(sv->hooks.ctx, type, action, time);
 }
 
-int supervise_spawn(struct supervisor *sv, const struct payload *payload)
+enum ba_status supervise_spawn(struct supervisor *sv, const struct payload *payload)
 {
-	int rc = launch_spawn(payload, &sv->pid, &sv->terminal);
+	enum ba_status rc = launch_spawn(payload, &sv->pid, &sv->terminal);
 	if (rc != BA_OK)
 		return rc;
 	sv->phase = PHASE_RUNNING;
@@ -511,11 +511,11 @@ static void on_signals(struct loop *loop, int fd, uint32_t events, void *ctx)
 	}
 }
 
-int supervise_run(const struct supervise_opts *opts, const struct payload *payload, const struct supervise_hooks *hooks)
+enum ba_status supervise_run(const struct supervise_opts *opts, const struct payload *payload, const struct supervise_hooks *hooks)
 {
 	struct loop *loop = NULL;
 	struct supervisor *sv = NULL;
-	int rc = loop_create(&loop);
+	enum ba_status rc = loop_create(&loop);
 	if (rc != BA_OK)
 		goto out;
 	rc = supervise_create(&sv, loop, opts, hooks);

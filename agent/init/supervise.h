@@ -18,6 +18,7 @@
 #include "config.h"
 #include "launch.h"
 #include "loop.h"
+#include "status.h"
 
 struct supervise_opts {
 	bool group;         /* -g */
@@ -50,12 +51,12 @@ struct supervise_hooks {
 struct supervisor;
 
 /* Takes over signals, becomes a subreaper when not PID 1, watches the signalfd. */
-int supervise_create(struct supervisor **out, struct loop *loop, const struct supervise_opts *opts,
+enum ba_status supervise_create(struct supervisor **out, struct loop *loop, const struct supervise_opts *opts,
 		     const struct supervise_hooks *hooks);
 void supervise_free(struct supervisor *sv);
 
 /* Start the payload: BA_OK, or 126/127/71 when it could not start. */
-int supervise_spawn(struct supervisor *sv, const struct payload *payload);
+enum ba_status supervise_spawn(struct supervisor *sv, const struct payload *payload);
 
 /* Ask the payload to stop: send sig, SIGKILL its group after grace_ms. */
 void supervise_terminate(struct supervisor *sv, int sig, int64_t grace_ms, const char *reason);
@@ -67,6 +68,6 @@ bool supervise_running(const struct supervisor *sv);
 bool supervise_grace_expired(const struct supervisor *sv);
 
 /* The common case: supervise one payload in a loop of its own; returns the status. */
-int supervise_run(const struct supervise_opts *opts, const struct payload *payload, const struct supervise_hooks *hooks);
+enum ba_status supervise_run(const struct supervise_opts *opts, const struct payload *payload, const struct supervise_hooks *hooks);
 
 #endif

@@ -13,7 +13,7 @@ static int signal_fd = -1;
 static sigset_t inherited_mask;
 static sigset_t inherited_ignored;
 
-int signals_take_over(void)
+enum ba_status signals_take_over(void)
 {
 	if (taken_over)
 		return BA_OK;
@@ -54,7 +54,7 @@ int signals_fd(void)
 	return signal_fd;
 }
 
-int signals_next(int *sig)
+enum ba_status signals_next(int *sig)
 {
 	*sig = 0;
 	for (;;) {

@@ -11,15 +11,16 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <sys/types.h>
+#include "status.h"
 
 /* Idempotent; returns BA_OK or BA_EX_OSERR. */
-int signals_take_over(void);
+enum ba_status signals_take_over(void);
 int signals_fd(void);
 
 /* Next pending signal: BA_OK with *sig set, or 0 in *sig when none is pending.
  * Signals the agent raised against itself (SIGPIPE from a write) and signals it
  * inherited as ignored are consumed and never reported. */
-int signals_next(int *sig);
+enum ba_status signals_next(int *sig);
 
 /* TERM, INT, HUP and QUIT: the signals that end the agent while no payload runs. */
 bool signals_is_terminating(int sig);

@@ -76,7 +76,7 @@ bool address_valid_advertised(const char *text)
 	return inet_pton(AF_INET, text, binary) == 1 || inet_pton(AF_INET6, text, binary) == 1 || rfc1123_name(text);
 }
 
-int address_parse_manager(const char *text, long default_port, const char *source, struct manager_address *out)
+enum ba_status address_parse_manager(const char *text, long default_port, const char *source, struct manager_address *out)
 {
 	const char *ref_name;
 	memset(out, 0, sizeof *out);
@@ -142,7 +142,7 @@ static bool is_link_local_or_loopback(const struct sockaddr *sa)
 	return true;
 }
 
-static int numeric(const struct sockaddr *sa, char *out, size_t size)
+static enum ba_status numeric(const struct sockaddr *sa, char *out, size_t size)
 {
 	const void *raw = sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
 						   : (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
@@ -154,11 +154,11 @@ static int numeric(const struct sockaddr *sa, char *out, size_t size)
 	return BA_OK;
 }
 
-int address_first_usable(char *out, size_t size)
+enum ba_status address_first_usable(char *out, size_t size)
 {
 	struct ifaddrs *list = NULL;
 	char candidates[1024] = "";
-	int rc = BA_EX_CONFIG;
+	enum ba_status rc = BA_EX_CONFIG;
 	if (getifaddrs(&list) < 0) {
 		log_error("getifaddrs: %m");
 		return BA_EX_OSERR;
@@ -184,7 +184,7 @@ int address_first_usable(char *out, size_t size)
 	return rc;
 }
 
-int address_advertised(int connected_fd, const char *override, char *out, size_t size)
+enum ba_status address_advertised(int connected_fd, const char *override, char *out, size_t size)
 {
 	if (override != NULL) {
 		unsigned char raw[sizeof(struct in6_addr)];

@@ -4,6 +4,7 @@
 
 #include <netinet/in.h>
 #include <stdbool.h>
+#include "status.h"
 
 #define ADDRESS_HOST_MAX 256
 #define ADDRESS_TEXT_MAX 300
@@ -18,7 +19,7 @@ struct manager_address {
 /* HOST:PORT, [IPv6]:PORT, or HOST alone with default_port. Errors name `source`.
  * A value that is still the literal Ref::name (Batch leaves a parameter that was not
  * supplied as text in the command) gives BA_EX_CONFIG naming the parameter. */
-int address_parse_manager(const char *text, long default_port, const char *source, struct manager_address *out);
+enum ba_status address_parse_manager(const char *text, long default_port, const char *source, struct manager_address *out);
 
 /* True when text is the literal "Ref::name" that Batch leaves for an unsupplied
  * parameter; *name then points at the parameter's name. */
@@ -28,7 +29,7 @@ bool address_is_unsubstituted_ref(const char *text, const char **name);
  * else the local address of the connection to the manager (the one the manager can
  * reach), unless that is link-local or loopback while the manager is not, in which
  * case the first usable interface address. Errors list the candidate interfaces. */
-int address_advertised(int connected_fd, const char *override, char *out, size_t size);
+enum ba_status address_advertised(int connected_fd, const char *override, char *out, size_t size);
 
 /* What the rendezvous takes as a node's advertised address (it becomes a hostfile
  * line): an IPv4 or IPv6 literal (no brackets, no port), or a DNS name as RFC 1123
@@ -38,6 +39,6 @@ int address_advertised(int connected_fd, const char *override, char *out, size_t
 bool address_valid_advertised(const char *text);
 
 /* The address of the first interface that is up, not loopback and not link-local. */
-int address_first_usable(char *out, size_t size);
+enum ba_status address_first_usable(char *out, size_t size);
 
 #endif

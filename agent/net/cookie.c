@@ -26,9 +26,9 @@ void cookie_scrub_environment(void)
 	unsetenv(COOKIE_ENV);
 }
 
-static int read_cookie_file(const char *path, struct cookie *out)
+static enum ba_status read_cookie_file(const char *path, struct cookie *out)
 {
-	int rc = BA_EX_CONFIG;
+	enum ba_status rc = BA_EX_CONFIG;
 	unsigned char *buffer = malloc(COOKIE_MAX + 2);
 	size_t length = 0;
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -79,7 +79,7 @@ out:
 	return rc;
 }
 
-static int copy_cookie_env(const char *value, struct cookie *out)
+static enum ba_status copy_cookie_env(const char *value, struct cookie *out)
 {
 	size_t length = strlen(value);
 	if (length > COOKIE_MAX) {
@@ -94,9 +94,9 @@ static int copy_cookie_env(const char *value, struct cookie *out)
 	return BA_OK;
 }
 
-int cookie_load(const struct config *cfg, struct cookie *out)
+enum ba_status cookie_load(const struct config *cfg, struct cookie *out)
 {
-	int rc;
+	enum ba_status rc;
 	const char *value = getenv(COOKIE_ENV);
 	memset(out, 0, sizeof *out);
 	if (cfg->cookie_file != NULL)

@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "status.h"
 
 #define COOKIE_MAX 4096
 
@@ -19,7 +20,7 @@ struct cookie {
 };
 
 /* BA_OK; BA_EX_CONFIG when there is none or it is unusable (the message says why). */
-int cookie_load(const struct config *cfg, struct cookie *out);
+enum ba_status cookie_load(const struct config *cfg, struct cookie *out);
 
 /* Remove BATCH_AGENT_COOKIE from the environment and from /proc/self/environ even when
  * the role does not need it, so no payload ever inherits it. */

@@ -17,6 +17,7 @@
 #include "signals.h"
 #include "status.h"
 #include "util.h"
+#include "wait.h"
 
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_CAP_MS 5000
@@ -24,69 +25,27 @@
 #define FIRST_ATTEMPT_MIN_MS 1000
 #define PROGRESS_EVERY_MS 30000
 
-int dial_pending_signal(void)
-{
-	int sig = signals_next_terminating();
-	char name[32];
-	if (sig == 0)
-		return BA_OK;
-	log_info("received %s before the payload started: exiting", util_signal_name(sig, name, sizeof name));
-	return BA_EX_SIGNAL_BASE + sig;
-}
-
-int dial_poll(int fd, short events, int64_t deadline_ms, bool *ready)
-{
-	*ready = false;
-	for (;;) {
-		int64_t left = deadline_ms - util_now_ms();
-		if (left <= 0)
-			return BA_OK;
-		/* poll() skips a negative fd: dial_sleep waits on the signals alone. */
-		struct pollfd pfd[2] = { { .fd = signals_fd(), .events = POLLIN }, { .fd = fd, .events = events } };
-		int n = poll(pfd, 2, left > 60000 ? 60000 : (int)left);
-		if (n < 0 && errno != EINTR)
-			return BA_EX_OSERR;
-		if (n <= 0)
-			continue;
-		if (pfd[0].revents != 0) {
-			int rc = dial_pending_signal();
-			if (rc != BA_OK)
-				return rc;
-		}
-		if (pfd[1].revents != 0) {
-			*ready = true;
-			return BA_OK;
-		}
-	}
-}
-
-int dial_sleep(int64_t ms)
-{
-	bool ready;
-	return dial_poll(-1, 0, util_now_ms() + ms, &ready);
-}
-
-#define CONNECT_FAILED (-1) /* try_connect: this address failed, why says how */
-
-/* One non-blocking connect to one address, bounded by timeout_ms: BA_OK,
- * CONNECT_FAILED, or 128+N when a terminating signal came first. */
-static int try_connect(const struct addrinfo *ai, int64_t timeout_ms, int *fd_out, char *why, size_t why_size)
+/* One non-blocking connect to one address, bounded by timeout_ms: BA_OK;
+ * BA_EX_UNAVAILABLE when this address failed (why says how; the caller tries the
+ * next); or 128+N when a terminating signal came first. */
+static enum ba_status try_connect(const struct addrinfo *ai, int64_t timeout_ms, int *fd_out, char *why,
+				  size_t why_size)
 {
 	bool ready = false;
-	int rc = CONNECT_FAILED;
+	enum ba_status rc = BA_EX_UNAVAILABLE;
 	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
 	if (fd < 0) {
 		snprintf(why, why_size, "socket: %s", strerror(errno));
-		return CONNECT_FAILED;
+		return BA_EX_UNAVAILABLE;
 	}
 	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
 		snprintf(why, why_size, "%s", strerror(errno));
 		goto fail;
 	}
-	int polled = dial_poll(fd, POLLOUT, util_now_ms() + timeout_ms, &ready);
-	if (polled != BA_OK) {
-		snprintf(why, why_size, "%s", polled == BA_EX_OSERR ? strerror(errno) : "interrupted");
-		rc = polled == BA_EX_OSERR ? CONNECT_FAILED : polled;
+	enum ba_status waited = wait_fd(fd, POLLOUT, util_now_ms() + timeout_ms, &ready);
+	if (waited != BA_OK) {
+		snprintf(why, why_size, "%s", waited == BA_EX_OSERR ? strerror(errno) : "interrupted");
+		rc = waited == BA_EX_OSERR ? BA_EX_UNAVAILABLE : waited;
 		goto fail;
 	}
 	if (!ready) {
@@ -108,7 +67,18 @@ fail:
 	return rc;
 }
 
-int dial_manager(const struct manager_address *manager, int64_t deadline, int64_t timeout_ms, int *fd_out)
+/* Full jitter: a uniformly random pause up to the exponential bound, so that a
+ * thousand workers started together do not knock in lockstep. */
+int64_t dial_backoff_ms(unsigned attempt)
+{
+	unsigned shift = attempt < 16 ? attempt : 16;
+	int64_t bound = (int64_t)BACKOFF_BASE_MS << shift;
+	if (bound > BACKOFF_CAP_MS)
+		bound = BACKOFF_CAP_MS;
+	return (int64_t)arc4random_uniform((uint32_t)bound + 1);
+}
+
+enum ba_status dial_manager(const struct manager_address *manager, int64_t deadline, int64_t timeout_ms, int *fd_out)
 {
 	int64_t start = util_now_ms(), last_report = start;
 	char why[512] = "no attempt made";
@@ -127,11 +97,11 @@ int dial_manager(const struct manager_address *manager, int64_t deadline, int64_
 			if (left <= 0 && attempt > 1)
 				break;
 			int64_t attempt_ms = left <= 0 ? FIRST_ATTEMPT_MIN_MS : left < ATTEMPT_TIMEOUT_MS ? left : ATTEMPT_TIMEOUT_MS;
-			int rc = try_connect(ai, attempt_ms, fd_out, why, sizeof why);
+			enum ba_status rc = try_connect(ai, attempt_ms, fd_out, why, sizeof why);
 			if (rc == BA_OK)
 				log_info("connected to the manager at %s (from %s) after %u attempt%s", manager->display,
 					 manager->source, attempt, attempt == 1 ? "" : "s");
-			if (rc != CONNECT_FAILED) {
+			if (rc != BA_EX_UNAVAILABLE) {
 				freeaddrinfo(list);
 				return rc;
 			}
@@ -157,16 +127,10 @@ int dial_manager(const struct manager_address *manager, int64_t deadline, int64_
 		} else
 			log_debug("attempt %u to reach %s failed: %s", attempt, manager->display, why);
 
-		/* Full jitter: a uniformly random sleep up to the exponential bound, so that
-		 * a thousand workers started together do not knock in lockstep. */
-		unsigned shift = attempt < 16 ? attempt : 16;
-		int64_t bound = (int64_t)BACKOFF_BASE_MS << shift;
-		if (bound > BACKOFF_CAP_MS)
-			bound = BACKOFF_CAP_MS;
-		int64_t sleep_ms = (int64_t)arc4random_uniform((uint32_t)bound + 1);
+		int64_t sleep_ms = dial_backoff_ms(attempt);
 		if (sleep_ms > deadline - now)
 			sleep_ms = deadline - now;
-		int rc = dial_sleep(sleep_ms);
+		enum ba_status rc = wait_sleep(sleep_ms);
 		if (rc != BA_OK)
 			return rc;
 	}

@@ -8,22 +8,14 @@
 #include <stdint.h>
 
 #include "address.h"
+#include "status.h"
 
 /* On BA_OK *fd is a connected, non-blocking, close-on-exec TCP socket. */
 /* deadline: absolute (util_now_ms), which a redial keeps; timeout_ms: the configured
  * --connect-timeout, for the messages. */
-int dial_manager(const struct manager_address *manager, int64_t deadline, int64_t timeout_ms, int *fd);
+enum ba_status dial_manager(const struct manager_address *manager, int64_t deadline, int64_t timeout_ms, int *fd);
 
-/* Sleep up to ms, waking early for a terminating signal: BA_OK or 128+N. */
-int dial_sleep(int64_t ms);
-
-/* Wait until fd has one of events or deadline_ms (util_now_ms clock) passes: BA_OK
- * with *ready telling which; 128+N as soon as a terminating signal arrives (logged);
- * BA_EX_OSERR when poll fails. Other signals are consumed: nobody takes them yet. */
-int dial_poll(int fd, short events, int64_t deadline_ms, bool *ready);
-
-/* Consume pending signals: BA_OK, or 128+N (logged) for the first terminating one.
- * For waits that watch signals_fd() themselves (the native handshake). */
-int dial_pending_signal(void);
+/* The pause before attempt + 1: uniform in [0, min(5 s, 100 ms * 2^attempt)]. */
+int64_t dial_backoff_ms(unsigned attempt);
 
 #endif

@@ -14,7 +14,7 @@
 
 /* The job's own parameters, from Batch DescribeJobs (through batch-agent-aws). The
  * cookie never comes from here: only the address does. */
-static int from_job_parameter(const struct config *cfg, const char *name, struct manager_address *out)
+static enum ba_status from_job_parameter(const struct config *cfg, const char *name, struct manager_address *out)
 {
 	const char *args[] = { "job-parameters", NULL, NULL, NULL };
 	char source[300];
@@ -25,7 +25,7 @@ static int from_job_parameter(const struct config *cfg, const char *name, struct
 	}
 	log_info("reading the job parameter \"%s\" from the Batch API (DescribeJobs %s)", name,
 		 cfg->batch.job_id ? cfg->batch.job_id : "?");
-	int rc = awsquery_run(args, BATCH_API_TIMEOUT_MS, &job);
+	enum ba_status rc = awsquery_run(args, BATCH_API_TIMEOUT_MS, &job);
 	if (rc != BA_OK)
 		return rc;
 	const cJSON *parameters = cJSON_GetObjectItemCaseSensitive(job, "parameters");
@@ -42,7 +42,7 @@ static int from_job_parameter(const struct config *cfg, const char *name, struct
 	return rc;
 }
 
-int discover_manager(const struct config *cfg, struct manager_address *out)
+enum ba_status discover_manager(const struct config *cfg, struct manager_address *out)
 {
 	const char *ref_name;
 	if (cfg->manager != NULL) {

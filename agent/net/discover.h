@@ -6,7 +6,8 @@
 
 #include "address.h"
 #include "config.h"
+#include "status.h"
 
-int discover_manager(const struct config *cfg, struct manager_address *out);
+enum ba_status discover_manager(const struct config *cfg, struct manager_address *out);
 
 #endif

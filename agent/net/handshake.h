@@ -1,7 +1,11 @@
 /* Stage 5, native protocol, worker side: mutual proof of the cookie, then register.
- * See proto/PROTOCOL.md. Statuses: BA_EX_NOPERM when either side's proof fails or the
- * manager rejects the registration, BA_EX_PROTOCOL when the manager breaks the
- * protocol, BA_EX_UNAVAILABLE when the connection fails. */
+ * See proto/PROTOCOL.md §3. Statuses: BA_EX_TEMPFAIL when the manager refused us for
+ * load (error busy or timeout) or never said hello (closed, failed or silent), which
+ * the caller answers by dialing again while --connect-timeout allows; BA_EX_NOPERM
+ * when either side's proof fails or the manager rejects the registration;
+ * BA_EX_PROTOCOL when the manager breaks the protocol; 128+N for a terminating
+ * signal while we wait. Each wait lasts PROTO_HANDSHAKE_TIMEOUT_MS from the
+ * manager's last frame (or the connection). */
 #ifndef BATCH_AGENT_HANDSHAKE_H
 #define BATCH_AGENT_HANDSHAKE_H
 
@@ -12,16 +16,10 @@
 #include "cookie.h"
 #include "proto.h"
 #include "self.h"
+#include "status.h"
 
-/* handshake_worker's answer when the connection ended before the manager said hello:
- * a manager that is busy (at its cap of handshakes in progress) or restarting. The
- * caller dials again while --connect-timeout allows; it is not an exit status. */
-#define HANDSHAKE_RETRY (-2)
-
-int handshake_worker(const struct config *cfg, struct proto_conn *conn, const struct cookie *cookie,
-		     const struct manager_address *manager, const struct node_self *self, int64_t *heartbeat_ms);
-
-/* Translate a codec error on a live connection into an exit status, logging it. */
-int handshake_conn_failure(int proto_err, const char *peer, const char *during);
+enum ba_status handshake_worker(const struct config *cfg, struct proto_conn *conn, const struct cookie *cookie,
+				const struct manager_address *manager, const struct node_self *self,
+				int64_t *heartbeat_ms);
 
 #endif

@@ -11,7 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "dial.h"
+#include "wait.h"
 #include "launch.h"
 #include "log.h"
 #include "status.h"
@@ -24,7 +24,7 @@
 
 /* Read one line, byte by byte: whatever follows the manager's two lines belongs to
  * the payload, so we must not read past them. */
-static int read_line(int fd, int64_t deadline, char *line, size_t size, const char *what)
+static enum ba_status read_line(int fd, int64_t deadline, char *line, size_t size, const char *what)
 {
 	size_t length = 0;
 	for (;;) {
@@ -33,9 +33,9 @@ static int read_line(int fd, int64_t deadline, char *line, size_t size, const ch
 			log_error("the manager did not send the %s line within %d s", what, EXCHANGE_TIMEOUT_MS / 1000);
 			return BA_EX_PROTOCOL;
 		}
-		/* A SIGTERM must not wait out the 60 s exchange: dial_poll watches for it. */
+		/* A SIGTERM must not wait out the 60 s exchange: wait_fd watches for it. */
 		bool ready;
-		int rc = dial_poll(fd, POLLIN, deadline, &ready);
+		enum ba_status rc = wait_fd(fd, POLLIN, deadline, &ready);
 		if (rc != BA_OK)
 			return rc;
 		if (!ready)
@@ -78,11 +78,11 @@ static int read_line(int fd, int64_t deadline, char *line, size_t size, const ch
 	}
 }
 
-static int write_all(int fd, const char *data, size_t length, int64_t deadline)
+static enum ba_status write_all(int fd, const char *data, size_t length, int64_t deadline)
 {
 	while (length > 0) {
 		bool ready;
-		int rc = dial_poll(fd, POLLOUT, deadline, &ready);
+		enum ba_status rc = wait_fd(fd, POLLOUT, deadline, &ready);
 		if (rc != BA_OK)
 			return rc;
 		if (!ready)
@@ -115,12 +115,12 @@ static int is_word(int c)
 	return isalnum(c) || c == '_';
 }
 
-int julia_handshake(const struct config *cfg, int fd, struct julia_grant *grant)
+enum ba_status julia_handshake(const struct config *cfg, int fd, struct julia_grant *grant)
 {
 	static const char cookie_prefix[] = "julia_cookie:", timeout_prefix[] = "julia_worker_timeout:";
 	char line[LINE_MAX_BYTES];
 	int64_t deadline = util_now_ms() + EXCHANGE_TIMEOUT_MS;
-	int rc;
+	enum ba_status rc;
 	grant->worker_timeout_s = -1;
 	if (cfg->batch.job_id == NULL) {
 		log_error("--protocol julia on an MNP node needs AWS_BATCH_JOB_ID (the manager checks it)");
@@ -163,7 +163,7 @@ int julia_handshake(const struct config *cfg, int fd, struct julia_grant *grant)
 	 * lines together, so when the second has not begun shortly after the first, it is
 	 * not coming. */
 	bool ready;
-	rc = dial_poll(fd, POLLIN, util_now_ms() + TIMEOUT_LINE_WAIT_MS, &ready);
+	rc = wait_fd(fd, POLLIN, util_now_ms() + TIMEOUT_LINE_WAIT_MS, &ready);
 	if (rc != BA_OK)
 		goto out;
 	if (!ready) {
@@ -191,14 +191,14 @@ out:
 
 /* The cookie goes to the payload through a pipe on its stdin: the first line, as
  * `julia --worker` reads it. The pipe holds it, so the write cannot block. */
-static int cookie_pipe(const struct cookie *cookie, int *read_end)
+static enum ba_status cookie_pipe(const struct cookie *cookie, int *read_end)
 {
 	int fds[2];
 	if (pipe2(fds, O_CLOEXEC) < 0) {
 		log_error("pipe2: %m");
 		return BA_EX_OSERR;
 	}
-	int rc = BA_OK;
+	enum ba_status rc = BA_OK;
 	if (write(fds[1], cookie->bytes, cookie->length) != (ssize_t)cookie->length || write(fds[1], "\n", 1) != 1) {
 		log_error("writing the cookie to the payload's stdin: %m");
 		rc = BA_EX_OSERR;
@@ -223,7 +223,7 @@ static void drop_handed_fds(void *ctx, pid_t pid)
 	}
 }
 
-int julia_launch(const struct config *cfg, int fd, struct julia_grant *grant, const char *manager,
+enum ba_status julia_launch(const struct config *cfg, int fd, struct julia_grant *grant, const char *manager,
 		 const char *node_addr)
 {
 	char timeout_entry[64];
@@ -235,7 +235,7 @@ int julia_launch(const struct config *cfg, int fd, struct julia_grant *grant, co
 		extra[0] = timeout_entry;
 	}
 	struct launch_vars vars = { .manager = manager, .node_addr = node_addr, .handover_fd = -1, .extra_env = extra };
-	int rc = launch_prepare(&payload, cfg, &vars);
+	enum ba_status rc = launch_prepare(&payload, cfg, &vars);
 	if (rc == BA_OK)
 		rc = cookie_pipe(&grant->cookie, &handed[0]);
 	cookie_wipe(&grant->cookie);

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "cookie.h"
+#include "status.h"
 
 struct julia_grant {
 	struct cookie cookie;
@@ -20,10 +21,10 @@ struct julia_grant {
 };
 
 /* The MNP exchange on a connected socket; BA_EX_PROTOCOL names a malformed line. */
-int julia_handshake(const struct config *cfg, int fd, struct julia_grant *grant);
+enum ba_status julia_handshake(const struct config *cfg, int fd, struct julia_grant *grant);
 
 /* Run the payload on the socket (exec or supervise, per cfg). Takes over fd. */
-int julia_launch(const struct config *cfg, int fd, struct julia_grant *grant, const char *manager,
+enum ba_status julia_launch(const struct config *cfg, int fd, struct julia_grant *grant, const char *manager,
 		 const char *node_addr);
 
 #endif

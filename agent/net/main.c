@@ -23,24 +23,21 @@
 #include "signals.h"
 #include "status.h"
 #include "util.h"
+#include "wait.h"
 
-#define REDIAL_PAUSE_MS 500
-
-/* Dial and handshake, again while --connect-timeout allows when the manager closed the
- * connection before its hello (busy with other handshakes, or restarting); then run the
+/* Dial and handshake, again while --connect-timeout allows when the manager refused
+ * us for load (busy, timeout) or closed before its hello (restarting); then run the
  * payload beside the connection. */
-static int run_native_worker(const struct config *cfg, const struct manager_address *manager,
-			     struct cookie *cookie)
+static enum ba_status run_native_worker(const struct config *cfg, const struct manager_address *manager,
+					struct cookie *cookie)
 {
 	int64_t deadline = util_now_ms() + cfg->connect_timeout_ms;
 	int64_t heartbeat_ms = cfg->heartbeat_ms;
 	struct proto_conn conn;
 	struct node_self self;
 	int fd = -1;
-	int rc = self_describe_node(cfg, &self);
-	if (rc != BA_OK)
-		return rc;
-	for (;;) {
+	enum ba_status rc = self_describe_node(cfg, &self);
+	for (unsigned redials = 1; rc == BA_OK; redials++) {
 		rc = dial_manager(manager, deadline, cfg->connect_timeout_ms, &fd);
 		if (rc != BA_OK)
 			return rc;
@@ -48,21 +45,22 @@ static int run_native_worker(const struct config *cfg, const struct manager_addr
 		rc = self_fill_address(cfg, fd, &self);
 		if (rc == BA_OK)
 			rc = handshake_worker(cfg, &conn, cookie, manager, &self, &heartbeat_ms);
-		if (rc != HANDSHAKE_RETRY)
+		if (rc != BA_EX_TEMPFAIL)
 			break;
 		proto_frame_conn_free(&conn);
 		close(fd);
 		fd = -1;
-		if (util_now_ms() + REDIAL_PAUSE_MS >= deadline) {
-			log_error("manager %s closed or stayed silent before its hello for %.3g s (--connect-timeout): "
-				  "not a batch-agent manager?",
+		int64_t pause_ms = dial_backoff_ms(redials);
+		if (util_now_ms() + pause_ms >= deadline) {
+			log_error("manager %s closed or stayed silent before its hello, or refused us for load, "
+				  "for %.3g s (--connect-timeout): overloaded, or not a batch-agent manager?",
 				  manager->display, (double)cfg->connect_timeout_ms / 1000.0);
 			return BA_EX_UNAVAILABLE;
 		}
-		rc = dial_sleep(REDIAL_PAUSE_MS);
-		if (rc != BA_OK)
-			return rc;
+		rc = wait_sleep(pause_ms);
 	}
+	if (fd < 0)
+		return rc;
 	/* Authentication is over: the cookie has no further use, and the payload that
 	 * starts next must not find it in our memory. */
 	cookie_wipe(cookie);
@@ -75,13 +73,13 @@ static int run_native_worker(const struct config *cfg, const struct manager_addr
 
 /* AWSClusterManagers.jl: an MNP child gets the cookie from the manager; with a
  * container manager (--manager) it brings its own. */
-static int run_julia_worker(const struct config *cfg, const struct manager_address *manager,
+static enum ba_status run_julia_worker(const struct config *cfg, const struct manager_address *manager,
 			    struct cookie *cookie)
 {
 	struct julia_grant grant = { .worker_timeout_s = -1 };
 	struct node_self self;
 	int fd = -1;
-	int rc = self_describe_node(cfg, &self);
+	enum ba_status rc = self_describe_node(cfg, &self);
 	if (rc == BA_OK)
 		rc = dial_manager(manager, util_now_ms() + cfg->connect_timeout_ms, cfg->connect_timeout_ms, &fd);
 	if (rc == BA_OK)
@@ -100,7 +98,7 @@ static int run_julia_worker(const struct config *cfg, const struct manager_addre
 	return rc;
 }
 
-static int run_worker(const struct config *cfg)
+static enum ba_status run_worker(const struct config *cfg)
 {
 	struct manager_address manager;
 	struct cookie cookie = { 0 };
@@ -108,7 +106,7 @@ static int run_worker(const struct config *cfg)
 	 * read (and scrubbed from the environment) first, so that no helper program we run
 	 * inherits it. */
 	bool julia_mnp = cfg->protocol == PROTOCOL_JULIA && cfg->manager == NULL;
-	int rc = BA_OK;
+	enum ba_status rc = BA_OK;
 	if (julia_mnp)
 		cookie_scrub_environment();
 	else
@@ -127,9 +125,9 @@ int main(int argc, char **argv)
 	struct config cfg;
 	enum role role;
 
-	int rc = config_load(&cfg, argc, argv);
-	if (rc != BA_OK)
-		return rc == CONFIG_EXIT_EARLY ? BA_OK : rc;
+	enum ba_status rc = config_load(&cfg, argc, argv);
+	if (rc != BA_OK || cfg.answered)
+		return rc;
 	rc = role_decide(&cfg, &role);
 	if (rc != BA_OK)
 		return rc;

@@ -625,7 +625,7 @@ static int list_missing(const struct rendezvous *rv, char *out, size_t size)
 	return missing;
 }
 
-static int main_address(struct rendezvous *rv)
+static enum ba_status main_address(struct rendezvous *rv)
 {
 	if (rv->cfg->advertise_addr != NULL)
 		return address_advertised(-1, rv->cfg->advertise_addr, rv->main_addr, sizeof rv->main_addr);
@@ -643,13 +643,13 @@ static int main_address(struct rendezvous *rv)
 
 /* One address a line, node-index order, main included: the form both Open MPI and
  * MPICH (Hydra) accept as a hostfile. */
-static int write_hostfile(struct rendezvous *rv, char **nodes_out)
+static enum ba_status write_hostfile(struct rendezvous *rv, char **nodes_out)
 {
 	const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	size_t capacity = (size_t)rv->cfg->batch.num_nodes * sizeof rv->by_index[0]->address + 1;
 	char *nodes = calloc(1, capacity);
 	size_t used = 0;
-	int rc = BA_EX_OSERR;
+	enum ba_status rc = BA_EX_OSERR;
 	snprintf(rv->hostfile, sizeof rv->hostfile, "%s/batch-agent-hostfile.XXXXXX", dir);
 	int fd = mkstemp(rv->hostfile);
 	if (fd < 0 || nodes == NULL) {
@@ -688,7 +688,7 @@ static void start_main_payload(struct rendezvous *rv)
 	struct payload payload = { 0 };
 	rv->phase = PHASE_RUNNING;
 	loop_timer_cancel(rv->loop, &rv->wait_timer);
-	int rc = main_address(rv);
+	enum ba_status rc = main_address(rv);
 	if (rc == BA_OK)
 		rc = write_hostfile(rv, &nodes);
 	if (rc == BA_OK) {
@@ -811,7 +811,7 @@ static void on_interrupted(void *ctx, int sig)
 
 /* ---- set-up ---- */
 
-static int listen_on(long port, int *fd_out)
+static enum ba_status listen_on(long port, int *fd_out)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int one = 1;
@@ -831,7 +831,7 @@ static int listen_on(long port, int *fd_out)
 /* Every child holds a descriptor for the whole job, every handshake one for a while:
  * take all the descriptors the hard limit allows, and keep the handshakes within what
  * is left after the children, so that accept(2) does not run out in the first place. */
-static int size_pending(struct rendezvous *rv)
+static enum ba_status size_pending(struct rendezvous *rv)
 {
 	size_t wanted = (size_t)rv->cfg->batch.num_nodes * 2 + 64;
 	size_t reserved = (size_t)rv->cfg->batch.num_nodes + FD_SLACK;
@@ -857,14 +857,14 @@ static int size_pending(struct rendezvous *rv)
 	return BA_OK;
 }
 
-int rendezvous_run(const struct config *cfg)
+enum ba_status rendezvous_run(const struct config *cfg)
 {
 	struct rendezvous rv = { .cfg = cfg, .listen_fd = -1, .children = cfg->batch.num_nodes - 1 };
 	struct supervise_opts opts = supervise_opts_from_config(cfg);
 	struct supervise_hooks hooks = { .ctx = &rv, .exited = on_main_exited, .finished = on_main_finished,
 					 .interrupted = on_interrupted };
 	char prefix[256];
-	int rc;
+	enum ba_status rc;
 	if (cfg->exec) {
 		log_error("--exec is not available in the main role: the rendezvous keeps the children's connections");
 		return BA_EX_CONFIG;

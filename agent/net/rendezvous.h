@@ -11,7 +11,8 @@
 #define BATCH_AGENT_RENDEZVOUS_H
 
 #include "config.h"
+#include "status.h"
 
-int rendezvous_run(const struct config *cfg);
+enum ba_status rendezvous_run(const struct config *cfg);
 
 #endif

@@ -88,7 +88,7 @@ static void from_task_metadata(const struct config *cfg, struct node_self *out, 
 	cJSON_Delete(task);
 }
 
-int self_describe_node(const struct config *cfg, struct node_self *out)
+enum ba_status self_describe_node(const struct config *cfg, struct node_self *out)
 {
 	memset(out, 0, sizeof *out);
 	out->cpus = cgroup_cpus();
@@ -97,7 +97,7 @@ int self_describe_node(const struct config *cfg, struct node_self *out)
 	return BA_OK;
 }
 
-int self_fill_address(const struct config *cfg, int manager_fd, struct node_self *out)
+enum ba_status self_fill_address(const struct config *cfg, int manager_fd, struct node_self *out)
 {
 	if (out->have_address)
 		return BA_OK;

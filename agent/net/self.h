@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "status.h"
 
 struct node_self {
 	char address[64];
@@ -23,9 +24,9 @@ struct node_self {
 /* Limits and, from the task metadata (which may take up to 15 s to answer), the
  * address: once, before dialing, so that it never eats into the manager's 10 s
  * handshake deadline nor repeats on each redial. */
-int self_describe_node(const struct config *cfg, struct node_self *out);
+enum ba_status self_describe_node(const struct config *cfg, struct node_self *out);
 /* After connecting: the address from --advertise-addr or the connection, unless
  * self_describe_node already chose one. */
-int self_fill_address(const struct config *cfg, int manager_fd, struct node_self *out);
+enum ba_status self_fill_address(const struct config *cfg, int manager_fd, struct node_self *out);
 
 #endif

@@ -225,7 +225,7 @@ static void on_finished(void *ctx, int exit_status)
 	loop_stop(s->loop, code);
 }
 
-static int exec_with_connection(const struct config *cfg, struct proto_conn *conn, int64_t heartbeat_ms,
+static enum ba_status exec_with_connection(const struct config *cfg, struct proto_conn *conn, int64_t heartbeat_ms,
 				const char *manager, const char *node_addr)
 {
 	struct payload payload;
@@ -242,7 +242,7 @@ static int exec_with_connection(const struct config *cfg, struct proto_conn *con
 	fcntl(conn->fd, F_SETFL, fcntl(conn->fd, F_GETFL) & ~O_NONBLOCK);
 	struct launch_vars vars = { .manager = manager, .node_addr = node_addr, .handover_fd = conn->fd,
 				    .extra_env = extra };
-	int rc = launch_prepare(&payload, cfg, &vars);
+	enum ba_status rc = launch_prepare(&payload, cfg, &vars);
 	if (rc != BA_OK)
 		return rc;
 	rc = launch_exec(&payload);
@@ -250,7 +250,7 @@ static int exec_with_connection(const struct config *cfg, struct proto_conn *con
 	return rc;
 }
 
-int session_run(const struct config *cfg, struct proto_conn *conn, int64_t heartbeat_ms,
+enum ba_status session_run(const struct config *cfg, struct proto_conn *conn, int64_t heartbeat_ms,
 		const struct manager_address *manager, const char *node_addr)
 {
 	if (cfg->exec)
@@ -263,7 +263,7 @@ int session_run(const struct config *cfg, struct proto_conn *conn, int64_t heart
 	struct supervise_opts opts = supervise_opts_from_config(cfg);
 	struct supervise_hooks hooks = { .ctx = &s, .started = on_started, .exited = on_exited, .finished = on_finished,
 					 .spot_notice = on_spot_notice };
-	int rc = launch_prepare(&payload, cfg, &vars);
+	enum ba_status rc = launch_prepare(&payload, cfg, &vars);
 	if (rc == BA_OK)
 		rc = loop_create(&s.loop);
 	if (rc == BA_OK)

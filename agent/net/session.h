@@ -14,9 +14,10 @@
 #include "address.h"
 #include "config.h"
 #include "proto.h"
+#include "status.h"
 
 /* Takes over conn and its fd. */
-int session_run(const struct config *cfg, struct proto_conn *conn, int64_t heartbeat_ms,
+enum ba_status session_run(const struct config *cfg, struct proto_conn *conn, int64_t heartbeat_ms,
 		const struct manager_address *manager, const char *node_addr);
 
 #endif

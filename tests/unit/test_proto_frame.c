@@ -175,6 +175,7 @@ static void test_handshake_limit(void **state)
 	size_t n;
 
 	/* A 4097-byte object: over the handshake limit, fine afterwards. */
+	proto_frame_set_exact(&p->c, true);
 	n = PROTO_MAX_HANDSHAKE_FRAME + 1;
 	memset(big, ' ', n);
 	memcpy(big, "{\"type\":\"heartbeat\"}", 20);
@@ -185,7 +186,8 @@ static void test_handshake_limit(void **state)
 	proto_frame_conn_free(&p->c);
 	proto_frame_conn_init(&p->c, p->a);
 	assert_int_equal(proto_frame_set_limit(&p->c, PROTO_MAX_FRAME), PROTO_OK);
-	/* The earlier frame's body is still in the socket: drain it by hand. */
+	/* The earlier frame's body is still in the socket (exact reads took only its
+	 * header): drain it by hand. */
 	char sink[8192];
 	assert_int_equal(read(p->a, sink, n), (ssize_t)n);
 	raw_frame(p->b, big);
@@ -345,42 +347,87 @@ static void test_partial_writes(void **state)
 	free(reason);
 }
 
-/* The interrupt fd ends a blocking wait at once, keeps what was read of a frame, and
- * the next call picks up where the first left off. */
-static void test_interrupt_fd(void **state)
+/* A wait hook that reports an interruption on its first call, then waits as the
+ * codec's default does. */
+static int hook_calls;
+static enum proto_err interrupt_once(int fd, short events, int64_t deadline_ms, void *ctx)
+{
+	(void)ctx;
+	if (hook_calls++ == 0)
+		return PROTO_ERR_INTERRUPTED;
+	return proto_frame_poll(fd, events, deadline_ms, NULL);
+}
+
+/* What the wait hook returns ends a blocking wait at once, keeps what was read of a
+ * frame, and the next call picks up where the first left off. */
+static void test_wait_hook(void **state)
 {
 	struct pair *p = *state;
 	static const char text[] = "{\"type\":\"heartbeat\"}";
 	unsigned char hdr[4] = { 0, 0, 0, sizeof text - 1 };
 	cJSON *got = NULL;
-	char byte = 'x';
-	int pipe_fds[2];
 	int64_t t0;
 
-	assert_int_equal(pipe(pipe_fds), 0);
-	assert_int_equal(proto_frame_set_interrupt_fd(&p->c, -2), PROTO_ERR_INVALID);
-	assert_int_equal(proto_frame_set_interrupt_fd(&p->c, pipe_fds[0]), PROTO_OK);
+	hook_calls = 0;
+	proto_frame_set_wait(&p->c, interrupt_once, NULL);
 	raw_write(p->b, hdr, 4);
 	raw_write(p->b, text, 5);
-	raw_write(pipe_fds[1], &byte, 1);
 	t0 = proto_frame_now_ms();
 	assert_int_equal(proto_frame_recv_wait(&p->c, &got, t0 + 5000), PROTO_ERR_INTERRUPTED);
 	assert_null(got);
 	assert_true(proto_frame_now_ms() - t0 < 1000);
-	assert_int_equal(read(pipe_fds[0], &byte, 1), 1);
 	raw_write(p->b, text + 5, sizeof text - 1 - 5);
 	assert_int_equal(proto_frame_recv_wait(&p->c, &got, proto_frame_now_ms() + 5000), PROTO_OK);
 	assert_non_null(got);
 	cJSON_Delete(got);
+	assert_int_equal(hook_calls, 1);
 	/* Nothing pending on either side: the deadline still rules. */
 	assert_int_equal(proto_frame_recv_wait(&p->c, &got, proto_frame_now_ms() + 50), PROTO_ERR_TIMEOUT);
-	/* A closed interrupt fd is an error, not an endless stream of interruptions. */
-	close(pipe_fds[0]);
-	close(pipe_fds[1]);
-	assert_int_equal(proto_frame_recv_wait(&p->c, &got, proto_frame_now_ms() + 1000), PROTO_ERR_IO);
-	assert_int_equal(proto_frame_set_interrupt_fd(&p->c, -1), PROTO_OK);
+	proto_frame_set_wait(&p->c, NULL, NULL);
 	assert_int_equal(proto_frame_recv_wait(&p->c, &got, proto_frame_now_ms() + 50), PROTO_ERR_TIMEOUT);
 	assert_string_equal(proto_strerror(PROTO_ERR_INTERRUPTED), "interrupted while waiting");
+}
+
+/* Greedy reads: several frames in the socket come out one by one, the buffer says
+ * whether more are in, and a limit lowered between two buffered frames applies to
+ * the second. */
+static void test_frames_in_one_read(void **state)
+{
+	struct pair *p = *state;
+	cJSON *got = NULL;
+
+	assert_false(proto_frame_buffered(&p->c));
+	raw_frame(p->b, "{\"type\":\"heartbeat\"}");
+	raw_frame(p->b, "{\"type\":\"heartbeat\",\"n\":2}");
+	raw_frame(p->b, "{\"type\":\"heartbeat\",\"n\":3,\"pad\":\"xxxxxxxxxxxxxxxxxxxx\"}");
+	assert_int_equal(proto_frame_recv(&p->c, &got), PROTO_OK);
+	assert_null(cJSON_GetObjectItem(got, "n"));
+	cJSON_Delete(got);
+	assert_true(proto_frame_buffered(&p->c));
+	assert_int_equal(proto_frame_recv(&p->c, &got), PROTO_OK);
+	assert_int_equal(cJSON_GetObjectItem(got, "n")->valueint, 2);
+	cJSON_Delete(got);
+	assert_true(proto_frame_buffered(&p->c));
+	assert_int_equal(proto_frame_set_limit(&p->c, 20), PROTO_OK);
+	expect_error(p, PROTO_ERR_TOO_LARGE);
+	assert_false(proto_frame_buffered(&p->c));
+}
+
+/* Exact reads leave everything past the frame returned in the socket. */
+static void test_exact_reads(void **state)
+{
+	struct pair *p = *state;
+	cJSON *got = NULL;
+	char rest[64];
+
+	proto_frame_set_exact(&p->c, true);
+	raw_frame(p->b, "{\"type\":\"heartbeat\"}");
+	raw_write(p->b, "tail", 4);
+	assert_int_equal(proto_frame_recv(&p->c, &got), PROTO_OK);
+	cJSON_Delete(got);
+	assert_false(proto_frame_buffered(&p->c));
+	assert_int_equal(read(p->a, rest, sizeof rest), 4);
+	assert_memory_equal(rest, "tail", 4);
 }
 
 static void test_timeout_and_send_errors(void **state)
@@ -422,7 +469,9 @@ int main(void)
 		cmocka_unit_test(test_depth),
 		cmocka_unit_test_setup_teardown(test_garbage_on_the_wire, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_partial_writes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_interrupt_fd, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wait_hook, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_frames_in_one_read, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_exact_reads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timeout_and_send_errors, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

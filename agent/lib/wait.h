@@ -1,0 +1,23 @@
+/* The agent's one blocking wait outside the event loop: for a descriptor, a deadline,
+ * or a terminating signal, whichever comes first. Dialing, the handshakes (native,
+ * through the codec's wait hook, and Julia's) and the AWS queries all wait here, so a
+ * SIGTERM before the payload starts ends the agent at once with 128+N wherever it
+ * waits: nothing runs yet, so nothing is lost. Needs signals_take_over(). */
+#ifndef BATCH_AGENT_WAIT_H
+#define BATCH_AGENT_WAIT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "status.h"
+
+/* Wait until fd (-1: none) has one of events (POLLIN, POLLOUT) or deadline_ms
+ * (util_now_ms clock) passes: BA_OK with *ready telling which; 128+N as soon as a
+ * terminating signal arrives (logged); BA_EX_OSERR when poll fails. Other signals are
+ * consumed: nobody takes them yet. */
+enum ba_status wait_fd(int fd, short events, int64_t deadline_ms, bool *ready);
+
+/* Sleep up to ms, waking early for a terminating signal: BA_OK or 128+N. */
+enum ba_status wait_sleep(int64_t ms);
+
+#endif

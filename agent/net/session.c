@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "launch.h"
 #include "log.h"
 #include "status.h"
@@ -23,31 +24,25 @@ struct session {
 	const char *peer;
 	struct loop *loop;
 	struct supervisor *sv;
-	struct proto_conn *conn;
-	bool connected;
+	struct conn conn;
 	int64_t heartbeat_ms;
-	int64_t last_heard_ms;
 	struct loop_timer heartbeat_timer;
 	bool shutdown_requested;
 	bool manager_lost;
 	bool protocol_error; /* the manager broke the protocol: exit 76 rather than 69 */
 };
 
-static void send_or_lose(struct session *s, cJSON *msg, int build_err);
-
+/* Out of the loop; the descriptor stays open until we exit (after a FIN, if any, the
+ * manager knows already). */
 static void disconnect(struct session *s)
 {
-	if (!s->connected)
-		return;
-	loop_remove(s->loop, s->conn->fd);
 	loop_timer_cancel(s->loop, &s->heartbeat_timer);
-	s->connected = false;
+	if (s->conn.attached)
+		conn_end(&s->conn, NULL, NULL);
 }
 
 static void lose_manager(struct session *s, const char *why)
 {
-	if (!s->connected)
-		return;
 	disconnect(s);
 	/* After a shutdown request the manager is expected to leave. */
 	if (s->shutdown_requested || !supervise_running(s->sv)) {
@@ -64,69 +59,66 @@ static void lose_manager(struct session *s, const char *why)
 		supervise_terminate(s->sv, SIGTERM, s->cfg->grace_ms, "manager lost");
 }
 
-/* A message we could not build is our own failure: log it, and keep the manager. */
-static void send_or_lose(struct session *s, cJSON *msg, int build_err)
+/* The conn told the manager already, where the error was its (proto_err_code). */
+static void on_lost(struct conn *c, enum proto_err err, void *ctx)
 {
-	int err = PROTO_OK;
-	if (build_err != PROTO_OK)
-		log_error("internal error: cannot build a message for the manager: %s", proto_strerror(build_err));
-	else if (s->connected)
-		err = proto_frame_send(s->conn, msg);
-	if (s->connected && build_err == PROTO_OK && err == PROTO_OK)
-		loop_modify(s->loop, s->conn->fd, EPOLLIN | (s->conn->want_write ? EPOLLOUT : 0));
-	cJSON_Delete(msg);
-	if (s->connected && err != PROTO_OK)
-		lose_manager(s, proto_strerror(err));
+	struct session *s = ctx;
+	(void)c;
+	if (err == PROTO_CLOSED) {
+		lose_manager(s, "it closed the connection");
+		return;
+	}
+	if (err == PROTO_ERR_TOO_LARGE || err == PROTO_ERR_BAD_JSON || err == PROTO_ERR_TRUNCATED ||
+	    err == PROTO_ERR_BAD_MESSAGE) {
+		log_error("the manager at %s broke the protocol: %s", s->peer, proto_strerror(err));
+		s->protocol_error = true;
+	}
+	lose_manager(s, proto_strerror(err));
 }
 
-/* PROTOCOL.md §1, §4: tell the manager what it did wrong (best effort: whatever the
- * socket takes now), then treat it as lost. */
-static void protocol_violation(struct session *s, const char *code, const char *what)
+static void send_or_lose(struct session *s, cJSON *msg, enum proto_err build_err)
 {
-	cJSON *msg = NULL;
-	if (!s->connected)
-		return;
-	log_error("the manager at %s broke the protocol: %s", s->peer, what);
-	if (proto_msg_error(code, what, &msg) == PROTO_OK)
-		proto_frame_send(s->conn, msg);
-	cJSON_Delete(msg);
-	/* The descriptor stays open until we exit: the FIN tells the manager now. */
-	shutdown(s->conn->fd, SHUT_WR);
-	s->protocol_error = true;
-	lose_manager(s, "it broke the protocol");
+	conn_send(&s->conn, msg, build_err);
 }
 
 static void on_heartbeat_timer(struct loop *loop, void *ctx)
 {
 	struct session *s = ctx;
-	if (util_now_ms() - s->last_heard_ms > PROTO_HEARTBEAT_MISSES * s->heartbeat_ms) {
+	if (util_now_ms() - s->conn.last_heard_ms > PROTO_HEARTBEAT_MISSES * s->heartbeat_ms) {
 		lose_manager(s, "no heartbeat");
 		return;
 	}
 	cJSON *msg = NULL;
-	int err = proto_msg_heartbeat(&msg);
+	enum proto_err err = proto_msg_heartbeat(&msg);
 	send_or_lose(s, msg, err);
-	if (s->connected)
+	if (s->conn.attached)
 		loop_timer_arm(loop, &s->heartbeat_timer, s->heartbeat_ms, on_heartbeat_timer, s);
 }
 
-static void handle_message(struct session *s, const struct proto_msg *msg)
+static void on_shutdown(struct session *s, const struct proto_msg *msg)
 {
+	const char *reason = msg->u.shutdown.reason, *sep = reason[0] ? ": " : "";
+	/* A shutdown turns the payload's end into exit 0 only when it is what ended the
+	 * payload: one that crossed our payload_exited must not hide a failure. */
+	if (!supervise_running(s->sv)) {
+		log_info("the manager asks us to shut down%s%s: the payload has already ended", sep, reason);
+		return;
+	}
+	log_info("the manager asks us to shut down%s%s (grace %.3g s)", sep, reason,
+		 (double)msg->u.shutdown.grace_ms / 1000.0);
+	s->shutdown_requested = true;
+	supervise_terminate(s->sv, SIGTERM, msg->u.shutdown.grace_ms, "shutdown from the manager");
+}
+
+static void on_message(struct conn *c, const struct proto_msg *msg, void *ctx)
+{
+	struct session *s = ctx;
+	(void)c;
 	switch (msg->type) {
 	case PROTO_MSG_HEARTBEAT:
 		return;
 	case PROTO_MSG_SHUTDOWN:
-		/* A shutdown turns the payload's end into exit 0 only when it is what ended
-		 * the payload: one that crossed our payload_exited must not hide a failure. */
-		if (!supervise_running(s->sv)) {
-			log_info("the manager asks us to shut down%s%s: the payload has already ended",
-				 msg->u.shutdown.reason[0] ? ": " : "", msg->u.shutdown.reason);
-			return;
-		}
-		log_info("the manager asks us to shut down%s%s (grace %.3g s)", msg->u.shutdown.reason[0] ? ": " : "",
-			 msg->u.shutdown.reason, (double)msg->u.shutdown.grace_ms / 1000.0);
-		s->shutdown_requested = true;
-		supervise_terminate(s->sv, SIGTERM, msg->u.shutdown.grace_ms, "shutdown from the manager");
+		on_shutdown(s, msg);
 		return;
 	case PROTO_MSG_ERROR:
 		log_error("the manager reports an error: %s%s%s", msg->u.error.code, msg->u.error.message[0] ? ": " : "",
@@ -134,47 +126,15 @@ static void handle_message(struct session *s, const struct proto_msg *msg)
 		lose_manager(s, "it reported an error");
 		return;
 	default: {
+		/* PROTOCOL.md §1, §4: tell the manager what it did wrong, then treat it as lost. */
 		char what[64];
 		snprintf(what, sizeof what, "unexpected \"%s\"", proto_msg_type_name(msg->type));
-		protocol_violation(s, PROTO_CODE_UNEXPECTED, what);
+		log_error("the manager at %s broke the protocol: %s", s->peer, what);
+		conn_end(&s->conn, PROTO_CODE_UNEXPECTED, what);
+		s->protocol_error = true;
+		lose_manager(s, "it broke the protocol");
 		return;
 	}
-	}
-}
-
-static void on_connection(struct loop *loop, int fd, uint32_t events, void *ctx)
-{
-	struct session *s = ctx;
-	(void)fd;
-	if (events & EPOLLOUT) {
-		int err = proto_frame_flush(s->conn);
-		if (err != PROTO_OK && err != PROTO_AGAIN) {
-			lose_manager(s, proto_strerror(err));
-			return;
-		}
-		loop_modify(loop, s->conn->fd, EPOLLIN | (s->conn->want_write ? EPOLLOUT : 0));
-	}
-	while (s->connected) {
-		cJSON *json = NULL;
-		struct proto_msg msg;
-		int err = proto_frame_recv(s->conn, &json);
-		if (err == PROTO_AGAIN)
-			return;
-		if (err == PROTO_OK)
-			err = proto_msg_parse(json, &msg);
-		if (err == PROTO_OK) {
-			s->last_heard_ms = util_now_ms();
-			handle_message(s, &msg);
-		}
-		cJSON_Delete(json);
-		if (err == PROTO_CLOSED)
-			lose_manager(s, "it closed the connection");
-		else if (err == PROTO_ERR_BAD_MESSAGE)
-			protocol_violation(s, PROTO_CODE_BAD_MESSAGE, proto_strerror(err));
-		else if (err == PROTO_ERR_TOO_LARGE || err == PROTO_ERR_BAD_JSON || err == PROTO_ERR_TRUNCATED)
-			protocol_violation(s, PROTO_CODE_BAD_FRAME, proto_strerror(err));
-		else if (err != PROTO_OK)
-			lose_manager(s, proto_strerror(err));
 	}
 }
 
@@ -213,9 +173,9 @@ static void on_finished(void *ctx, int exit_status)
 {
 	struct session *s = ctx;
 	int code = exit_status;
-	if (s->connected) {
+	if (s->conn.attached) {
 		/* Our last words (payload_exited) must reach the manager before we go. */
-		proto_frame_flush_wait(s->conn, util_now_ms() + FINAL_FLUSH_MS);
+		proto_frame_flush_wait(&s->conn.pc, util_now_ms() + FINAL_FLUSH_MS);
 		disconnect(s);
 	}
 	if (s->shutdown_requested && !supervise_grace_expired(s->sv))
@@ -250,14 +210,36 @@ static enum ba_status exec_with_connection(const struct config *cfg, struct prot
 	return rc;
 }
 
+/* The manager's connection in the loop, then the payload beside it. */
+static enum ba_status supervise_with_connection(struct session *s, const struct payload *payload,
+						struct proto_conn *pc)
+{
+	enum ba_status rc = conn_attach(&s->conn, s->loop, pc, on_message, on_lost, s);
+	if (rc != BA_OK)
+		return rc;
+	loop_timer_arm(s->loop, &s->heartbeat_timer, s->heartbeat_ms, on_heartbeat_timer, s);
+	rc = supervise_spawn(s->sv, payload);
+	if (rc != BA_OK) {
+		/* The manager hears why: no payload will start here. */
+		cJSON *msg = NULL;
+		enum proto_err err = proto_msg_payload_exited_code((int)rc, &msg);
+		send_or_lose(s, msg, err);
+		if (s->conn.attached)
+			proto_frame_flush_wait(&s->conn.pc, util_now_ms() + FINAL_FLUSH_MS);
+		return rc;
+	}
+	/* What arrived with the manager's accept is in the reader already. */
+	conn_read_now(&s->conn);
+	return loop_run(s->loop);
+}
+
 enum ba_status session_run(const struct config *cfg, struct proto_conn *conn, int64_t heartbeat_ms,
-		const struct manager_address *manager, const char *node_addr)
+			   const struct manager_address *manager, const char *node_addr)
 {
 	if (cfg->exec)
 		return exec_with_connection(cfg, conn, heartbeat_ms, manager->display, node_addr);
 
-	struct session s = { .cfg = cfg, .peer = manager->display, .conn = conn, .heartbeat_ms = heartbeat_ms,
-			     .last_heard_ms = util_now_ms() };
+	struct session s = { .cfg = cfg, .peer = manager->display, .heartbeat_ms = heartbeat_ms };
 	struct payload payload = { 0 };
 	struct launch_vars vars = { .manager = manager->display, .node_addr = node_addr, .handover_fd = -1 };
 	struct supervise_opts opts = supervise_opts_from_config(cfg);
@@ -269,24 +251,11 @@ enum ba_status session_run(const struct config *cfg, struct proto_conn *conn, in
 	if (rc == BA_OK)
 		rc = supervise_create(&s.sv, s.loop, &opts, &hooks);
 	if (rc == BA_OK)
-		rc = loop_add(s.loop, conn->fd, EPOLLIN, on_connection, &s);
-	if (rc != BA_OK)
-		goto out;
-	s.connected = true;
-	loop_timer_arm(s.loop, &s.heartbeat_timer, heartbeat_ms, on_heartbeat_timer, &s);
-	rc = supervise_spawn(s.sv, &payload);
-	if (rc != BA_OK) {
-		/* The manager hears why: no payload will start here. */
-		cJSON *msg = NULL;
-		int err = proto_msg_payload_exited_code(rc, &msg);
-		send_or_lose(&s, msg, err);
-		if (s.connected)
-			proto_frame_flush_wait(conn, util_now_ms() + FINAL_FLUSH_MS);
-		goto out;
-	}
-	rc = loop_run(s.loop);
-out:
+		rc = supervise_with_connection(&s, &payload, conn);
 	disconnect(&s);
+	/* The descriptor is the caller's to close. */
+	if (s.conn.open)
+		proto_frame_conn_free(&s.conn.pc);
 	supervise_free(s.sv);
 	loop_destroy(s.loop);
 	launch_release(&payload);

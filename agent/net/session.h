@@ -16,7 +16,7 @@
 #include "proto.h"
 #include "status.h"
 
-/* Takes over conn and its fd. */
+/* Takes over what conn has buffered; the caller closes its descriptor after. */
 enum ba_status session_run(const struct config *cfg, struct proto_conn *conn, int64_t heartbeat_ms,
 		const struct manager_address *manager, const char *node_addr);
 

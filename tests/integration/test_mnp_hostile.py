@@ -213,22 +213,25 @@ def hostile_peers_do_not_stop_the_job(workdir):
 @runner.case
 def handshake_flood_is_bounded(workdir):
     """More silent connections than the pending-handshake cap (2 * nodes + 64): the
-    main stops accepting (the excess waits in the kernel's backlog) instead of holding
-    descriptors, and a real node that arrives meanwhile still gets in once the flood
-    is gone: it redials when its hello goes unanswered."""
+    main answers the excess with error busy as their first frame and closes them, so
+    it holds no descriptor for them, and a real node that arrives meanwhile still gets
+    in: it is answered busy too, and dials again with backoff until the flood is gone."""
     port, job = mnp.free_port(), Job(2)
     main = Agent("main", ["--port", str(port), "--wait-timeout", "60", "--", "true"], job.env(0), workdir)
     main.wait_for_log("rendezvous listening", 10)
     cap = 2 * 2 + 64
-    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(cap + 10)]
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(cap)]
     child = None
     try:
-        main.wait_for_log("pausing accept", 5)
+        # Past the cap, a newcomer's first frame is busy, and then the main closes.
+        extra = connect(port)
+        expect_error_and_close(extra, npr.BUSY, "a connection past the cap")
+        main.wait_for_log("answering newcomers busy", 5)
         fd_count = len(os.listdir(f"/proc/{main.pid}/fd"))
         check(fd_count < cap + 20, f"the main holds {fd_count} descriptors")
         child = Agent("child", ["--connect-timeout", "60", "--", "true"],
                       job.env(1, main_addr="127.0.0.1", extra={"BATCH_AGENT_PORT": str(port)}), workdir)
-        time.sleep(1)
+        child.wait_for_log("for load", 10)
         check(child.proc.poll() is None, f"the child gave up during the flood:\n{child.stderr()}")
     finally:
         for s in socks:

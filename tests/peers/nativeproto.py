@@ -48,6 +48,7 @@ UNSUPPORTED_VERSION = "unsupported_version"
 AUTH_FAILED = "auth_failed"
 TIMEOUT = "timeout"
 INTERNAL = "internal"
+BUSY = "busy"  # the manager serves no more handshakes now: dial again later
 
 
 class ProtocolError(Exception):

@@ -1,0 +1,124 @@
+/* The manager's handshake checks. */
+#include "admit.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "address.h"
+#include "util.h"
+
+static bool refuse(struct admit_refusal *why, const char *code, bool loud, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static bool refuse(struct admit_refusal *why, const char *code, bool loud, const char *fmt, ...)
+{
+	va_list args;
+	why->code = code;
+	why->reject = false;
+	why->loud = loud;
+	va_start(args, fmt);
+	vsnprintf(why->text, sizeof why->text, fmt, args);
+	va_end(args);
+	return false;
+}
+
+static bool reject(struct admit_refusal *why, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static bool reject(struct admit_refusal *why, const char *code, const char *fmt, ...)
+{
+	va_list args;
+	why->code = code;
+	why->reject = true;
+	why->loud = false;
+	va_start(args, fmt);
+	vsnprintf(why->text, sizeof why->text, fmt, args);
+	va_end(args);
+	return false;
+}
+
+/* PROTOCOL.md §3: an error before authentication is logged, never answered. */
+static bool refuse_error(struct admit_refusal *why, const struct proto_msg *msg, const char *when)
+{
+	return refuse(why, NULL, true, "%s error %s%s%s", when, msg->u.error.code, msg->u.error.message[0] ? ": " : "",
+		      msg->u.error.message);
+}
+
+bool admit_hello(struct admission *a, const struct admit_job *job, const struct proto_msg *msg, cJSON **reply,
+		 struct admit_refusal *why)
+{
+	unsigned char proof[PROTO_PROOF_LEN];
+	if (msg->type == PROTO_MSG_ERROR)
+		return refuse_error(why, msg, "it opened with");
+	if (msg->type != PROTO_MSG_HELLO_WORKER)
+		return refuse(why, PROTO_CODE_UNEXPECTED, false, "it did not start with hello");
+	if (proto_msg_pick_version(msg, &a->version) != PROTO_OK)
+		return refuse(why, PROTO_CODE_UNSUPPORTED_VERSION, true,
+			      "no protocol version in common (this manager speaks %d)", PROTO_VERSION);
+	memcpy(a->worker_nonce, msg->u.hello_worker.nonce, PROTO_NONCE_LEN);
+	if (proto_auth_nonce(a->manager_nonce) != PROTO_OK ||
+	    proto_auth_proof(job->cookie->bytes, job->cookie->length, a->version, PROTO_ROLE_MANAGER, a->worker_nonce,
+			     a->manager_nonce, proof) != PROTO_OK)
+		return refuse(why, PROTO_CODE_INTERNAL, false, "cannot compute our proof");
+	enum proto_err err = proto_msg_hello_manager(a->version, a->manager_nonce, proof, reply);
+	proto_auth_wipe(proof, sizeof proof);
+	if (err != PROTO_OK)
+		return refuse(why, PROTO_CODE_INTERNAL, false, "cannot build our hello: %s", proto_strerror(err));
+	return true;
+}
+
+bool admit_auth(const struct admission *a, const struct admit_job *job, const struct proto_msg *msg,
+		struct admit_refusal *why)
+{
+	if (msg->type == PROTO_MSG_ERROR)
+		return refuse_error(why, msg, "it did not accept our proof (the cookies differ):");
+	if (msg->type != PROTO_MSG_AUTH)
+		return refuse(why, PROTO_CODE_UNEXPECTED, false, "\"%s\" instead of auth", proto_msg_type_name(msg->type));
+	if (proto_auth_verify(job->cookie->bytes, job->cookie->length, a->version, PROTO_ROLE_WORKER, a->worker_nonce,
+			      a->manager_nonce, msg->u.auth.proof) != PROTO_OK)
+		return refuse(why, PROTO_CODE_AUTH_FAILED, true,
+			      "authentication failed (wrong cookie, or a replayed exchange)");
+	return true;
+}
+
+/* MNP node ids are "<job uuid>#<node index>": a child of this job carries our uuid and
+ * its own index. */
+static bool job_matches(const struct admit_job *job, const char *job_id, long node_index)
+{
+	if (job->job_prefix == NULL)
+		return true;
+	long suffix;
+	return strncmp(job_id, job->job_prefix, job->job_prefix_length) == 0 &&
+	       util_parse_long(job_id + job->job_prefix_length, 0, 100000, &suffix) && suffix == node_index;
+}
+
+bool admit_register(const struct admit_job *job, const struct proto_msg *msg, struct admit_refusal *why)
+{
+	const struct proto_register *reg = &msg->u.reg;
+	if (msg->type == PROTO_MSG_ERROR)
+		return refuse(why, NULL, false, "it gave up before registering: %s%s%s", msg->u.error.code,
+			      msg->u.error.message[0] ? ": " : "", msg->u.error.message);
+	if (msg->type != PROTO_MSG_REGISTER)
+		return refuse(why, PROTO_CODE_UNEXPECTED, false, "it did not register");
+	long index = reg->node_index.present ? (long)reg->node_index.value : -1;
+	if (index < 0 || index >= job->num_nodes || index == job->main_node_index)
+		return reject(why, PROTO_REJECT_NODE_OUT_OF_RANGE, "node index %ld is not a child of this %ld-node job",
+			      index, job->num_nodes);
+	if (!job_matches(job, reg->job_id, index))
+		return reject(why, PROTO_REJECT_JOB_MISMATCH, "job id \"%.100s\" is not node %ld of this job (%.100s)",
+			      reg->job_id, index, job->job_id);
+	/* PROTOCOL.md §3: job_mismatch also covers the job's size and attempt, where the
+	 * worker knows them (null: it does not) and, for the attempt, so do we. */
+	if (reg->num_nodes.present && reg->num_nodes.value != job->num_nodes)
+		return reject(why, PROTO_REJECT_JOB_MISMATCH, "node %ld counts %lld nodes in the job, this job has %ld",
+			      index, (long long)reg->num_nodes.value, job->num_nodes);
+	if (reg->attempt.present && job->attempt > 0 && reg->attempt.value != job->attempt)
+		return reject(why, PROTO_REJECT_JOB_MISMATCH, "node %ld is from attempt %lld of the job, this is attempt %ld",
+			      index, (long long)reg->attempt.value, job->attempt);
+	/* The address becomes a line of the hostfile and an entry of BATCH_AGENT_NODES: a
+	 * newline or a comma in it would forge nodes. */
+	if (!address_valid_advertised(reg->address))
+		return reject(why, PROTO_REJECT_BAD_ADDRESS,
+			      "node %ld advertises %zu bytes that are not an IP address or a DNS name", index,
+			      strlen(reg->address));
+	return true;
+}

@@ -1,0 +1,57 @@
+/* The manager's side of the handshake (PROTOCOL.md §3): the checks that let a peer
+ * from hello to a registration, one step at a time.
+ *
+ *   W -> M  hello {versions, wn}      admit_hello: a version in common; our proof mp
+ *   M -> W  hello {v, mn, mp}
+ *   W -> M  auth {wp}                 admit_auth: wp proves the cookie
+ *   W -> M  register {...}            admit_register: this job, a child's index, an
+ *   M -> W  accept | reject             address fit for the hostfile
+ *
+ * Each step takes the peer's message and says whether it passes; when it does not, the
+ * refusal says what to answer (an error or a reject code, or nothing) and what to log.
+ * What depends on the rest of the job (a second registration of one index, the
+ * rendezvous having started) is the rendezvous's to check. */
+#ifndef BATCH_AGENT_ADMIT_H
+#define BATCH_AGENT_ADMIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "cookie.h"
+#include "proto.h"
+
+/* One peer's progress through the handshake. */
+struct admission {
+	int version;
+	unsigned char worker_nonce[PROTO_NONCE_LEN];
+	unsigned char manager_nonce[PROTO_NONCE_LEN];
+};
+
+/* What a registration must match. */
+struct admit_job {
+	const struct cookie *cookie;
+	const char *job_id;     /* AWS_BATCH_JOB_ID, for messages; NULL when unknown */
+	const char *job_prefix; /* "<uuid>#" of this job, NULL when unknown */
+	size_t job_prefix_length;
+	long num_nodes;
+	long main_node_index;
+	long attempt;           /* -1 when unknown */
+};
+
+struct admit_refusal {
+	const char *code; /* to send: an error code, or with reject a reject code; NULL: close without a word */
+	bool reject;      /* send reject {code} (after authentication) rather than error {code} */
+	bool loud;        /* a wrong cookie or version: a warning that names the peer */
+	char text[320];   /* for the log and the message sent */
+};
+
+/* The worker's hello: true with *reply, our hello to send. */
+bool admit_hello(struct admission *a, const struct admit_job *job, const struct proto_msg *msg, cJSON **reply,
+		 struct admit_refusal *why);
+/* The worker's proof: true when it proves the cookie (raise the frame limit then). */
+bool admit_auth(const struct admission *a, const struct admit_job *job, const struct proto_msg *msg,
+		struct admit_refusal *why);
+/* The registration: true when it names a child of this job at a usable address. */
+bool admit_register(const struct admit_job *job, const struct proto_msg *msg, struct admit_refusal *why);
+
+#endif

@@ -1,0 +1,519 @@
+/* The manager's connections. Read in the order of a connection's life: listen, accept
+ * (or busy), the handshake, the registered child, the sweep of deadlines. */
+#include "listener.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+#define SWEEP_MS 250
+#define ACCEPT_RETRY_MS 250      /* out of descriptors or memory: how long accept(2) rests */
+#define REFUSALS_WINDOW_MS 60000 /* refused pre-auth peers: one summary line per window */
+#define REFUSALS_LOUD_MAX 10     /* warnings per window before the rest are only counted */
+#define FD_SLACK 32              /* descriptors besides the peers': stdio, epoll, signalfd, pipes, hostfile */
+#define LISTEN_BACKLOG 4096
+
+struct listener {
+	struct loop *loop;
+	const struct config *cfg;
+	struct admit_job job;
+	struct listener_hooks hooks;
+	int listen_fd;
+	struct peer *peers;    /* every peer with a live connection, and registered ones */
+	size_t pending;        /* peers in the handshake */
+	size_t registered;     /* peers registered and connected */
+	size_t max_pending;
+	bool accepting;        /* false after listener_stop_accepting */
+	bool accept_paused;    /* the listen fd is out of the loop */
+	bool accept_starved;   /* accept(2) ran out of descriptors or memory: logged once per episode */
+	struct rlimit nofile;  /* as inherited: the main payload gets it back */
+	unsigned char *busy_frame; /* error busy, encoded once */
+	size_t busy_frame_len;
+	int64_t refusals_since_ms; /* start of the current window */
+	unsigned refusals_loud;    /* warned about in this window */
+	unsigned refusals_quiet;   /* only counted (and logged at debug) in this window */
+	unsigned busy_answered;    /* connections answered busy in this window */
+	int64_t last_heartbeat_ms;
+	int64_t sweep_ms;          /* min(SWEEP_MS, heartbeat / 3): heartbeats leave on a sweep */
+	struct loop_timer sweep_timer, accept_timer;
+};
+
+/* ---- the log of refusals ---- */
+
+/* Anyone who reaches the port can be refused thousands of times a second: the log must
+ * not grow with them. A wrong cookie (loud) is a warning that names the peer, for the
+ * first REFUSALS_LOUD_MAX of a window; garbage, oversized frames and timeouts (quiet)
+ * and the loud ones past that go to debug, and one line per window counts them. */
+static void refused(struct listener *ls, bool loud, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void refused(struct listener *ls, bool loud, const char *fmt, ...)
+{
+	char line[400];
+	va_list args;
+	va_start(args, fmt);
+	vsnprintf(line, sizeof line, fmt, args);
+	va_end(args);
+	if (loud && ls->refusals_loud < REFUSALS_LOUD_MAX) {
+		ls->refusals_loud++;
+		log_warn("%s", line);
+		return;
+	}
+	ls->refusals_quiet++;
+	log_debug("%s", line);
+}
+
+/* The summary of the window, when it has one; a new window starts at now. */
+static void refusals_summary(struct listener *ls, int64_t now)
+{
+	long long seconds = (now - ls->refusals_since_ms + 999) / 1000;
+	if (ls->refusals_quiet > 0)
+		log_warn("refused %u more peer%s in the last %lld s (details at --log-level debug)", ls->refusals_quiet,
+			 ls->refusals_quiet == 1 ? "" : "s", seconds);
+	if (ls->busy_answered > 0)
+		log_info("answered %u connection%s busy in the last %lld s (at most %zu handshakes at once)",
+			 ls->busy_answered, ls->busy_answered == 1 ? "" : "s", seconds, ls->max_pending);
+	ls->refusals_since_ms = now;
+	ls->refusals_loud = 0;
+	ls->refusals_quiet = 0;
+	ls->busy_answered = 0;
+}
+
+/* ---- accepting ---- */
+
+static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx);
+
+/* Put the listen fd back in the loop, unless accepting is over or resting. */
+static void resume_accept(struct listener *ls)
+{
+	if (ls->accept_paused && ls->accepting && !ls->accept_timer.armed &&
+	    loop_add(ls->loop, ls->listen_fd, EPOLLIN, on_accept, ls) == BA_OK)
+		ls->accept_paused = false;
+}
+
+static void on_accept_timer(struct loop *loop, void *ctx)
+{
+	(void)loop;
+	resume_accept(ctx);
+}
+
+/* The listen fd is level-triggered: a connection we cannot take for want of
+ * descriptors or memory stays readable, and accepting again at once would spin. Rest a
+ * while; handshakes that end meanwhile free some. */
+static void rest_accept(struct listener *ls)
+{
+	if (!ls->accept_starved)
+		log_warn("accept: %m: pausing accept, retrying every %d ms", ACCEPT_RETRY_MS);
+	ls->accept_starved = true;
+	loop_remove(ls->loop, ls->listen_fd);
+	ls->accept_paused = true;
+	loop_timer_arm(ls->loop, &ls->accept_timer, ACCEPT_RETRY_MS, on_accept_timer, ls);
+}
+
+/* Beyond the cap: one send of the encoded error busy, then close. The peer holds no
+ * descriptor or memory of ours, and its worker dials again with backoff. */
+static void answer_busy(struct listener *ls, int fd)
+{
+	if (ls->busy_answered++ == 0)
+		log_warn("%zu handshakes in progress: answering newcomers busy until some finish", ls->pending);
+	ssize_t sent = send(fd, ls->busy_frame, ls->busy_frame_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)sent; /* best effort: a peer that cannot take 60 bytes learns from the close */
+	close(fd);
+}
+
+static void on_message(struct conn *c, const struct proto_msg *msg, void *ctx);
+static void on_lost(struct conn *c, enum proto_err err, void *ctx);
+
+static void new_peer(struct listener *ls, int fd, const struct sockaddr_in *from)
+{
+	char ip[INET_ADDRSTRLEN] = "?";
+	struct peer *p = calloc(1, sizeof *p);
+	if (p == NULL) {
+		close(fd);
+		return;
+	}
+	p->ls = ls;
+	p->state = PEER_HELLO;
+	p->node_index = -1;
+	inet_ntop(AF_INET, &from->sin_addr, ip, sizeof ip);
+	snprintf(p->remote, sizeof p->remote, "%s:%u", ip, ntohs(from->sin_port));
+	struct proto_conn pc;
+	proto_frame_conn_init(&pc, fd);
+	if (conn_attach(&p->conn, ls->loop, &pc, on_message, on_lost, p) != BA_OK) {
+		close(fd);
+		free(p);
+		return;
+	}
+	p->next = ls->peers;
+	ls->peers = p;
+	ls->pending++;
+}
+
+static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx)
+{
+	struct listener *ls = ctx;
+	(void)loop;
+	(void)events;
+	for (;;) {
+		struct sockaddr_in from;
+		socklen_t length = sizeof from;
+		/* TCP_NODELAY comes from the listen socket: no setsockopt per peer. */
+		int conn = accept4(fd, (struct sockaddr *)&from, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (conn < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				rest_accept(ls);
+			else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				log_warn("accept: %m");
+			return;
+		}
+		if (ls->accept_starved)
+			log_info("accepting connections again");
+		ls->accept_starved = false;
+		if (ls->pending >= ls->max_pending)
+			answer_busy(ls, conn);
+		else
+			new_peer(ls, conn, &from);
+	}
+}
+
+void listener_stop_accepting(struct listener *ls)
+{
+	ls->accepting = false;
+	loop_timer_cancel(ls->loop, &ls->accept_timer);
+	if (!ls->accept_paused)
+		loop_remove(ls->loop, ls->listen_fd);
+	ls->accept_paused = true;
+}
+
+/* ---- ending connections ---- */
+
+void listener_drop(struct peer *p, const char *why)
+{
+	struct listener *ls = p->ls;
+	if (!p->conn.open)
+		return;
+	conn_close(&p->conn);
+	if (p->state != PEER_REGISTERED) {
+		ls->pending--;
+		log_debug("dropped peer %s: %s", p->remote, why);
+		p->dead = true;
+		return;
+	}
+	ls->registered--;
+	p->dead = ls->hooks.lost(ls->hooks.ctx, p, why);
+}
+
+void listener_refuse(struct peer *p, const struct admit_refusal *why)
+{
+	cJSON *msg = NULL;
+	if (why->reject && why->code != NULL && proto_msg_reject(why->code, why->text, &msg) == PROTO_OK) {
+		proto_frame_send(&p->conn.pc, msg);
+		conn_end(&p->conn, NULL, NULL);
+	} else {
+		conn_end(&p->conn, why->code, why->text);
+	}
+	cJSON_Delete(msg);
+	listener_drop(p, why->text);
+}
+
+static void on_lost(struct conn *c, enum proto_err err, void *ctx)
+{
+	struct peer *p = ctx;
+	(void)c;
+	const char *why = err == PROTO_CLOSED ? "it closed the connection" : proto_strerror(err);
+	if (p->state != PEER_REGISTERED && proto_err_code(err) != NULL)
+		refused(p->ls, false, "refused peer %s: %s", p->remote, why);
+	listener_drop(p, why);
+}
+
+void listener_send(struct peer *p, cJSON *msg, enum proto_err build_err)
+{
+	conn_send(&p->conn, msg, build_err);
+}
+
+void listener_read_now(struct peer *p)
+{
+	conn_read_now(&p->conn);
+}
+
+/* ---- the handshake ---- */
+
+static void refuse_peer(struct peer *p, const struct admit_refusal *why)
+{
+	refused(p->ls, why->loud, "refused peer %s: %s", p->remote, why->text);
+	listener_refuse(p, why);
+}
+
+static void on_register(struct peer *p, const struct proto_msg *msg)
+{
+	struct listener *ls = p->ls;
+	struct admit_refusal why;
+	long index = msg->u.reg.node_index.present ? (long)msg->u.reg.node_index.value : -1;
+	if (!admit_register(&ls->job, msg, &why) || !ls->hooks.admit(ls->hooks.ctx, p, index, &why)) {
+		if (why.reject)
+			log_warn("rejected registration from %s: %s", p->remote, why.text);
+		else
+			log_warn("peer %s: %s", p->remote, why.text);
+		listener_refuse(p, &why);
+		return;
+	}
+	cJSON *reply = NULL;
+	enum proto_err err = proto_msg_accept(ls->cfg->heartbeat_ms, &reply);
+	if (err != PROTO_OK) {
+		cJSON_Delete(reply);
+		log_error("internal error: cannot build the accept for node %ld: %s", index, proto_strerror(err));
+		struct admit_refusal internal = { .code = PROTO_CODE_INTERNAL, .text = "the manager cannot admit workers" };
+		listener_refuse(p, &internal);
+		return;
+	}
+	conn_send(&p->conn, reply, err);
+	if (!p->conn.attached)
+		return;
+	p->state = PEER_REGISTERED;
+	p->node_index = index;
+	snprintf(p->address, sizeof p->address, "%s", msg->u.reg.address);
+	ls->pending--;
+	ls->registered++;
+	ls->hooks.registered(ls->hooks.ctx, p);
+}
+
+static void on_message(struct conn *c, const struct proto_msg *msg, void *ctx)
+{
+	struct peer *p = ctx;
+	struct listener *ls = p->ls;
+	struct admit_refusal why;
+	cJSON *reply = NULL;
+	(void)c;
+	switch (p->state) {
+	case PEER_HELLO:
+		if (!admit_hello(&p->admission, &ls->job, msg, &reply, &why)) {
+			refuse_peer(p, &why);
+			return;
+		}
+		p->state = PEER_AUTH;
+		conn_send(&p->conn, reply, PROTO_OK);
+		return;
+	case PEER_AUTH:
+		if (!admit_auth(&p->admission, &ls->job, msg, &why)) {
+			refuse_peer(p, &why);
+			return;
+		}
+		proto_frame_set_limit(&p->conn.pc, PROTO_MAX_FRAME);
+		p->state = PEER_REGISTER;
+		return;
+	case PEER_REGISTER:
+		on_register(p, msg);
+		return;
+	case PEER_REGISTERED:
+		if (msg->type != PROTO_MSG_HEARTBEAT)
+			ls->hooks.message(ls->hooks.ctx, p, msg);
+		return;
+	}
+}
+
+/* ---- the sweep: deadlines, heartbeats, silence ---- */
+
+void listener_broadcast(struct listener *ls, enum proto_err (*build)(void *arg, cJSON **out), void *arg)
+{
+	for (struct peer *p = ls->peers; p; p = p->next) {
+		if (p->conn.attached && p->state == PEER_REGISTERED) {
+			cJSON *msg = NULL;
+			enum proto_err err = build(arg, &msg);
+			conn_send(&p->conn, msg, err);
+		}
+	}
+}
+
+static enum proto_err build_heartbeat(void *arg, cJSON **out)
+{
+	(void)arg;
+	return proto_msg_heartbeat(out);
+}
+
+/* Past its deadline by the clock, p may still have frames in the socket that a busy
+ * loop has not read: read them first, and blame only real silence. */
+static bool silent_for(struct peer *p, int64_t now, int64_t limit_ms)
+{
+	if (now - p->conn.last_heard_ms <= limit_ms)
+		return false;
+	conn_read_now(&p->conn);
+	return p->conn.attached && now - p->conn.last_heard_ms > limit_ms;
+}
+
+static void check_peer(struct listener *ls, struct peer *p, int64_t now)
+{
+	char why[96];
+	if (p->state != PEER_REGISTERED && silent_for(p, now, PROTO_HANDSHAKE_TIMEOUT_MS)) {
+		refused(ls, false, "dropped peer %s: no handshake progress for %d s", p->remote,
+			PROTO_HANDSHAKE_TIMEOUT_MS / 1000);
+		struct admit_refusal timeout = { .code = PROTO_CODE_TIMEOUT, .text = "handshake not completed in time" };
+		listener_refuse(p, &timeout);
+	} else if (p->state == PEER_REGISTERED && silent_for(p, now, PROTO_HEARTBEAT_MISSES * ls->cfg->heartbeat_ms)) {
+		snprintf(why, sizeof why, "no heartbeat for %.3g s", (double)(now - p->conn.last_heard_ms) / 1000.0);
+		conn_end(&p->conn, NULL, NULL);
+		listener_drop(p, why);
+	}
+}
+
+static void on_sweep(struct loop *loop, void *ctx)
+{
+	struct listener *ls = ctx;
+	int64_t now = util_now_ms();
+	for (struct peer **link = &ls->peers; *link;) {
+		struct peer *p = *link;
+		if (p->dead) {
+			*link = p->next;
+			free(p);
+			continue;
+		}
+		if (p->conn.attached)
+			check_peer(ls, p, now);
+		link = &p->next;
+	}
+	if (now - ls->refusals_since_ms >= REFUSALS_WINDOW_MS)
+		refusals_summary(ls, now);
+	if (now - ls->last_heartbeat_ms >= ls->cfg->heartbeat_ms) {
+		ls->last_heartbeat_ms = now;
+		listener_broadcast(ls, build_heartbeat, NULL);
+	}
+	loop_timer_arm(loop, &ls->sweep_timer, ls->sweep_ms, on_sweep, ls);
+}
+
+/* ---- set-up ---- */
+
+static enum ba_status listen_on(long port, int *fd_out)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	struct sockaddr_in address = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				       .sin_addr.s_addr = htonl(INADDR_ANY) };
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0 ||
+	    bind(fd, (struct sockaddr *)&address, sizeof address) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+		log_error("cannot listen on port %ld (--port): %m", port);
+		if (fd >= 0)
+			close(fd);
+		return errno == EADDRINUSE || errno == EACCES ? BA_EX_CONFIG : BA_EX_OSERR;
+	}
+	*fd_out = fd;
+	return BA_OK;
+}
+
+/* Every child holds a descriptor for the whole job, every handshake one for a while:
+ * take all the descriptors the hard limit allows, and keep the handshakes within what
+ * is left after the children, so that accept(2) does not run out in the first place. */
+static enum ba_status size_pending(struct listener *ls)
+{
+	long num_nodes = ls->cfg->batch.num_nodes;
+	size_t wanted = (size_t)num_nodes * 2 + 64;
+	size_t reserved = (size_t)num_nodes + FD_SLACK;
+	struct rlimit raised;
+	if (getrlimit(RLIMIT_NOFILE, &ls->nofile) < 0) {
+		log_error("getrlimit(RLIMIT_NOFILE): %m");
+		return BA_EX_OSERR;
+	}
+	raised = ls->nofile;
+	if (raised.rlim_cur < raised.rlim_max) {
+		raised.rlim_cur = raised.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &raised) < 0) {
+			log_warn("cannot raise the descriptor limit to %llu: %m", (unsigned long long)raised.rlim_max);
+			raised = ls->nofile;
+		}
+	}
+	ls->max_pending = wanted;
+	if (raised.rlim_cur != RLIM_INFINITY && raised.rlim_cur < reserved + wanted) {
+		ls->max_pending = raised.rlim_cur > reserved + 1 ? (size_t)raised.rlim_cur - reserved : 1;
+		log_warn("descriptor limit %llu: at most %zu handshakes at once (raise ulimit -n for a %ld-node job)",
+			 (unsigned long long)raised.rlim_cur, ls->max_pending, num_nodes);
+	}
+	return BA_OK;
+}
+
+static enum ba_status encode_busy(struct listener *ls)
+{
+	cJSON *msg = NULL;
+	enum proto_err err = proto_msg_error(PROTO_CODE_BUSY, "too many handshakes in progress: dial again later", &msg);
+	if (err == PROTO_OK)
+		err = proto_frame_encode(msg, PROTO_MAX_HANDSHAKE_FRAME, &ls->busy_frame, &ls->busy_frame_len);
+	cJSON_Delete(msg);
+	if (err == PROTO_OK)
+		return BA_OK;
+	log_error("internal error: cannot encode the busy answer: %s", proto_strerror(err));
+	return err == PROTO_ERR_NOMEM ? BA_EX_OSERR : BA_EX_SOFTWARE;
+}
+
+enum ba_status listener_start(struct listener **out, struct loop *loop, const struct config *cfg,
+			      const struct admit_job *job, const struct listener_hooks *hooks)
+{
+	struct listener *ls = calloc(1, sizeof *ls);
+	if (ls == NULL)
+		return BA_EX_OSERR;
+	*ls = (struct listener){ .loop = loop, .cfg = cfg, .job = *job, .hooks = *hooks, .listen_fd = -1,
+				 .accepting = true };
+	*out = ls;
+	enum ba_status rc = size_pending(ls);
+	if (rc == BA_OK)
+		rc = encode_busy(ls);
+	if (rc == BA_OK)
+		rc = listen_on(cfg->port, &ls->listen_fd);
+	if (rc == BA_OK)
+		rc = loop_add(loop, ls->listen_fd, EPOLLIN, on_accept, ls);
+	if (rc != BA_OK)
+		return rc;
+	ls->last_heartbeat_ms = ls->refusals_since_ms = util_now_ms();
+	/* Heartbeats go out from the sweep, so it must tick well within an interval: at
+	 * SWEEP_MS alone, a heartbeat under ~84 ms would leave the workers silent for 3. */
+	ls->sweep_ms = cfg->heartbeat_ms / 3 < SWEEP_MS ? cfg->heartbeat_ms / 3 : SWEEP_MS;
+	if (ls->sweep_ms < 1)
+		ls->sweep_ms = 1;
+	loop_timer_arm(loop, &ls->sweep_timer, ls->sweep_ms, on_sweep, ls);
+	return BA_OK;
+}
+
+void listener_free(struct listener *ls)
+{
+	if (ls == NULL)
+		return;
+	refusals_summary(ls, util_now_ms());
+	while (ls->peers) {
+		struct peer *p = ls->peers;
+		ls->peers = p->next;
+		/* Whatever is still queued (shutdown notices) goes out before we close. */
+		if (p->conn.attached)
+			proto_frame_flush(&p->conn.pc);
+		conn_close(&p->conn);
+		free(p);
+	}
+	loop_timer_cancel(ls->loop, &ls->sweep_timer);
+	loop_timer_cancel(ls->loop, &ls->accept_timer);
+	if (ls->listen_fd >= 0) {
+		if (!ls->accept_paused)
+			loop_remove(ls->loop, ls->listen_fd);
+		close(ls->listen_fd);
+	}
+	free(ls->busy_frame);
+	free(ls);
+}
+
+struct peer *listener_peers(const struct listener *ls)
+{
+	return ls->peers;
+}
+
+size_t listener_descriptors(const struct listener *ls)
+{
+	return ls->pending + ls->registered;
+}
+
+const struct rlimit *listener_inherited_nofile(const struct listener *ls)
+{
+	return &ls->nofile;
+}

@@ -1,0 +1,87 @@
+/* The manager's side of the connections of an MNP rendezvous: listen on --port, admit
+ * connections within the cap of handshakes, drive each peer through the handshake
+ * (admit.c's checks), keep the registered ones alive (heartbeats both ways, silence
+ * detection) and hand their messages to the rendezvous, which keeps the job logic.
+ *
+ * Admission (PROTOCOL.md §3, "Admission"): at most max_pending handshakes at once
+ * (2 * AWS_BATCH_JOB_NUM_NODES + 64, fewer when the descriptor limit cannot hold them
+ * beside one per node). A connection beyond the cap is accepted, answered with error
+ * busy as its first frame and closed: its worker dials again with backoff. Each step
+ * of a handshake has PROTO_HANDSHAKE_TIMEOUT_MS from the peer's last complete frame
+ * (or its accept); frames waiting in the socket are read before a peer is blamed, so
+ * a rendezvous short of CPU times out only peers that are really silent. */
+#ifndef BATCH_AGENT_LISTENER_H
+#define BATCH_AGENT_LISTENER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/resource.h>
+
+#include "address.h"
+#include "admit.h"
+#include "config.h"
+#include "conn.h"
+#include "loop.h"
+#include "status.h"
+
+enum peer_state { PEER_HELLO, PEER_AUTH, PEER_REGISTER, PEER_REGISTERED };
+
+struct listener;
+
+/* One connection to the manager; registered ones are the job's children. */
+struct peer {
+	struct listener *ls;
+	struct conn conn;
+	struct admission admission;
+	enum peer_state state;
+	char remote[64];  /* ip:port the connection came from */
+	long node_index;  /* once registered */
+	char address[ADDRESS_ADVERTISED_MAX + 1]; /* advertised at registration, checked */
+	bool exit_reported;
+	bool dead; /* dropped and out of the job: freed by the next sweep, never inside a callback */
+	struct peer *next;
+};
+
+/* The rendezvous's side. Callbacks may end any peer (listener_refuse, listener_drop). */
+struct listener_hooks {
+	void *ctx;
+	/* A registration passed admit_register: true to accept it, false with why (what
+	 * depends on the job: a second registration of one index, a closed rendezvous). */
+	bool (*admit)(void *ctx, struct peer *p, long node_index, struct admit_refusal *why);
+	/* accept is on its way: p is a registered child. */
+	void (*registered)(void *ctx, struct peer *p);
+	/* A message from a registered child (heartbeats are the listener's). */
+	void (*message)(void *ctx, struct peer *p, const struct proto_msg *msg);
+	/* A registered child's connection ended. True lets the listener free p at its next
+	 * sweep; false keeps it (dead or alive, the job still names it). */
+	bool (*lost)(void *ctx, struct peer *p, const char *why);
+};
+
+enum ba_status listener_start(struct listener **out, struct loop *loop, const struct config *cfg,
+			      const struct admit_job *job, const struct listener_hooks *hooks);
+/* Flush what is queued, close every connection, free everything. */
+void listener_free(struct listener *ls);
+
+/* No more connections (the shutdown). */
+void listener_stop_accepting(struct listener *ls);
+
+/* Every peer, registered and in the handshake, live or dropped: follow ->next. */
+struct peer *listener_peers(const struct listener *ls);
+/* Descriptors the listener holds for peers. */
+size_t listener_descriptors(const struct listener *ls);
+/* RLIMIT_NOFILE as the agent inherited it (the listener raised it to the hard limit). */
+const struct rlimit *listener_inherited_nofile(const struct listener *ls);
+
+/* Queue msg to p (takes msg); a peer that cannot take it is dropped. */
+void listener_send(struct peer *p, cJSON *msg, enum proto_err build_err);
+/* Send msg built by build(arg) to every registered, connected child. */
+void listener_broadcast(struct listener *ls, enum proto_err (*build)(void *arg, cJSON **out), void *arg);
+/* Tell p why (error, or reject with code), then drop it. */
+void listener_refuse(struct peer *p, const struct admit_refusal *why);
+/* End p's connection: why is for the log. */
+void listener_drop(struct peer *p, const char *why);
+/* Handle what p has sent already, before judging it (a duplicate registration may
+ * find its predecessor gone). */
+void listener_read_now(struct peer *p);
+
+#endif

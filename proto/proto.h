@@ -46,7 +46,7 @@ enum proto_err {
 	PROTO_ERR_INVALID,     /* the caller passed an argument the protocol cannot carry */
 	PROTO_ERR_CRYPTO,      /* libcrypto failed (no entropy, no SHA-256) */
 	PROTO_ERR_OVERFLOW,    /* the send queue is over its cap: the peer does not read */
-	PROTO_ERR_INTERRUPTED, /* a *_wait helper saw the connection's interrupt fd readable */
+	PROTO_ERR_INTERRUPTED, /* a *_wait helper's wait hook ended the wait (batch-agent: a signal) */
 };
 
 /* A static English description; never NULL, also for unknown codes. */

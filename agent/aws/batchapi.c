@@ -44,7 +44,7 @@ static enum ba_status endpoint_url(const char *option, const char *region, char 
 	size_t n = len + sizeof "/v1/describejobs";
 	*out = malloc(n);
 	if (*out == NULL)
-		return BA_EX_SOFTWARE;
+		return BA_EX_OSERR;
 	snprintf(*out, n, "%.*s/v1/describejobs", (int)len, base);
 	return BA_OK;
 }
@@ -67,10 +67,10 @@ static char *request_body(const char *job_id)
 /* {"jobId":..., "parameters":{...}} from the DescribeJobs answer; NULL (logged) when the
  * job is not there or a field has the wrong type. */
 static cJSON *job_parameters(const struct http_request *req, const cJSON *root, const char *job_id,
-                             int *status)
+                             enum ba_status *rc)
 {
 	const cJSON *jobs, *job;
-	*status = BA_EX_PROTOCOL;
+	*rc = BA_EX_PROTOCOL;
 	if (!aws_field_kind(req, root, "jobs", "jobs", true, cJSON_Array, &jobs))
 		return NULL;
 	int i = 0;
@@ -98,7 +98,7 @@ static cJSON *job_parameters(const struct http_request *req, const cJSON *root, 
 		if (out == NULL || !cJSON_AddStringToObject(out, "jobId", id) ||
 		    (map = cJSON_AddObjectToObject(out, "parameters")) == NULL) {
 			cJSON_Delete(out);
-			*status = BA_EX_SOFTWARE;
+			*rc = BA_EX_OSERR;
 			return NULL;
 		}
 		cJSON_ArrayForEach(p, params) {
@@ -111,11 +111,11 @@ static cJSON *job_parameters(const struct http_request *req, const cJSON *root, 
 			}
 			if (!cJSON_AddStringToObject(map, p->string, p->valuestring)) {
 				cJSON_Delete(out);
-				*status = BA_EX_SOFTWARE;
+				*rc = BA_EX_OSERR;
 				return NULL;
 			}
 		}
-		*status = BA_OK;
+		*rc = BA_OK;
 		return out;
 	}
 	char *url = http_redact_url(req->url);
@@ -133,20 +133,20 @@ enum ba_status batch_job_parameters_command(const char *endpoint_option)
 		return BA_EX_CONFIG;
 	}
 	char region[72];
-	int status = region_resolve(region, sizeof region);
-	if (status != BA_OK)
-		return status;
+	enum ba_status rc = region_resolve(region, sizeof region);
+	if (rc != BA_OK)
+		return rc;
 	char *url = NULL, *body = NULL;
 	struct curl_slist *headers = NULL;
 	struct aws_credentials creds = { 0 };
 	cJSON *root = NULL;
-	status = endpoint_url(endpoint_option, region, &url);
-	if (status != BA_OK)
+	rc = endpoint_url(endpoint_option, region, &url);
+	if (rc != BA_OK)
 		goto out;
-	status = credentials_resolve(&creds);
-	if (status != BA_OK)
+	rc = credentials_resolve(&creds);
+	if (rc != BA_OK)
 		goto out;
-	status = BA_EX_SOFTWARE;
+	rc = BA_EX_OSERR;
 	body = request_body(job_id);
 	/* Content-Type is set explicitly so that it is signed; no "Name:" entries and no
 	 * X-Amz-Date of our own (libcurl 7.88.1 bugs, LIBCURL_SIGV4_NOTES.md). */
@@ -172,18 +172,18 @@ enum ba_status batch_job_parameters_command(const char *endpoint_option)
 	};
 	aws_apply_settings(&req);
 	log_debug("DescribeJobs %s in %s", job_id, region);
-	status = aws_request_object(&req, &root);
+	rc = aws_request_object(&req, &root);
 	aws_credentials_clear(&creds);
-	if (status != BA_OK)
+	if (rc != BA_OK)
 		goto out;
-	cJSON *doc = job_parameters(&req, root, job_id, &status);
+	cJSON *doc = job_parameters(&req, root, job_id, &rc);
 	if (doc != NULL)
-		status = aws_print_json(doc);
+		rc = aws_print_json(doc);
 out:
 	aws_credentials_clear(&creds);
 	cJSON_Delete(root);
 	curl_slist_free_all(headers);
 	cJSON_free(body);
 	free(url);
-	return status;
+	return rc;
 }

@@ -34,25 +34,25 @@ enum ba_status aws_fail_status(const struct http_request *req, const struct http
 	const char *detail = resp->error_message;
 	if (detail[0] == '\0')
 		detail = http_excerpt(resp->body ? resp->body : "", resp->len, excerpt, sizeof excerpt);
-	int status;
+	enum ba_status rc;
 	const char *why;
 	if (resp->status == 401 || resp->status == 403) {
-		status = BA_EX_NOPERM;
+		rc = BA_EX_NOPERM;
 		why = "access refused";
 	} else if (resp->status == 429 || resp->status >= 500 ||
 	           strstr(resp->error_code, "Throttl") != NULL ||
 	           strcmp(resp->error_code, "TooManyRequestsException") == 0) {
-		status = BA_EX_UNAVAILABLE;
+		rc = BA_EX_UNAVAILABLE;
 		why = "still failing after retries";
 	} else {
-		status = BA_EX_PROTOCOL;
+		rc = BA_EX_PROTOCOL;
 		why = "unexpected answer";
 	}
 	log_error("%s (%s): HTTP %ld%s%s after %d attempt%s (%s)%s%s", req->what,
 	          url ? url : "?", resp->status, resp->error_code[0] ? " " : "", resp->error_code,
 	          resp->attempts, resp->attempts == 1 ? "" : "s", why, detail[0] ? ": " : "", detail);
 	free(url);
-	return status;
+	return rc;
 }
 
 void aws_field_error(const struct http_request *req, const char *path, const char *expected)
@@ -88,18 +88,18 @@ cJSON *aws_parse_json(const struct http_request *req, const struct http_response
 enum ba_status aws_request_object(const struct http_request *req, cJSON **root)
 {
 	struct http_response resp = { 0 };
-	int status = http_perform(req, &resp);
+	enum ba_status rc = http_perform(req, &resp);
 	*root = NULL;
-	if (status != BA_OK) {
+	if (rc != BA_OK) {
 		log_error("%s", resp.error);
 	} else if (resp.status != 200) {
-		status = aws_fail_status(req, &resp);
+		rc = aws_fail_status(req, &resp);
 	} else {
 		*root = aws_parse_json(req, &resp, cJSON_Object);
-		status = *root ? BA_OK : BA_EX_PROTOCOL;
+		rc = *root ? BA_OK : BA_EX_PROTOCOL;
 	}
 	http_response_free(&resp);
-	return status;
+	return rc;
 }
 
 bool aws_field_kind(const struct http_request *req, const cJSON *obj, const char *name,
@@ -165,7 +165,7 @@ enum ba_status aws_print_json(cJSON *doc)
 	cJSON_Delete(doc);
 	if (text == NULL) {
 		log_error("cannot format the JSON output: out of memory");
-		return BA_EX_SOFTWARE;
+		return BA_EX_OSERR;
 	}
 	enum ba_status rc = BA_OK;
 	if (fputs(text, stdout) == EOF || fputc('\n', stdout) == EOF || fflush(stdout) != 0) {

@@ -51,7 +51,7 @@ static enum ba_status from_environment(struct aws_credentials *out, bool *found)
 	    (token != NULL && out->session_token == NULL)) {
 		aws_credentials_clear(out);
 		log_error("out of memory");
-		return BA_EX_SOFTWARE;
+		return BA_EX_OSERR;
 	}
 	*found = true;
 	log_debug("credentials: from the environment (AWS_ACCESS_KEY_ID)");
@@ -135,7 +135,7 @@ static enum ba_status authorization_token(char **out)
 		size_t len = 0;
 		if (buf == NULL) {
 			close(fd);
-			return BA_EX_SOFTWARE;
+			return BA_EX_OSERR;
 		}
 		for (;;) {
 			ssize_t n = read(fd, buf + len, TOKEN_MAX + 1 - len);
@@ -168,7 +168,7 @@ static enum ba_status authorization_token(char **out)
 			return BA_OK;
 		*out = strdup(value);
 		if (*out == NULL)
-			return BA_EX_SOFTWARE;
+			return BA_EX_OSERR;
 	}
 	size_t len = strlen(*out);
 	bool bad = len == 0;
@@ -203,7 +203,7 @@ static enum ba_status from_container_endpoint(struct aws_credentials *out, bool 
 		size_t n = strlen(host) + strlen(relative) + 2;
 		url = malloc(n);
 		if (url == NULL)
-			return BA_EX_SOFTWARE;
+			return BA_EX_OSERR;
 		snprintf(url, n, "%s%s%s", host, relative[0] == '/' ? "" : "/", relative);
 	} else {
 		char why[256];
@@ -215,7 +215,7 @@ static enum ba_status from_container_endpoint(struct aws_credentials *out, bool 
 		}
 		url = strdup(full);
 		if (url == NULL)
-			return BA_EX_SOFTWARE;
+			return BA_EX_OSERR;
 	}
 
 	char *token = NULL;
@@ -223,10 +223,10 @@ static enum ba_status from_container_endpoint(struct aws_credentials *out, bool 
 	struct curl_slist *headers = NULL, *grown;
 	struct http_response resp = { 0 };
 	cJSON *root = NULL;
-	int status = authorization_token(&token);
-	if (status != BA_OK)
+	enum ba_status rc = authorization_token(&token);
+	if (rc != BA_OK)
 		goto out;
-	status = BA_EX_SOFTWARE;
+	rc = BA_EX_OSERR;
 	if ((grown = curl_slist_append(headers, "Accept: application/json")) == NULL)
 		goto out;
 	headers = grown;
@@ -254,10 +254,10 @@ static enum ba_status from_container_endpoint(struct aws_credentials *out, bool 
 		.retry = HTTP_RETRY_UNLESS_200_JSON,
 		.max_body = 64 * 1024,
 	};
-	status = aws_request_object(&req, &root);
-	if (status != BA_OK)
+	rc = aws_request_object(&req, &root);
+	if (rc != BA_OK)
 		goto out;
-	status = BA_EX_PROTOCOL;
+	rc = BA_EX_PROTOCOL;
 	const char *ak, *sk, *tok, *expiration;
 	if (!aws_field_string(&req, root, "AccessKeyId", "AccessKeyId", true, &ak) ||
 	    !aws_field_string(&req, root, "SecretAccessKey", "SecretAccessKey", true, &sk) ||
@@ -274,14 +274,14 @@ static enum ba_status from_container_endpoint(struct aws_credentials *out, bool 
 	if (out->access_key_id == NULL || out->secret_access_key == NULL ||
 	    out->session_token == NULL) {
 		aws_credentials_clear(out);
-		status = BA_EX_SOFTWARE;
+		rc = BA_EX_OSERR;
 		goto out;
 	}
 	char *shown = http_redact_url(url);
 	log_debug("credentials: from %s (%s), expiring %s", req.what, shown ? shown : "?",
 	          expiration ? expiration : "(not given)");
 	free(shown);
-	status = BA_OK;
+	rc = BA_OK;
 out:
 	if (root != NULL) {
 		/* The tree holds copies of the secrets. */
@@ -303,19 +303,19 @@ out:
 		util_wipe(h->data, strlen(h->data));
 	curl_slist_free_all(headers);
 	free(url);
-	return status;
+	return rc;
 }
 
 enum ba_status credentials_resolve(struct aws_credentials *out)
 {
 	memset(out, 0, sizeof *out);
 	bool found = false;
-	int status = from_environment(out, &found);
-	if (status != BA_OK || found)
-		return status;
-	status = from_container_endpoint(out, &found);
-	if (status != BA_OK || found)
-		return status;
+	enum ba_status rc = from_environment(out, &found);
+	if (rc != BA_OK || found)
+		return rc;
+	rc = from_container_endpoint(out, &found);
+	if (rc != BA_OK || found)
+		return rc;
 	log_error("no AWS credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are unset and "
 	          "neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor "
 	          "AWS_CONTAINER_CREDENTIALS_FULL_URI is set (no job role?)");

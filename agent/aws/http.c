@@ -40,7 +40,7 @@ void aws_credentials_clear(struct aws_credentials *creds)
 enum ba_status http_global_init(void)
 {
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-		return BA_EX_SOFTWARE;
+		return BA_EX_OSERR;
 	jitter_state = (unsigned int)util_now_ms() ^ ((unsigned int)getpid() << 16);
 	return BA_OK;
 }
@@ -315,9 +315,9 @@ static void extract_aws_error(const struct transfer *t, struct http_response *re
 	cJSON_Delete(root);
 }
 
-static bool retryable_curl_error(CURLcode rc)
+static bool retryable_curl_error(CURLcode curl_code)
 {
-	switch (rc) {
+	switch (curl_code) {
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_COULDNT_CONNECT:
 	case CURLE_OPERATION_TIMEDOUT:
@@ -334,20 +334,20 @@ static bool retryable_curl_error(CURLcode rc)
 	}
 }
 
-static bool retryable_answer(const struct http_request *req, long status,
+static bool retryable_answer(const struct http_request *req, long rc,
                              const struct transfer *t, const struct http_response *resp)
 {
 	if (req->retry == HTTP_RETRY_UNLESS_200_JSON) {
-		if (status != 200)
+		if (rc != 200)
 			return true;
 		cJSON *root = cJSON_ParseWithLength(t->body ? t->body : "", t->len);
 		bool bad = root == NULL;
 		cJSON_Delete(root);
 		return bad;
 	}
-	if (status == 429 || status >= 500)
+	if (rc == 429 || rc >= 500)
 		return true;
-	return status >= 400 && is_throttling_code(resp->error_code);
+	return rc >= 400 && is_throttling_code(resp->error_code);
 }
 
 static long backoff_ms(const struct http_request *req, int attempt)
@@ -369,11 +369,11 @@ static enum ba_status configure(CURL *h, const struct http_request *req, struct 
                      struct curl_slist *headers, const char *shown_url,
                      struct http_response *resp)
 {
-	CURLcode rc = CURLE_OK;
+	CURLcode curl_code = CURLE_OK;
 #define SET(opt, val)                                   \
 	do {                                            \
-		if (rc == CURLE_OK)                     \
-			rc = curl_easy_setopt(h, opt, val); \
+		if (curl_code == CURLE_OK)                     \
+			curl_code = curl_easy_setopt(h, opt, val); \
 	} while (0)
 	SET(CURLOPT_URL, req->url);
 	SET(CURLOPT_PROTOCOLS_STR, "http,https");
@@ -418,10 +418,10 @@ static enum ba_status configure(CURL *h, const struct http_request *req, struct 
 	if (req->connect_to != NULL)
 		SET(CURLOPT_CONNECT_TO, req->connect_to);
 #undef SET
-	if (rc != CURLE_OK) {
+	if (curl_code != CURLE_OK) {
 		snprintf(resp->error, sizeof resp->error, "%s (%s): cannot set up the request: %s",
-		         req->what, shown_url, curl_easy_strerror(rc));
-		return BA_EX_SOFTWARE;
+		         req->what, shown_url, curl_easy_strerror(curl_code));
+		return curl_code == CURLE_OUT_OF_MEMORY ? BA_EX_OSERR : BA_EX_SOFTWARE;
 	}
 	return BA_OK;
 }
@@ -431,7 +431,7 @@ enum ba_status http_perform(const struct http_request *req, struct http_response
 	memset(resp, 0, sizeof *resp);
 	char *shown_url = http_redact_url(req->url);
 	const char *shown = shown_url ? shown_url : "?";
-	int status = BA_OK;
+	enum ba_status rc = BA_OK;
 	struct curl_slist *headers = NULL;
 	char *token_header = NULL;
 
@@ -440,7 +440,7 @@ enum ba_status http_perform(const struct http_request *req, struct http_response
 	if (shared_handle == NULL) {
 		snprintf(resp->error, sizeof resp->error, "%s (%s): cannot create a libcurl handle",
 		         req->what, shown);
-		status = BA_EX_SOFTWARE;
+		rc = BA_EX_OSERR;
 		goto out;
 	}
 	/* Our own copy of the header list, so that a session token header is added (and
@@ -448,7 +448,7 @@ enum ba_status http_perform(const struct http_request *req, struct http_response
 	for (const struct curl_slist *h = req->headers; h != NULL; h = h->next) {
 		struct curl_slist *grown = curl_slist_append(headers, h->data);
 		if (grown == NULL) {
-			status = BA_EX_SOFTWARE;
+			rc = BA_EX_OSERR;
 			goto nomem;
 		}
 		headers = grown;
@@ -460,7 +460,7 @@ enum ba_status http_perform(const struct http_request *req, struct http_response
 		size_t n = strlen("X-Amz-Security-Token: ") + strlen(req->sign_creds->session_token) + 1;
 		token_header = malloc(n);
 		if (token_header == NULL) {
-			status = BA_EX_SOFTWARE;
+			rc = BA_EX_OSERR;
 			goto nomem;
 		}
 		snprintf(token_header, n, "X-Amz-Security-Token: %s", req->sign_creds->session_token);
@@ -469,7 +469,7 @@ enum ba_status http_perform(const struct http_request *req, struct http_response
 		free(token_header);
 		token_header = NULL;
 		if (grown == NULL) {
-			status = BA_EX_SOFTWARE;
+			rc = BA_EX_OSERR;
 			goto nomem;
 		}
 		headers = grown;
@@ -479,17 +479,17 @@ enum ba_status http_perform(const struct http_request *req, struct http_response
 	for (int attempt = 1; attempt <= attempts; attempt++) {
 		struct transfer t = { .max = req->max_body ? req->max_body : HTTP_DEFAULT_MAX_BODY };
 		curl_easy_reset(shared_handle);
-		status = configure(shared_handle, req, &t, headers, shown, resp);
-		if (status != BA_OK)
+		rc = configure(shared_handle, req, &t, headers, shown, resp);
+		if (rc != BA_OK)
 			goto out;
 		resp->attempts = attempt;
-		CURLcode rc = curl_easy_perform(shared_handle);
+		CURLcode curl_code = curl_easy_perform(shared_handle);
 		/* Drop the credentials from the handle right away. */
 		curl_easy_setopt(shared_handle, CURLOPT_USERNAME, NULL);
 		curl_easy_setopt(shared_handle, CURLOPT_PASSWORD, NULL);
 		curl_easy_setopt(shared_handle, CURLOPT_HTTPHEADER, NULL);
 		bool retry = false;
-		if (rc == CURLE_OK) {
+		if (curl_code == CURLE_OK) {
 			long code = 0;
 			curl_easy_getinfo(shared_handle, CURLINFO_RESPONSE_CODE, &code);
 			http_response_free(resp);
@@ -502,10 +502,10 @@ enum ba_status http_perform(const struct http_request *req, struct http_response
 			resp->len = t.len;
 			t.body = NULL;
 			if (resp->body == NULL) {
-				status = BA_EX_SOFTWARE;
+				rc = BA_EX_OSERR;
 				goto nomem;
 			}
-			status = BA_OK;
+			rc = BA_OK;
 			if (retry && attempt < attempts) {
 				char excerpt[200];
 				/* Each retry at debug: the final failure says how many attempts it took. */
@@ -517,7 +517,7 @@ enum ba_status http_perform(const struct http_request *req, struct http_response
 				         attempt, attempts);
 			}
 		} else {
-			bool too_large = t.too_large || rc == CURLE_FILESIZE_EXCEEDED;
+			bool too_large = t.too_large || curl_code == CURLE_FILESIZE_EXCEEDED;
 			transfer_free(&t);
 			http_response_free(resp);
 			resp->attempts = attempt;
@@ -525,30 +525,30 @@ enum ba_status http_perform(const struct http_request *req, struct http_response
 				snprintf(resp->error, sizeof resp->error,
 				         "%s (%s): response body larger than %zu bytes, refused",
 				         req->what, shown, req->max_body ? req->max_body : HTTP_DEFAULT_MAX_BODY);
-				status = BA_EX_PROTOCOL;
+				rc = BA_EX_PROTOCOL;
 				goto out;
 			}
-			if (rc == CURLE_ABORTED_BY_CALLBACK || http_stop_requested()) {
+			if (curl_code == CURLE_ABORTED_BY_CALLBACK || http_stop_requested()) {
 				snprintf(resp->error, sizeof resp->error, "%s (%s): stopped by a signal",
 				         req->what, shown);
-				status = BA_EX_UNAVAILABLE;
+				rc = BA_EX_UNAVAILABLE;
 				goto out;
 			}
 			const char *hint = "";
-			if (rc == CURLE_OPERATION_TIMEDOUT)
+			if (curl_code == CURLE_OPERATION_TIMEDOUT)
 				hint = " (no answer in time)";
-			else if (rc == CURLE_PEER_FAILED_VERIFICATION)
+			else if (curl_code == CURLE_PEER_FAILED_VERIFICATION)
 				hint = " (TLS certificate not trusted; AWS_CA_BUNDLE names a CA bundle)";
 			snprintf(resp->error, sizeof resp->error, "%s (%s): %s%s after %d attempt%s",
-			         req->what, shown, curl_easy_strerror(rc), hint, attempt,
+			         req->what, shown, curl_easy_strerror(curl_code), hint, attempt,
 			         attempt == 1 ? "" : "s");
-			if (rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_URL_MALFORMAT ||
-			    rc == CURLE_UNSUPPORTED_PROTOCOL) {
-				status = BA_EX_CONFIG;
+			if (curl_code == CURLE_SSL_CACERT_BADFILE || curl_code == CURLE_URL_MALFORMAT ||
+			    curl_code == CURLE_UNSUPPORTED_PROTOCOL) {
+				rc = BA_EX_CONFIG;
 				goto out;
 			}
-			status = BA_EX_UNAVAILABLE;
-			retry = retryable_curl_error(rc);
+			rc = BA_EX_UNAVAILABLE;
+			retry = retryable_curl_error(curl_code);
 			if (retry && attempt < attempts)
 				log_debug("%s; attempt %d of %d, retrying", resp->error, attempt, attempts);
 		}
@@ -559,11 +559,11 @@ enum ba_status http_perform(const struct http_request *req, struct http_response
 			http_response_free(resp);
 			snprintf(resp->error, sizeof resp->error, "%s (%s): stopped by a signal",
 			         req->what, shown);
-			status = BA_EX_UNAVAILABLE;
+			rc = BA_EX_UNAVAILABLE;
 			break;
 		}
 	}
-	if (status == BA_OK)
+	if (rc == BA_OK)
 		resp->error[0] = '\0';
 	goto out;
 nomem:
@@ -576,7 +576,7 @@ out:
 	wipe_slist(headers);
 	curl_slist_free_all(headers);
 	free(shown_url);
-	return status;
+	return rc;
 }
 
 void http_response_free(struct http_response *resp)

@@ -90,7 +90,7 @@ static enum ba_status get_token(struct imds *m, bool at_start)
 	snprintf(ttl_header, sizeof ttl_header, "X-aws-ec2-metadata-token-ttl-seconds: %ld", m->ttl_s);
 	struct curl_slist *headers = curl_slist_append(NULL, ttl_header);
 	if (headers == NULL)
-		return BA_EX_SOFTWARE;
+		return BA_EX_OSERR;
 	struct http_request req = {
 		.what = "IMDS token",
 		.method = "PUT",
@@ -107,14 +107,14 @@ static enum ba_status get_token(struct imds *m, bool at_start)
 	};
 	enum log_level level = at_start ? m->unavailable_level : LOG_LEVEL_WARN;
 	struct http_response resp;
-	int status = http_perform(&req, &resp);
+	enum ba_status rc = http_perform(&req, &resp);
 	curl_slist_free_all(headers);
-	if (status != BA_OK) {
+	if (rc != BA_OK) {
 		log_msg(level, "%s%s", resp.error,
 		        at_start ? " (in a container on a bridge network, the instance's IMDS hop "
 		                   "limit must be 2 or more)" :
 		                   "");
-		return status == BA_EX_PROTOCOL ? BA_EX_UNAVAILABLE : status;
+		return rc == BA_EX_PROTOCOL ? BA_EX_UNAVAILABLE : rc;
 	}
 	if (resp.status != 200) {
 		char excerpt[200];
@@ -142,7 +142,7 @@ static enum ba_status get_token(struct imds *m, bool at_start)
 	if (line == NULL || m->token == NULL) {
 		free(line);
 		drop_token(m);
-		return BA_EX_SOFTWARE;
+		return BA_EX_OSERR;
 	}
 	snprintf(line, n, "X-aws-ec2-metadata-token: %s", m->token);
 	m->token_headers = curl_slist_append(NULL, line);
@@ -150,7 +150,7 @@ static enum ba_status get_token(struct imds *m, bool at_start)
 	free(line);
 	if (m->token_headers == NULL) {
 		drop_token(m);
-		return BA_EX_SOFTWARE;
+		return BA_EX_OSERR;
 	}
 	int64_t ttl_ms = (int64_t)m->ttl_s * 1000;
 	int64_t margin = ttl_ms / 4 < 60000 ? ttl_ms / 4 : 60000;
@@ -172,7 +172,7 @@ static enum ba_status handle_notice(struct imds *m, const struct http_request *r
 	if (root == NULL)
 		return BA_EX_PROTOCOL;
 	const char *action = NULL, *time = NULL;
-	int status = BA_EX_PROTOCOL;
+	enum ba_status rc = BA_EX_PROTOCOL;
 	if (is_action) {
 		if (!aws_field_string(req, root, "action", "action", true, &action) ||
 		    !aws_field_string(req, root, "time", "time", true, &time))
@@ -191,14 +191,14 @@ static enum ba_status handle_notice(struct imds *m, const struct http_request *r
 	size_t n = strlen(time) + (action ? strlen(action) : 0) + 2;
 	char *key = malloc(n);
 	if (key == NULL) {
-		status = BA_EX_SOFTWARE;
+		rc = BA_EX_OSERR;
 		goto out;
 	}
 	snprintf(key, n, "%s %s", action ? action : "", time);
 	char **last = is_action ? &m->last_action : &m->last_rebalance;
 	if (*last != NULL && strcmp(*last, key) == 0) {
 		free(key);
-		status = BA_OK;
+		rc = BA_OK;
 		goto out;
 	}
 	free(*last);
@@ -210,15 +210,15 @@ static enum ba_status handle_notice(struct imds *m, const struct http_request *r
 	          cJSON_AddStringToObject(doc, "time", time);
 	if (!ok) {
 		cJSON_Delete(doc);
-		status = BA_EX_SOFTWARE;
+		rc = BA_EX_OSERR;
 		goto out;
 	}
 	log_info("IMDS: %s notice%s%s, time %s", is_action ? "spot instance-action" : "rebalance",
 	         action ? " " : "", action ? action : "", time);
-	status = emit(doc);
+	rc = emit(doc);
 out:
 	cJSON_Delete(root);
-	return status;
+	return rc;
 }
 
 /* One GET of path. BA_OK also when the poll failed transiently (warned). */
@@ -228,10 +228,10 @@ static enum ba_status poll_path(struct imds *m, const char *path, bool is_action
 	snprintf(url, sizeof url, "%s%s", m->base, path);
 	for (int round = 0; round < 2; round++) {
 		if (m->token == NULL || util_now_ms() >= m->refresh_at_ms) {
-			int s = get_token(m, false);
-			if (s == BA_EX_SOFTWARE)
-				return s;
-			if (s != BA_OK && m->token == NULL) {
+			enum ba_status token_rc = get_token(m, false);
+			if (token_rc == BA_EX_OSERR)
+				return token_rc;
+			if (token_rc != BA_OK && m->token == NULL) {
 				m->failing = true;
 				return BA_OK;
 			}
@@ -252,10 +252,10 @@ static enum ba_status poll_path(struct imds *m, const char *path, bool is_action
 		};
 		aws_apply_settings(&req);
 		struct http_response resp;
-		int status = http_perform(&req, &resp);
-		if (status == BA_EX_SOFTWARE || status == BA_EX_CONFIG)
-			return status;
-		if (status != BA_OK) {
+		enum ba_status rc = http_perform(&req, &resp);
+		if (rc == BA_EX_OSERR || rc == BA_EX_SOFTWARE || rc == BA_EX_CONFIG)
+			return rc;
+		if (rc != BA_OK) {
 			if (http_stop_requested())
 				return BA_OK;
 			if (!m->failing)
@@ -285,9 +285,9 @@ static enum ba_status poll_path(struct imds *m, const char *path, bool is_action
 			return BA_OK;
 		}
 		m->failing = false;
-		status = handle_notice(m, &req, &resp, is_action);
+		rc = handle_notice(m, &req, &resp, is_action);
 		http_response_free(&resp);
-		return status;
+		return rc;
 	}
 	return BA_OK;
 }
@@ -302,44 +302,44 @@ static void imds_free(struct imds *m)
 enum ba_status imds_probe_command(void)
 {
 	struct imds m = { .ttl_s = 60, .unavailable_level = LOG_LEVEL_ERROR };
-	int status = imds_base(&m);
-	if (status == BA_OK)
-		status = get_token(&m, true);
-	if (status == BA_OK)
+	enum ba_status rc = imds_base(&m);
+	if (rc == BA_OK)
+		rc = get_token(&m, true);
+	if (rc == BA_OK)
 		log_info("IMDS at %s answers token requests", m.base);
 	imds_free(&m);
-	return status;
+	return rc;
 }
 
 enum ba_status imds_spot_watch_command(int64_t interval_ms, long token_ttl_s, bool optional)
 {
 	struct imds m = { .ttl_s = token_ttl_s,
 			  .unavailable_level = optional ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR };
-	int status = imds_base(&m);
-	if (status != BA_OK)
-		return status;
-	status = get_token(&m, true);
-	if (status != BA_OK) {
+	enum ba_status rc = imds_base(&m);
+	if (rc != BA_OK)
+		return rc;
+	rc = get_token(&m, true);
+	if (rc != BA_OK) {
 		if (http_stop_requested()) /* SIGTERM while waiting for the first token */
-			status = BA_OK;
+			rc = BA_OK;
 		goto out;
 	}
 	log_info("watching IMDS at %s for Spot interruption and rebalance notices every %lld ms",
 	         m.base, (long long)interval_ms);
 	while (!http_stop_requested()) {
 		int64_t started = util_now_ms();
-		status = poll_path(&m, PATH_ACTION, true);
-		if (status == BA_OK && !http_stop_requested())
-			status = poll_path(&m, PATH_REBALANCE, false);
-		if (status != BA_OK)
+		rc = poll_path(&m, PATH_ACTION, true);
+		if (rc == BA_OK && !http_stop_requested())
+			rc = poll_path(&m, PATH_REBALANCE, false);
+		if (rc != BA_OK)
 			goto out;
 		int64_t left = interval_ms - (util_now_ms() - started);
 		if (left > 0 && !http_sleep_ms((long)left))
 			break;
 	}
 	log_info("spot-watch stopped by a signal");
-	status = BA_OK;
+	rc = BA_OK;
 out:
 	imds_free(&m);
-	return status;
+	return rc;
 }

@@ -83,7 +83,8 @@ static void usage(FILE *out)
 "\n"
 "Exit status:\n"
 "  0 success; 64 bad command line; 69 endpoint unreachable or still failing after\n"
-"  retries (IMDS: unavailable or disabled); 70 internal error; 71 cannot write stdout;\n"
+"  retries (IMDS: unavailable or disabled); 70 internal error; 71 out of memory or\n"
+"  cannot write stdout;\n"
 "  76 bad response from the endpoint (not JSON, a field of the wrong type, job not\n"
 "  found, unexpected HTTP status); 77 credentials or permission refused (HTTP 401/403);\n"
 "  78 bad configuration or environment (no credentials, no region, not under ECS, ...).\n",
@@ -106,7 +107,8 @@ static bool parse_seconds(const char *text, int64_t min_ms, int64_t max_ms, int6
 	return util_parse_duration_ms(text, max_ms, out) && *out >= min_ms;
 }
 
-/* Parses the options of a command (argv[0] is the command); -1 when fine. */
+/* Parses the options of a command (argv[0] is the command): BA_OK, or BA_EX_USAGE
+ * (reported). */
 static enum ba_status command_options(int argc, char **argv, const struct option *opts, char **values)
 {
 	optind = 0; /* glibc: restart the scan */
@@ -119,7 +121,7 @@ static enum ba_status command_options(int argc, char **argv, const struct option
 	}
 	if (optind < argc)
 		return usage_error("unexpected argument", argv[optind]);
-	return -1;
+	return BA_OK;
 }
 
 static enum ba_status run(int argc, char **argv)
@@ -185,26 +187,26 @@ static enum ba_status run(int argc, char **argv)
 
 	/* A reader that went away must not kill us with SIGPIPE mid-message. */
 	signal(SIGPIPE, SIG_IGN);
-	int status;
+	enum ba_status rc;
 	if (strcmp(command, "job-parameters") == 0) {
 		static const struct option opts[] = {
 			{ "endpoint-url", required_argument, NULL, 'e' },
 			{ NULL, 0, NULL, 0 },
 		};
-		if ((status = command_options(cargc, cargv, opts, values)) >= 0)
-			return status;
+		if ((rc = command_options(cargc, cargv, opts, values)) != BA_OK)
+			return rc;
 		if (values['e'] != NULL && values['e'][0] == '\0')
 			return usage_error("empty --endpoint-url", NULL);
-		if (http_global_init() != BA_OK)
-			return BA_EX_SOFTWARE;
-		status = batch_job_parameters_command(values['e']);
+		if ((rc = http_global_init()) != BA_OK)
+			return rc;
+		rc = batch_job_parameters_command(values['e']);
 	} else if (strcmp(command, "task-metadata") == 0) {
 		static const struct option opts[] = { { NULL, 0, NULL, 0 } };
-		if ((status = command_options(cargc, cargv, opts, values)) >= 0)
-			return status;
-		if (http_global_init() != BA_OK)
-			return BA_EX_SOFTWARE;
-		status = tmds_command();
+		if ((rc = command_options(cargc, cargv, opts, values)) != BA_OK)
+			return rc;
+		if ((rc = http_global_init()) != BA_OK)
+			return rc;
+		rc = tmds_command();
 	} else if (strcmp(command, "spot-watch") == 0) {
 		static const struct option opts[] = {
 			{ "interval", required_argument, NULL, 'i' },
@@ -212,8 +214,8 @@ static enum ba_status run(int argc, char **argv)
 			{ "optional", no_argument, NULL, 'o' },
 			{ NULL, 0, NULL, 0 },
 		};
-		if ((status = command_options(cargc, cargv, opts, values)) >= 0)
-			return status;
+		if ((rc = command_options(cargc, cargv, opts, values)) != BA_OK)
+			return rc;
 		int64_t interval = 5000;
 		long ttl = 21600;
 		if (values['i'] != NULL && !parse_seconds(values['i'], 100, 3600000, &interval))
@@ -226,27 +228,27 @@ static enum ba_status run(int argc, char **argv)
 		sigaddset(&stop, SIGINT);
 		sigprocmask(SIG_BLOCK, &stop, NULL);
 		http_watch_signals(&stop);
-		if (http_global_init() != BA_OK)
-			return BA_EX_SOFTWARE;
-		status = imds_spot_watch_command(interval, ttl, values['o'] != NULL);
+		if ((rc = http_global_init()) != BA_OK)
+			return rc;
+		rc = imds_spot_watch_command(interval, ttl, values['o'] != NULL);
 	} else if (strcmp(command, "imds-probe") == 0) {
 		static const struct option opts[] = { { NULL, 0, NULL, 0 } };
-		if ((status = command_options(cargc, cargv, opts, values)) >= 0)
-			return status;
-		if (http_global_init() != BA_OK)
-			return BA_EX_SOFTWARE;
-		status = imds_probe_command();
+		if ((rc = command_options(cargc, cargv, opts, values)) != BA_OK)
+			return rc;
+		if ((rc = http_global_init()) != BA_OK)
+			return rc;
+		rc = imds_probe_command();
 	} else {
 		return usage_error("unknown command", command);
 	}
 	http_global_cleanup();
-	return status;
+	return rc;
 }
 
 int main(int argc, char **argv)
 {
-	int status = run(argc, argv);
-	if (fflush(stdout) != 0 && status == BA_OK)
-		status = BA_EX_OSERR;
-	return status;
+	enum ba_status rc = run(argc, argv);
+	if (fflush(stdout) != 0 && rc == BA_OK)
+		rc = BA_EX_OSERR;
+	return rc;
 }

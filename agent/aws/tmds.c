@@ -27,7 +27,7 @@ static enum ba_status metadata_base(char **out)
 	}
 	*out = strdup(base);
 	if (*out == NULL)
-		return BA_EX_SOFTWARE;
+		return BA_EX_OSERR;
 	size_t n = strlen(*out);
 	while (n > 0 && (*out)[n - 1] == '/')
 		(*out)[--n] = '\0';
@@ -87,29 +87,29 @@ static enum ba_status task_arn_region(const struct http_request *req, const cJSO
 enum ba_status tmds_task_region(char *out, size_t size)
 {
 	char *base = NULL;
-	int status = metadata_base(&base);
-	if (status != BA_OK)
-		return status;
+	enum ba_status rc = metadata_base(&base);
+	if (rc != BA_OK)
+		return rc;
 	size_t n = strlen(base) + sizeof "/task";
 	char *url = malloc(n);
 	cJSON *task = NULL;
 	struct http_request req;
 	if (url == NULL) {
 		free(base);
-		return BA_EX_SOFTWARE;
+		return BA_EX_OSERR;
 	}
 	snprintf(url, n, "%s/task", base);
-	status = fetch("ECS task metadata endpoint", url, &req, &task);
-	if (status == BA_OK) {
+	rc = fetch("ECS task metadata endpoint", url, &req, &task);
+	if (rc == BA_OK) {
 		const char *arn;
-		status = task_arn_region(&req, task, &arn, out, size);
-		if (status == BA_OK)
+		rc = task_arn_region(&req, task, &arn, out, size);
+		if (rc == BA_OK)
 			log_debug("region %s from the task ARN", out);
 	}
 	cJSON_Delete(task);
 	free(url);
 	free(base);
-	return status;
+	return rc;
 }
 
 /* Networks[] of a container: the first non-empty IPv4Addresses[] entry and the first
@@ -193,22 +193,22 @@ enum ba_status tmds_command(void)
 	char *task_url = NULL;
 	cJSON *container = NULL, *task = NULL, *out = NULL;
 	struct http_request creq, treq;
-	int status = metadata_base(&base);
-	if (status != BA_OK)
-		return status;
+	enum ba_status rc = metadata_base(&base);
+	if (rc != BA_OK)
+		return rc;
 	size_t n = strlen(base) + sizeof "/task";
-	status = BA_EX_SOFTWARE;
+	rc = BA_EX_OSERR;
 	if ((task_url = malloc(n)) == NULL)
 		goto done;
 	snprintf(task_url, n, "%s/task", base);
 
-	status = fetch("ECS task metadata endpoint (container)", base, &creq, &container);
-	if (status != BA_OK)
+	rc = fetch("ECS task metadata endpoint (container)", base, &creq, &container);
+	if (rc != BA_OK)
 		goto done;
-	status = fetch("ECS task metadata endpoint (task)", task_url, &treq, &task);
-	if (status != BA_OK)
+	rc = fetch("ECS task metadata endpoint (task)", task_url, &treq, &task);
+	if (rc != BA_OK)
 		goto done;
-	status = BA_EX_PROTOCOL;
+	rc = BA_EX_PROTOCOL;
 
 	/* This container in /task: same DockerId, else the first NORMAL container with the
 	 * same Name; never the CNI_PAUSE container of awsvpc mode. */
@@ -273,7 +273,7 @@ enum ba_status tmds_command(void)
 	    !limits(&creq, container, "", &ccpu, &has_ccpu, &cmem, &has_cmem))
 		goto done;
 
-	status = BA_EX_SOFTWARE;
+	rc = BA_EX_OSERR;
 	out = cJSON_CreateObject();
 	if (out == NULL)
 		goto done;
@@ -292,7 +292,7 @@ enum ba_status tmds_command(void)
 	                      cJSON_AddNullToObject(out, "memoryLimitBytes"));
 	if (!ok)
 		goto done;
-	status = aws_print_json(out);
+	rc = aws_print_json(out);
 	out = NULL;
 done:
 	cJSON_Delete(out);
@@ -300,5 +300,5 @@ done:
 	cJSON_Delete(task);
 	free(task_url);
 	free(base);
-	return status;
+	return rc;
 }

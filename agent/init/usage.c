@@ -63,7 +63,7 @@ static const char usage_text[] =
 "  PROGRAM's own status, or 128+N when PROGRAM died of signal N (or the agent got\n"
 "  the terminating signal N before PROGRAM started)\n"
 "   64  bad command line              69  manager unreachable or lost, nodes missing\n"
-"   70  internal error                71  system call failed\n"
+"   70  internal error                71  system call failed, out of memory\n"
 "   76  peer broke the protocol (a worker stops PROGRAM as on manager loss)\n"
 "   77  authentication or registration refused\n"
 "   78  bad configuration or environment\n"

@@ -38,6 +38,7 @@ struct rendezvous {
 	enum phase phase;
 	struct peer **by_index; /* registered children by node index */
 	long registered;
+	long awaiting;          /* registered children, connected, with no exit report yet */
 	long children;          /* AWS_BATCH_JOB_NUM_NODES - 1 */
 	char job_prefix[256];   /* "<uuid>#" of this job */
 	struct loop_timer wait_timer, report_timer;
@@ -87,15 +88,25 @@ static void on_registered(void *ctx, struct peer *p)
 	struct rendezvous *rv = ctx;
 	rv->by_index[p->node_index] = p;
 	rv->registered++;
+	rv->awaiting++;
 	log_info("node %ld registered from %s (advertises %s): %ld of %ld children", p->node_index, p->remote,
 		 p->address, rv->registered, rv->children);
 	if (rv->registered == rv->children)
 		start_main_payload(rv);
 }
 
+/* A child that reported or left is no longer awaited: counted, so that a thousand
+ * reports cost a thousand steps, not a walk of the list each. */
+static void stop_awaiting(struct rendezvous *rv, struct peer *p)
+{
+	if (!p->exit_reported)
+		rv->awaiting--;
+	p->exit_reported = true;
+}
+
 static void on_child_exited(struct rendezvous *rv, struct peer *p, const struct proto_msg *msg)
 {
-	p->exit_reported = true;
+	stop_awaiting(rv, p);
 	bool signaled = msg->u.payload_exited.signaled;
 	int value = signaled ? msg->u.payload_exited.signal : msg->u.payload_exited.exit_code;
 	if (rv->phase == PHASE_SHUTTING_DOWN)
@@ -145,12 +156,14 @@ static bool on_child_lost(void *ctx, struct peer *p, const char *why)
 		log_warn("node %ld (%s) left before the main payload started: %s", p->node_index, p->address, why);
 		rv->by_index[p->node_index] = NULL;
 		rv->registered--;
+		stop_awaiting(rv, p);
 		return true;
 	}
 	if (rv->phase == PHASE_SHUTTING_DOWN && p->exit_reported)
 		log_debug("node %ld (%s) disconnected after its exit report", p->node_index, p->address);
 	else
 		log_warn("node %ld (%s) lost: %s", p->node_index, p->address, why);
+	stop_awaiting(rv, p);
 	maybe_stop(rv);
 	return false;
 }
@@ -335,12 +348,8 @@ static void on_report_timer(struct loop *loop, void *ctx)
 
 static void maybe_stop(struct rendezvous *rv)
 {
-	if (rv->phase != PHASE_SHUTTING_DOWN || !rv->main_finished)
-		return;
-	for (struct peer *p = listener_peers(rv->ls); p; p = p->next)
-		if (awaiting_report(p))
-			return;
-	loop_stop(rv->loop, rv->exit_status);
+	if (rv->phase == PHASE_SHUTTING_DOWN && rv->main_finished && rv->awaiting == 0)
+		loop_stop(rv->loop, rv->exit_status);
 }
 
 static void begin_shutdown(struct rendezvous *rv, const char *reason)

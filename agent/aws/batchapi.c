@@ -4,6 +4,8 @@
 
 #include "common.h"
 #include "credentials.h"
+#include "region.h"
+#include "tmds.h"
 #include "log.h"
 #include "status.h"
 
@@ -133,7 +135,10 @@ enum ba_status batch_job_parameters_command(const char *endpoint_option)
 		return BA_EX_CONFIG;
 	}
 	char region[72];
-	enum ba_status rc = region_resolve(region, sizeof region);
+	bool ask_task_metadata;
+	enum ba_status rc = region_from_environment(region, sizeof region, &ask_task_metadata);
+	if (rc == BA_OK && ask_task_metadata)
+		rc = tmds_task_region(region, sizeof region);
 	if (rc != BA_OK)
 		return rc;
 	char *url = NULL, *body = NULL;
@@ -160,7 +165,9 @@ enum ba_status batch_job_parameters_command(const char *endpoint_option)
 		.body = body,
 		.body_len = strlen(body),
 		.headers = headers,
-		.sign_creds = &creds,
+		.sign_key_id = creds.access_key_id,
+		.sign_secret = creds.secret_access_key,
+		.sign_token = creds.session_token,
 		.sign_region = region,
 		.sign_service = "batch",
 		.connect_timeout_ms = 3000,

@@ -1,10 +1,10 @@
 /* Credentials and region resolution; see credentials.h. */
 #include "credentials.h"
+#include "http.h"
 
 #include "common.h"
 #include "log.h"
 #include "status.h"
-#include "tmds.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -322,35 +322,15 @@ enum ba_status credentials_resolve(struct aws_credentials *out)
 	return BA_EX_CONFIG;
 }
 
-bool region_valid(const char *region)
+void aws_credentials_clear(struct aws_credentials *creds)
 {
-	if (region == NULL || region[0] == '\0' || strlen(region) > 64)
-		return false;
-	for (const char *p = region; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
-			return false;
-	return true;
-}
-
-enum ba_status region_resolve(char *out, size_t size)
-{
-	static const char *const vars[] = { "AWS_REGION", "AWS_DEFAULT_REGION" };
-	for (size_t i = 0; i < 2; i++) {
-		const char *v = env_nonempty(vars[i]);
-		if (v == NULL)
-			continue;
-		if (!region_valid(v)) {
-			log_error("%s=\"%.64s\" is not a region name", vars[i], v);
-			return BA_EX_CONFIG;
+	char **fields[] = { &creds->access_key_id, &creds->secret_access_key,
+		            &creds->session_token };
+	for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+		if (*fields[i] != NULL) {
+			util_wipe(*fields[i], strlen(*fields[i]));
+			free(*fields[i]);
+			*fields[i] = NULL;
 		}
-		snprintf(out, size, "%s", v);
-		log_debug("region %s from %s", out, vars[i]);
-		return BA_OK;
 	}
-	if (env_nonempty("ECS_CONTAINER_METADATA_URI_V4") == NULL) {
-		log_error("no AWS region: AWS_REGION and AWS_DEFAULT_REGION are unset and "
-		          "ECS_CONTAINER_METADATA_URI_V4 is not set to look up the task's region");
-		return BA_EX_CONFIG;
-	}
-	return tmds_task_region(out, size);
 }

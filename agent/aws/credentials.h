@@ -1,4 +1,4 @@
-/* AWS credentials and region, resolved as botocore does inside an AWS Batch / ECS
+/* AWS credentials, resolved as botocore does inside an AWS Batch / ECS
  * container.
  *
  * Credentials: 1. AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN, or the
@@ -9,27 +9,24 @@
  * Authorization header from AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (read for every
  * request) or AWS_CONTAINER_AUTHORIZATION_TOKEN. GET with a 2 s timeout, 3 attempts,
  * 1 s between attempts, retried on any non-200 answer, a non-JSON body or a
- * connection error (botocore's ContainerMetadataFetcher).
- *
- * Region: AWS_REGION, else AWS_DEFAULT_REGION, else the region of the task ARN from the
- * ECS task metadata endpoint. */
+ * connection error (botocore's ContainerMetadataFetcher). */
 #ifndef BATCH_AGENT_AWS_CREDENTIALS_H
 #define BATCH_AGENT_AWS_CREDENTIALS_H
 
-#include "http.h"
-
-#include <stddef.h>
 #include "status.h"
+
+/* Every member is a secret except the access key id, and all are wiped by
+ * aws_credentials_clear. */
+struct aws_credentials {
+	char *access_key_id;
+	char *secret_access_key;
+	char *session_token; /* NULL or "" for long-term keys */
+};
+
+void aws_credentials_clear(struct aws_credentials *creds);
 
 /* BA_OK, or: 78 nothing configured / bad variable, 69 endpoint unreachable, 77 endpoint
  * refused (401/403), 76 bad answer. Errors are logged here. */
 enum ba_status credentials_resolve(struct aws_credentials *out);
-
-/* BA_OK with the region in out, or 78 (nothing tells the region), or a task metadata
- * error. Errors are logged here. */
-enum ba_status region_resolve(char *out, size_t size);
-
-/* A region name is lowercase letters, digits and '-' ("us-east-1"). */
-bool region_valid(const char *region);
 
 #endif

@@ -24,21 +24,9 @@ static sigset_t watched_signals;
 static bool watching_signals;
 static volatile sig_atomic_t stop_requested;
 
-void aws_credentials_clear(struct aws_credentials *creds)
-{
-	char **fields[] = { &creds->access_key_id, &creds->secret_access_key,
-		            &creds->session_token };
-	for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-		if (*fields[i] != NULL) {
-			util_wipe(*fields[i], strlen(*fields[i]));
-			free(*fields[i]);
-			*fields[i] = NULL;
-		}
-	}
-}
-
 enum ba_status http_global_init(void)
 {
+	/* It fails for want of memory (or of the TLS library's own set-up). */
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		return BA_EX_OSERR;
 	jitter_state = (unsigned int)util_now_ms() ^ ((unsigned int)getpid() << 16);
@@ -407,12 +395,12 @@ static enum ba_status configure(CURL *h, const struct http_request *req, struct 
 	} else {
 		SET(CURLOPT_HTTPGET, 1L);
 	}
-	if (req->sign_creds != NULL) {
+	if (req->sign_key_id != NULL) {
 		char scope[160];
 		snprintf(scope, sizeof scope, "aws:amz:%s:%s", req->sign_region, req->sign_service);
 		SET(CURLOPT_AWS_SIGV4, scope);
-		SET(CURLOPT_USERNAME, req->sign_creds->access_key_id);
-		SET(CURLOPT_PASSWORD, req->sign_creds->secret_access_key);
+		SET(CURLOPT_USERNAME, req->sign_key_id);
+		SET(CURLOPT_PASSWORD, req->sign_secret);
 	}
 	SET(CURLOPT_HTTPHEADER, headers);
 	if (req->connect_to != NULL)
@@ -453,17 +441,16 @@ enum ba_status http_perform(const struct http_request *req, struct http_response
 		}
 		headers = grown;
 	}
-	if (req->sign_creds != NULL && req->sign_creds->session_token != NULL &&
-	    req->sign_creds->session_token[0] != '\0') {
+	if (req->sign_key_id != NULL && req->sign_token != NULL && req->sign_token[0] != '\0') {
 		/* libcurl 7.88.1 signs every CURLOPT_HTTPHEADER entry; an empty value would be
 		 * signed but not sent, so the header is only added with a token. */
-		size_t n = strlen("X-Amz-Security-Token: ") + strlen(req->sign_creds->session_token) + 1;
+		size_t n = strlen("X-Amz-Security-Token: ") + strlen(req->sign_token) + 1;
 		token_header = malloc(n);
 		if (token_header == NULL) {
 			rc = BA_EX_OSERR;
 			goto nomem;
 		}
-		snprintf(token_header, n, "X-Amz-Security-Token: %s", req->sign_creds->session_token);
+		snprintf(token_header, n, "X-Amz-Security-Token: %s", req->sign_token);
 		struct curl_slist *grown = curl_slist_append(headers, token_header);
 		util_wipe(token_header, n);
 		free(token_header);

@@ -17,16 +17,6 @@
 
 struct curl_slist;
 
-/* AWS credentials; every member is a secret except the access key id, and all are
- * wiped by aws_credentials_clear(). */
-struct aws_credentials {
-	char *access_key_id;
-	char *secret_access_key;
-	char *session_token; /* NULL or "" for long-term keys */
-};
-
-void aws_credentials_clear(struct aws_credentials *creds);
-
 enum http_retry_policy {
 	/* AWS SDK rules: connection errors, timeouts, 5xx, 429, and throttling error
 	 * codes (ThrottlingException, TooManyRequestsException, ...). */
@@ -44,9 +34,12 @@ struct http_request {
 	size_t body_len;
 	/* Extra request headers, owned by the caller (who wipes secret ones). */
 	struct curl_slist *headers;
-	/* SigV4: when sign_creds is set, libcurl signs with "aws:amz:REGION:SERVICE"; a
-	 * non-empty session token goes in X-Amz-Security-Token (a signed header). */
-	const struct aws_credentials *sign_creds;
+	/* SigV4: when sign_key_id is set, libcurl signs with "aws:amz:REGION:SERVICE" and
+	 * the secret key; a non-empty session token goes in X-Amz-Security-Token (a
+	 * signed header). The caller owns and wipes the secrets. */
+	const char *sign_key_id;
+	const char *sign_secret;
+	const char *sign_token; /* NULL or "" for long-term keys */
 	const char *sign_region;
 	const char *sign_service;
 	bool no_proxy; /* link-local endpoints: never through an HTTP proxy */
@@ -77,7 +70,7 @@ struct http_response {
 	char error[512];  /* why http_perform() failed: endpoint, URL and reason */
 };
 
-/* Process-wide setup; http_global_init() returns 0 or BA_EX_SOFTWARE. */
+/* Process-wide setup: BA_OK or BA_EX_OSERR. */
 enum ba_status http_global_init(void);
 void http_global_cleanup(void);
 

@@ -2,8 +2,8 @@
 #include "tmds.h"
 
 #include "common.h"
-#include "credentials.h"
 #include "log.h"
+#include "region.h"
 #include "status.h"
 
 #include <arpa/inet.h>
@@ -53,31 +53,12 @@ static enum ba_status fetch(const char *what, const char *url, struct http_reque
 	return aws_request_object(req, root);
 }
 
-/* "arn:PARTITION:ecs:REGION:ACCOUNT:task/..." -> REGION. */
-static bool arn_region(const char *arn, char *out, size_t size)
-{
-	const char *p = arn;
-	if (strncmp(p, "arn:", 4) != 0)
-		return false;
-	p += 4;
-	const char *svc = strchr(p, ':');
-	if (svc == NULL || strncmp(svc + 1, "ecs:", 4) != 0)
-		return false;
-	const char *region = svc + 5;
-	const char *end = strchr(region, ':');
-	if (end == NULL || (size_t)(end - region) >= size)
-		return false;
-	memcpy(out, region, (size_t)(end - region));
-	out[end - region] = '\0';
-	return region_valid(out);
-}
-
 static enum ba_status task_arn_region(const struct http_request *req, const cJSON *task, const char **arn,
                            char *region, size_t size)
 {
 	if (!aws_field_string(req, task, "TaskARN", "TaskARN", true, arn))
 		return BA_EX_PROTOCOL;
-	if (!arn_region(*arn, region, size)) {
+	if (!region_from_arn(*arn, region, size)) {
 		aws_field_error(req, "TaskARN", "not an ECS task ARN (arn:aws:ecs:REGION:...)");
 		return BA_EX_PROTOCOL;
 	}

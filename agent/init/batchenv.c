@@ -3,6 +3,8 @@
  * deserves a loud error rather than a guess. */
 #include "batchenv.h"
 
+#include "log.h"
+
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "batchenv.h"
 #include "log.h"
 #include "status.h"
 
@@ -21,19 +22,6 @@ enum manager_loss { MANAGER_LOSS_EXIT, MANAGER_LOSS_CONTINUE };
 enum spot_watch { SPOT_WATCH_AUTO, SPOT_WATCH_ON, SPOT_WATCH_OFF };
 
 #define CONFIG_DEFAULT_PORT 49152 /* the port AWSClusterManagers.jl uses */
-
-/* What Batch tells the container. Absent numbers are -1, absent strings NULL. */
-struct batch_env {
-	const char *job_id;              /* AWS_BATCH_JOB_ID: "<uuid>", "<uuid>#N", "<uuid>:N" */
-	long attempt;                    /* AWS_BATCH_JOB_ATTEMPT, from 1 */
-	long array_index;                /* AWS_BATCH_JOB_ARRAY_INDEX */
-	long node_index;                 /* AWS_BATCH_JOB_NODE_INDEX */
-	long main_node_index;            /* AWS_BATCH_JOB_MAIN_NODE_INDEX */
-	long num_nodes;                  /* AWS_BATCH_JOB_NUM_NODES */
-	const char *main_node_addr;      /* AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS, dotted quad */
-	const char *queue;               /* AWS_BATCH_JQ_NAME */
-	const char *compute_environment; /* AWS_BATCH_CE_NAME */
-};
 
 struct config {
 	/* init and launch (issue: foundation) */

@@ -143,7 +143,6 @@ static void libcurl_signs_the_vector(void **state)
 	headers = curl_slist_append(headers, date_header);
 	char url[128];
 	snprintf(url, sizeof url, "http://batch.%s.amazonaws.com/v1/describejobs", v.region);
-	struct aws_credentials creds = { strdup(v.access_key), strdup(v.secret_key), strdup(v.token) };
 
 	assert_int_equal(http_global_init(), BA_OK);
 	struct http_request req = {
@@ -153,7 +152,9 @@ static void libcurl_signs_the_vector(void **state)
 		.body = v.body,
 		.body_len = strlen(v.body),
 		.headers = headers,
-		.sign_creds = &creds,
+		.sign_key_id = v.access_key,
+		.sign_secret = v.secret_key,
+		.sign_token = v.token,
 		.sign_region = v.region,
 		.sign_service = v.service,
 		.no_proxy = true,
@@ -164,7 +165,7 @@ static void libcurl_signs_the_vector(void **state)
 		.connect_to = ct,
 	};
 	struct http_response resp;
-	int rc = http_perform(&req, &resp);
+	enum ba_status rc = http_perform(&req, &resp);
 	pthread_join(thread, NULL);
 	close(cap.listener);
 	if (rc != BA_OK)
@@ -172,7 +173,6 @@ static void libcurl_signs_the_vector(void **state)
 	assert_int_equal(resp.status, 200);
 	http_response_free(&resp);
 	http_global_cleanup();
-	aws_credentials_clear(&creds);
 	curl_slist_free_all(headers);
 	curl_slist_free_all(ct);
 

@@ -187,60 +187,130 @@ static enum ba_status authorization_token(char **out)
 	return BA_OK;
 }
 
+/* The endpoint's URL: the relative URI on 169.254.170.2, or the full URI where it is
+ * allowed. */
+static enum ba_status endpoint_url(const char *relative, const char *full, char **url)
+{
+	if (relative != NULL) {
+		const char *host = env_nonempty("BATCH_AGENT_AWS_ECS_CREDENTIALS_ENDPOINT");
+		if (host == NULL)
+			host = ECS_CREDENTIALS_HOST;
+		size_t n = strlen(host) + strlen(relative) + 2;
+		*url = malloc(n);
+		if (*url == NULL)
+			return BA_EX_OSERR;
+		snprintf(*url, n, "%s%s%s", host, relative[0] == '/' ? "" : "/", relative);
+		return BA_OK;
+	}
+	char why[256];
+	if (!full_uri_allowed(full, why, sizeof why)) {
+		char *shown = http_redact_url(full);
+		log_error("AWS_CONTAINER_CREDENTIALS_FULL_URI (%s): %s", shown ? shown : "?", why);
+		free(shown);
+		return BA_EX_CONFIG;
+	}
+	*url = strdup(full);
+	return *url ? BA_OK : BA_EX_OSERR;
+}
+
+/* Accept, and Authorization when a token is configured (a secret: wiped by
+ * free_headers). */
+static enum ba_status request_headers(struct curl_slist **headers)
+{
+	char *token = NULL;
+	struct curl_slist *grown;
+	enum ba_status rc = authorization_token(&token);
+	if (rc != BA_OK)
+		return rc;
+	rc = BA_EX_OSERR;
+	if ((grown = curl_slist_append(*headers, "Accept: application/json")) == NULL)
+		goto out;
+	*headers = grown;
+	if (token != NULL) {
+		size_t n = strlen("Authorization: ") + strlen(token) + 1;
+		char *auth_header = malloc(n);
+		if (auth_header == NULL)
+			goto out;
+		snprintf(auth_header, n, "Authorization: %s", token);
+		grown = curl_slist_append(*headers, auth_header);
+		util_wipe(auth_header, n);
+		free(auth_header);
+		if (grown == NULL)
+			goto out;
+		*headers = grown;
+	}
+	rc = BA_OK;
+out:
+	if (token != NULL) {
+		util_wipe(token, strlen(token));
+		free(token);
+	}
+	return rc;
+}
+
+static void free_headers(struct curl_slist *headers)
+{
+	for (struct curl_slist *h = headers; h != NULL; h = h->next)
+		util_wipe(h->data, strlen(h->data));
+	curl_slist_free_all(headers);
+}
+
+/* The keys of the endpoint's answer, into out. */
+static enum ba_status take_credentials(const struct http_request *req, const cJSON *root,
+                                       struct aws_credentials *out)
+{
+	const char *ak, *sk, *tok, *expiration;
+	if (!aws_field_string(req, root, "AccessKeyId", "AccessKeyId", true, &ak) ||
+	    !aws_field_string(req, root, "SecretAccessKey", "SecretAccessKey", true, &sk) ||
+	    !aws_field_string(req, root, "Token", "Token", true, &tok) ||
+	    !aws_field_string(req, root, "Expiration", "Expiration", false, &expiration))
+		return BA_EX_PROTOCOL;
+	if (ak[0] == '\0' || sk[0] == '\0') {
+		aws_field_error(req, ak[0] == '\0' ? "AccessKeyId" : "SecretAccessKey", "empty");
+		return BA_EX_PROTOCOL;
+	}
+	out->access_key_id = strdup(ak);
+	out->secret_access_key = strdup(sk);
+	out->session_token = strdup(tok);
+	if (out->access_key_id == NULL || out->secret_access_key == NULL || out->session_token == NULL) {
+		aws_credentials_clear(out);
+		return BA_EX_OSERR;
+	}
+	char *shown = http_redact_url(req->url);
+	log_debug("credentials: from %s (%s), expiring %s", req->what, shown ? shown : "?",
+	          expiration ? expiration : "(not given)");
+	free(shown);
+	return BA_OK;
+}
+
+/* The answer's tree holds copies of the secrets. */
+static void wipe_tree(cJSON *root)
+{
+	static const char *const secret_fields[] = { "SecretAccessKey", "Token" };
+	if (root == NULL)
+		return;
+	for (size_t i = 0; i < 2; i++) {
+		cJSON *v = cJSON_GetObjectItemCaseSensitive(root, secret_fields[i]);
+		if (cJSON_IsString(v))
+			util_wipe(v->valuestring, strlen(v->valuestring));
+	}
+	cJSON_Delete(root);
+}
+
 static enum ba_status from_container_endpoint(struct aws_credentials *out, bool *found)
 {
 	*found = false;
 	const char *relative = env_nonempty("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
 	const char *full = env_nonempty("AWS_CONTAINER_CREDENTIALS_FULL_URI");
 	char *url = NULL;
+	struct curl_slist *headers = NULL;
+	cJSON *root = NULL;
 	if (relative == NULL && full == NULL)
 		return BA_OK;
 	*found = true;
-	if (relative != NULL) {
-		const char *host = env_nonempty("BATCH_AGENT_AWS_ECS_CREDENTIALS_ENDPOINT");
-		if (host == NULL)
-			host = ECS_CREDENTIALS_HOST;
-		size_t n = strlen(host) + strlen(relative) + 2;
-		url = malloc(n);
-		if (url == NULL)
-			return BA_EX_OSERR;
-		snprintf(url, n, "%s%s%s", host, relative[0] == '/' ? "" : "/", relative);
-	} else {
-		char why[256];
-		if (!full_uri_allowed(full, why, sizeof why)) {
-			char *shown = http_redact_url(full);
-			log_error("AWS_CONTAINER_CREDENTIALS_FULL_URI (%s): %s", shown ? shown : "?", why);
-			free(shown);
-			return BA_EX_CONFIG;
-		}
-		url = strdup(full);
-		if (url == NULL)
-			return BA_EX_OSERR;
-	}
-
-	char *token = NULL;
-	char *auth_header = NULL;
-	struct curl_slist *headers = NULL, *grown;
-	struct http_response resp = { 0 };
-	cJSON *root = NULL;
-	enum ba_status rc = authorization_token(&token);
-	if (rc != BA_OK)
-		goto out;
-	rc = BA_EX_OSERR;
-	if ((grown = curl_slist_append(headers, "Accept: application/json")) == NULL)
-		goto out;
-	headers = grown;
-	if (token != NULL) {
-		size_t n = strlen("Authorization: ") + strlen(token) + 1;
-		if ((auth_header = malloc(n)) == NULL)
-			goto out;
-		snprintf(auth_header, n, "Authorization: %s", token);
-		grown = curl_slist_append(headers, auth_header);
-		util_wipe(auth_header, n);
-		if (grown == NULL)
-			goto out;
-		headers = grown;
-	}
+	enum ba_status rc = endpoint_url(relative, full, &url);
+	if (rc == BA_OK)
+		rc = request_headers(&headers);
 	struct http_request req = {
 		.what = "container credentials endpoint",
 		.method = "GET",
@@ -254,54 +324,12 @@ static enum ba_status from_container_endpoint(struct aws_credentials *out, bool 
 		.retry = HTTP_RETRY_UNLESS_200_JSON,
 		.max_body = 64 * 1024,
 	};
-	rc = aws_request_object(&req, &root);
-	if (rc != BA_OK)
-		goto out;
-	rc = BA_EX_PROTOCOL;
-	const char *ak, *sk, *tok, *expiration;
-	if (!aws_field_string(&req, root, "AccessKeyId", "AccessKeyId", true, &ak) ||
-	    !aws_field_string(&req, root, "SecretAccessKey", "SecretAccessKey", true, &sk) ||
-	    !aws_field_string(&req, root, "Token", "Token", true, &tok) ||
-	    !aws_field_string(&req, root, "Expiration", "Expiration", false, &expiration))
-		goto out;
-	if (ak[0] == '\0' || sk[0] == '\0') {
-		aws_field_error(&req, ak[0] == '\0' ? "AccessKeyId" : "SecretAccessKey", "empty");
-		goto out;
-	}
-	out->access_key_id = strdup(ak);
-	out->secret_access_key = strdup(sk);
-	out->session_token = strdup(tok);
-	if (out->access_key_id == NULL || out->secret_access_key == NULL ||
-	    out->session_token == NULL) {
-		aws_credentials_clear(out);
-		rc = BA_EX_OSERR;
-		goto out;
-	}
-	char *shown = http_redact_url(url);
-	log_debug("credentials: from %s (%s), expiring %s", req.what, shown ? shown : "?",
-	          expiration ? expiration : "(not given)");
-	free(shown);
-	rc = BA_OK;
-out:
-	if (root != NULL) {
-		/* The tree holds copies of the secrets. */
-		static const char *const secret_fields[] = { "SecretAccessKey", "Token" };
-		for (size_t i = 0; i < 2; i++) {
-			cJSON *v = cJSON_GetObjectItemCaseSensitive(root, secret_fields[i]);
-			if (cJSON_IsString(v))
-				util_wipe(v->valuestring, strlen(v->valuestring));
-		}
-		cJSON_Delete(root);
-	}
-	http_response_free(&resp);
-	free(auth_header);
-	if (token != NULL) {
-		util_wipe(token, strlen(token));
-		free(token);
-	}
-	for (struct curl_slist *h = headers; h != NULL; h = h->next)
-		util_wipe(h->data, strlen(h->data));
-	curl_slist_free_all(headers);
+	if (rc == BA_OK)
+		rc = aws_request_object(&req, &root);
+	if (rc == BA_OK)
+		rc = take_credentials(&req, root, out);
+	wipe_tree(root);
+	free_headers(headers);
 	free(url);
 	return rc;
 }

@@ -322,20 +322,20 @@ static bool retryable_curl_error(CURLcode curl_code)
 	}
 }
 
-static bool retryable_answer(const struct http_request *req, long rc,
+static bool retryable_answer(const struct http_request *req, long http_status,
                              const struct transfer *t, const struct http_response *resp)
 {
 	if (req->retry == HTTP_RETRY_UNLESS_200_JSON) {
-		if (rc != 200)
+		if (http_status != 200)
 			return true;
 		cJSON *root = cJSON_ParseWithLength(t->body ? t->body : "", t->len);
 		bool bad = root == NULL;
 		cJSON_Delete(root);
 		return bad;
 	}
-	if (rc == 429 || rc >= 500)
+	if (http_status == 429 || http_status >= 500)
 		return true;
-	return rc >= 400 && is_throttling_code(resp->error_code);
+	return http_status >= 400 && is_throttling_code(resp->error_code);
 }
 
 static long backoff_ms(const struct http_request *req, int attempt)
@@ -414,147 +414,159 @@ static enum ba_status configure(CURL *h, const struct http_request *req, struct 
 	return BA_OK;
 }
 
+/* Our own copy of the header list, so that a session token header is added (and
+ * wiped) here; curl_slist_append copies each string. */
+static enum ba_status copy_headers(const struct http_request *req, struct curl_slist **headers)
+{
+	for (const struct curl_slist *h = req->headers; h != NULL; h = h->next) {
+		struct curl_slist *grown = curl_slist_append(*headers, h->data);
+		if (grown == NULL)
+			return BA_EX_OSERR;
+		*headers = grown;
+	}
+	if (req->sign_key_id == NULL || req->sign_token == NULL || req->sign_token[0] == '\0')
+		return BA_OK;
+	/* libcurl 7.88.1 signs every CURLOPT_HTTPHEADER entry; an empty value would be
+	 * signed but not sent, so the header is only added with a token. */
+	size_t n = strlen("X-Amz-Security-Token: ") + strlen(req->sign_token) + 1;
+	char *token_header = malloc(n);
+	if (token_header == NULL)
+		return BA_EX_OSERR;
+	snprintf(token_header, n, "X-Amz-Security-Token: %s", req->sign_token);
+	struct curl_slist *grown = curl_slist_append(*headers, token_header);
+	util_wipe(token_header, n);
+	free(token_header);
+	if (grown == NULL)
+		return BA_EX_OSERR;
+	*headers = grown;
+	return BA_OK;
+}
+
+/* An HTTP answer arrived: keep it in resp; *retry when the policy says so. */
+static enum ba_status take_answer(const struct http_request *req, struct transfer *t, struct http_response *resp,
+                                  int attempt, int attempts, const char *shown, bool *retry)
+{
+	long code = 0;
+	curl_easy_getinfo(shared_handle, CURLINFO_RESPONSE_CODE, &code);
+	http_response_free(resp);
+	resp->status = code;
+	resp->attempts = attempt;
+	if (code >= 400)
+		extract_aws_error(t, resp);
+	*retry = retryable_answer(req, code, t, resp);
+	resp->body = t->body ? t->body : calloc(1, 1);
+	resp->len = t->len;
+	t->body = NULL;
+	if (resp->body == NULL) {
+		*retry = false;
+		snprintf(resp->error, sizeof resp->error, "%s (%s): out of memory", req->what, shown);
+		return BA_EX_OSERR;
+	}
+	if (*retry && attempt < attempts) {
+		char excerpt[200];
+		/* Each retry at debug: the final failure says how many attempts it took. */
+		log_debug("%s (%s): HTTP %ld %s, attempt %d of %d; retrying", req->what, shown, code,
+		          resp->error_code[0] ? resp->error_code :
+		                                http_excerpt(resp->body, resp->len, excerpt, sizeof excerpt),
+		          attempt, attempts);
+	}
+	return BA_OK;
+}
+
+/* No HTTP answer: why, in resp->error; *retry for the errors worth another attempt. */
+static enum ba_status transfer_failed(const struct http_request *req, CURLcode curl_code, struct transfer *t,
+                                      struct http_response *resp, int attempt, int attempts, const char *shown,
+                                      bool *retry)
+{
+	bool too_large = t->too_large || curl_code == CURLE_FILESIZE_EXCEEDED;
+	*retry = false;
+	http_response_free(resp);
+	resp->attempts = attempt;
+	if (too_large) {
+		snprintf(resp->error, sizeof resp->error, "%s (%s): response body larger than %zu bytes, refused",
+		         req->what, shown, req->max_body ? req->max_body : HTTP_DEFAULT_MAX_BODY);
+		return BA_EX_PROTOCOL;
+	}
+	if (curl_code == CURLE_ABORTED_BY_CALLBACK || http_stop_requested()) {
+		snprintf(resp->error, sizeof resp->error, "%s (%s): stopped by a signal", req->what, shown);
+		return BA_EX_UNAVAILABLE;
+	}
+	const char *hint = "";
+	if (curl_code == CURLE_OPERATION_TIMEDOUT)
+		hint = " (no answer in time)";
+	else if (curl_code == CURLE_PEER_FAILED_VERIFICATION)
+		hint = " (TLS certificate not trusted; AWS_CA_BUNDLE names a CA bundle)";
+	snprintf(resp->error, sizeof resp->error, "%s (%s): %s%s after %d attempt%s", req->what, shown,
+	         curl_easy_strerror(curl_code), hint, attempt, attempt == 1 ? "" : "s");
+	if (curl_code == CURLE_SSL_CACERT_BADFILE || curl_code == CURLE_URL_MALFORMAT ||
+	    curl_code == CURLE_UNSUPPORTED_PROTOCOL)
+		return BA_EX_CONFIG;
+	*retry = retryable_curl_error(curl_code);
+	if (*retry && attempt < attempts)
+		log_debug("%s; attempt %d of %d, retrying", resp->error, attempt, attempts);
+	return BA_EX_UNAVAILABLE;
+}
+
+/* One attempt on the shared handle. */
+static enum ba_status attempt_once(const struct http_request *req, struct curl_slist *headers,
+                                   struct http_response *resp, int attempt, int attempts, const char *shown,
+                                   bool *retry)
+{
+	struct transfer t = { .max = req->max_body ? req->max_body : HTTP_DEFAULT_MAX_BODY };
+	*retry = false;
+	curl_easy_reset(shared_handle);
+	enum ba_status rc = configure(shared_handle, req, &t, headers, shown, resp);
+	if (rc != BA_OK)
+		return rc;
+	resp->attempts = attempt;
+	CURLcode curl_code = curl_easy_perform(shared_handle);
+	/* Drop the credentials from the handle right away. */
+	curl_easy_setopt(shared_handle, CURLOPT_USERNAME, NULL);
+	curl_easy_setopt(shared_handle, CURLOPT_PASSWORD, NULL);
+	curl_easy_setopt(shared_handle, CURLOPT_HTTPHEADER, NULL);
+	if (curl_code == CURLE_OK)
+		rc = take_answer(req, &t, resp, attempt, attempts, shown, retry);
+	else
+		rc = transfer_failed(req, curl_code, &t, resp, attempt, attempts, shown, retry);
+	transfer_free(&t);
+	return rc;
+}
+
 enum ba_status http_perform(const struct http_request *req, struct http_response *resp)
 {
 	memset(resp, 0, sizeof *resp);
 	char *shown_url = http_redact_url(req->url);
 	const char *shown = shown_url ? shown_url : "?";
-	enum ba_status rc = BA_OK;
 	struct curl_slist *headers = NULL;
-	char *token_header = NULL;
+	enum ba_status rc = BA_OK;
 
 	if (shared_handle == NULL)
 		shared_handle = curl_easy_init();
 	if (shared_handle == NULL) {
-		snprintf(resp->error, sizeof resp->error, "%s (%s): cannot create a libcurl handle",
-		         req->what, shown);
+		snprintf(resp->error, sizeof resp->error, "%s (%s): cannot create a libcurl handle", req->what, shown);
 		rc = BA_EX_OSERR;
 		goto out;
 	}
-	/* Our own copy of the header list, so that a session token header is added (and
-	 * wiped) here; curl_slist_append copies each string. */
-	for (const struct curl_slist *h = req->headers; h != NULL; h = h->next) {
-		struct curl_slist *grown = curl_slist_append(headers, h->data);
-		if (grown == NULL) {
-			rc = BA_EX_OSERR;
-			goto nomem;
-		}
-		headers = grown;
+	rc = copy_headers(req, &headers);
+	if (rc != BA_OK) {
+		snprintf(resp->error, sizeof resp->error, "%s (%s): out of memory", req->what, shown);
+		goto out;
 	}
-	if (req->sign_key_id != NULL && req->sign_token != NULL && req->sign_token[0] != '\0') {
-		/* libcurl 7.88.1 signs every CURLOPT_HTTPHEADER entry; an empty value would be
-		 * signed but not sent, so the header is only added with a token. */
-		size_t n = strlen("X-Amz-Security-Token: ") + strlen(req->sign_token) + 1;
-		token_header = malloc(n);
-		if (token_header == NULL) {
-			rc = BA_EX_OSERR;
-			goto nomem;
-		}
-		snprintf(token_header, n, "X-Amz-Security-Token: %s", req->sign_token);
-		struct curl_slist *grown = curl_slist_append(headers, token_header);
-		util_wipe(token_header, n);
-		free(token_header);
-		token_header = NULL;
-		if (grown == NULL) {
-			rc = BA_EX_OSERR;
-			goto nomem;
-		}
-		headers = grown;
-	}
-
 	int attempts = req->max_attempts > 0 ? req->max_attempts : 1;
 	for (int attempt = 1; attempt <= attempts; attempt++) {
-		struct transfer t = { .max = req->max_body ? req->max_body : HTTP_DEFAULT_MAX_BODY };
-		curl_easy_reset(shared_handle);
-		rc = configure(shared_handle, req, &t, headers, shown, resp);
-		if (rc != BA_OK)
-			goto out;
-		resp->attempts = attempt;
-		CURLcode curl_code = curl_easy_perform(shared_handle);
-		/* Drop the credentials from the handle right away. */
-		curl_easy_setopt(shared_handle, CURLOPT_USERNAME, NULL);
-		curl_easy_setopt(shared_handle, CURLOPT_PASSWORD, NULL);
-		curl_easy_setopt(shared_handle, CURLOPT_HTTPHEADER, NULL);
-		bool retry = false;
-		if (curl_code == CURLE_OK) {
-			long code = 0;
-			curl_easy_getinfo(shared_handle, CURLINFO_RESPONSE_CODE, &code);
-			http_response_free(resp);
-			resp->status = code;
-			resp->attempts = attempt;
-			if (code >= 400)
-				extract_aws_error(&t, resp);
-			retry = retryable_answer(req, code, &t, resp);
-			resp->body = t.body ? t.body : calloc(1, 1);
-			resp->len = t.len;
-			t.body = NULL;
-			if (resp->body == NULL) {
-				rc = BA_EX_OSERR;
-				goto nomem;
-			}
-			rc = BA_OK;
-			if (retry && attempt < attempts) {
-				char excerpt[200];
-				/* Each retry at debug: the final failure says how many attempts it took. */
-				log_debug("%s (%s): HTTP %ld %s, attempt %d of %d; retrying", req->what,
-				         shown, code,
-				         resp->error_code[0] ? resp->error_code :
-				                               http_excerpt(resp->body, resp->len, excerpt,
-				                                            sizeof excerpt),
-				         attempt, attempts);
-			}
-		} else {
-			bool too_large = t.too_large || curl_code == CURLE_FILESIZE_EXCEEDED;
-			transfer_free(&t);
-			http_response_free(resp);
-			resp->attempts = attempt;
-			if (too_large) {
-				snprintf(resp->error, sizeof resp->error,
-				         "%s (%s): response body larger than %zu bytes, refused",
-				         req->what, shown, req->max_body ? req->max_body : HTTP_DEFAULT_MAX_BODY);
-				rc = BA_EX_PROTOCOL;
-				goto out;
-			}
-			if (curl_code == CURLE_ABORTED_BY_CALLBACK || http_stop_requested()) {
-				snprintf(resp->error, sizeof resp->error, "%s (%s): stopped by a signal",
-				         req->what, shown);
-				rc = BA_EX_UNAVAILABLE;
-				goto out;
-			}
-			const char *hint = "";
-			if (curl_code == CURLE_OPERATION_TIMEDOUT)
-				hint = " (no answer in time)";
-			else if (curl_code == CURLE_PEER_FAILED_VERIFICATION)
-				hint = " (TLS certificate not trusted; AWS_CA_BUNDLE names a CA bundle)";
-			snprintf(resp->error, sizeof resp->error, "%s (%s): %s%s after %d attempt%s",
-			         req->what, shown, curl_easy_strerror(curl_code), hint, attempt,
-			         attempt == 1 ? "" : "s");
-			if (curl_code == CURLE_SSL_CACERT_BADFILE || curl_code == CURLE_URL_MALFORMAT ||
-			    curl_code == CURLE_UNSUPPORTED_PROTOCOL) {
-				rc = BA_EX_CONFIG;
-				goto out;
-			}
-			rc = BA_EX_UNAVAILABLE;
-			retry = retryable_curl_error(curl_code);
-			if (retry && attempt < attempts)
-				log_debug("%s; attempt %d of %d, retrying", resp->error, attempt, attempts);
-		}
-		transfer_free(&t);
+		bool retry;
+		rc = attempt_once(req, headers, resp, attempt, attempts, shown, &retry);
 		if (!retry || attempt == attempts)
 			break;
 		if (!http_sleep_ms(backoff_ms(req, attempt))) {
 			http_response_free(resp);
-			snprintf(resp->error, sizeof resp->error, "%s (%s): stopped by a signal",
-			         req->what, shown);
+			snprintf(resp->error, sizeof resp->error, "%s (%s): stopped by a signal", req->what, shown);
 			rc = BA_EX_UNAVAILABLE;
 			break;
 		}
 	}
 	if (rc == BA_OK)
 		resp->error[0] = '\0';
-	goto out;
-nomem:
-	snprintf(resp->error, sizeof resp->error, "%s (%s): out of memory", req->what, shown);
 out:
 	if (shared_handle != NULL) {
 		curl_easy_setopt(shared_handle, CURLOPT_USERNAME, NULL);

@@ -124,7 +124,9 @@ static enum ba_status command_options(int argc, char **argv, const struct option
 	return BA_OK;
 }
 
-static enum ba_status run(int argc, char **argv)
+/* The global options, before COMMAND: BA_OK (with *answered after --help or
+ * --version, which printed), or BA_EX_USAGE (reported). */
+static enum ba_status global_options(int argc, char **argv, bool *answered)
 {
 	enum log_level level = LOG_LEVEL_INFO;
 	enum log_format format = LOG_FORMAT_TEXT;
@@ -142,6 +144,7 @@ static enum ba_status run(int argc, char **argv)
 	int c;
 	int64_t ms;
 	long n;
+	*answered = false;
 	while ((c = getopt_long(argc, argv, "+h", global, NULL)) != -1) {
 		switch (c) {
 		case 'l':
@@ -169,80 +172,117 @@ static enum ba_status run(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
+			*answered = true;
 			return BA_OK;
 		case 'V':
 			puts(PROGRAM " " BATCH_AGENT_VERSION);
+			*answered = true;
 			return BA_OK;
 		default:
 			return usage_error("unknown or incomplete option", argv[optind - 1]);
 		}
 	}
 	log_setup(PROGRAM, level, format);
+	return BA_OK;
+}
+
+/* Each command: its options (argv[0] is the command), then the work. */
+
+static enum ba_status job_parameters(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "endpoint-url", required_argument, NULL, 'e' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char *values[128] = { 0 };
+	enum ba_status rc = command_options(argc, argv, opts, values);
+	if (rc != BA_OK)
+		return rc;
+	if (values['e'] != NULL && values['e'][0] == '\0')
+		return usage_error("empty --endpoint-url", NULL);
+	if ((rc = http_global_init()) != BA_OK)
+		return rc;
+	return batch_job_parameters_command(values['e']);
+}
+
+static enum ba_status task_metadata(int argc, char **argv)
+{
+	static const struct option opts[] = { { NULL, 0, NULL, 0 } };
+	char *values[128] = { 0 };
+	enum ba_status rc = command_options(argc, argv, opts, values);
+	if (rc == BA_OK)
+		rc = http_global_init();
+	return rc == BA_OK ? tmds_command() : rc;
+}
+
+static enum ba_status spot_watch(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "interval", required_argument, NULL, 'i' },
+		{ "token-ttl", required_argument, NULL, 'T' },
+		{ "optional", no_argument, NULL, 'o' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char *values[128] = { 0 };
+	enum ba_status rc = command_options(argc, argv, opts, values);
+	if (rc != BA_OK)
+		return rc;
+	int64_t interval = 5000;
+	long ttl = 21600;
+	if (values['i'] != NULL && !parse_seconds(values['i'], 100, 3600000, &interval))
+		return usage_error("bad --interval", values['i']);
+	if (values['T'] != NULL && !util_parse_long(values['T'], 1, 21600, &ttl))
+		return usage_error("bad --token-ttl", values['T']);
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	sigprocmask(SIG_BLOCK, &stop, NULL);
+	http_watch_signals(&stop);
+	if ((rc = http_global_init()) != BA_OK)
+		return rc;
+	return imds_spot_watch_command(interval, ttl, values['o'] != NULL);
+}
+
+static enum ba_status imds_probe(int argc, char **argv)
+{
+	static const struct option opts[] = { { NULL, 0, NULL, 0 } };
+	char *values[128] = { 0 };
+	enum ba_status rc = command_options(argc, argv, opts, values);
+	if (rc == BA_OK)
+		rc = http_global_init();
+	return rc == BA_OK ? imds_probe_command() : rc;
+}
+
+static const struct command {
+	const char *name;
+	enum ba_status (*run)(int argc, char **argv);
+} commands[] = {
+	{ "job-parameters", job_parameters },
+	{ "task-metadata", task_metadata },
+	{ "spot-watch", spot_watch },
+	{ "imds-probe", imds_probe },
+};
+
+static enum ba_status run(int argc, char **argv)
+{
+	bool answered;
+	enum ba_status rc = global_options(argc, argv, &answered);
+	if (rc != BA_OK || answered)
+		return rc;
 	if (optind >= argc)
 		return usage_error("missing COMMAND", NULL);
 	const char *command = argv[optind];
-	int cargc = argc - optind;
-	char **cargv = argv + optind;
-	char *values[128] = { 0 };
-
 	/* A reader that went away must not kill us with SIGPIPE mid-message. */
 	signal(SIGPIPE, SIG_IGN);
-	enum ba_status rc;
-	if (strcmp(command, "job-parameters") == 0) {
-		static const struct option opts[] = {
-			{ "endpoint-url", required_argument, NULL, 'e' },
-			{ NULL, 0, NULL, 0 },
-		};
-		if ((rc = command_options(cargc, cargv, opts, values)) != BA_OK)
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+		if (strcmp(command, commands[i].name) == 0) {
+			rc = commands[i].run(argc - optind, argv + optind);
+			http_global_cleanup();
 			return rc;
-		if (values['e'] != NULL && values['e'][0] == '\0')
-			return usage_error("empty --endpoint-url", NULL);
-		if ((rc = http_global_init()) != BA_OK)
-			return rc;
-		rc = batch_job_parameters_command(values['e']);
-	} else if (strcmp(command, "task-metadata") == 0) {
-		static const struct option opts[] = { { NULL, 0, NULL, 0 } };
-		if ((rc = command_options(cargc, cargv, opts, values)) != BA_OK)
-			return rc;
-		if ((rc = http_global_init()) != BA_OK)
-			return rc;
-		rc = tmds_command();
-	} else if (strcmp(command, "spot-watch") == 0) {
-		static const struct option opts[] = {
-			{ "interval", required_argument, NULL, 'i' },
-			{ "token-ttl", required_argument, NULL, 'T' },
-			{ "optional", no_argument, NULL, 'o' },
-			{ NULL, 0, NULL, 0 },
-		};
-		if ((rc = command_options(cargc, cargv, opts, values)) != BA_OK)
-			return rc;
-		int64_t interval = 5000;
-		long ttl = 21600;
-		if (values['i'] != NULL && !parse_seconds(values['i'], 100, 3600000, &interval))
-			return usage_error("bad --interval", values['i']);
-		if (values['T'] != NULL && !util_parse_long(values['T'], 1, 21600, &ttl))
-			return usage_error("bad --token-ttl", values['T']);
-		sigset_t stop;
-		sigemptyset(&stop);
-		sigaddset(&stop, SIGTERM);
-		sigaddset(&stop, SIGINT);
-		sigprocmask(SIG_BLOCK, &stop, NULL);
-		http_watch_signals(&stop);
-		if ((rc = http_global_init()) != BA_OK)
-			return rc;
-		rc = imds_spot_watch_command(interval, ttl, values['o'] != NULL);
-	} else if (strcmp(command, "imds-probe") == 0) {
-		static const struct option opts[] = { { NULL, 0, NULL, 0 } };
-		if ((rc = command_options(cargc, cargv, opts, values)) != BA_OK)
-			return rc;
-		if ((rc = http_global_init()) != BA_OK)
-			return rc;
-		rc = imds_probe_command();
-	} else {
-		return usage_error("unknown command", command);
+		}
 	}
-	http_global_cleanup();
-	return rc;
+	return usage_error("unknown command", command);
 }
 
 int main(int argc, char **argv)

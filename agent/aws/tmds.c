@@ -168,12 +168,110 @@ static bool limits(const struct http_request *req, const cJSON *obj, const char 
 	return true;
 }
 
+/* This container in /task: same DockerId, else the first NORMAL container with the
+ * same Name; never the CNI_PAUSE container of awsvpc mode. *mine stays NULL when
+ * none is; false (logged) on a field of the wrong type. */
+static bool find_own_container(const struct http_request *creq, const cJSON *container,
+                               const struct http_request *treq, const cJSON *task, const cJSON **mine,
+                               char *prefix, size_t prefix_size)
+{
+	const char *docker_id, *name;
+	const cJSON *containers, *c;
+	*mine = NULL;
+	if (!aws_field_string(creq, container, "DockerId", "DockerId", false, &docker_id) ||
+	    !aws_field_string(creq, container, "Name", "Name", false, &name) ||
+	    !aws_field_kind(treq, task, "Containers", "Containers", false, cJSON_Array, &containers))
+		return false;
+	int index = 0;
+	cJSON_ArrayForEach(c, containers) {
+		char path[64];
+		const char *cid, *cname, *ctype;
+		snprintf(path, sizeof path, "Containers[%d]", index);
+		if (!cJSON_IsObject(c)) {
+			aws_field_error(treq, path, "expected an object");
+			return false;
+		}
+		snprintf(path, sizeof path, "Containers[%d].DockerId", index);
+		if (!aws_field_string(treq, c, "DockerId", path, false, &cid))
+			return false;
+		snprintf(path, sizeof path, "Containers[%d].Name", index);
+		if (!aws_field_string(treq, c, "Name", path, false, &cname))
+			return false;
+		snprintf(path, sizeof path, "Containers[%d].Type", index);
+		if (!aws_field_string(treq, c, "Type", path, false, &ctype))
+			return false;
+		bool normal = ctype == NULL || strcmp(ctype, "CNI_PAUSE") != 0;
+		if (normal && *mine == NULL &&
+		    ((docker_id && cid && strcmp(docker_id, cid) == 0) ||
+		     (!docker_id && name && cname && strcmp(name, cname) == 0))) {
+			*mine = c;
+			snprintf(prefix, prefix_size, "Containers[%d].", index);
+		}
+		index++;
+	}
+	return true;
+}
+
+/* What task-metadata prints, gathered from the container's and the task's answers. */
+struct task_facts {
+	const char *ipv4, *mode, *arn, *az;
+	char region[72];
+	/* Task Limits.CPU is in vCPUs; a container's Limits.CPU is in CPU units (1024 per
+	 * vCPU). Memory is in MiB at both levels. */
+	double tcpu, tmem, ccpu, cmem;
+	bool has_tcpu, has_tmem, has_ccpu, has_cmem;
+};
+
+static bool read_facts(const struct http_request *creq, const cJSON *container, const struct http_request *treq,
+                       const cJSON *task, struct task_facts *f)
+{
+	const cJSON *mine;
+	char prefix[64] = "";
+	if (!find_own_container(creq, container, treq, task, &mine, prefix, sizeof prefix) ||
+	    !container_network(creq, container, "", &f->ipv4, &f->mode))
+		return false;
+	/* Networks is left out when the ECS agent could not read them: try /task. */
+	if (f->ipv4 == NULL && f->mode == NULL && mine != NULL &&
+	    !container_network(treq, mine, prefix, &f->ipv4, &f->mode))
+		return false;
+	return task_arn_region(treq, task, &f->arn, f->region, sizeof f->region) == BA_OK &&
+	       aws_field_string(treq, task, "AvailabilityZone", "AvailabilityZone", false, &f->az) &&
+	       limits(treq, task, "", &f->tcpu, &f->has_tcpu, &f->tmem, &f->has_tmem) &&
+	       limits(creq, container, "", &f->ccpu, &f->has_ccpu, &f->cmem, &f->has_cmem);
+}
+
+static enum ba_status print_facts(const struct task_facts *f)
+{
+	cJSON *out = cJSON_CreateObject();
+	if (out == NULL)
+		return BA_EX_OSERR;
+	bool ok = (f->ipv4 ? cJSON_AddStringToObject(out, "ipv4", f->ipv4) : cJSON_AddNullToObject(out, "ipv4")) &&
+	          (f->mode ? cJSON_AddStringToObject(out, "networkMode", f->mode) :
+	                     cJSON_AddNullToObject(out, "networkMode")) &&
+	          cJSON_AddStringToObject(out, "taskArn", f->arn) &&
+	          cJSON_AddStringToObject(out, "region", f->region) &&
+	          (f->az ? cJSON_AddStringToObject(out, "availabilityZone", f->az) :
+	                   cJSON_AddNullToObject(out, "availabilityZone")) &&
+	          (f->has_tcpu ? cJSON_AddNumberToObject(out, "cpus", f->tcpu) :
+	           f->has_ccpu ? cJSON_AddNumberToObject(out, "cpus", f->ccpu / 1024.0) :
+	                         cJSON_AddNullToObject(out, "cpus")) &&
+	          (f->has_tmem ? cJSON_AddNumberToObject(out, "memoryLimitBytes", f->tmem * 1048576.0) :
+	           f->has_cmem ? cJSON_AddNumberToObject(out, "memoryLimitBytes", f->cmem * 1048576.0) :
+	                         cJSON_AddNullToObject(out, "memoryLimitBytes"));
+	if (!ok) {
+		cJSON_Delete(out);
+		return BA_EX_OSERR;
+	}
+	return aws_print_json(out);
+}
+
 enum ba_status tmds_command(void)
 {
 	char *base = NULL;
 	char *task_url = NULL;
-	cJSON *container = NULL, *task = NULL, *out = NULL;
+	cJSON *container = NULL, *task = NULL;
 	struct http_request creq, treq;
+	struct task_facts facts = { 0 };
 	enum ba_status rc = metadata_base(&base);
 	if (rc != BA_OK)
 		return rc;
@@ -182,101 +280,12 @@ enum ba_status tmds_command(void)
 	if ((task_url = malloc(n)) == NULL)
 		goto done;
 	snprintf(task_url, n, "%s/task", base);
-
 	rc = fetch("ECS task metadata endpoint (container)", base, &creq, &container);
-	if (rc != BA_OK)
-		goto done;
-	rc = fetch("ECS task metadata endpoint (task)", task_url, &treq, &task);
-	if (rc != BA_OK)
-		goto done;
-	rc = BA_EX_PROTOCOL;
-
-	/* This container in /task: same DockerId, else the first NORMAL container with the
-	 * same Name; never the CNI_PAUSE container of awsvpc mode. */
-	const char *docker_id, *name;
-	if (!aws_field_string(&creq, container, "DockerId", "DockerId", false, &docker_id) ||
-	    !aws_field_string(&creq, container, "Name", "Name", false, &name))
-		goto done;
-	const cJSON *containers;
-	if (!aws_field_kind(&treq, task, "Containers", "Containers", false, cJSON_Array, &containers))
-		goto done;
-	const cJSON *mine = NULL, *c;
-	char prefix[64] = "";
-	int index = 0, mine_index = -1;
-	cJSON_ArrayForEach(c, containers) {
-		char path[64];
-		snprintf(path, sizeof path, "Containers[%d]", index);
-		if (!cJSON_IsObject(c)) {
-			aws_field_error(&treq, path, "expected an object");
-			goto done;
-		}
-		const char *cid, *cname, *ctype;
-		snprintf(path, sizeof path, "Containers[%d].DockerId", index);
-		if (!aws_field_string(&treq, c, "DockerId", path, false, &cid))
-			goto done;
-		snprintf(path, sizeof path, "Containers[%d].Name", index);
-		if (!aws_field_string(&treq, c, "Name", path, false, &cname))
-			goto done;
-		snprintf(path, sizeof path, "Containers[%d].Type", index);
-		if (!aws_field_string(&treq, c, "Type", path, false, &ctype))
-			goto done;
-		bool normal = ctype == NULL || strcmp(ctype, "CNI_PAUSE") != 0;
-		if (normal && mine == NULL &&
-		    ((docker_id && cid && strcmp(docker_id, cid) == 0) ||
-		     (!docker_id && name && cname && strcmp(name, cname) == 0))) {
-			mine = c;
-			mine_index = index;
-		}
-		index++;
-	}
-	if (mine != NULL)
-		snprintf(prefix, sizeof prefix, "Containers[%d].", mine_index);
-
-	const char *ipv4 = NULL, *mode = NULL;
-	if (!container_network(&creq, container, "", &ipv4, &mode))
-		goto done;
-	/* Networks is left out when the ECS agent could not read them: try /task. */
-	if (ipv4 == NULL && mode == NULL && mine != NULL &&
-	    !container_network(&treq, mine, prefix, &ipv4, &mode))
-		goto done;
-
-	const char *arn, *az;
-	char region[72];
-	if (task_arn_region(&treq, task, &arn, region, sizeof region) != BA_OK ||
-	    !aws_field_string(&treq, task, "AvailabilityZone", "AvailabilityZone", false, &az))
-		goto done;
-
-	/* Task Limits.CPU is in vCPUs; a container's Limits.CPU is in CPU units (1024 per
-	 * vCPU). Memory is in MiB at both levels. */
-	double tcpu = 0, tmem = 0, ccpu = 0, cmem = 0;
-	bool has_tcpu, has_tmem, has_ccpu, has_cmem;
-	if (!limits(&treq, task, "", &tcpu, &has_tcpu, &tmem, &has_tmem) ||
-	    !limits(&creq, container, "", &ccpu, &has_ccpu, &cmem, &has_cmem))
-		goto done;
-
-	rc = BA_EX_OSERR;
-	out = cJSON_CreateObject();
-	if (out == NULL)
-		goto done;
-	bool ok = (ipv4 ? cJSON_AddStringToObject(out, "ipv4", ipv4) : cJSON_AddNullToObject(out, "ipv4")) &&
-	          (mode ? cJSON_AddStringToObject(out, "networkMode", mode) :
-	                  cJSON_AddNullToObject(out, "networkMode")) &&
-	          cJSON_AddStringToObject(out, "taskArn", arn) &&
-	          cJSON_AddStringToObject(out, "region", region) &&
-	          (az ? cJSON_AddStringToObject(out, "availabilityZone", az) :
-	                cJSON_AddNullToObject(out, "availabilityZone")) &&
-	          (has_tcpu ? cJSON_AddNumberToObject(out, "cpus", tcpu) :
-	           has_ccpu ? cJSON_AddNumberToObject(out, "cpus", ccpu / 1024.0) :
-	                      cJSON_AddNullToObject(out, "cpus")) &&
-	          (has_tmem ? cJSON_AddNumberToObject(out, "memoryLimitBytes", tmem * 1048576.0) :
-	           has_cmem ? cJSON_AddNumberToObject(out, "memoryLimitBytes", cmem * 1048576.0) :
-	                      cJSON_AddNullToObject(out, "memoryLimitBytes"));
-	if (!ok)
-		goto done;
-	rc = aws_print_json(out);
-	out = NULL;
+	if (rc == BA_OK)
+		rc = fetch("ECS task metadata endpoint (task)", task_url, &treq, &task);
+	if (rc == BA_OK)
+		rc = read_facts(&creq, container, &treq, task, &facts) ? print_facts(&facts) : BA_EX_PROTOCOL;
 done:
-	cJSON_Delete(out);
 	cJSON_Delete(container);
 	cJSON_Delete(task);
 	free(task_url);

@@ -142,7 +142,7 @@ static void on_started(void *ctx, pid_t pid)
 {
 	struct session *s = ctx;
 	cJSON *msg = NULL;
-	int err = proto_msg_payload_started(pid, &msg);
+	enum proto_err err = proto_msg_payload_started(pid, &msg);
 	send_or_lose(s, msg, err);
 }
 
@@ -150,7 +150,7 @@ static void on_exited(void *ctx, int exit_status, int wait_status)
 {
 	struct session *s = ctx;
 	cJSON *msg = NULL;
-	int err = WIFSIGNALED(wait_status) ? proto_msg_payload_exited_signal(WTERMSIG(wait_status), &msg)
+	enum proto_err err = WIFSIGNALED(wait_status) ? proto_msg_payload_exited_signal(WTERMSIG(wait_status), &msg)
 					   : proto_msg_payload_exited_code(exit_status, &msg);
 	send_or_lose(s, msg, err);
 }
@@ -163,7 +163,7 @@ static void on_spot_notice(void *ctx, const char *type, const char *action, cons
 	cJSON *msg = NULL;
 	(void)action;
 	const char *reason = strcmp(type, "instance-action") == 0 ? "spot_interruption" : "rebalance";
-	int err = proto_msg_draining(reason, time, &msg);
+	enum proto_err err = proto_msg_draining(reason, time, &msg);
 	if (err == PROTO_ERR_INVALID) /* a time that is not RFC 3339: send the notice without it */
 		err = proto_msg_draining(reason, NULL, &msg);
 	send_or_lose(s, msg, err);

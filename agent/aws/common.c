@@ -27,7 +27,9 @@ const char *env_nonempty(const char *name)
 	return (v != NULL && *v != '\0') ? v : NULL;
 }
 
-enum ba_status aws_fail_status(const struct http_request *req, const struct http_response *resp)
+/* The exit status and an error log line for a final non-2xx answer: 401/403 -> 77,
+ * 5xx/429/throttling -> 69, other -> 76. */
+static enum ba_status aws_fail_status(const struct http_request *req, const struct http_response *resp)
 {
 	char *url = http_redact_url(req->url);
 	char excerpt[200] = "";

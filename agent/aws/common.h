@@ -22,9 +22,6 @@ void aws_apply_settings(struct http_request *req);
 /* getenv() that treats "" as unset. */
 const char *env_nonempty(const char *name);
 
-/* The exit status and an error log line for a final non-2xx answer: 401/403 -> 77,
- * 5xx/429/throttling -> 69, other -> 76. */
-enum ba_status aws_fail_status(const struct http_request *req, const struct http_response *resp);
 
 /* Performs req and parses a 200 answer as a JSON object into *root (caller deletes):
  * BA_OK, or the status of aws_fail_status / BA_EX_PROTOCOL / http_perform's, each

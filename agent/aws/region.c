@@ -7,7 +7,8 @@
 #include "common.h"
 #include "log.h"
 
-bool region_valid(const char *region)
+/* A region name is lowercase letters, digits and '-' ("us-east-1"). */
+static bool region_valid(const char *region)
 {
 	if (region == NULL || region[0] == '\0' || strlen(region) > 64)
 		return false;

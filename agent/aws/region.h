@@ -9,9 +9,6 @@
 
 #include "status.h"
 
-/* A region name is lowercase letters, digits and '-' ("us-east-1"). */
-bool region_valid(const char *region);
-
 /* The region field of an ARN ("arn:aws:ecs:REGION:..."), checked; false when the ARN
  * is not an ECS one or the region is not valid. */
 bool region_from_arn(const char *arn, char *out, size_t size);

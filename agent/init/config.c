@@ -349,13 +349,13 @@ enum ba_status config_load(struct config *cfg, int argc, char **argv)
 	return BA_OK;
 }
 
-const char *config_role_name(enum role role)
+static const char *config_role_name(enum role role)
 {
 	static const char *const names[] = { "auto", "init", "worker", "main" };
 	return names[role];
 }
 
-const char *config_protocol_name(enum protocol protocol)
+static const char *config_protocol_name(enum protocol protocol)
 {
 	return protocol == PROTOCOL_JULIA ? "julia" : "native";
 }

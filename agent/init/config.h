@@ -69,8 +69,6 @@ enum ba_status config_load(struct config *cfg, int argc, char **argv);
  * role the agent would take. */
 enum ba_status config_print(const struct config *cfg, enum role resolved_role, FILE *out);
 
-const char *config_role_name(enum role role);
-const char *config_protocol_name(enum protocol protocol);
 
 /* The usage text, for --help and for usage errors. */
 void config_usage(FILE *out);

@@ -60,8 +60,6 @@ enum ba_status supervise_spawn(struct supervisor *sv, const struct payload *payl
 
 /* Ask the payload to stop: send sig, SIGKILL its group after grace_ms. */
 void supervise_terminate(struct supervisor *sv, int sig, int64_t grace_ms, const char *reason);
-/* Send sig to the payload (its group with -g), if it runs. */
-void supervise_signal(struct supervisor *sv, int sig);
 
 bool supervise_running(const struct supervisor *sv);
 /* The grace period ran out and the agent had to SIGKILL. */

@@ -37,7 +37,7 @@ enum log_format log_get_format(void)
 	return log_style;
 }
 
-bool log_enabled(enum log_level level)
+static bool log_enabled(enum log_level level)
 {
 	return level <= log_threshold;
 }

@@ -13,7 +13,6 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
 /* program names the lines ("batch-agent", "batch-agent-aws"). */
 void log_setup(const char *program, enum log_level level, enum log_format format);
-bool log_enabled(enum log_level level);
 enum log_level log_get_level(void);
 enum log_format log_get_format(void);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

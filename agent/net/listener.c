@@ -234,11 +234,6 @@ static void on_lost(struct conn *c, enum proto_err err, void *ctx)
 	listener_drop(p, why);
 }
 
-void listener_send(struct peer *p, cJSON *msg, enum proto_err build_err)
-{
-	conn_send(&p->conn, msg, build_err);
-}
-
 void listener_read_now(struct peer *p)
 {
 	conn_read_now(&p->conn);

@@ -72,8 +72,6 @@ size_t listener_descriptors(const struct listener *ls);
 /* RLIMIT_NOFILE as the agent inherited it (the listener raised it to the hard limit). */
 const struct rlimit *listener_inherited_nofile(const struct listener *ls);
 
-/* Queue msg to p (takes msg); a peer that cannot take it is dropped. */
-void listener_send(struct peer *p, cJSON *msg, enum proto_err build_err);
 /* Send msg built by build(arg) to every registered, connected child. */
 void listener_broadcast(struct listener *ls, enum proto_err (*build)(void *arg, cJSON **out), void *arg);
 /* Tell p why (error, or reject with code), then drop it. */

@@ -21,30 +21,30 @@ struct peer {
 
 /* Sends and frees what a builder made. msg is passed by address: the builder call in
  * the same argument list may run after a by-value read of it. */
-static int send_msg(struct peer *p, int build_rc, cJSON **msg)
+static enum proto_err send_msg(struct peer *p, enum proto_err build_err, cJSON **msg)
 {
-	int rc = build_rc;
+	enum proto_err err = build_err;
 
-	if (rc == PROTO_OK)
-		rc = proto_frame_send_wait(&p->conn, *msg, p->deadline);
+	if (err == PROTO_OK)
+		err = proto_frame_send_wait(&p->conn, *msg, p->deadline);
 	cJSON_Delete(*msg);
 	*msg = NULL;
-	return rc;
+	return err;
 }
 
 /* Receives one message of the expected type; *obj keeps its strings alive. */
-static int recv_msg(struct peer *p, enum proto_msg_type want, cJSON **obj, struct proto_msg *m)
+static enum proto_err recv_msg(struct peer *p, enum proto_msg_type want, cJSON **obj, struct proto_msg *m)
 {
-	int rc = proto_frame_recv_wait(&p->conn, obj, p->deadline);
+	enum proto_err err = proto_frame_recv_wait(&p->conn, obj, p->deadline);
 
-	if (rc == PROTO_OK)
-		rc = proto_msg_parse(*obj, m);
-	if (rc == PROTO_OK && m->type != want)
-		rc = PROTO_ERR_BAD_MESSAGE;
-	return rc;
+	if (err == PROTO_OK)
+		err = proto_msg_parse(*obj, m);
+	if (err == PROTO_OK && m->type != want)
+		err = PROTO_ERR_BAD_MESSAGE;
+	return err;
 }
 
-static int run_worker(struct peer *p)
+static enum proto_err run_worker(struct peer *p)
 {
 	struct proto_register reg = {
 		.job_id = "c-job", .node_index = { true, 1 }, .num_nodes = { true, 2 },
@@ -53,94 +53,94 @@ static int run_worker(struct peer *p)
 	unsigned char proof[PROTO_PROOF_LEN];
 	struct proto_msg m;
 	cJSON *msg = NULL, *in = NULL;
-	int rc;
+	enum proto_err err;
 
-	rc = proto_auth_nonce(p->wn);
-	if (rc == PROTO_OK)
-		rc = send_msg(p, proto_msg_hello_worker(p->wn, "proto_peer", &msg), &msg);
-	if (rc == PROTO_OK)
-		rc = recv_msg(p, PROTO_MSG_HELLO_MANAGER, &in, &m);
-	if (rc == PROTO_OK && m.u.hello_manager.version != PROTO_VERSION)
-		rc = PROTO_ERR_BAD_MESSAGE;
-	if (rc == PROTO_OK) {
+	err = proto_auth_nonce(p->wn);
+	if (err == PROTO_OK)
+		err = send_msg(p, proto_msg_hello_worker(p->wn, "proto_peer", &msg), &msg);
+	if (err == PROTO_OK)
+		err = recv_msg(p, PROTO_MSG_HELLO_MANAGER, &in, &m);
+	if (err == PROTO_OK && m.u.hello_manager.version != PROTO_VERSION)
+		err = PROTO_ERR_BAD_MESSAGE;
+	if (err == PROTO_OK) {
 		memcpy(p->mn, m.u.hello_manager.nonce, PROTO_NONCE_LEN);
-		rc = proto_auth_verify(p->cookie, strlen(p->cookie), PROTO_VERSION, PROTO_ROLE_MANAGER,
+		err = proto_auth_verify(p->cookie, strlen(p->cookie), PROTO_VERSION, PROTO_ROLE_MANAGER,
 				       p->wn, p->mn, m.u.hello_manager.proof);
 	}
-	if (rc == PROTO_OK)
-		rc = proto_frame_set_limit(&p->conn, PROTO_MAX_FRAME);
-	if (rc == PROTO_OK)
-		rc = proto_auth_proof(p->cookie, strlen(p->cookie), PROTO_VERSION, PROTO_ROLE_WORKER,
+	if (err == PROTO_OK)
+		err = proto_frame_set_limit(&p->conn, PROTO_MAX_FRAME);
+	if (err == PROTO_OK)
+		err = proto_auth_proof(p->cookie, strlen(p->cookie), PROTO_VERSION, PROTO_ROLE_WORKER,
 				      p->wn, p->mn, proof);
-	if (rc == PROTO_OK)
-		rc = send_msg(p, proto_msg_auth(proof, &msg), &msg);
-	if (rc == PROTO_OK)
-		rc = send_msg(p, proto_msg_register(&reg, &msg), &msg);
+	if (err == PROTO_OK)
+		err = send_msg(p, proto_msg_auth(proof, &msg), &msg);
+	if (err == PROTO_OK)
+		err = send_msg(p, proto_msg_register(&reg, &msg), &msg);
 	cJSON_Delete(in);
 	in = NULL;
-	if (rc == PROTO_OK)
-		rc = recv_msg(p, PROTO_MSG_ACCEPT, &in, &m);
-	if (rc == PROTO_OK)
-		rc = send_msg(p, proto_msg_payload_exited_code(7, &msg), &msg);
+	if (err == PROTO_OK)
+		err = recv_msg(p, PROTO_MSG_ACCEPT, &in, &m);
+	if (err == PROTO_OK)
+		err = send_msg(p, proto_msg_payload_exited_code(7, &msg), &msg);
 	cJSON_Delete(in);
 	proto_auth_wipe(proof, sizeof(proof));
-	return rc;
+	return err;
 }
 
-static int run_manager(struct peer *p)
+static enum proto_err run_manager(struct peer *p)
 {
 	unsigned char proof[PROTO_PROOF_LEN];
 	struct proto_msg m;
 	cJSON *msg = NULL, *in = NULL;
 	int version = 0;
-	int rc;
+	enum proto_err err;
 
-	rc = recv_msg(p, PROTO_MSG_HELLO_WORKER, &in, &m);
-	if (rc == PROTO_OK)
-		rc = proto_msg_pick_version(&m, &version);
-	if (rc == PROTO_OK) {
+	err = recv_msg(p, PROTO_MSG_HELLO_WORKER, &in, &m);
+	if (err == PROTO_OK)
+		err = proto_msg_pick_version(&m, &version);
+	if (err == PROTO_OK) {
 		memcpy(p->wn, m.u.hello_worker.nonce, PROTO_NONCE_LEN);
-		rc = proto_auth_nonce(p->mn);
+		err = proto_auth_nonce(p->mn);
 	}
-	if (rc == PROTO_OK)
-		rc = proto_auth_proof(p->cookie, strlen(p->cookie), version, PROTO_ROLE_MANAGER,
+	if (err == PROTO_OK)
+		err = proto_auth_proof(p->cookie, strlen(p->cookie), version, PROTO_ROLE_MANAGER,
 				      p->wn, p->mn, proof);
-	if (rc == PROTO_OK)
-		rc = send_msg(p, proto_msg_hello_manager(version, p->mn, proof, &msg), &msg);
+	if (err == PROTO_OK)
+		err = send_msg(p, proto_msg_hello_manager(version, p->mn, proof, &msg), &msg);
 	cJSON_Delete(in);
 	in = NULL;
-	if (rc == PROTO_OK)
-		rc = recv_msg(p, PROTO_MSG_AUTH, &in, &m);
-	if (rc == PROTO_OK)
-		rc = proto_auth_verify(p->cookie, strlen(p->cookie), version, PROTO_ROLE_WORKER,
+	if (err == PROTO_OK)
+		err = recv_msg(p, PROTO_MSG_AUTH, &in, &m);
+	if (err == PROTO_OK)
+		err = proto_auth_verify(p->cookie, strlen(p->cookie), version, PROTO_ROLE_WORKER,
 				       p->wn, p->mn, m.u.auth.proof);
-	if (rc == PROTO_OK)
-		rc = proto_frame_set_limit(&p->conn, PROTO_MAX_FRAME);
+	if (err == PROTO_OK)
+		err = proto_frame_set_limit(&p->conn, PROTO_MAX_FRAME);
 	cJSON_Delete(in);
 	in = NULL;
-	if (rc == PROTO_OK)
-		rc = recv_msg(p, PROTO_MSG_REGISTER, &in, &m);
-	if (rc == PROTO_OK && (!m.u.reg.node_index.present || m.u.reg.node_index.value != 1))
-		rc = PROTO_ERR_BAD_MESSAGE;
-	if (rc == PROTO_OK)
-		rc = send_msg(p, proto_msg_accept(100, &msg), &msg);
+	if (err == PROTO_OK)
+		err = recv_msg(p, PROTO_MSG_REGISTER, &in, &m);
+	if (err == PROTO_OK && (!m.u.reg.node_index.present || m.u.reg.node_index.value != 1))
+		err = PROTO_ERR_BAD_MESSAGE;
+	if (err == PROTO_OK)
+		err = send_msg(p, proto_msg_accept(100, &msg), &msg);
 	cJSON_Delete(in);
 	in = NULL;
-	if (rc == PROTO_OK)
-		rc = recv_msg(p, PROTO_MSG_PAYLOAD_EXITED, &in, &m);
-	if (rc == PROTO_OK && m.u.payload_exited.exit_code != 7)
-		rc = PROTO_ERR_BAD_MESSAGE;
-	if (rc == PROTO_OK)
-		rc = send_msg(p, proto_msg_shutdown(0, "done", &msg), &msg);
+	if (err == PROTO_OK)
+		err = recv_msg(p, PROTO_MSG_PAYLOAD_EXITED, &in, &m);
+	if (err == PROTO_OK && m.u.payload_exited.exit_code != 7)
+		err = PROTO_ERR_BAD_MESSAGE;
+	if (err == PROTO_OK)
+		err = send_msg(p, proto_msg_shutdown(0, "done", &msg), &msg);
 	cJSON_Delete(in);
 	proto_auth_wipe(proof, sizeof(proof));
-	return rc;
+	return err;
 }
 
 int main(int argc, char **argv)
 {
 	struct peer p;
-	int rc;
+	enum proto_err err;
 
 	if (argc != 4) {
 		fprintf(stderr, "usage: proto_peer worker|manager COOKIE FD\n");
@@ -150,9 +150,9 @@ int main(int argc, char **argv)
 	p.cookie = argv[2];
 	p.deadline = proto_frame_now_ms() + PROTO_HANDSHAKE_TIMEOUT_MS;
 	proto_frame_conn_init(&p.conn, atoi(argv[3]));
-	rc = strcmp(argv[1], "worker") == 0 ? run_worker(&p) : run_manager(&p);
+	err = strcmp(argv[1], "worker") == 0 ? run_worker(&p) : run_manager(&p);
 	proto_frame_conn_free(&p.conn);
-	if (rc != PROTO_OK)
-		fprintf(stderr, "proto_peer %s: %s\n", argv[1], proto_strerror(rc));
-	return rc == PROTO_OK ? 0 : 1;
+	if (err != PROTO_OK)
+		fprintf(stderr, "proto_peer %s: %s\n", argv[1], proto_strerror(err));
+	return err == PROTO_OK ? 0 : 1;
 }

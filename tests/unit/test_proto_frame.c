@@ -60,7 +60,7 @@ static void raw_frame(int fd, const char *payload)
 	raw_write(fd, payload, n);
 }
 
-static void expect_error(struct pair *p, int err)
+static void expect_error(struct pair *p, enum proto_err err)
 {
 	cJSON *obj = (cJSON *)1;
 
@@ -241,7 +241,7 @@ static void test_garbage_payloads(void **state)
 	cJSON *got = NULL;
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		int rc = proto_frame_decode((const unsigned char *)bad[i], strlen(bad[i]), &got);
+		enum proto_err rc = proto_frame_decode((const unsigned char *)bad[i], strlen(bad[i]), &got);
 		if (rc != PROTO_ERR_BAD_JSON)
 			fail_msg("accepted or misjudged #%zu: %s (%s)", i, bad[i], proto_strerror(rc));
 		assert_null(got);
@@ -262,7 +262,7 @@ static void test_good_payloads(void **state)
 	cJSON *got = NULL;
 
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-		int rc = proto_frame_decode((const unsigned char *)good[i], strlen(good[i]), &got);
+		enum proto_err rc = proto_frame_decode((const unsigned char *)good[i], strlen(good[i]), &got);
 		if (rc != PROTO_OK)
 			fail_msg("refused #%zu: %s (%s)", i, good[i], proto_strerror(rc));
 		cJSON_Delete(got);
@@ -323,7 +323,7 @@ static void test_partial_writes(void **state)
 	proto_frame_conn_init(&reader, p->b);
 	assert_int_equal(proto_frame_set_limit(&reader, PROTO_MAX_FRAME), PROTO_OK);
 	while (received < sent) {
-		int rc = proto_frame_recv(&reader, &got);
+		enum proto_err rc = proto_frame_recv(&reader, &got);
 		if (rc == PROTO_OK) {
 			struct proto_msg m;
 			assert_int_equal(proto_msg_parse(got, &m), PROTO_OK);
@@ -338,7 +338,7 @@ static void test_partial_writes(void **state)
 	}
 	assert_false(p->c.want_write);
 	/* Queue cap: a peer that never reads cannot make us buffer without bound. */
-	int rc = PROTO_OK;
+	enum proto_err rc = PROTO_OK;
 	for (int i = 0; i < 1000 && rc == PROTO_OK; i++)
 		rc = proto_frame_send(&p->c, msg);
 	assert_int_equal(rc, PROTO_ERR_OVERFLOW);

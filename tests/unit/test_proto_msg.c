@@ -14,10 +14,10 @@
 #define M64 "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
 #define P64 "05e7599da7f79270c3c2f5a2c91ca8a2792c56e52273e64504f44c4df6f518f4"
 
-static int parse_text(const char *text, struct proto_msg *m, cJSON **keep)
+static enum proto_err parse_text(const char *text, struct proto_msg *m, cJSON **keep)
 {
 	cJSON *obj = NULL;
-	int rc = proto_frame_decode((const unsigned char *)text, strlen(text), &obj);
+	enum proto_err rc = proto_frame_decode((const unsigned char *)text, strlen(text), &obj);
 
 	if (rc != PROTO_OK)
 		fail_msg("not JSON: %s", text);
@@ -32,7 +32,7 @@ static int parse_text(const char *text, struct proto_msg *m, cJSON **keep)
 static void ok(const char *text, enum proto_msg_type type)
 {
 	struct proto_msg m;
-	int rc = parse_text(text, &m, NULL);
+	enum proto_err rc = parse_text(text, &m, NULL);
 
 	if (rc != PROTO_OK || m.type != type)
 		fail_msg("refused or misread (%s): %s", proto_strerror(rc), text);
@@ -41,7 +41,7 @@ static void ok(const char *text, enum proto_msg_type type)
 static void bad(const char *text)
 {
 	struct proto_msg m;
-	int rc = parse_text(text, &m, NULL);
+	enum proto_err rc = parse_text(text, &m, NULL);
 
 	if (rc != PROTO_ERR_BAD_MESSAGE)
 		fail_msg("accepted (%s): %s", proto_strerror(rc), text);

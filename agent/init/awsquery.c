@@ -43,17 +43,10 @@ enum ba_status awsquery_spawn(const char *const *args, pid_t *pid_out, int *stdo
 	argv[n] = NULL;
 
 	int fds[2];
-	if (pipe2(fds, O_CLOEXEC) < 0) {
-		log_error("pipe2: %m");
-		return BA_EX_OSERR;
-	}
-	pid_t pid = fork();
-	if (pid < 0) {
-		log_error("fork: %m");
-		close(fds[0]);
-		close(fds[1]);
-		return BA_EX_OSERR;
-	}
+	pid_t pid;
+	rc = util_fork_with_pipe(fds, &pid);
+	if (rc != BA_OK)
+		return rc;
 	if (pid == 0) {
 		/* The helper must die of SIGTERM like any program: give it the signal state
 		 * we inherited, not the agent's blocked mask. Its own process group keeps a
@@ -81,13 +74,13 @@ enum ba_status awsquery_run(const char *const *args, int64_t timeout_ms, cJSON *
 	char *output = NULL;
 	size_t length = 0;
 	int64_t deadline = util_now_ms() + timeout_ms;
+	/* Room for the whole answer first: a helper we could not read from is one to kill. */
+	if ((output = malloc(MAX_OUTPUT + 1)) == NULL)
+		return BA_EX_OSERR;
 	enum ba_status rc = awsquery_spawn(args, &pid, &fd);
-	if (rc != BA_OK)
+	if (rc != BA_OK) {
+		free(output);
 		return rc;
-	output = malloc(MAX_OUTPUT + 1);
-	if (output == NULL) {
-		rc = BA_EX_OSERR;
-		goto reap;
 	}
 	for (;;) {
 		int64_t left = deadline - util_now_ms();

@@ -34,16 +34,23 @@ struct setting {
 	const char *expected; /* what a valid value looks like, for the error message */
 };
 
-static bool parse_role(struct config *cfg, const char *text)
+/* text as one of count names: its index in *index. */
+static bool parse_choice(const char *text, const char *const *names, size_t count, size_t *index)
 {
-	static const char *const names[] = { "auto", "init", "worker", "main" };
-	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+	for (size_t i = 0; i < count; i++) {
 		if (strcmp(text, names[i]) == 0) {
-			cfg->role = (enum role)i;
+			*index = i;
 			return true;
 		}
 	}
 	return false;
+}
+
+static bool parse_role(struct config *cfg, const char *text)
+{
+	static const char *const names[] = { "auto", "init", "worker", "main" };
+	size_t i;
+	return parse_choice(text, names, sizeof names / sizeof names[0], &i) && (cfg->role = (enum role)i, true);
 }
 
 static bool parse_exec(struct config *cfg, const char *text)
@@ -76,14 +83,18 @@ static bool parse_log_format(struct config *cfg, const char *text)
 	return log_format_parse(text, &cfg->log_format);
 }
 
+/* Any text but the empty one. */
+static bool parse_text(const char *text, const char **out)
+{
+	*out = text;
+	return *text != '\0';
+}
+
 static bool parse_manager(struct config *cfg, const char *text)
 {
 	/* The address itself is checked by the stage that dials it, which knows the
 	 * forms it accepts (and Ref::name, which Batch leaves when no value was given). */
-	if (*text == '\0')
-		return false;
-	cfg->manager = text;
-	return true;
+	return parse_text(text, &cfg->manager);
 }
 
 static bool parse_port(struct config *cfg, const char *text)
@@ -93,10 +104,7 @@ static bool parse_port(struct config *cfg, const char *text)
 
 static bool parse_cookie_file(struct config *cfg, const char *text)
 {
-	if (*text == '\0')
-		return false;
-	cfg->cookie_file = text;
-	return true;
+	return parse_text(text, &cfg->cookie_file);
 }
 
 static bool parse_connect_timeout(struct config *cfg, const char *text)
@@ -116,13 +124,9 @@ static bool parse_min_nodes(struct config *cfg, const char *text)
 
 static bool parse_on_manager_loss(struct config *cfg, const char *text)
 {
-	if (strcmp(text, "exit") == 0)
-		cfg->on_manager_loss = MANAGER_LOSS_EXIT;
-	else if (strcmp(text, "continue") == 0)
-		cfg->on_manager_loss = MANAGER_LOSS_CONTINUE;
-	else
-		return false;
-	return true;
+	static const char *const names[] = { [MANAGER_LOSS_EXIT] = "exit", [MANAGER_LOSS_CONTINUE] = "continue" };
+	size_t i;
+	return parse_choice(text, names, sizeof names / sizeof names[0], &i) && (cfg->on_manager_loss = (enum manager_loss)i, true);
 }
 
 static bool parse_heartbeat(struct config *cfg, const char *text)
@@ -132,13 +136,9 @@ static bool parse_heartbeat(struct config *cfg, const char *text)
 
 static bool parse_protocol(struct config *cfg, const char *text)
 {
-	if (strcmp(text, "native") == 0)
-		cfg->protocol = PROTOCOL_NATIVE;
-	else if (strcmp(text, "julia") == 0)
-		cfg->protocol = PROTOCOL_JULIA;
-	else
-		return false;
-	return true;
+	static const char *const names[] = { [PROTOCOL_NATIVE] = "native", [PROTOCOL_JULIA] = "julia" };
+	size_t i;
+	return parse_choice(text, names, sizeof names / sizeof names[0], &i) && (cfg->protocol = (enum protocol)i, true);
 }
 
 static bool parse_advertise_addr(struct config *cfg, const char *text)

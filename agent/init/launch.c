@@ -13,6 +13,7 @@
 #include "log.h"
 #include "signals.h"
 #include "status.h"
+#include "util.h"
 
 extern char **environ;
 
@@ -221,17 +222,10 @@ enum ba_status launch_spawn(const struct payload *payload, pid_t *pid_out, bool 
 	/* The child reports a failed exec through this pipe; a successful exec closes it
 	 * (O_CLOEXEC), so the parent's read returns 0 exactly when exec worked. */
 	int report[2];
-	if (pipe2(report, O_CLOEXEC) < 0) {
-		log_error("pipe2: %m");
-		return BA_EX_OSERR;
-	}
-	pid_t pid = fork();
-	if (pid < 0) {
-		log_error("fork: %m");
-		close(report[0]);
-		close(report[1]);
-		return BA_EX_OSERR;
-	}
+	pid_t pid;
+	enum ba_status rc = util_fork_with_pipe(report, &pid);
+	if (rc != BA_OK)
+		return rc;
 	if (pid == 0) {
 		close(report[0]);
 		/* Our own process group, and the terminal's foreground when we have one, so

@@ -22,11 +22,8 @@ int main(int argc, char **argv)
 	enum role role;
 
 	util_ensure_std_fds();
-	enum ba_status rc = config_load(&cfg, argc, argv);
+	enum ba_status rc = role_from_command_line(&cfg, &role, argc, argv);
 	if (rc != BA_OK || cfg.answered)
-		return rc;
-	rc = role_decide(&cfg, &role);
-	if (rc != BA_OK)
 		return rc;
 	if (cfg.print_config)
 		return config_print(&cfg, role, stdout);

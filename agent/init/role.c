@@ -31,3 +31,11 @@ enum ba_status role_decide(const struct config *cfg, enum role *out)
 	*out = role;
 	return BA_OK;
 }
+
+enum ba_status role_from_command_line(struct config *cfg, enum role *out, int argc, char **argv)
+{
+	enum ba_status rc = config_load(cfg, argc, argv);
+	if (rc != BA_OK || cfg->answered)
+		return rc;
+	return role_decide(cfg, out);
+}

@@ -1,6 +1,8 @@
 /* Small helpers shared by every module. */
 #include "util.h"
 
+#include "log.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -178,4 +180,19 @@ void util_ensure_std_fds(void)
 		if (opened >= 0 && opened != fd)
 			close(opened);
 	}
+}
+
+enum ba_status util_fork_with_pipe(int fds[2], pid_t *pid)
+{
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		log_error("pipe2: %m");
+		return BA_EX_OSERR;
+	}
+	*pid = fork();
+	if (*pid >= 0)
+		return BA_OK;
+	log_error("fork: %m");
+	close(fds[0]);
+	close(fds[1]);
+	return BA_EX_OSERR;
 }

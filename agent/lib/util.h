@@ -5,6 +5,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+
+#include "status.h"
 
 /* Strict decimal integer in [min, max]: no sign unless min < 0, no blanks, no junk,
  * no empty string. */
@@ -35,5 +38,9 @@ void util_scrub_env(const char *name);
 /* A closed stdin, stdout or stderr would be reused by the agent's own descriptors (and
  * log lines would go into a socket): open /dev/null on each that is closed. */
 void util_ensure_std_fds(void);
+
+/* A close-on-exec pipe, then fork: BA_OK in both processes (*pid 0 in the child), or
+ * BA_EX_OSERR (logged, nothing left open). */
+enum ba_status util_fork_with_pipe(int fds[2], pid_t *pid);
 
 #endif

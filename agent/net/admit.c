@@ -8,16 +8,24 @@
 #include "address.h"
 #include "util.h"
 
+/* Fill why and say false: the step did not pass. reject: a reject code after
+ * authentication, rather than an error code. */
+static bool vrefuse(struct admit_refusal *why, const char *code, bool reject, bool loud, const char *fmt, va_list args)
+{
+	why->code = code;
+	why->reject = reject;
+	why->loud = loud;
+	vsnprintf(why->text, sizeof why->text, fmt, args);
+	return false;
+}
+
 static bool refuse(struct admit_refusal *why, const char *code, bool loud, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 static bool refuse(struct admit_refusal *why, const char *code, bool loud, const char *fmt, ...)
 {
 	va_list args;
-	why->code = code;
-	why->reject = false;
-	why->loud = loud;
 	va_start(args, fmt);
-	vsnprintf(why->text, sizeof why->text, fmt, args);
+	vrefuse(why, code, false, loud, fmt, args);
 	va_end(args);
 	return false;
 }
@@ -27,11 +35,8 @@ static bool reject(struct admit_refusal *why, const char *code, const char *fmt,
 static bool reject(struct admit_refusal *why, const char *code, const char *fmt, ...)
 {
 	va_list args;
-	why->code = code;
-	why->reject = true;
-	why->loud = false;
 	va_start(args, fmt);
-	vsnprintf(why->text, sizeof why->text, fmt, args);
+	vrefuse(why, code, true, false, fmt, args);
 	va_end(args);
 	return false;
 }

@@ -125,11 +125,8 @@ int main(int argc, char **argv)
 	struct config cfg;
 	enum role role;
 
-	enum ba_status rc = config_load(&cfg, argc, argv);
+	enum ba_status rc = role_from_command_line(&cfg, &role, argc, argv);
 	if (rc != BA_OK || cfg.answered)
-		return rc;
-	rc = role_decide(&cfg, &role);
-	if (rc != BA_OK)
 		return rc;
 	/* Before anything that can wait: a SIGTERM while we dial or rendezvous must end
 	 * the agent promptly, even as PID 1 where the default action is nothing. */

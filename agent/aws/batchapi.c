@@ -127,6 +127,10 @@ static cJSON *job_parameters(const struct http_request *req, const cJSON *root, 
 	return NULL;
 }
 
+/* DescribeJobs: the AWS SDK's retries, a generous timeout for a regional endpoint. */
+static const struct http_policy describe_jobs_policy = { .connect_timeout_ms = 3000, .timeout_ms = 10000,
+	.max_attempts = 4, .backoff_base_ms = 200, .backoff_cap_ms = 5000, .retry = HTTP_RETRY_AWS };
+
 enum ba_status batch_job_parameters_command(const char *endpoint_option)
 {
 	const char *job_id = env_nonempty("AWS_BATCH_JOB_ID");
@@ -170,12 +174,7 @@ enum ba_status batch_job_parameters_command(const char *endpoint_option)
 		.sign_token = creds.session_token,
 		.sign_region = region,
 		.sign_service = "batch",
-		.connect_timeout_ms = 3000,
-		.timeout_ms = 10000,
-		.max_attempts = 4,
-		.backoff_base_ms = 200,
-		.backoff_cap_ms = 5000,
-		.retry = HTTP_RETRY_AWS,
+		.policy = describe_jobs_policy,
 	};
 	aws_apply_settings(&req);
 	log_debug("DescribeJobs %s in %s", job_id, region);

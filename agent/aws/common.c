@@ -14,11 +14,11 @@ struct aws_settings aws_settings;
 void aws_apply_settings(struct http_request *req)
 {
 	if (aws_settings.connect_timeout_ms > 0)
-		req->connect_timeout_ms = aws_settings.connect_timeout_ms;
+		req->policy.connect_timeout_ms = aws_settings.connect_timeout_ms;
 	if (aws_settings.timeout_ms > 0)
-		req->timeout_ms = aws_settings.timeout_ms;
+		req->policy.timeout_ms = aws_settings.timeout_ms;
 	if (aws_settings.max_attempts > 0)
-		req->max_attempts = aws_settings.max_attempts;
+		req->policy.max_attempts = aws_settings.max_attempts;
 }
 
 const char *env_nonempty(const char *name)

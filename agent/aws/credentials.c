@@ -297,6 +297,11 @@ static void wipe_tree(cJSON *root)
 	cJSON_Delete(root);
 }
 
+/* botocore's ContainerMetadataFetcher: 2 s, 3 attempts, 1 s apart, retried on any non-200 or non-JSON answer. */
+static const struct http_policy container_policy = { .no_proxy = true, .connect_timeout_ms = 2000,
+	.timeout_ms = 2000, .max_attempts = 3, .fixed_sleep_ms = 1000, .retry = HTTP_RETRY_UNLESS_200_JSON,
+	.max_body = 64 * 1024 };
+
 static enum ba_status from_container_endpoint(struct aws_credentials *out, bool *found)
 {
 	*found = false;
@@ -316,13 +321,7 @@ static enum ba_status from_container_endpoint(struct aws_credentials *out, bool 
 		.method = "GET",
 		.url = url,
 		.headers = headers,
-		.no_proxy = true,
-		.connect_timeout_ms = 2000,
-		.timeout_ms = 2000,
-		.max_attempts = 3,
-		.fixed_sleep_ms = 1000,
-		.retry = HTTP_RETRY_UNLESS_200_JSON,
-		.max_body = 64 * 1024,
+		.policy = container_policy,
 	};
 	if (rc == BA_OK)
 		rc = aws_request_object(&req, &root);

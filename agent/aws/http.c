@@ -325,7 +325,7 @@ static bool retryable_curl_error(CURLcode curl_code)
 static bool retryable_answer(const struct http_request *req, long http_status,
                              const struct transfer *t, const struct http_response *resp)
 {
-	if (req->retry == HTTP_RETRY_UNLESS_200_JSON) {
+	if (req->policy.retry == HTTP_RETRY_UNLESS_200_JSON) {
 		if (http_status != 200)
 			return true;
 		cJSON *root = cJSON_ParseWithLength(t->body ? t->body : "", t->len);
@@ -340,10 +340,10 @@ static bool retryable_answer(const struct http_request *req, long http_status,
 
 static long backoff_ms(const struct http_request *req, int attempt)
 {
-	if (req->fixed_sleep_ms > 0)
-		return req->fixed_sleep_ms;
-	long base = req->backoff_base_ms > 0 ? req->backoff_base_ms : 100;
-	long cap = req->backoff_cap_ms > 0 ? req->backoff_cap_ms : 2000;
+	if (req->policy.fixed_sleep_ms > 0)
+		return req->policy.fixed_sleep_ms;
+	long base = req->policy.backoff_base_ms > 0 ? req->policy.backoff_base_ms : 100;
+	long cap = req->policy.backoff_cap_ms > 0 ? req->policy.backoff_cap_ms : 2000;
 	long ceiling = base;
 	for (int i = 1; i < attempt && ceiling < cap; i++)
 		ceiling *= 2;
@@ -367,8 +367,8 @@ static enum ba_status configure(CURL *h, const struct http_request *req, struct 
 	SET(CURLOPT_PROTOCOLS_STR, "http,https");
 	SET(CURLOPT_FOLLOWLOCATION, 0L);
 	SET(CURLOPT_NOSIGNAL, 1L);
-	SET(CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms > 0 ? req->connect_timeout_ms : 3000L);
-	SET(CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 10000L);
+	SET(CURLOPT_CONNECTTIMEOUT_MS, req->policy.connect_timeout_ms > 0 ? req->policy.connect_timeout_ms : 3000L);
+	SET(CURLOPT_TIMEOUT_MS, req->policy.timeout_ms > 0 ? req->policy.timeout_ms : 10000L);
 	SET(CURLOPT_SSL_VERIFYPEER, 1L);
 	SET(CURLOPT_SSL_VERIFYHOST, 2L);
 	SET(CURLOPT_USERAGENT, "batch-agent-aws/" BATCH_AGENT_VERSION);
@@ -382,7 +382,7 @@ static enum ba_status configure(CURL *h, const struct http_request *req, struct 
 	const char *ca = getenv("AWS_CA_BUNDLE");
 	if (ca != NULL && *ca != '\0')
 		SET(CURLOPT_CAINFO, ca);
-	if (req->no_proxy)
+	if (req->policy.no_proxy)
 		SET(CURLOPT_PROXY, "");
 	if (strcmp(req->method, "POST") == 0) {
 		SET(CURLOPT_POST, 1L);
@@ -484,7 +484,7 @@ static enum ba_status transfer_failed(const struct http_request *req, CURLcode c
 	resp->attempts = attempt;
 	if (too_large) {
 		snprintf(resp->error, sizeof resp->error, "%s (%s): response body larger than %zu bytes, refused",
-		         req->what, shown, req->max_body ? req->max_body : HTTP_DEFAULT_MAX_BODY);
+		         req->what, shown, req->policy.max_body ? req->policy.max_body : HTTP_DEFAULT_MAX_BODY);
 		return BA_EX_PROTOCOL;
 	}
 	if (curl_code == CURLE_ABORTED_BY_CALLBACK || http_stop_requested()) {
@@ -512,7 +512,7 @@ static enum ba_status attempt_once(const struct http_request *req, struct curl_s
                                    struct http_response *resp, int attempt, int attempts, const char *shown,
                                    bool *retry)
 {
-	struct transfer t = { .max = req->max_body ? req->max_body : HTTP_DEFAULT_MAX_BODY };
+	struct transfer t = { .max = req->policy.max_body ? req->policy.max_body : HTTP_DEFAULT_MAX_BODY };
 	*retry = false;
 	curl_easy_reset(shared_handle);
 	enum ba_status rc = configure(shared_handle, req, &t, headers, shown, resp);
@@ -552,7 +552,7 @@ enum ba_status http_perform(const struct http_request *req, struct http_response
 		snprintf(resp->error, sizeof resp->error, "%s (%s): out of memory", req->what, shown);
 		goto out;
 	}
-	int attempts = req->max_attempts > 0 ? req->max_attempts : 1;
+	int attempts = req->policy.max_attempts > 0 ? req->policy.max_attempts : 1;
 	for (int attempt = 1; attempt <= attempts; attempt++) {
 		bool retry;
 		rc = attempt_once(req, headers, resp, attempt, attempts, shown, &retry);

@@ -26,6 +26,22 @@ enum http_retry_policy {
 	HTTP_RETRY_UNLESS_200_JSON,
 };
 
+/* How an endpoint is called: timeouts, attempts and what is retried. Each endpoint
+ * module keeps one, named for the endpoint. */
+struct http_policy {
+	long connect_timeout_ms;
+	long timeout_ms; /* whole attempt: connect, send, wait, receive */
+	int max_attempts;
+	/* Sleep before attempt n+1: random in [0, min(cap, base * 2^n)] (full jitter),
+	 * or exactly fixed_sleep_ms when that is > 0 (botocore's container provider). */
+	long backoff_base_ms;
+	long backoff_cap_ms;
+	long fixed_sleep_ms;
+	enum http_retry_policy retry;
+	size_t max_body; /* 0: HTTP_DEFAULT_MAX_BODY */
+	bool no_proxy;   /* link-local endpoints: never through an HTTP proxy */
+};
+
 struct http_request {
 	const char *what;   /* names the endpoint in messages: "Batch DescribeJobs" */
 	const char *method; /* "GET", "PUT" (empty body) or "POST" */
@@ -42,17 +58,7 @@ struct http_request {
 	const char *sign_token; /* NULL or "" for long-term keys */
 	const char *sign_region;
 	const char *sign_service;
-	bool no_proxy; /* link-local endpoints: never through an HTTP proxy */
-	long connect_timeout_ms;
-	long timeout_ms; /* whole attempt: connect, send, wait, receive */
-	int max_attempts;
-	/* Sleep before attempt n+1: random in [0, min(cap, base * 2^n)] (full jitter),
-	 * or exactly fixed_sleep_ms when that is > 0 (botocore's container provider). */
-	long backoff_base_ms;
-	long backoff_cap_ms;
-	long fixed_sleep_ms;
-	enum http_retry_policy retry;
-	size_t max_body; /* 0: HTTP_DEFAULT_MAX_BODY */
+	struct http_policy policy;
 	struct curl_slist *connect_to; /* CURLOPT_CONNECT_TO; unit tests only */
 };
 

@@ -81,6 +81,11 @@ static void drop_token(struct imds *m)
 	m->token_headers = NULL;
 }
 
+/* The IMDSv2 token: link-local and quick, or not there at all. */
+static const struct http_policy token_policy = { .no_proxy = true, .connect_timeout_ms = 1000,
+	.timeout_ms = 1000, .max_attempts = 2, .backoff_base_ms = 100, .backoff_cap_ms = 200,
+	.retry = HTTP_RETRY_AWS, .max_body = TOKEN_MAX_LEN };
+
 /* PUT /latest/api/token. BA_OK with m->token set, else a status with the reason logged
  * at level (error at start, warn later). */
 static enum ba_status get_token(struct imds *m, bool at_start)
@@ -96,14 +101,7 @@ static enum ba_status get_token(struct imds *m, bool at_start)
 		.method = "PUT",
 		.url = url,
 		.headers = headers,
-		.no_proxy = true,
-		.connect_timeout_ms = 1000,
-		.timeout_ms = 1000,
-		.max_attempts = 2,
-		.backoff_base_ms = 100,
-		.backoff_cap_ms = 200,
-		.retry = HTTP_RETRY_AWS,
-		.max_body = TOKEN_MAX_LEN,
+		.policy = token_policy,
 	};
 	enum log_level level = at_start ? m->unavailable_level : LOG_LEVEL_WARN;
 	struct http_response resp;
@@ -221,6 +219,11 @@ out:
 	return rc;
 }
 
+/* A Spot notice path: polled again soon anyway, so few retries. */
+static const struct http_policy notice_policy = { .no_proxy = true, .connect_timeout_ms = 1000,
+	.timeout_ms = 2000, .max_attempts = 2, .backoff_base_ms = 100, .backoff_cap_ms = 500,
+	.retry = HTTP_RETRY_AWS, .max_body = 64 * 1024 };
+
 /* One GET of path. BA_OK also when the poll failed transiently (warned). */
 static enum ba_status poll_path(struct imds *m, const char *path, bool is_action)
 {
@@ -241,14 +244,7 @@ static enum ba_status poll_path(struct imds *m, const char *path, bool is_action
 			.method = "GET",
 			.url = url,
 			.headers = m->token_headers,
-			.no_proxy = true,
-			.connect_timeout_ms = 1000,
-			.timeout_ms = 2000,
-			.max_attempts = 2,
-			.backoff_base_ms = 100,
-			.backoff_cap_ms = 500,
-			.retry = HTTP_RETRY_AWS,
-			.max_body = 64 * 1024,
+			.policy = notice_policy,
 		};
 		aws_apply_settings(&req);
 		struct http_response resp;

@@ -34,6 +34,11 @@ static enum ba_status metadata_base(char **out)
 	return BA_OK;
 }
 
+/* The task metadata endpoint: link-local, a few quick retries. */
+static const struct http_policy metadata_policy = { .no_proxy = true, .connect_timeout_ms = 1000,
+	.timeout_ms = 3000, .max_attempts = 3, .backoff_base_ms = 100, .backoff_cap_ms = 1000,
+	.retry = HTTP_RETRY_AWS };
+
 /* GET url and parse a JSON object; *root on BA_OK. */
 static enum ba_status fetch(const char *what, const char *url, struct http_request *req, cJSON **root)
 {
@@ -41,13 +46,7 @@ static enum ba_status fetch(const char *what, const char *url, struct http_reque
 		.what = what,
 		.method = "GET",
 		.url = url,
-		.no_proxy = true,
-		.connect_timeout_ms = 1000,
-		.timeout_ms = 3000,
-		.max_attempts = 3,
-		.backoff_base_ms = 100,
-		.backoff_cap_ms = 1000,
-		.retry = HTTP_RETRY_AWS,
+		.policy = metadata_policy,
 	};
 	aws_apply_settings(req);
 	return aws_request_object(req, root);

@@ -115,6 +115,10 @@ static void *serve_one(void *arg)
 	return NULL;
 }
 
+/* One attempt against the loopback listener. */
+static const struct http_policy vector_policy = { .no_proxy = true, .connect_timeout_ms = 2000,
+	.timeout_ms = 5000, .max_attempts = 1, .retry = HTTP_RETRY_AWS };
+
 static void libcurl_signs_the_vector(void **state)
 {
 	(void)state;
@@ -157,12 +161,8 @@ static void libcurl_signs_the_vector(void **state)
 		.sign_token = v.token,
 		.sign_region = v.region,
 		.sign_service = v.service,
-		.no_proxy = true,
-		.connect_timeout_ms = 2000,
-		.timeout_ms = 5000,
-		.max_attempts = 1,
-		.retry = HTTP_RETRY_AWS,
 		.connect_to = ct,
+		.policy = vector_policy,
 	};
 	struct http_response resp;
 	enum ba_status rc = http_perform(&req, &resp);

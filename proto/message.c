@@ -375,27 +375,33 @@ enum proto_err proto_msg_pick_version(const struct proto_msg *hello, int *versio
  * call: cJSON_Add*ToObject returns NULL on failure and leaves obj consistent. */
 struct build {
 	cJSON *obj;
-	bool nomem;
+	enum proto_err err; /* the first failure; the builders skip once it is set */
 };
+
+static void b_fail(struct build *b, enum proto_err err)
+{
+	if (b->err == PROTO_OK)
+		b->err = err;
+}
 
 static void b_str(struct build *b, const char *name, const char *value)
 {
 	if ((value == NULL ? cJSON_AddNullToObject(b->obj, name)
 			   : cJSON_AddStringToObject(b->obj, name, value)) == NULL)
-		b->nomem = true;
+		b_fail(b, PROTO_ERR_NOMEM);
 }
 
 static void b_num(struct build *b, const char *name, double value)
 {
 	if (cJSON_AddNumberToObject(b->obj, name, value) == NULL)
-		b->nomem = true;
+		b_fail(b, PROTO_ERR_NOMEM);
 }
 
 static void b_opt_int(struct build *b, const char *name, struct proto_opt_int v)
 {
 	if ((v.present ? cJSON_AddNumberToObject(b->obj, name, (double)v.value)
 		       : cJSON_AddNullToObject(b->obj, name)) == NULL)
-		b->nomem = true;
+		b_fail(b, PROTO_ERR_NOMEM);
 }
 
 static void b_hex(struct build *b, const char *name, const unsigned char *bytes, size_t len)
@@ -404,24 +410,27 @@ static void b_hex(struct build *b, const char *name, const unsigned char *bytes,
 
 	if (bytes == NULL || len > PROTO_PROOF_LEN ||
 	    proto_auth_hex_encode(bytes, len, hex, sizeof(hex)) != PROTO_OK) {
-		b->nomem = true;
+		b_fail(b, PROTO_ERR_NOMEM);
 		return;
 	}
 	b_str(b, name, hex);
 }
 
-static enum proto_err b_begin(struct build *b, const char *type, cJSON **out)
+/* A new object of type; a failure is kept in b.err and ends the build at b_finish. */
+static struct build b_begin(const char *type, cJSON **out)
 {
-	b->nomem = false;
-	b->obj = NULL;
-	if (out == NULL)
-		return PROTO_ERR_INVALID;
+	struct build b = { .err = PROTO_OK };
+	if (out == NULL) {
+		b.err = PROTO_ERR_INVALID;
+		return b;
+	}
 	*out = NULL;
-	b->obj = cJSON_CreateObject();
-	if (b->obj == NULL)
-		return PROTO_ERR_NOMEM;
-	b_str(b, "type", type);
-	return PROTO_OK;
+	b.obj = cJSON_CreateObject();
+	if (b.obj == NULL)
+		b.err = PROTO_ERR_NOMEM;
+	else
+		b_str(&b, "type", type);
+	return b;
 }
 
 /* Hands the object over if it parses as `expect`, and frees it otherwise. */
@@ -430,14 +439,14 @@ static enum proto_err b_finish(struct build *b, enum proto_msg_type expect, cJSO
 	struct proto_msg m;
 	enum proto_err err = PROTO_OK;
 
-	if (b->nomem)
-		err = PROTO_ERR_NOMEM;
+	if (b->err != PROTO_OK)
+		err = b->err;
 	else if (proto_msg_parse(b->obj, &m) != PROTO_OK || m.type != expect)
 		err = PROTO_ERR_INVALID;
 	if (err == PROTO_OK)
 		*out = b->obj;
 	else
-		cJSON_Delete(b->obj);
+		cJSON_Delete(b->obj); /* NULL is fine */
 	b->obj = NULL;
 	return err;
 }
@@ -445,18 +454,13 @@ static enum proto_err b_finish(struct build *b, enum proto_msg_type expect, cJSO
 enum proto_err proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN], const char *agent,
 			   cJSON **out)
 {
-	struct build b;
-	cJSON *versions;
-	cJSON *v1;
-	enum proto_err err = b_begin(&b, "hello", out);
+	struct build b = b_begin("hello", out);
+	cJSON *versions = cJSON_AddArrayToObject(b.obj, "versions");
+	cJSON *v1 = cJSON_CreateNumber(PROTO_VERSION);
 
-	if (err != PROTO_OK)
-		return err;
-	versions = cJSON_AddArrayToObject(b.obj, "versions");
-	v1 = cJSON_CreateNumber(PROTO_VERSION);
 	if (versions == NULL || v1 == NULL || !cJSON_AddItemToArray(versions, v1)) {
 		cJSON_Delete(v1);
-		b.nomem = true;
+		b_fail(&b, PROTO_ERR_NOMEM);
 	}
 	b_str(&b, "role", "worker");
 	b_hex(&b, "nonce", nonce, PROTO_NONCE_LEN);
@@ -467,11 +471,7 @@ enum proto_err proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN]
 enum proto_err proto_msg_hello_manager(int version, const unsigned char nonce[PROTO_NONCE_LEN],
 			    const unsigned char proof[PROTO_PROOF_LEN], cJSON **out)
 {
-	struct build b;
-	enum proto_err err = b_begin(&b, "hello", out);
-
-	if (err != PROTO_OK)
-		return err;
+	struct build b = b_begin("hello", out);
 	b_num(&b, "version", version);
 	b_str(&b, "role", "manager");
 	b_hex(&b, "nonce", nonce, PROTO_NONCE_LEN);
@@ -481,22 +481,14 @@ enum proto_err proto_msg_hello_manager(int version, const unsigned char nonce[PR
 
 enum proto_err proto_msg_auth(const unsigned char proof[PROTO_PROOF_LEN], cJSON **out)
 {
-	struct build b;
-	enum proto_err err = b_begin(&b, "auth", out);
-
-	if (err != PROTO_OK)
-		return err;
+	struct build b = b_begin("auth", out);
 	b_hex(&b, "proof", proof, PROTO_PROOF_LEN);
 	return b_finish(&b, PROTO_MSG_AUTH, out);
 }
 
 enum proto_err proto_msg_register(const struct proto_register *reg, cJSON **out)
 {
-	struct build b;
-	enum proto_err err = b_begin(&b, "register", out);
-
-	if (err != PROTO_OK)
-		return err;
+	struct build b = b_begin("register", out);
 	if (reg == NULL) {
 		cJSON_Delete(b.obj);
 		return PROTO_ERR_INVALID;
@@ -522,11 +514,7 @@ enum proto_err proto_msg_register(const struct proto_register *reg, cJSON **out)
 
 enum proto_err proto_msg_accept(int64_t heartbeat_interval_ms, cJSON **out)
 {
-	struct build b;
-	enum proto_err err = b_begin(&b, "accept", out);
-
-	if (err != PROTO_OK)
-		return err;
+	struct build b = b_begin("accept", out);
 	b_num(&b, "heartbeat_interval_ms", (double)heartbeat_interval_ms);
 	return b_finish(&b, PROTO_MSG_ACCEPT, out);
 }
@@ -534,11 +522,7 @@ enum proto_err proto_msg_accept(int64_t heartbeat_interval_ms, cJSON **out)
 static enum proto_err build_coded(const char *type, enum proto_msg_type expect, const char *code,
 		       const char *message, cJSON **out)
 {
-	struct build b;
-	enum proto_err err = b_begin(&b, type, out);
-
-	if (err != PROTO_OK)
-		return err;
+	struct build b = b_begin(type, out);
 	b_str(&b, "code", code);
 	b_str(&b, "message", message != NULL ? message : "");
 	return b_finish(&b, expect, out);
@@ -556,32 +540,20 @@ enum proto_err proto_msg_error(const char *code, const char *message, cJSON **ou
 
 enum proto_err proto_msg_heartbeat(cJSON **out)
 {
-	struct build b;
-	enum proto_err err = b_begin(&b, "heartbeat", out);
-
-	if (err != PROTO_OK)
-		return err;
+	struct build b = b_begin("heartbeat", out);
 	return b_finish(&b, PROTO_MSG_HEARTBEAT, out);
 }
 
 enum proto_err proto_msg_payload_started(int64_t pid, cJSON **out)
 {
-	struct build b;
-	enum proto_err err = b_begin(&b, "payload_started", out);
-
-	if (err != PROTO_OK)
-		return err;
+	struct build b = b_begin("payload_started", out);
 	b_num(&b, "pid", (double)pid);
 	return b_finish(&b, PROTO_MSG_PAYLOAD_STARTED, out);
 }
 
 static enum proto_err build_exited(const char *name, int value, cJSON **out)
 {
-	struct build b;
-	enum proto_err err = b_begin(&b, "payload_exited", out);
-
-	if (err != PROTO_OK)
-		return err;
+	struct build b = b_begin("payload_exited", out);
 	b_num(&b, name, value);
 	return b_finish(&b, PROTO_MSG_PAYLOAD_EXITED, out);
 }
@@ -598,11 +570,7 @@ enum proto_err proto_msg_payload_exited_signal(int sig, cJSON **out)
 
 enum proto_err proto_msg_draining(const char *reason, const char *deadline, cJSON **out)
 {
-	struct build b;
-	enum proto_err err = b_begin(&b, "draining", out);
-
-	if (err != PROTO_OK)
-		return err;
+	struct build b = b_begin("draining", out);
 	b_str(&b, "reason", reason != NULL ? reason : "");
 	b_str(&b, "deadline", deadline);
 	return b_finish(&b, PROTO_MSG_DRAINING, out);
@@ -610,11 +578,7 @@ enum proto_err proto_msg_draining(const char *reason, const char *deadline, cJSO
 
 enum proto_err proto_msg_shutdown(int64_t grace_ms, const char *reason, cJSON **out)
 {
-	struct build b;
-	enum proto_err err = b_begin(&b, "shutdown", out);
-
-	if (err != PROTO_OK)
-		return err;
+	struct build b = b_begin("shutdown", out);
 	b_num(&b, "grace_ms", (double)grace_ms);
 	b_str(&b, "reason", reason != NULL ? reason : "");
 	return b_finish(&b, PROTO_MSG_SHUTDOWN, out);

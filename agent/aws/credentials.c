@@ -316,13 +316,8 @@ static enum ba_status from_container_endpoint(struct aws_credentials *out, bool 
 	enum ba_status rc = endpoint_url(relative, full, &url);
 	if (rc == BA_OK)
 		rc = request_headers(&headers);
-	struct http_request req = {
-		.what = "container credentials endpoint",
-		.method = "GET",
-		.url = url,
-		.headers = headers,
-		.policy = container_policy,
-	};
+	struct http_request req = { .what = "container credentials endpoint", .method = "GET", .url = url,
+				    .headers = headers, .policy = container_policy };
 	if (rc == BA_OK)
 		rc = aws_request_object(&req, &root);
 	if (rc == BA_OK)

@@ -580,10 +580,7 @@ out:
 
 void http_response_free(struct http_response *resp)
 {
-	if (resp->body != NULL) {
-		util_wipe(resp->body, resp->len);
-		free(resp->body);
-	}
+	util_wipe_free(resp->body, resp->len);
 	resp->body = NULL;
 	resp->len = 0;
 	resp->status = 0;

@@ -96,13 +96,8 @@ static enum ba_status get_token(struct imds *m, bool at_start)
 	struct curl_slist *headers = curl_slist_append(NULL, ttl_header);
 	if (headers == NULL)
 		return BA_EX_OSERR;
-	struct http_request req = {
-		.what = "IMDS token",
-		.method = "PUT",
-		.url = url,
-		.headers = headers,
-		.policy = token_policy,
-	};
+	struct http_request req = { .what = "IMDS token", .method = "PUT", .url = url, .headers = headers,
+				    .policy = token_policy };
 	enum log_level level = at_start ? m->unavailable_level : LOG_LEVEL_WARN;
 	struct http_response resp;
 	enum ba_status rc = http_perform(&req, &resp);
@@ -239,13 +234,9 @@ static enum ba_status poll_path(struct imds *m, const char *path, bool is_action
 				return BA_OK;
 			}
 		}
-		struct http_request req = {
-			.what = is_action ? "IMDS spot instance-action" : "IMDS rebalance recommendation",
-			.method = "GET",
-			.url = url,
-			.headers = m->token_headers,
-			.policy = notice_policy,
-		};
+		const char *what = is_action ? "IMDS spot instance-action" : "IMDS rebalance recommendation";
+		struct http_request req = { .what = what, .method = "GET", .url = url, .headers = m->token_headers,
+					    .policy = notice_policy };
 		aws_apply_settings(&req);
 		struct http_response resp;
 		enum ba_status rc = http_perform(&req, &resp);

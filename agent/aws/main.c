@@ -156,14 +156,10 @@ static enum ba_status global_options(int argc, char **argv, bool *answered)
 				return usage_error("bad --log-format", optarg);
 			break;
 		case 'c':
-			if (!parse_seconds(optarg, 1, 600000, &ms))
-				return usage_error("bad --connect-timeout", optarg);
-			aws_settings.connect_timeout_ms = (long)ms;
-			break;
 		case 't':
 			if (!parse_seconds(optarg, 1, 600000, &ms))
-				return usage_error("bad --timeout", optarg);
-			aws_settings.timeout_ms = (long)ms;
+				return usage_error(c == 'c' ? "bad --connect-timeout" : "bad --timeout", optarg);
+			*(c == 'c' ? &aws_settings.connect_timeout_ms : &aws_settings.timeout_ms) = (long)ms;
 			break;
 		case 'a':
 			if (!util_parse_long(optarg, 1, 10, &n))
@@ -186,47 +182,25 @@ static enum ba_status global_options(int argc, char **argv, bool *answered)
 	return BA_OK;
 }
 
-/* Each command: its options (argv[0] is the command), then the work. */
+/* Each command, once its options are parsed into values (by option letter). */
 
-static enum ba_status job_parameters(int argc, char **argv)
+static enum ba_status job_parameters(char **values)
 {
-	static const struct option opts[] = {
-		{ "endpoint-url", required_argument, NULL, 'e' },
-		{ NULL, 0, NULL, 0 },
-	};
-	char *values[128] = { 0 };
-	enum ba_status rc = command_options(argc, argv, opts, values);
-	if (rc != BA_OK)
-		return rc;
 	if (values['e'] != NULL && values['e'][0] == '\0')
 		return usage_error("empty --endpoint-url", NULL);
-	if ((rc = http_global_init()) != BA_OK)
-		return rc;
-	return batch_job_parameters_command(values['e']);
+	enum ba_status rc = http_global_init();
+	return rc == BA_OK ? batch_job_parameters_command(values['e']) : rc;
 }
 
-static enum ba_status task_metadata(int argc, char **argv)
+static enum ba_status task_metadata(char **values)
 {
-	static const struct option opts[] = { { NULL, 0, NULL, 0 } };
-	char *values[128] = { 0 };
-	enum ba_status rc = command_options(argc, argv, opts, values);
-	if (rc == BA_OK)
-		rc = http_global_init();
+	(void)values;
+	enum ba_status rc = http_global_init();
 	return rc == BA_OK ? tmds_command() : rc;
 }
 
-static enum ba_status spot_watch(int argc, char **argv)
+static enum ba_status spot_watch(char **values)
 {
-	static const struct option opts[] = {
-		{ "interval", required_argument, NULL, 'i' },
-		{ "token-ttl", required_argument, NULL, 'T' },
-		{ "optional", no_argument, NULL, 'o' },
-		{ NULL, 0, NULL, 0 },
-	};
-	char *values[128] = { 0 };
-	enum ba_status rc = command_options(argc, argv, opts, values);
-	if (rc != BA_OK)
-		return rc;
 	int64_t interval = 5000;
 	long ttl = 21600;
 	if (values['i'] != NULL && !parse_seconds(values['i'], 100, 3600000, &interval))
@@ -239,29 +213,38 @@ static enum ba_status spot_watch(int argc, char **argv)
 	sigaddset(&stop, SIGINT);
 	sigprocmask(SIG_BLOCK, &stop, NULL);
 	http_watch_signals(&stop);
-	if ((rc = http_global_init()) != BA_OK)
-		return rc;
-	return imds_spot_watch_command(interval, ttl, values['o'] != NULL);
+	enum ba_status rc = http_global_init();
+	return rc == BA_OK ? imds_spot_watch_command(interval, ttl, values['o'] != NULL) : rc;
 }
 
-static enum ba_status imds_probe(int argc, char **argv)
+static enum ba_status imds_probe(char **values)
 {
-	static const struct option opts[] = { { NULL, 0, NULL, 0 } };
-	char *values[128] = { 0 };
-	enum ba_status rc = command_options(argc, argv, opts, values);
-	if (rc == BA_OK)
-		rc = http_global_init();
+	(void)values;
+	enum ba_status rc = http_global_init();
 	return rc == BA_OK ? imds_probe_command() : rc;
 }
 
+static const struct option job_parameters_options[] = {
+	{ "endpoint-url", required_argument, NULL, 'e' },
+	{ NULL, 0, NULL, 0 },
+};
+static const struct option spot_watch_options[] = {
+	{ "interval", required_argument, NULL, 'i' },
+	{ "token-ttl", required_argument, NULL, 'T' },
+	{ "optional", no_argument, NULL, 'o' },
+	{ NULL, 0, NULL, 0 },
+};
+static const struct option no_options[] = { { NULL, 0, NULL, 0 } };
+
 static const struct command {
 	const char *name;
-	enum ba_status (*run)(int argc, char **argv);
+	const struct option *options;
+	enum ba_status (*run)(char **values);
 } commands[] = {
-	{ "job-parameters", job_parameters },
-	{ "task-metadata", task_metadata },
-	{ "spot-watch", spot_watch },
-	{ "imds-probe", imds_probe },
+	{ "job-parameters", job_parameters_options, job_parameters },
+	{ "task-metadata", no_options, task_metadata },
+	{ "spot-watch", spot_watch_options, spot_watch },
+	{ "imds-probe", no_options, imds_probe },
 };
 
 static enum ba_status run(int argc, char **argv)
@@ -276,11 +259,14 @@ static enum ba_status run(int argc, char **argv)
 	/* A reader that went away must not kill us with SIGPIPE mid-message. */
 	signal(SIGPIPE, SIG_IGN);
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
-		if (strcmp(command, commands[i].name) == 0) {
-			rc = commands[i].run(argc - optind, argv + optind);
-			http_global_cleanup();
-			return rc;
-		}
+		if (strcmp(command, commands[i].name) != 0)
+			continue;
+		char *values[128] = { 0 };
+		rc = command_options(argc - optind, argv + optind, commands[i].options, values);
+		if (rc == BA_OK)
+			rc = commands[i].run(values);
+		http_global_cleanup();
+		return rc;
 	}
 	return usage_error("unknown command", command);
 }

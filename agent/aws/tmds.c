@@ -92,6 +92,16 @@ enum ba_status tmds_task_region(char *out, size_t size)
 	return rc;
 }
 
+/* obj[name] of kind, where obj is at prefix in the answer (for messages): true with
+ * *out (NULL when absent), false (logged) on a wrong type. */
+static bool member(const struct http_request *req, const cJSON *obj, const char *prefix, const char *name, int kind,
+                   const cJSON **out)
+{
+	char path[160];
+	snprintf(path, sizeof path, "%s%s", prefix, name);
+	return aws_field_kind(req, obj, name, path, false, kind, out);
+}
+
 /* Networks[] of a container: the first non-empty IPv4Addresses[] entry and the first
  * NetworkMode. False (logged) on a wrong type or an address that is not IPv4. */
 static bool container_network(const struct http_request *req, const cJSON *container,
@@ -99,11 +109,10 @@ static bool container_network(const struct http_request *req, const cJSON *conta
 {
 	const cJSON *networks;
 	char path[160];
-	snprintf(path, sizeof path, "%sNetworks", prefix);
-	if (!aws_field_kind(req, container, "Networks", path, false, cJSON_Array, &networks))
+	if (!member(req, container, prefix, "Networks", cJSON_Array, &networks))
 		return false;
 	if (networks == NULL)
-		return true;
+		return true; /* left out: the ECS agent could not read them */
 	int i = 0;
 	const cJSON *net;
 	cJSON_ArrayForEach(net, networks) {
@@ -151,11 +160,10 @@ static bool limits(const struct http_request *req, const cJSON *obj, const char 
 	const cJSON *lim;
 	char path[160];
 	*has_cpu = *has_mem = false;
-	snprintf(path, sizeof path, "%sLimits", prefix);
-	if (!aws_field_kind(req, obj, "Limits", path, false, cJSON_Object, &lim))
+	if (!member(req, obj, prefix, "Limits", cJSON_Object, &lim))
 		return false;
 	if (lim == NULL)
-		return true;
+		return true; /* no limits: the caller says null */
 	snprintf(path, sizeof path, "%sLimits.CPU", prefix);
 	if (!aws_field_number(req, lim, "CPU", path, false, cpu, has_cpu))
 		return false;

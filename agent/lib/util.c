@@ -196,3 +196,11 @@ enum ba_status util_fork_with_pipe(int fds[2], pid_t *pid)
 	close(fds[1]);
 	return BA_EX_OSERR;
 }
+
+void util_wipe_free(void *p, size_t n)
+{
+	if (p == NULL)
+		return;
+	util_wipe(p, n);
+	free(p);
+}

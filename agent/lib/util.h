@@ -30,6 +30,8 @@ int64_t util_now_ms(void);
 
 /* Overwrite secret memory so that the compiler cannot drop the write. */
 void util_wipe(void *p, size_t n);
+/* util_wipe, then free; NULL is fine. */
+void util_wipe_free(void *p, size_t n);
 
 /* Remove NAME from the environment and zero its value where the kernel shows it in
  * /proc/<pid>/environ (getenv points into that block for inherited variables). */

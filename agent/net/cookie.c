@@ -125,10 +125,6 @@ enum ba_status cookie_load(const struct config *cfg, struct cookie *out)
 
 void cookie_wipe(struct cookie *cookie)
 {
-	if (cookie->bytes != NULL) {
-		util_wipe(cookie->bytes, cookie->length);
-		free(cookie->bytes);
-	}
-	cookie->bytes = NULL;
-	cookie->length = 0;
+	util_wipe_free(cookie->bytes, cookie->length);
+	*cookie = (struct cookie){ 0 };
 }

@@ -10,13 +10,39 @@ packages=(
   libcmocka-dev valgrind
   tini dumb-init catatonit
   iproute2 util-linux procps psmisc python3 ca-certificates
+  # static programs: cJSON is compiled from Debian's source package (no libcjson.a)
+  dpkg-dev
+  # container tests (tests/container): images made with debootstrap, run by podman
+  podman runc debootstrap tmux busybox-static uidmap slirp4netns fuse-overlayfs iptables
+  # packages (CPack's .deb computes its dependencies with dpkg-shlibdeps)
+  file
 )
+
+# `apt-get source cjson` at build time needs the source index of this machine's suite.
+src_list=/etc/apt/sources.list.d/batch-agent-deb-src.sources
+need_update=0
+if ! apt-get indextargets --format '$(CREATED_BY)' 2>/dev/null | grep -qx Sources; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: no deb-src entry (apt-get source cjson needs one); run as root to add $src_list" >&2
+    exit 1
+  fi
+  . /etc/os-release
+  cat >"$src_list" <<SOURCES
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: ${VERSION_CODENAME}
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+  need_update=1
+fi
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ "${#missing[@]}" -eq 0 ]; then
+  [ "$need_update" = 1 ] && apt-get update -qq
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then

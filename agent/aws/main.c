@@ -11,6 +11,7 @@
 #include "util.h"
 
 #include <getopt.h>
+#include <nss.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,6 +246,9 @@ static int run(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+	/* As the agent resolves (README, "Name resolution"): the bundle's libc must not load
+	 * the NSS modules of the image's libc. */
+	__nss_configure_lookup("hosts", "files dns");
 	int status = run(argc, argv);
 	if (fflush(stdout) != 0 && status == BA_OK)
 		status = BA_EX_OSERR;

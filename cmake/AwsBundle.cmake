@@ -6,7 +6,7 @@
 #
 #   libexec/batch-agent/batch-agent-aws          static launcher (agent/aws/launcher.c)
 #   libexec/batch-agent/aws/batch-agent-aws      the helper itself (dynamic, libcurl)
-#   libexec/batch-agent/aws/lib/ld.so            the build machine's loader (PT_INTERP)
+#   libexec/batch-agent/aws/lib/ld.so            -> the build machine's loader (PT_INTERP)
 #   libexec/batch-agent/aws/lib/*.so.*           every library it needs, found with
 #                                                file(GET_RUNTIME_DEPENDENCIES)
 #   libexec/batch-agent/aws/ca-certificates.crt  the build machine's CA store, used only
@@ -49,18 +49,13 @@ function(batch_agent_aws_bundle target)
     endif()
     get_filename_component(loader_name \"\${CMAKE_MATCH_1}\" NAME)
     file(MAKE_DIRECTORY \"\${bundle}/lib\")
-    foreach(library \${libraries})
+    foreach(library \${libraries} \${CMAKE_MATCH_1})
       get_filename_component(name \"\${library}\" NAME)
-      if(name STREQUAL loader_name)
-        continue() # the loader, below, under the one name the launcher knows
-      endif()
       message(STATUS \"Bundling: \${bundle}/lib/\${name}\")
       file(COPY_FILE \"\${library}\" \"\${bundle}/lib/\${name}\" ONLY_IF_DIFFERENT)
     endforeach()
-    message(STATUS \"Bundling: \${bundle}/lib/ld.so (\${CMAKE_MATCH_1})\")
-    file(COPY_FILE \"\${CMAKE_MATCH_1}\" \"\${bundle}/lib/ld.so\" ONLY_IF_DIFFERENT)
-    file(CHMOD \"\${bundle}/lib/ld.so\" PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE
-         GROUP_READ GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
+    # The loader under the one name the launcher knows, whatever the machine calls it.
+    file(CREATE_LINK \"\${loader_name}\" \"\${bundle}/lib/ld.so\" SYMBOLIC)
     if(EXISTS /etc/ssl/certs/ca-certificates.crt)
       file(COPY_FILE /etc/ssl/certs/ca-certificates.crt \"\${bundle}/ca-certificates.crt\" ONLY_IF_DIFFERENT)
     else()

@@ -2,16 +2,21 @@
 # Installs what building, testing, the demo and the benchmarks need, from Debian's
 # packages. Idempotent: apt runs only when something is missing, so the README's
 # commands stay fast on a machine that already has everything.
+# Options: --build installs only what building needs (docker/Dockerfile's builder stage).
 set -euo pipefail
 
-packages=(
+build_packages=(
   build-essential cmake ninja-build pkg-config
   libssl-dev libcurl4-openssl-dev libcjson-dev libseccomp-dev
+  # static programs: cJSON is compiled from Debian's source package (no libcjson.a);
+  # the AWS helper bundle copies the build machine's CA store
+  dpkg-dev ca-certificates
+)
+packages=(
+  "${build_packages[@]}"
   libcmocka-dev valgrind
   tini dumb-init catatonit
-  iproute2 util-linux procps psmisc python3 ca-certificates
-  # static programs: cJSON is compiled from Debian's source package (no libcjson.a)
-  dpkg-dev
+  iproute2 util-linux procps psmisc python3
   # container tests (tests/container): images made with debootstrap, run by podman
   podman runc debootstrap tmux busybox-static uidmap slirp4netns fuse-overlayfs iptables
   # packages (CPack's .deb computes its dependencies with dpkg-shlibdeps)
@@ -36,6 +41,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SOURCES
   need_update=1
 fi
+[ "${1:-}" = "--build" ] && packages=("${build_packages[@]}")
 
 missing=()
 for p in "${packages[@]}"; do

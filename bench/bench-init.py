@@ -28,11 +28,13 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 PY = "/usr/bin/python3"
 TRUE = shutil.which("true") or "/bin/true"
@@ -236,7 +238,6 @@ def bench_reap(inits, n, repeats, env, pid1):
 
 
 def free_port():
-    import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -255,9 +256,16 @@ def hwm_kb(pid):
     return 0
 
 
+def listening(port):
+    """A TCP socket in LISTEN state on port (/proc/net/tcp: no connection to the main,
+    which would count it as a peer)."""
+    with open("/proc/net/tcp") as f:
+        return any(fields[1].endswith(":%04X" % port) and fields[3] == "0A"
+                   for fields in (line.split() for line in list(f)[1:]))
+
+
 def join_once(agent, env):
     """(CPU ms, peak RSS kB) of one worker agent, from its start until its payload runs."""
-    import uuid
     job, port = str(uuid.uuid4()), free_port()
     base = dict(env, AWS_BATCH_JOB_NUM_NODES="2", AWS_BATCH_JOB_MAIN_NODE_INDEX="0",
                 AWS_BATCH_JOB_ATTEMPT="1", BATCH_AGENT_COOKIE="b" * 64)
@@ -269,15 +277,10 @@ def join_once(agent, env):
     try:
         # The worker starts once the main listens, so it connects at its first attempt.
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                import socket
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the main agent does not listen on %d" % port)
-                time.sleep(0.005)
+        while not listening(port):
+            if time.monotonic() > deadline or main.poll() is not None:
+                raise RuntimeError("the main agent does not listen on %d" % port)
+            time.sleep(0.005)
         worker = subprocess.Popen([agent] + common + [SLEEP, "60"], stdin=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, start_new_session=True,
                                   env=dict(base, AWS_BATCH_JOB_ID=job + "#1", AWS_BATCH_JOB_NODE_INDEX="1",

@@ -26,6 +26,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 import agenttest  # noqa: E402  (SCALE, check, wait_for)
+from agentaws import run_cases  # noqa: E402,F401  (the suite's runner: one line per case)
 
 SUITES = ("bullseye", "bookworm", "trixie")
 BASES = SUITES + ("busybox",)
@@ -92,24 +93,3 @@ def wait_running(name, timeout=60):
 def remove(*names):
     if names:
         podman("rm", "--force", "--time", "0", *names, check=False, timeout=120)
-
-
-def run_cases(cases, argv=None):
-    """Run (name, fn) cases, one line each; exit 1 on a failure."""
-    argv = sys.argv[1:] if argv is None else argv
-    failed = passed = 0
-    for name, fn in cases:
-        if argv and not any(a in name for a in argv):
-            continue
-        t0 = time.monotonic()
-        try:
-            fn()
-            status, detail = "PASS", ""
-            passed += 1
-        except Exception as e:  # noqa: BLE001 - any error fails the case
-            status, detail = "FAIL", "%s: %s" % (type(e).__name__, e)
-            failed += 1
-        print("%s %s (%.1fs)%s" % (status, name, time.monotonic() - t0, (": " + detail) if detail else ""))
-        sys.stdout.flush()
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)

@@ -29,7 +29,10 @@ def main():
         child_payload = 'echo "child at $BATCH_AGENT_NODE_ADDR, manager $BATCH_AGENT_MANAGER"; exec sleep 1000'
         for i in (1, 2, 0):  # children first: they dial the main with backoff until it listens
             env = job.env(i, main_addr=addrs[0])
-            env_args = [a for k, v in env.items() if k != "PATH" for a in ("-e", "%s=%s" % (k, v))]
+            # Only what Batch and the job set: the host's own (TMPDIR, PATH...) has no
+            # meaning inside the image.
+            env_args = [a for k, v in env.items() if k.startswith(("AWS_BATCH_", "BATCH_AGENT_"))
+                        for a in ("-e", "%s=%s" % (k, v))]
             ct.podman("run", "-d", "--name", names[i], "--network", network, "--ip", addrs[i], *env_args,
                       images[i], "--grace", "5", "--wait-timeout", "60", "--connect-timeout", "60", "--",
                       "/bin/sh", "-c", main_payload if i == 0 else child_payload, timeout=120)

@@ -5,6 +5,8 @@
 * name resolution with no NSS module in the root: an /etc/hosts name, and a DNS name
   answered by a responder on a 198.18.x address in a network namespace of our own;
 * an image whose nsswitch.conf names a module the root lacks;
+* TLS: the AWS helper verifies against AWS_CA_BUNDLE, the image's CA store, or the
+  bundle's own;
 * a broken AWS helper bundle: exit 70, naming the file and the reason;
 * the .deb installed with dpkg into a clean bookworm root, then the programs run.
 """
@@ -174,6 +176,42 @@ def case_resolution_without_nss():
             responder.close()
 
 
+# -------------------------------------------------------------- TLS and the CA store
+
+def case_tls_ca_store():
+    """The bundle verifies TLS against AWS_CA_BUNDLE, else the image's store at its usual
+    places, else its own copy; a fake Batch on 127.0.0.1 with a self-signed certificate."""
+    import tempfile
+    import fake_aws
+    with tempfile.TemporaryDirectory(prefix="ba-tls-") as tmp:
+        cert = fake_aws.make_cert(tmp)
+        check(cert is not None, "the openssl CLI makes the test certificate (scripts/install-deps.sh installs it)")
+        with fake_aws.FakeAWS(tls=cert) as fake:
+            job = "6abf3ecd-07a8-4faa-8a65-79e7404eb50f#1"
+            env = dict(ENV, AWS_ACCESS_KEY_ID=fake.creds_doc["AccessKeyId"],
+                       AWS_SECRET_ACCESS_KEY=fake.creds_doc["SecretAccessKey"],
+                       AWS_SESSION_TOKEN=fake.creds_doc["Token"], AWS_REGION="us-east-1", AWS_BATCH_JOB_ID=job)
+            argv = [ct.AWS, "job-parameters", "--endpoint-url", fake.url]
+            root = fresh_root("tls")
+            # No store in the image: the bundle's own (Debian's CAs), which does not
+            # trust the test certificate, so verification is on.
+            r = expect(root, argv, 69, "no CA store in the image", env=env)
+            check("not trusted" in r.stderr, "the error says the certificate is not trusted: %s" % r.stderr)
+            with open(cert[0]) as f:
+                pem = f.read()
+            for store in ("etc/pki/tls/certs/ca-bundle.crt", "etc/ssl/certs/ca-certificates.crt"):
+                os.makedirs(os.path.dirname(os.path.join(root, store)), exist_ok=True)
+                with open(os.path.join(root, store), "w") as f:
+                    f.write(pem)
+                r = expect(root, argv, 0, "the image's CA store /" + store, env=env)
+                check(job in r.stdout, "the job's parameters came back: %s" % r.stdout)
+                os.unlink(os.path.join(root, store))
+            with open(os.path.join(root, "test-ca.pem"), "w") as f:
+                f.write(pem)
+            expect(root, argv, 0, "AWS_CA_BUNDLE", env=dict(env, AWS_CA_BUNDLE="/test-ca.pem"))
+            expect(root, argv, 78, "AWS_CA_BUNDLE naming no file", env=dict(env, AWS_CA_BUNDLE="/missing.pem"))
+
+
 # -------------------------------------------------------------- a broken bundle
 
 def case_broken_bundle_exits_70():
@@ -218,6 +256,7 @@ if __name__ == "__main__":
         ("done_when[bullseye]", case_done_when_bullseye),
         ("done_when[busybox]", case_done_when_busybox),
         ("resolution_without_nss", case_resolution_without_nss),
+        ("tls_ca_store", case_tls_ca_store),
         ("broken_bundle_exits_70", case_broken_bundle_exits_70),
         ("deb_installs_on_clean_bookworm", case_deb_installs_on_clean_bookworm),
     ])

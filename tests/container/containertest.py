@@ -14,6 +14,8 @@ and podman images, all tagged :test in the localhost/ namespace:
   ba-base-SUITE         the minbase roots; ba-base-busybox: only a static busybox
   batch-agent           FROM scratch, only the installed tree (what docker/Dockerfile makes)
   ba-worker-BASE        docker/example/Dockerfile built on each base: ENTRYPOINT the agent
+
+(test_container_dockerfile.py builds docker/Dockerfile itself, and removes what it made.)
 """
 
 import json

@@ -85,6 +85,14 @@ def choose_runtime():
     ct.podman("run", "--rm", ct.image("ba-base-busybox"), "/bin/true", timeout=120)
 
 
+def remove_old_images():
+    """Last run's images, children first, so that re-imports leave no dangling layers
+    behind on a machine that runs the suite every day."""
+    for tags in ([ct.image("ba-worker-" + b) for b in ct.BASES], [ct.image("batch-agent")],
+                 [ct.image("ba-base-" + b) for b in ct.BASES]):
+        subprocess.run(["podman", "rmi", "--force", *tags], capture_output=True, timeout=300)
+
+
 def main():
     ct.require_podman()
     if not BUILD or not SOURCE:
@@ -94,6 +102,7 @@ def main():
     with open(ct.path("podman-runtime"), "w") as f:
         f.write("")  # plain runc until choose_runtime() knows better
     roots = start_roots()
+    remove_old_images()
     install_and_package()
     busybox_root()
     ct.podman("import", ct.path("roots", "busybox.tar"), ct.image("ba-base-busybox"), timeout=120)

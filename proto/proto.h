@@ -315,7 +315,7 @@ enum proto_role {
 	PROTO_ROLE_MANAGER = 2,
 };
 
-/* PROTO_NONCE_LEN fresh bytes from RAND_bytes(); PROTO_ERR_CRYPTO if it fails. */
+/* PROTO_NONCE_LEN fresh bytes from getrandom(2); PROTO_ERR_CRYPTO if it fails. */
 enum proto_err proto_auth_nonce(unsigned char nonce[PROTO_NONCE_LEN]);
 
 /* The proof that `prover` knows the cookie, for this pair of nonces:

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test, as CI does (.ci/run calls exactly this):
-#   1. the Release build: unit and integration tests;
-#   2. the Sanitize build (ASan + UBSan, every report fatal): the same suite;
-#   3. the integration suite once more with the agent under valgrind --error-exitcode.
-# Installs what it needs first. Options: --quick runs step 1 only.
+#   1. the Release build (static programs): unit and integration tests;
+#   2. the container tests: the installed tree in Debian bullseye, bookworm and trixie
+#      minbase roots and a busybox-only root, under chroot and podman (tests/container);
+#   3. the Sanitize build (ASan + UBSan, every report fatal): the unit and integration
+#      suite, on dynamic programs (ASan cannot run in a static one);
+#   4. the integration suite once more with the agent under valgrind --error-exitcode
+#      (a Debug build, dynamic, so that valgrind sees the heap).
+# Installs what it needs first. Options: --quick runs steps 1 and 2 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -37,9 +41,14 @@ run_suite() { # DIR [ctest args...]
   total=$((total + ${count:-0}))
 }
 
-echo "== Release build: all tests"
+echo "== Release build: unit and integration tests"
 build release Release
-run_suite release
+run_suite release -LE container
+
+echo "== Container tests (podman, chroot)"
+container_start=$(date +%s)
+run_suite release -L container
+echo "container tests: $(( $(date +%s) - container_start )) s"
 
 if [ "$quick" = 1 ]; then
   echo "ctest: $total passed, 0 failed"

@@ -11,6 +11,7 @@
 #include "util.h"
 
 #include <getopt.h>
+#include <nss.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,6 +274,9 @@ static enum ba_status run(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+	/* As the agent resolves (README, "Name resolution"): the bundle's libc must not load
+	 * the NSS modules of the image's libc. */
+	__nss_configure_lookup("hosts", "files dns");
 	enum ba_status rc = run(argc, argv);
 	if (fflush(stdout) != 0 && rc == BA_OK)
 		rc = BA_EX_OSERR;

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,8 +56,11 @@ enum ba_status awsquery_spawn(const char *const *args, pid_t *pid_out, int *stdo
 		signals_restore_inherited();
 		if (dup2(fds[1], STDOUT_FILENO) >= 0)
 			execve(path, argv, environ);
-		static const char message[] = "batch-agent: cannot execute batch-agent-aws\n";
-		ssize_t ignored = write(STDERR_FILENO, message, sizeof message - 1);
+		/* After fork, so no log_*: stdio is not ours to use in the child. */
+		const char *reason = strerror(errno);
+		const struct iovec parts[] = { { "batch-agent: cannot execute ", 28 }, { path, strlen(path) },
+					       { ": ", 2 }, { (void *)reason, strlen(reason) }, { "\n", 1 } };
+		ssize_t ignored = writev(STDERR_FILENO, parts, 5);
 		(void)ignored;
 		_exit(BA_EX_SOFTWARE);
 	}
@@ -117,7 +121,16 @@ reap:
 		;
 	close(fd);
 	if (rc == BA_OK) {
-		if (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) != 0) {
+		if (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == BA_EX_NOTFOUND) {
+			/* The helper never exits 127; a dynamic loader does, when a library is
+			 * missing (it said which, on stderr). That is a broken installation, not
+			 * a payload that was not found. */
+			char path[PATH_MAX] = "batch-agent-aws";
+			chainload_find_helper("batch-agent-aws", path, sizeof path);
+			log_error("%s could not be loaded (the loader's reason is above, status 127): "
+				  "its libraries are missing from the image; install the bundle", path);
+			rc = BA_EX_SOFTWARE;
+		} else if (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) != 0) {
 			rc = WEXITSTATUS(wait_status); /* the helper said why, on stderr */
 		} else if (!WIFEXITED(wait_status)) {
 			log_error("batch-agent-aws %s died of signal %d", args[0], WTERMSIG(wait_status));

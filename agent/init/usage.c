@@ -9,6 +9,8 @@ static const char usage_text[] =
 "belongs with the shared cookie, then runs PROGRAM as a correct init (forwards\n"
 "signals, reaps zombies, propagates the exit status).\n"
 "\n"
+"Options end at the first argument that is not one, or at --: in an image, use\n"
+"ENTRYPOINT [\"/usr/local/bin/batch-agent\"] and give [OPTIONS --] PROGRAM as the command.\n"
 "Every option has a BATCH_AGENT_* environment twin (shown in brackets); the flag wins.\n"
 "\n"
 "Role and launch:\n"

@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <nss.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,6 +84,11 @@ enum ba_status dial_manager(const struct manager_address *manager, int64_t deadl
 	int64_t start = util_now_ms(), last_report = start;
 	char why[512] = "no attempt made";
 	unsigned attempt = 0;
+	/* Names resolve through glibc's built-in "files" (/etc/hosts) and "dns"
+	 * (/etc/resolv.conf) only, whatever the image's nsswitch.conf says: its other
+	 * modules are shared libraries of the image's libc, which a static program must
+	 * not load (README, "Name resolution"). */
+	__nss_configure_lookup("hosts", "files dns");
 	for (;;) {
 		attempt++;
 		struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG };

@@ -47,6 +47,8 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+import mnp  # noqa: E402  (listening)
 TARGET_S = 2.0
 TARGET_RSS_KIB = 64 * 1024
 
@@ -282,18 +284,6 @@ GOAL_CPU_RATIO = 1.3      # CPU per worker at 10,000 over that at 1,000
 GOAL_KIB_PER_PEER = 1.0   # RSS per registered peer
 
 
-def listening(port):
-    """True once something listens on 127.0.0.1:port or *:port (from /proc/net/tcp, so
-    the check itself is no connection the rendezvous would have to refuse)."""
-    want = ":%04X" % port
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            if fields[1].endswith(want) and fields[3] == "0A":
-                return True
-    return False
-
-
 def cpu_s(stat_text):
     # utime and stime, fields 14 and 15, counted after the ")" that ends comm
     fields = stat_text.rsplit(")", 1)[1].split()
@@ -326,7 +316,7 @@ def one_loadgen_run(args, n, work):
         loadgen = None
         try:
             deadline = time.monotonic() + 10
-            while not listening(port):
+            while not mnp.listening(port):
                 if time.monotonic() > deadline or mainp.poll() is not None:
                     return None, f"the main agent does not listen (exit {mainp.poll()}); see {out}"
                 time.sleep(0.01)

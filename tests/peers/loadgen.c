@@ -429,6 +429,15 @@ static void on_registration_reply(struct loadgen *lg, struct worker *w, const st
 
 /* ---- steady state ---- */
 
+/* Once the exit report is out: our FIN, then read until the manager's. */
+static void half_close_when_flushed(struct worker *w)
+{
+	if (w->state == W_CLOSING && w->conn.fd >= 0 && !w->conn.want_write) {
+		shutdown(w->conn.fd, SHUT_WR);
+		w->state = W_DRAINING;
+	}
+}
+
 static void on_running_message(struct loadgen *lg, struct worker *w, const struct proto_msg *m, int64_t now)
 {
 	cJSON *msg = NULL;
@@ -439,7 +448,8 @@ static void on_running_message(struct loadgen *lg, struct worker *w, const struc
 		/* Our "payload" stops at once: report it, then leave (on_io). */
 		w->state = W_CLOSING;
 		queue_push(&lg->handshakes, w, now + PROTO_HANDSHAKE_TIMEOUT_MS);
-		send_msg(lg, w, proto_msg_payload_exited_code(lg->opt.exit_code, &msg), &msg, now);
+		if (send_msg(lg, w, proto_msg_payload_exited_code(lg->opt.exit_code, &msg), &msg, now))
+			half_close_when_flushed(w);
 		return;
 	case PROTO_MSG_ERROR:
 		fail(lg, w, "manager_error_while_running");
@@ -493,10 +503,7 @@ static void on_io(struct loadgen *lg, struct worker *w, uint32_t events, int64_t
 			return;
 		}
 	}
-	if (w->state == W_CLOSING && w->conn.fd >= 0 && !w->conn.want_write) {
-		shutdown(w->conn.fd, SHUT_WR);
-		w->state = W_DRAINING;
-	}
+	half_close_when_flushed(w);
 	while (w->conn.fd >= 0) {
 		cJSON *json = NULL;
 		struct proto_msg m;

@@ -720,6 +720,12 @@ static void usage(FILE *out)
 		"redial_reasons, rejected (by code), errors (by kind), first_connect and last_accept\n"
 		"(Unix seconds), cpu_s_at_last_accept (ours, when every worker was in), elapsed_s,\n"
 		"deadline_passed, signal, exit_code.\n"
+		"Redial reasons: busy, timeout (the manager's errors before accept), no_hello (closed,\n"
+		"reset or 10 s silent before its hello), connect_failed. Error kinds include\n"
+		"gave_up_after_<reason> (--connect-timeout spent), no_accept_in_time (10 s after the\n"
+		"manager's last handshake message), manager_proof_mismatch, manager_error_<code>,\n"
+		"closed_before_accept, closed_while_running, manager_silent (3 heartbeat intervals),\n"
+		"unfinished_<state> (at --deadline or a signal).\n"
 		"Exit: 0 every worker registered, was shut down and reported; 1 some did not;\n"
 		"2 --deadline passed; 64 usage; 71 system error; 128+N signal N.\n");
 }

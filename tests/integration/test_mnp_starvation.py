@@ -5,7 +5,7 @@ must start with all 2,001 nodes in its hostfile, the workers must be shut down a
 main must exit 0, and nothing may be left running.
 
 "Compete": the two hogs run at the default priority, the main agent's scheduling group
-at nice 19 (its session's autogroup, which is what the scheduler weighs against other
+at nice 19 (less under BATCH_AGENT_TIMEOUT_SCALE, see MAIN_NICE) (its session's autogroup, which is what the scheduler weighs against other
 sessions; the process itself where autogroups are off), so that the hogs take most of
 the CPU, as other work on a busy main node does. At equal priority two hogs on two cores
 leave the main half a core, and it needs only a few hundred milliseconds of CPU for 2,000
@@ -30,6 +30,7 @@ Environment (set by ctest): BATCH_AGENT_BIN, LOADGEN_BIN, BATCH_AGENT_WRAPPER; o
 STARVATION_WORKERS (the number of simulated workers)."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -45,7 +46,11 @@ from mnp import WRAPPER, Agent, Job, check, read  # noqa: E402
 
 # STARVATION_WORKERS overrides the count, e.g. to look for where a build gives way.
 WORKERS = int(os.environ.get("STARVATION_WORKERS") or (200 if WRAPPER else 2000))
-MAIN_NICE = 0 if WRAPPER else 19
+# A scale above 1 says the agent is that much slower (sanitizers, a slow machine): the
+# main then needs that much more CPU for the same rendezvous, and gets as much more
+# weight against the hogs (each nice step is a factor of about 1.25), so that the test
+# measures the same starvation rather than a slower build's collapse.
+MAIN_NICE = 0 if WRAPPER else max(0, 19 - round(math.log(max(SCALE, 1.0)) / math.log(1.25)))
 LOADGEN = os.environ.get("LOADGEN_BIN") or os.path.join(mnp.SOURCE_DIR, "build", "release", "tests",
                                                          "integration", "loadgen")
 # Wall-clock budget of the case, times the scale: it bounds the CPU hogs' lives, the

@@ -548,12 +548,20 @@ static void run_backoff(struct loadgen *lg, int64_t now)
 {
 	if (now < lg->backoff_next_ms)
 		return;
+	/* Detached first: a dial that fails at once puts its worker back in the list, and
+	 * must not be met again in this pass. */
+	struct worker *w = lg->backoff.head, *next;
+	lg->backoff.head = lg->backoff.tail = NULL;
 	lg->backoff_next_ms = INT64_MAX;
-	for (struct worker *w = lg->backoff.head, *next; w; w = next) {
+	for (; w; w = next) {
 		next = w->next;
+		w->prev = w->next = NULL;
+		w->queue = NULL;
 		if (w->due_ms <= now)
 			dial(lg, w, now);
-		else if (w->due_ms < lg->backoff_next_ms)
+		else
+			queue_push(&lg->backoff, w, w->due_ms);
+		if (w->queue == &lg->backoff && w->due_ms < lg->backoff_next_ms)
 			lg->backoff_next_ms = w->due_ms;
 	}
 }

@@ -94,6 +94,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+def listening(port):
+    """True once a socket listens on TCP port `port` (any IPv4 address), read from
+    /proc/net/tcp: the check is no connection the listener would have to refuse."""
+    want = ":%04X" % port
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(want) and fields[3] == "0A":
+                return True
+    return False
+
+
 # ----------------------------------------------------------------------------------
 # Agents
 

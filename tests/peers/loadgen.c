@@ -240,9 +240,9 @@ static void redial(struct loadgen *lg, struct worker *w, const char *reason, int
 /* Sends and frees what a builder made; false when the worker was lost doing it. msg
  * is passed by address: the builder call in the same argument list may run after a
  * by-value read of it. */
-static bool send_msg(struct loadgen *lg, struct worker *w, int build_err, cJSON **msg, int64_t now)
+static bool send_msg(struct loadgen *lg, struct worker *w, enum proto_err build_err, cJSON **msg, int64_t now)
 {
-	int err = build_err == PROTO_OK ? proto_frame_send(&w->conn, *msg) : build_err;
+	enum proto_err err = build_err == PROTO_OK ? proto_frame_send(&w->conn, *msg) : build_err;
 	cJSON_Delete(*msg);
 	*msg = NULL;
 	if (err == PROTO_OK)
@@ -391,7 +391,7 @@ static void on_manager_hello(struct loadgen *lg, struct worker *w, const struct 
 	}
 	proto_frame_set_limit(&w->conn, PROTO_MAX_FRAME);
 	w->state = W_REGISTERING;
-	int err = proto_msg_auth(proof, &msg);
+	enum proto_err err = proto_msg_auth(proof, &msg);
 	proto_auth_wipe(proof, sizeof proof);
 	if (send_msg(lg, w, err, &msg, now))
 		send_registration(lg, w, now);
@@ -497,7 +497,7 @@ static void on_io(struct loadgen *lg, struct worker *w, uint32_t events, int64_t
 	if (w->state == W_CONNECTING) {
 		on_connected(lg, w, now);
 	} else if ((events & EPOLLOUT) && w->conn.want_write) {
-		int err = proto_frame_flush(&w->conn);
+		enum proto_err err = proto_frame_flush(&w->conn);
 		if (err != PROTO_OK && err != PROTO_AGAIN) {
 			on_lost(lg, w, err, now);
 			return;
@@ -507,7 +507,7 @@ static void on_io(struct loadgen *lg, struct worker *w, uint32_t events, int64_t
 	while (w->conn.fd >= 0) {
 		cJSON *json = NULL;
 		struct proto_msg m;
-		int err = proto_frame_recv(&w->conn, &json);
+		enum proto_err err = proto_frame_recv(&w->conn, &json);
 		if (err == PROTO_AGAIN)
 			return;
 		if (err == PROTO_OK)

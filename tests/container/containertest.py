@@ -9,7 +9,8 @@ BATCH_AGENT_CONTAINER_DIR (the build tree's container/ directory):
   packages/*.deb        CPack's packages
   podman-runtime        empty, or the runtime wrapper podman needs here
 
-and podman images, all tagged :test in the localhost/ namespace:
+and podman images in the localhost/ namespace, tagged for this build tree (TAG below), so
+that suites run at once from two checkouts or build trees never share an image:
 
   ba-base-SUITE         the minbase roots; ba-base-busybox: only a static busybox
   batch-agent           FROM scratch, only the installed tree (what docker/Dockerfile makes)
@@ -18,6 +19,7 @@ and podman images, all tagged :test in the localhost/ namespace:
 (test_container_dockerfile.py builds docker/Dockerfile itself, and removes what it made.)
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -56,8 +58,12 @@ def path(*parts):
     return os.path.join(WORK, *parts)
 
 
+# One tag per build tree: a rerun replaces its own images, and nobody else's.
+TAG = "t" + hashlib.sha1(os.path.realpath(WORK or ".").encode()).hexdigest()[:12]
+
+
 def image(name):
-    return "localhost/%s:test" % name
+    return "localhost/%s:%s" % (name, TAG)
 
 
 def runtime_args():

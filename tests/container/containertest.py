@@ -25,12 +25,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 import agenttest  # noqa: E402  (SCALE, check, wait_for)
-from agentaws import run_cases  # noqa: E402,F401  (the suite's runner: one line per case)
+import agentaws  # noqa: E402  (the suite's case runner)
 
 SUITES = ("bullseye", "bookworm", "trixie")
 BASES = SUITES + ("busybox",)
@@ -101,3 +100,9 @@ def wait_running(name, timeout=60):
 def remove(*names):
     if names:
         podman("rm", "--force", "--time", "0", *names, check=False, timeout=120)
+
+
+def run_cases(cases):
+    """[(name, fn)]: the suite's runner (tests/lib/agentaws.py), one line per case,
+    exit 1 on a failure."""
+    agentaws.run_cases(cases)

@@ -18,7 +18,9 @@ packages=(
   tini dumb-init catatonit
   iproute2 util-linux procps psmisc python3
   # container tests (tests/container): images made with debootstrap, run by podman
-  podman runc debootstrap tmux busybox-static uidmap slirp4netns fuse-overlayfs iptables
+  # (the network stack named, as on the machine they were written on: CNI, not netavark)
+  podman runc containernetworking-plugins debootstrap tmux busybox-static uidmap slirp4netns
+  fuse-overlayfs iptables
   # test certificates for the TLS cases
   openssl
   # packages (CPack's .deb computes its dependencies with dpkg-shlibdeps)

@@ -9,7 +9,8 @@ BATCH_AGENT_CONTAINER_DIR (the build tree's container/ directory):
   packages/*.deb        CPack's packages
   podman-runtime        empty, or the runtime wrapper podman needs here
 
-and podman images, all tagged :test in the localhost/ namespace:
+and podman images in the localhost/ namespace, tagged for this build tree (TAG below), so
+that suites run at once from two checkouts or build trees never share an image:
 
   ba-base-SUITE         the minbase roots; ba-base-busybox: only a static busybox
   batch-agent           FROM scratch, only the installed tree (what docker/Dockerfile makes)
@@ -18,17 +19,17 @@ and podman images, all tagged :test in the localhost/ namespace:
 (test_container_dockerfile.py builds docker/Dockerfile itself, and removes what it made.)
 """
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 import agenttest  # noqa: E402  (SCALE, check, wait_for)
-from agentaws import run_cases  # noqa: E402,F401  (the suite's runner: one line per case)
+import agentaws  # noqa: E402  (the suite's case runner)
 
 SUITES = ("bullseye", "bookworm", "trixie")
 BASES = SUITES + ("busybox",)
@@ -56,8 +57,12 @@ def path(*parts):
     return os.path.join(WORK, *parts)
 
 
+# One tag per build tree: a rerun replaces its own images, and nobody else's.
+TAG = "t" + hashlib.sha1(os.path.realpath(WORK or ".").encode()).hexdigest()[:12]
+
+
 def image(name):
-    return "localhost/%s:test" % name
+    return "localhost/%s:%s" % (name, TAG)
 
 
 def runtime_args():
@@ -95,3 +100,9 @@ def wait_running(name, timeout=60):
 def remove(*names):
     if names:
         podman("rm", "--force", "--time", "0", *names, check=False, timeout=120)
+
+
+def run_cases(cases):
+    """[(name, fn)]: the suite's runner (tests/lib/agentaws.py), one line per case,
+    exit 1 on a failure."""
+    agentaws.run_cases(cases)

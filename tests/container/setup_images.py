@@ -10,7 +10,7 @@ import tarfile
 import time
 
 import containertest as ct
-from agenttest import TestFailure, skip_script
+from agenttest import TestFailure
 
 BUILD = os.environ.get("BATCH_AGENT_BUILD_DIR", "")
 SOURCE = os.environ.get("BATCH_AGENT_SOURCE_DIR", "")

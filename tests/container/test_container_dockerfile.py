@@ -9,7 +9,7 @@ import subprocess
 import tarfile
 
 import containertest as ct
-from agenttest import TestFailure, check, check_eq
+from agenttest import check, check_eq
 
 SOURCE = os.environ.get("BATCH_AGENT_SOURCE_DIR", "")
 
@@ -61,9 +61,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-        print("PASS dockerfile")
-    except TestFailure as e:
-        print("FAIL dockerfile: %s" % e)
-        raise SystemExit(1)
+    ct.run_cases([("dockerfile", main)])

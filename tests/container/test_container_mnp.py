@@ -9,7 +9,7 @@ import os
 import containertest as ct
 import mnp
 import netns
-from agenttest import TestFailure, check, check_eq, wait_for
+from agenttest import check, check_eq, wait_for
 
 PORT = 49152
 
@@ -59,9 +59,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-        print("PASS mnp_3_containers")
-    except TestFailure as e:
-        print("FAIL mnp_3_containers: %s" % e)
-        raise SystemExit(1)
+    ct.run_cases([("mnp_3_containers", main)])

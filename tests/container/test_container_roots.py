@@ -244,7 +244,7 @@ def case_deb_installs_on_clean_bookworm():
     with tarfile.open(os.path.join(ct.CACHE, "bookworm-minbase.tar")) as tar:
         tar.extractall(root, numeric_owner=True)
     shutil.copy(ct.path("packages", debs[0]), os.path.join(root, "tmp", debs[0]))
-    r = expect(root, ["dpkg", "--install", "/tmp/" + debs[0]], 0, "dpkg --install on a clean bookworm root")
+    expect(root, ["dpkg", "--install", "/tmp/" + debs[0]], 0, "dpkg --install on a clean bookworm root")
     depends = expect(root, ["dpkg-query", "-W", "-f", "${Depends}", "batch-agent"], 0, "dpkg-query").stdout
     print("# .deb Depends: %r" % depends)
     done_when(root)

@@ -8,7 +8,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 import mnp  # noqa: E402
-from mnp import Agent, Job, check, expect_exit, read, wait_for_file  # noqa: E402
+from mnp import Agent, Job, check, expect_exit, read, wait_for_file, wait_s  # noqa: E402
 
 runner = mnp.Runner()
 
@@ -87,13 +87,13 @@ def main_index_not_zero(workdir):
 @runner.case
 def missing_child_times_out(workdir):
     out, port, job = outdir(workdir), mnp.free_port(), Job(4)
-    main = start_main(job, port, out, workdir, args=["--wait-timeout", "2"])
+    main = start_main(job, port, out, workdir, args=["--wait-timeout", wait_s(2)])
     child = start_child(job, 1, port, out, workdir)
     wait_for_file(os.path.join(out, "child-1"), 10)
     expect_exit(main, mnp.EX_UNAVAILABLE, 15)
     expect_exit(child, 0, 10)
     err = main.stderr()
-    check("nodes 2, 3 did not register within 2 s" in err, f"main does not name the missing nodes:\n{err}")
+    check(f"nodes 2, 3 did not register within {wait_s(2)} s" in err, f"main does not name the missing nodes:\n{err}")
     check("telling 1 node to shut down" in err, f"main does not shut the present child down:\n{err}")
     check(not os.path.exists(os.path.join(out, "main.started")), "the main payload ran")
     check("asks us to shut down" in child.stderr(), f"child did not hear the shutdown:\n{child.stderr()}")
@@ -102,7 +102,7 @@ def missing_child_times_out(workdir):
 @runner.case
 def min_nodes_starts_with_present(workdir):
     out, port, job = outdir(workdir), mnp.free_port(), Job(4)
-    main = start_main(job, port, out, workdir, args=["--wait-timeout", "2", "--min-nodes", "3"],
+    main = start_main(job, port, out, workdir, args=["--wait-timeout", wait_s(2), "--min-nodes", "3"],
                       payload=mnp.main_payload(out, wait_children=(1, 3), gate=True))
     children = [start_child(job, i, port, out, workdir) for i in (1, 3)]
     wait_for_file(os.path.join(out, "main.started"), 15)
@@ -124,7 +124,7 @@ def min_nodes_starts_with_present(workdir):
 @runner.case
 def min_nodes_not_reached(workdir):
     out, port, job = outdir(workdir), mnp.free_port(), Job(4)
-    main = start_main(job, port, out, workdir, args=["--wait-timeout", "1.5", "--min-nodes", "3"])
+    main = start_main(job, port, out, workdir, args=["--wait-timeout", wait_s(1.5), "--min-nodes", "3"])
     child = start_child(job, 2, port, out, workdir)
     expect_exit(main, mnp.EX_UNAVAILABLE, 15)
     expect_exit(child, 0, 10)

@@ -31,6 +31,13 @@ SLOW = float(os.environ.get("BATCH_AGENT_TIMEOUT_SCALE") or (4.0 if WRAPPER else
 
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "peers"))
 
+
+def wait_s(seconds):
+    """An agent-side --wait-timeout that a test expects to expire, stretched by SLOW so
+    that the nodes meant to make it still do under valgrind; formatted as the agent
+    prints it ("%.3g s"), for the log checks."""
+    return "%.3g" % (seconds * SLOW)
+
 EX_USAGE, EX_UNAVAILABLE, EX_PROTOCOL, EX_NOPERM, EX_CONFIG = 64, 69, 76, 77, 78
 
 _all_agents = []

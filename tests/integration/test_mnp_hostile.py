@@ -101,6 +101,14 @@ def expect_error_and_close(conn, code, what, timeout=3):
         conn.close()
 
 
+def answer_shutdown(conn):
+    """As a registered child: heartbeats until the main's shutdown, then our exit report."""
+    msg = conn.recv_msg(timeout=10, expect=("shutdown", "heartbeat"))
+    while msg["type"] != "shutdown":
+        msg = conn.recv_msg(timeout=10, expect=("shutdown", "heartbeat"))
+    conn.send(npr.payload_exited(exit_code=0))
+
+
 def expect_reject(job, port, index, code, job_id=None, num_nodes=None, address="127.0.0.1", attempt=1):
     conn = connect(port)
     try:
@@ -263,10 +271,7 @@ def slow_but_progressing_peer_is_admitted(workdir):
         ans = conn.recv_msg(timeout=5, expect=("accept", "reject"))
         check(ans["type"] == "accept", f"the slow peer got {ans}")
         # The main payload ran (true) and the main asks us to shut down.
-        msg = conn.recv_msg(timeout=10, expect=("heartbeat", "shutdown"))
-        while msg["type"] != "shutdown":
-            msg = conn.recv_msg(timeout=10, expect=("heartbeat", "shutdown"))
-        conn.send(npr.payload_exited(exit_code=0))
+        answer_shutdown(conn)
     finally:
         conn.close()
     expect_exit(main, 0, 30)
@@ -294,10 +299,7 @@ def registration_is_checked(workdir):
         reg = npr.register_msg(job_id=f"{job.uuid}#1", hostname="h", address=name, attempt=1, node_index=1,
                                num_nodes=2)
         npr.worker_handshake(conn, job.cookie, reg, timeout=5)
-        recv = conn.recv_msg(timeout=10, expect=("shutdown", "heartbeat"))
-        while recv["type"] != "shutdown":
-            recv = conn.recv_msg(timeout=10, expect=("shutdown", "heartbeat"))
-        conn.send(npr.payload_exited(exit_code=0))
+        answer_shutdown(conn)
     finally:
         conn.close()
     expect_exit(main, 0, 15)

@@ -101,6 +101,14 @@ def expect_error_and_close(conn, code, what, timeout=3):
         conn.close()
 
 
+def answer_shutdown(conn):
+    """As a registered child: heartbeats until the main's shutdown, then our exit report."""
+    msg = conn.recv_msg(timeout=10, expect=("shutdown", "heartbeat"))
+    while msg["type"] != "shutdown":
+        msg = conn.recv_msg(timeout=10, expect=("shutdown", "heartbeat"))
+    conn.send(npr.payload_exited(exit_code=0))
+
+
 def expect_reject(job, port, index, code, job_id=None, num_nodes=None, address="127.0.0.1", attempt=1):
     conn = connect(port)
     try:
@@ -241,6 +249,35 @@ def handshake_flood_is_bounded(workdir):
 
 
 @runner.case
+def slow_but_progressing_peer_is_admitted(workdir):
+    """PROTOCOL.md §3: the handshake deadline counts from the peer's last frame, not
+    from accept. A worker that takes 6 s before each of its two frames after hello
+    (12 s in all, past 10 s from accept) is still registered, because it never went
+    10 s without progress."""
+    port, job = mnp.free_port(), Job(2)
+    main = Agent("main", ["--port", str(port), "--wait-timeout", "60", "--", "true"], job.env(0), workdir)
+    main.wait_for_log("rendezvous listening", 10)
+    conn = connect(port)
+    try:
+        wn = npr.nonce()
+        conn.send(npr.hello_worker(wn))
+        hello = conn.recv_msg(timeout=5, expect=("hello",))
+        time.sleep(6)
+        conn.recv_limit = npr.MAX_FRAME
+        conn.send(npr.auth(npr.proof(job.cookie, "worker", wn, hello["_nonce"])))
+        time.sleep(6)
+        conn.send(npr.register_msg(job_id=f"{job.uuid}#1", hostname="slow", address="127.0.0.1", attempt=1,
+                                   node_index=1, num_nodes=2))
+        ans = conn.recv_msg(timeout=5, expect=("accept", "reject"))
+        check(ans["type"] == "accept", f"the slow peer got {ans}")
+        # The main payload ran (true) and the main asks us to shut down.
+        answer_shutdown(conn)
+    finally:
+        conn.close()
+    expect_exit(main, 0, 30)
+
+
+@runner.case
 def registration_is_checked(workdir):
     """The advertised address becomes a hostfile line: a newline (forged lines), a
     port, an over-long label are refused with bad_address; a long valid DNS name is
@@ -262,10 +299,7 @@ def registration_is_checked(workdir):
         reg = npr.register_msg(job_id=f"{job.uuid}#1", hostname="h", address=name, attempt=1, node_index=1,
                                num_nodes=2)
         npr.worker_handshake(conn, job.cookie, reg, timeout=5)
-        recv = conn.recv_msg(timeout=10, expect=("shutdown", "heartbeat"))
-        while recv["type"] != "shutdown":
-            recv = conn.recv_msg(timeout=10, expect=("shutdown", "heartbeat"))
-        conn.send(npr.payload_exited(exit_code=0))
+        answer_shutdown(conn)
     finally:
         conn.close()
     expect_exit(main, 0, 15)

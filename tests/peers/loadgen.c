@@ -326,7 +326,7 @@ static void on_handshake_error(struct loadgen *lg, struct worker *w, const struc
 {
 	char kind[96];
 	const char *code = m->u.error.code;
-	if (strcmp(code, "busy") == 0 || strcmp(code, PROTO_CODE_TIMEOUT) == 0) {
+	if (strcmp(code, PROTO_CODE_BUSY) == 0 || strcmp(code, PROTO_CODE_TIMEOUT) == 0) {
 		redial(lg, w, code, now);
 		return;
 	}

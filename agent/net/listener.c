@@ -33,7 +33,8 @@ struct listener {
 	size_t pending;        /* peers in the handshake */
 	size_t registered;     /* peers registered and connected */
 	size_t max_pending;
-	bool accepting;        /* false after listener_stop_accepting */
+	bool accepting;        /* false after listener_close_door */
+	bool door_closed;      /* the listening socket is closed */
 	bool accept_paused;    /* the listen fd is out of the loop */
 	bool accept_starved;   /* accept(2) ran out of descriptors or memory: logged once per episode */
 	struct rlimit nofile;  /* as inherited: the main payload gets it back */
@@ -184,13 +185,34 @@ static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx)
 	}
 }
 
-void listener_stop_accepting(struct listener *ls)
+/* The door: once the job needs no more nodes, nobody new reaches the manager. The
+ * listening socket is closed (a connect is refused by the kernel from now on, and what
+ * waits in the backlog is reset), and peers that have not proven the cookie yet are
+ * ended: the cookie they would need is about to be wiped. An authenticated peer stays
+ * for its registration, which the job refuses with the reason (shutting_down,
+ * rendezvous_closed). */
+void listener_close_door(struct listener *ls, const char *why)
 {
+	if (ls->door_closed)
+		return;
+	ls->door_closed = true;
 	ls->accepting = false;
 	loop_timer_cancel(ls->loop, &ls->accept_timer);
 	if (!ls->accept_paused)
 		loop_remove(ls->loop, ls->listen_fd);
 	ls->accept_paused = true;
+	close(ls->listen_fd);
+	ls->listen_fd = -1;
+	size_t ended = 0;
+	for (struct peer *p = ls->peers; p; p = p->next) {
+		if (p->conn.open && (p->state == PEER_HELLO || p->state == PEER_AUTH)) {
+			conn_end(&p->conn, NULL, NULL);
+			listener_drop(p, "the rendezvous port closed");
+			ended++;
+		}
+	}
+	log_info("closed port %ld (%s): new connections are refused%s", ls->cfg->port, why,
+		 ended ? ", unauthenticated handshakes ended" : "");
 }
 
 /* ---- ending connections ---- */

@@ -62,8 +62,9 @@ enum ba_status listener_start(struct listener **out, struct loop *loop, const st
 /* Flush what is queued, close every connection, free everything. */
 void listener_free(struct listener *ls);
 
-/* No more connections (the shutdown). */
-void listener_stop_accepting(struct listener *ls);
+/* No more connections, ever: close the listening socket (connects are refused from
+ * now on) and end every handshake in progress. Logs why, once. */
+void listener_close_door(struct listener *ls, const char *why);
 
 /* Every peer, registered and in the handshake, live or dropped: follow ->next. */
 struct peer *listener_peers(const struct listener *ls);

@@ -113,6 +113,10 @@ static enum ba_status check_strength(const struct config *cfg, const struct cook
 {
 	const char *source = cfg->cookie_file ? cfg->cookie_file : COOKIE_ENV;
 	const char *flag = cfg->cookie_file ? " (--cookie-file)" : "";
+	if (cookie->length == 0) {
+		log_error("the cookie %s%s is empty", source, flag);
+		return BA_EX_CONFIG;
+	}
 	if (cookie->length < COOKIE_MIN) {
 		log_error("the cookie %s%s is %zu bytes: at least %d are required (e.g. openssl rand -hex 32)", source,
 			  flag, cookie->length, COOKIE_MIN);

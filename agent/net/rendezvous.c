@@ -159,8 +159,12 @@ static bool on_child_lost(void *ctx, struct peer *p, const char *why)
 		stop_awaiting(rv, p);
 		return true;
 	}
-	if (rv->phase == PHASE_SHUTTING_DOWN && p->exit_reported)
-		log_debug("node %ld (%s) disconnected after its exit report", p->node_index, p->address);
+	/* A worker may close as soon as its exit report is out; the close then often reads
+	 * as a reset (heartbeats of ours it never read): nothing is lost. */
+	if (p->exit_reported && rv->phase == PHASE_SHUTTING_DOWN)
+		log_debug("node %ld (%s) disconnected after its exit report: %s", p->node_index, p->address, why);
+	else if (p->exit_reported)
+		log_info("node %ld (%s) disconnected after its exit report: %s", p->node_index, p->address, why);
 	else
 		log_warn("node %ld (%s) lost: %s", p->node_index, p->address, why);
 	stop_awaiting(rv, p);

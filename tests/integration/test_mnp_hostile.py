@@ -432,6 +432,28 @@ def error_first_and_register_during_shutdown(workdir):
     one.close()
 
 
+@runner.case
+def close_right_after_the_exit_report_is_not_a_loss(workdir):
+    """A child that closes (here with a reset) right after its payload_exited, while
+    the main payload runs, has lost nothing: the main says it disconnected after its
+    report, and does not log it as a lost node."""
+    port, job = mnp.free_port(), Job(2)
+    main = Agent("main", ["--port", str(port), "--heartbeat", "0.2", "--", "sleep", "30"], job.env(0), workdir)
+    main.wait_for_log("rendezvous listening", 10)
+    c = connect(port)
+    npr.worker_handshake(c, job.cookie, npr.register_msg(job_id=f"{job.uuid}#1", hostname="h", address="127.0.0.1",
+                                                         attempt=1, node_index=1, num_nodes=2), timeout=5)
+    main.wait_for_log("all nodes present", 10)
+    c.send(npr.payload_exited(exit_code=0))
+    main.wait_for_log("node 1's payload exited with status 0", 10)
+    time.sleep(0.5)  # heartbeats of the main's, unread: the close below is a reset
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    err = main.wait_for_log("disconnected after its exit report", 10)
+    check("lost:" not in err, f"the main calls the node lost:\n{err}")
+    main.kill()
+
+
 def cpu_ticks(pid):
     fields = read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime

@@ -9,7 +9,7 @@
 struct pending_source {
 	uint32_t addr; /* network order */
 	size_t count;
-	struct pending_entry *oldest, *newest; /* its silent entries */
+	struct pending_list silent;
 	struct pending_source *next;           /* in the bucket */
 };
 
@@ -50,6 +50,36 @@ static struct pending_source *find_source(const struct pending *pd, uint32_t add
 	return s;
 }
 
+/* e's links in one of its two lists: own (its source's) or all. */
+static struct pending_link *link_in(struct pending_entry *e, bool own)
+{
+	return own ? &e->own : &e->all;
+}
+
+static void list_push(struct pending_list *l, struct pending_entry *e, bool own)
+{
+	*link_in(e, own) = (struct pending_link){ .prev = l->newest };
+	if (l->newest)
+		link_in(l->newest, own)->next = e;
+	else
+		l->oldest = e;
+	l->newest = e;
+}
+
+static void list_unlink(struct pending_list *l, struct pending_entry *e, bool own)
+{
+	struct pending_link *k = link_in(e, own);
+	if (k->prev)
+		link_in(k->prev, own)->next = k->next;
+	else
+		l->oldest = k->next;
+	if (k->next)
+		link_in(k->next, own)->prev = k->prev;
+	else
+		l->newest = k->prev;
+	*k = (struct pending_link){ 0 };
+}
+
 static bool is_loopback(uint32_t addr)
 {
 	return (ntohl(addr) >> 24) == 127;
@@ -60,9 +90,9 @@ enum pending_verdict pending_verdict(const struct pending *pd, uint32_t addr, st
 	const struct pending_source *s = find_source(pd, addr);
 	*victim = NULL;
 	if (s && !is_loopback(addr) && s->count >= pd->per_source_max)
-		*victim = s->oldest;
+		*victim = s->silent.oldest;
 	else if (pd->count >= pd->max)
-		*victim = pd->oldest;
+		*victim = pd->silent.oldest;
 	else
 		return PENDING_ADMIT;
 	return *victim ? PENDING_EVICT : PENDING_BUSY;
@@ -79,17 +109,9 @@ enum ba_status pending_add(struct pending *pd, struct pending_entry *e, uint32_t
 		*s = (struct pending_source){ .addr = addr, .next = *bucket };
 		*bucket = s;
 	}
-	*e = (struct pending_entry){ .source = s, .silent = true, .prev = pd->newest, .src_prev = s->newest };
-	if (pd->newest)
-		pd->newest->next = e;
-	else
-		pd->oldest = e;
-	pd->newest = e;
-	if (s->newest)
-		s->newest->src_next = e;
-	else
-		s->oldest = e;
-	s->newest = e;
+	*e = (struct pending_entry){ .source = s, .silent = true };
+	list_push(&pd->silent, e, false);
+	list_push(&s->silent, e, true);
 	s->count++;
 	pd->count++;
 	return BA_OK;
@@ -101,23 +123,8 @@ void pending_heard(struct pending *pd, struct pending_entry *e)
 	if (!e->silent)
 		return;
 	e->silent = false;
-	if (e->prev)
-		e->prev->next = e->next;
-	else
-		pd->oldest = e->next;
-	if (e->next)
-		e->next->prev = e->prev;
-	else
-		pd->newest = e->prev;
-	if (e->src_prev)
-		e->src_prev->src_next = e->src_next;
-	else
-		s->oldest = e->src_next;
-	if (e->src_next)
-		e->src_next->src_prev = e->src_prev;
-	else
-		s->newest = e->src_prev;
-	e->prev = e->next = e->src_prev = e->src_next = NULL;
+	list_unlink(&pd->silent, e, false);
+	list_unlink(&s->silent, e, true);
 }
 
 void pending_remove(struct pending *pd, struct pending_entry *e)

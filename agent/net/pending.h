@@ -27,18 +27,26 @@
 
 struct pending_source;
 
+struct pending_entry;
+struct pending_link {
+	struct pending_entry *prev, *next;
+};
+struct pending_list {
+	struct pending_entry *oldest, *newest;
+};
+
 /* Embedded in whatever the caller tracks per handshake. */
 struct pending_entry {
 	struct pending_source *source;
-	bool silent;                                /* its first message has not arrived */
-	struct pending_entry *prev, *next;         /* silent ones, all sources, oldest first */
-	struct pending_entry *src_prev, *src_next; /* silent ones of this source, oldest first */
+	bool silent;              /* its first message has not arrived */
+	struct pending_link all;  /* among the silent ones of all sources, oldest first */
+	struct pending_link own;  /* among the silent ones of its source, oldest first */
 };
 
 struct pending {
 	struct pending_source **buckets;
 	size_t bucket_mask;
-	struct pending_entry *oldest, *newest; /* silent, all sources */
+	struct pending_list silent; /* all sources */
 	size_t count;                          /* handshakes in progress */
 	size_t max;                            /* the global cap */
 	size_t per_source_max;

@@ -23,13 +23,6 @@ FLOOD = int(os.environ.get("FLOOD_CONNECTIONS") or 3000)
 runner = mnp.Runner()
 
 
-def need_netns():
-    try:
-        netns.check_available()
-    except netns.Unavailable as e:
-        raise mnp.Skip(str(e)) from None
-
-
 def wait_line(proc, prefix, timeout):
     """The first stdout line of proc that starts with prefix."""
     deadline = time.monotonic() + timeout * mnp.SLOW
@@ -49,7 +42,7 @@ def idle_flood_does_not_stall_the_rendezvous(workdir):
     reopens each one it loses. On the base commit the attacker's connections fill
     every handshake slot for 10 s at a time, the children are answered busy until
     --wait-timeout, and the main exits 69."""
-    need_netns()
+    mnp.need_netns()
     out = os.path.join(workdir, "out")
     os.mkdir(out)
     job = Job(3)
@@ -95,7 +88,7 @@ def per_source_cap_evicts_that_source_only(workdir):
     is closed with error busy, the newest stays, and host 3's silent connection, opened
     first of all, is untouched (the global cap is far). The burst must land within the
     1 s first-message deadline: a run too slow for it is repeated, up to 3 times."""
-    need_netns()
+    mnp.need_netns()
     job = Job(2)
     with netns.Network(3) as net:
         main = Agent("main", ["--wait-timeout", "60", "--", "true"], job.env(0), workdir, net=net, host=1)

@@ -22,6 +22,7 @@
 #define REFUSALS_LOUD_MAX 10     /* warnings per window before the rest are only counted */
 #define FD_SLACK 32              /* descriptors besides the peers': stdio, epoll, signalfd, pipes, hostfile */
 #define LISTEN_BACKLOG 4096
+#define ACCEPT_BATCH 64          /* connections taken per turn of the loop (see on_accept) */
 /* The first message (hello; in a TLS version, the ClientHello) is due this long after
  * accept: a worker sends it the moment its connect completes, a stranger who holds the
  * connection idle loses it. Not scaled: a worker too slow for it (valgrind on a loaded
@@ -207,7 +208,10 @@ static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx)
 	struct listener *ls = ctx;
 	(void)loop;
 	(void)events;
-	for (;;) {
+	/* A bounded batch: a host that reopens connections as fast as we close them would
+	 * otherwise keep us here forever, and the frames of real workers, and the sweep,
+	 * would wait. The listen fd is level-triggered: the rest come next turn. */
+	for (unsigned taken = 0; taken < ACCEPT_BATCH; taken++) {
 		struct sockaddr_in from;
 		socklen_t length = sizeof from;
 		/* TCP_NODELAY comes from the listen socket: no setsockopt per peer. */

@@ -98,7 +98,7 @@ def wrong_cookie_is_refused_others_work(workdir):
     os.mkdir(out)
     job = Job(4)
     with netns.Network(4) as net:
-        main = start_main(net, job, out, workdir, args=["--wait-timeout", "4", "--min-nodes", "3"],
+        main = start_main(net, job, out, workdir, args=["--wait-timeout", f"{4 * mnp.SLOW:g}", "--min-nodes", "3"],
                           payload=mnp.main_payload(out, wait_children=(1, 3)))
         main.wait_for_log("rendezvous listening", 10)
         bad = start_child(net, job, 2, out, workdir, cookie=mnp.new_cookie())

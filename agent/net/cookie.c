@@ -13,7 +13,9 @@
 #include "util.h"
 
 #define COOKIE_ENV "BATCH_AGENT_COOKIE"
-#define COOKIE_MIN_RECOMMENDED 32 /* bytes: shorter ones load, with a warning */
+#define COOKIE_MIN 16             /* bytes: shorter ones are refused (64) */
+#define COOKIE_MIN_RECOMMENDED 32 /* bytes: shorter ones load, with a warning (native protocol) */
+#define COOKIE_JULIA_MAX 16       /* Distributed.jl's HDR_COOKIE_LEN */
 
 void cookie_scrub_environment(void)
 {
@@ -94,6 +96,47 @@ static enum ba_status copy_cookie_env(const char *value, struct cookie *out)
 	return BA_OK;
 }
 
+static bool all_ascii(const struct cookie *cookie)
+{
+	for (size_t i = 0; i < cookie->length; i++)
+		if (cookie->bytes[i] >= 0x80)
+			return false;
+	return true;
+}
+
+/* The length rules (PROTOCOL.md §7), named by where the cookie came from, never by its
+ * value. The native protocol's manager proof can be collected by anyone who reaches
+ * the port and tested against guesses offline: its length is the whole defence. The
+ * Julia dialect sends the cookie itself in clear, and Distributed.jl takes at most
+ * HDR_COOKIE_LEN ASCII bytes (init_worker asserts it), space-padded to 16. */
+static enum ba_status check_strength(const struct config *cfg, const struct cookie *cookie)
+{
+	const char *source = cfg->cookie_file ? cfg->cookie_file : COOKIE_ENV;
+	const char *flag = cfg->cookie_file ? " (--cookie-file)" : "";
+	if (cookie->length == 0) {
+		log_error("the cookie %s%s is empty", source, flag);
+		return BA_EX_CONFIG;
+	}
+	if (cookie->length < COOKIE_MIN) {
+		log_error("the cookie %s%s is %zu bytes: at least %d are required (e.g. openssl rand -hex 32)", source,
+			  flag, cookie->length, COOKIE_MIN);
+		return BA_EX_USAGE;
+	}
+	if (cfg->protocol != PROTOCOL_JULIA) {
+		if (cookie->length < COOKIE_MIN_RECOMMENDED)
+			log_warn("the cookie %s%s is only %zu bytes: use at least %d random characters (e.g. openssl rand -hex 32)",
+				 source, flag, cookie->length, COOKIE_MIN_RECOMMENDED);
+		return BA_OK;
+	}
+	if (cookie->length > COOKIE_JULIA_MAX || !all_ascii(cookie))
+		log_warn("the cookie %s%s is %zu bytes%s: Julia's Distributed accepts at most %d ASCII bytes "
+			 "(HDR_COOKIE_LEN) and its worker will fail on this one",
+			 source, flag, cookie->length, all_ascii(cookie) ? "" : " and not ASCII", COOKIE_JULIA_MAX);
+	log_warn("the Julia dialect sends the cookie in clear text (julia_cookie and Distributed's 16-byte header): "
+		 "anyone on the path can read it");
+	return BA_OK;
+}
+
 enum ba_status cookie_load(const struct config *cfg, struct cookie *out)
 {
 	enum ba_status rc;
@@ -109,15 +152,8 @@ enum ba_status cookie_load(const struct config *cfg, struct cookie *out)
 		rc = BA_EX_CONFIG;
 	}
 	cookie_scrub_environment();
-	if (rc == BA_OK && out->length == 0) {
-		log_error("the cookie (%s) is empty", cfg->cookie_file ? cfg->cookie_file : COOKIE_ENV);
-		rc = BA_EX_CONFIG;
-	}
-	/* PROTOCOL.md §7: anyone who reaches the port gets a manager proof to guess the
-	 * cookie against offline, so its strength is all the protection there is. */
-	if (rc == BA_OK && out->length < COOKIE_MIN_RECOMMENDED)
-		log_warn("the cookie is only %zu bytes: use at least %d random characters (e.g. openssl rand -hex 32)",
-			 out->length, COOKIE_MIN_RECOMMENDED);
+	if (rc == BA_OK)
+		rc = check_strength(cfg, out);
 	if (rc != BA_OK)
 		cookie_wipe(out);
 	return rc;

@@ -22,6 +22,12 @@
 #define REFUSALS_LOUD_MAX 10     /* warnings per window before the rest are only counted */
 #define FD_SLACK 32              /* descriptors besides the peers': stdio, epoll, signalfd, pipes, hostfile */
 #define LISTEN_BACKLOG 4096
+#define ACCEPT_BATCH 64          /* connections taken per turn of the loop (see on_accept) */
+/* The first message (hello; in a TLS version, the ClientHello) is due this long after
+ * accept: a worker sends it the moment its connect completes, a stranger who holds the
+ * connection idle loses it. Not scaled: a worker too slow for it (valgrind on a loaded
+ * machine) sees the connection end before the manager's hello and dials again. */
+#define FIRST_MESSAGE_MS 1000
 
 struct listener {
 	struct loop *loop;
@@ -30,10 +36,12 @@ struct listener {
 	struct listener_hooks hooks;
 	int listen_fd;
 	struct peer *peers;    /* every peer with a live connection, and registered ones */
-	size_t pending;        /* peers in the handshake */
+	struct pending pend;   /* peers in the handshake: per source, the silent ones */
 	size_t registered;     /* peers registered and connected */
 	size_t max_pending;
-	bool accepting;        /* false after listener_stop_accepting */
+	unsigned evicted;          /* silent peers evicted for a newcomer in this window */
+	bool accepting;        /* false after listener_close_door */
+	bool door_closed;      /* the listening socket is closed */
 	bool accept_paused;    /* the listen fd is out of the loop */
 	bool accept_starved;   /* accept(2) ran out of descriptors or memory: logged once per episode */
 	struct rlimit nofile;  /* as inherited: the main payload gets it back */
@@ -78,6 +86,9 @@ static void refusals_summary(struct listener *ls, int64_t now)
 	if (ls->refusals_quiet > 0)
 		log_warn("refused %u more peer%s in the last %lld s (details at --log-level debug)", ls->refusals_quiet,
 			 ls->refusals_quiet == 1 ? "" : "s", seconds);
+	if (ls->evicted > 0)
+		log_info("evicted %u silent peer%s in the last %lld s to make room for newcomers", ls->evicted,
+			 ls->evicted == 1 ? "" : "s", seconds);
 	if (ls->busy_answered > 0)
 		log_info("answered %u connection%s busy in the last %lld s (at most %zu handshakes at once)",
 			 ls->busy_answered, ls->busy_answered == 1 ? "" : "s", seconds, ls->max_pending);
@@ -85,6 +96,7 @@ static void refusals_summary(struct listener *ls, int64_t now)
 	ls->refusals_loud = 0;
 	ls->refusals_quiet = 0;
 	ls->busy_answered = 0;
+	ls->evicted = 0;
 }
 
 /* ---- accepting ---- */
@@ -123,7 +135,8 @@ static void rest_accept(struct listener *ls)
 static void answer_busy(struct listener *ls, int fd)
 {
 	if (ls->busy_answered++ == 0)
-		log_warn("%zu handshakes in progress: answering newcomers busy until some finish", ls->pending);
+		log_warn("%zu handshakes in progress, none of them silent: answering newcomers busy until some finish",
+			 ls->pend.count);
 	ssize_t sent = send(fd, ls->busy_frame, ls->busy_frame_len, MSG_DONTWAIT | MSG_NOSIGNAL);
 	(void)sent; /* best effort: a peer that cannot take 60 bytes learns from the close */
 	close(fd);
@@ -147,14 +160,47 @@ static void new_peer(struct listener *ls, int fd, const struct sockaddr_in *from
 	snprintf(p->remote, sizeof p->remote, "%s:%u", ip, ntohs(from->sin_port));
 	struct proto_conn pc;
 	proto_frame_conn_init(&pc, fd);
+	if (pending_add(&ls->pend, &p->pending, from->sin_addr.s_addr) != BA_OK) {
+		close(fd);
+		free(p);
+		return;
+	}
 	if (conn_attach(&p->conn, ls->loop, &pc, on_message, on_lost, p) != BA_OK) {
+		pending_remove(&ls->pend, &p->pending);
 		close(fd);
 		free(p);
 		return;
 	}
 	p->next = ls->peers;
 	ls->peers = p;
-	ls->pending++;
+}
+
+/* Room for a newcomer: the victim has sent nothing since its accept. It is told busy,
+ * in case it is a worker slower than its first-message deadline: it dials again. */
+static void evict(struct listener *ls, struct pending_entry *victim)
+{
+	struct peer *p = (struct peer *)((char *)victim - offsetof(struct peer, pending));
+	ls->evicted++;
+	log_debug("evicted peer %s: it sent nothing for %lld ms, and a newcomer needs its place", p->remote,
+		  (long long)(util_now_ms() - p->conn.last_heard_ms));
+	conn_end(&p->conn, PROTO_CODE_BUSY, "evicted: the manager is full and this connection sent nothing");
+	listener_drop(p, "evicted for a newcomer");
+}
+
+static void admit_connection(struct listener *ls, int fd, const struct sockaddr_in *from)
+{
+	struct pending_entry *victim;
+	switch (pending_verdict(&ls->pend, from->sin_addr.s_addr, &victim)) {
+	case PENDING_BUSY:
+		answer_busy(ls, fd);
+		return;
+	case PENDING_EVICT:
+		evict(ls, victim);
+		break;
+	case PENDING_ADMIT:
+		break;
+	}
+	new_peer(ls, fd, from);
 }
 
 static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx)
@@ -162,7 +208,10 @@ static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx)
 	struct listener *ls = ctx;
 	(void)loop;
 	(void)events;
-	for (;;) {
+	/* A bounded batch: a host that reopens connections as fast as we close them would
+	 * otherwise keep us here forever, and the frames of real workers, and the sweep,
+	 * would wait. The listen fd is level-triggered: the rest come next turn. */
+	for (unsigned taken = 0; taken < ACCEPT_BATCH; taken++) {
 		struct sockaddr_in from;
 		socklen_t length = sizeof from;
 		/* TCP_NODELAY comes from the listen socket: no setsockopt per peer. */
@@ -177,20 +226,38 @@ static void on_accept(struct loop *loop, int fd, uint32_t events, void *ctx)
 		if (ls->accept_starved)
 			log_info("accepting connections again");
 		ls->accept_starved = false;
-		if (ls->pending >= ls->max_pending)
-			answer_busy(ls, conn);
-		else
-			new_peer(ls, conn, &from);
+		admit_connection(ls, conn, &from);
 	}
 }
 
-void listener_stop_accepting(struct listener *ls)
+/* The door: once the job needs no more nodes, nobody new reaches the manager. The
+ * listening socket is closed (a connect is refused by the kernel from now on, and what
+ * waits in the backlog is reset), and peers that have not proven the cookie yet are
+ * ended: the cookie they would need is about to be wiped. An authenticated peer stays
+ * for its registration, which the job refuses with the reason (shutting_down,
+ * rendezvous_closed). */
+void listener_close_door(struct listener *ls, const char *why)
 {
+	if (ls->door_closed)
+		return;
+	ls->door_closed = true;
 	ls->accepting = false;
 	loop_timer_cancel(ls->loop, &ls->accept_timer);
 	if (!ls->accept_paused)
 		loop_remove(ls->loop, ls->listen_fd);
 	ls->accept_paused = true;
+	close(ls->listen_fd);
+	ls->listen_fd = -1;
+	size_t ended = 0;
+	for (struct peer *p = ls->peers; p; p = p->next) {
+		if (p->conn.open && (p->state == PEER_HELLO || p->state == PEER_AUTH)) {
+			conn_end(&p->conn, NULL, NULL);
+			listener_drop(p, "the rendezvous port closed");
+			ended++;
+		}
+	}
+	log_info("closed port %ld (%s): new connections are refused%s", ls->cfg->port, why,
+		 ended ? ", unauthenticated handshakes ended" : "");
 }
 
 /* ---- ending connections ---- */
@@ -202,7 +269,7 @@ void listener_drop(struct peer *p, const char *why)
 		return;
 	conn_close(&p->conn);
 	if (p->state != PEER_REGISTERED) {
-		ls->pending--;
+		pending_remove(&ls->pend, &p->pending);
 		log_debug("dropped peer %s: %s", p->remote, why);
 		p->dead = true;
 		return;
@@ -275,7 +342,7 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 	p->state = PEER_REGISTERED;
 	p->node_index = index;
 	snprintf(p->address, sizeof p->address, "%s", msg->u.reg.address);
-	ls->pending--;
+	pending_remove(&ls->pend, &p->pending);
 	ls->registered++;
 	ls->hooks.registered(ls->hooks.ctx, p);
 }
@@ -287,6 +354,7 @@ static void on_message(struct conn *c, const struct proto_msg *msg, void *ctx)
 	struct admit_refusal why;
 	cJSON *reply = NULL;
 	(void)c;
+	pending_heard(&ls->pend, &p->pending);
 	switch (p->state) {
 	case PEER_HELLO:
 		if (!admit_hello(&p->admission, &ls->job, msg, &reply, &why)) {
@@ -346,7 +414,12 @@ static bool silent_for(struct peer *p, int64_t now, int64_t limit_ms)
 static void check_peer(struct listener *ls, struct peer *p, int64_t now)
 {
 	char why[96];
-	if (p->state != PEER_REGISTERED && silent_for(p, now, PROTO_HANDSHAKE_TIMEOUT_MS)) {
+	if (p->pending.silent && silent_for(p, now, FIRST_MESSAGE_MS)) {
+		refused(ls, false, "dropped peer %s: no first message within %d ms of its connection", p->remote,
+			FIRST_MESSAGE_MS);
+		struct admit_refusal timeout = { .code = PROTO_CODE_TIMEOUT, .text = "no first message in time" };
+		listener_refuse(p, &timeout);
+	} else if (p->state != PEER_REGISTERED && silent_for(p, now, PROTO_HANDSHAKE_TIMEOUT_MS)) {
 		refused(ls, false, "dropped peer %s: no handshake progress for %d s", p->remote,
 			PROTO_HANDSHAKE_TIMEOUT_MS / 1000);
 		struct admit_refusal timeout = { .code = PROTO_CODE_TIMEOUT, .text = "handshake not completed in time" };
@@ -456,6 +529,8 @@ enum ba_status listener_start(struct listener **out, struct loop *loop, const st
 	*out = ls;
 	enum ba_status rc = size_pending(ls);
 	if (rc == BA_OK)
+		rc = pending_init(&ls->pend, ls->max_pending, PENDING_PER_SOURCE_MAX);
+	if (rc == BA_OK)
 		rc = encode_busy(ls);
 	if (rc == BA_OK)
 		rc = listen_on(cfg->port, &ls->listen_fd);
@@ -495,6 +570,7 @@ void listener_free(struct listener *ls)
 		close(ls->listen_fd);
 	}
 	free(ls->busy_frame);
+	pending_free(&ls->pend);
 	free(ls);
 }
 
@@ -505,7 +581,7 @@ struct peer *listener_peers(const struct listener *ls)
 
 size_t listener_descriptors(const struct listener *ls)
 {
-	return ls->pending + ls->registered;
+	return ls->pend.count + ls->registered;
 }
 
 const struct rlimit *listener_inherited_nofile(const struct listener *ls)

@@ -5,11 +5,16 @@
  *
  * Admission (PROTOCOL.md §3, "Admission"): at most max_pending handshakes at once
  * (2 * AWS_BATCH_JOB_NUM_NODES + 64, fewer when the descriptor limit cannot hold them
- * beside one per node). A connection beyond the cap is accepted, answered with error
- * busy as its first frame and closed: its worker dials again with backoff. Each step
- * of a handshake has PROTO_HANDSHAKE_TIMEOUT_MS from the peer's last complete frame
- * (or its accept); frames waiting in the socket are read before a peer is blamed, so
- * a rendezvous short of CPU times out only peers that are really silent. */
+ * beside one per node), at most PENDING_PER_SOURCE_MAX of them from one address. A
+ * newcomer beyond either cap evicts the oldest peer (of its own address, or of anyone)
+ * that has not sent its first message; only when every pending peer has spoken is the
+ * newcomer answered error busy as its first frame and closed, and its worker dials
+ * again with backoff. The first message (the first bytes a worker must send) is due
+ * within FIRST_MESSAGE_MS of accept; each later step of a handshake has
+ * PROTO_HANDSHAKE_TIMEOUT_MS from the peer's last complete frame. Frames waiting in the
+ * socket are read before a peer is blamed, so a rendezvous short of CPU times out only
+ * peers that are really silent. Once the job needs no more nodes the door closes: the
+ * listening socket is closed, so connects are refused. */
 #ifndef BATCH_AGENT_LISTENER_H
 #define BATCH_AGENT_LISTENER_H
 
@@ -22,6 +27,7 @@
 #include "config.h"
 #include "conn.h"
 #include "loop.h"
+#include "pending.h"
 #include "status.h"
 
 enum peer_state { PEER_HELLO, PEER_AUTH, PEER_REGISTER, PEER_REGISTERED };
@@ -33,6 +39,7 @@ struct peer {
 	struct listener *ls;
 	struct conn conn;
 	struct admission admission;
+	struct pending_entry pending; /* while in the handshake */
 	enum peer_state state;
 	char remote[64];  /* ip:port the connection came from */
 	long node_index;  /* once registered */
@@ -62,8 +69,9 @@ enum ba_status listener_start(struct listener **out, struct loop *loop, const st
 /* Flush what is queued, close every connection, free everything. */
 void listener_free(struct listener *ls);
 
-/* No more connections (the shutdown). */
-void listener_stop_accepting(struct listener *ls);
+/* No more connections, ever: close the listening socket (connects are refused from
+ * now on) and end every handshake in progress. Logs why, once. */
+void listener_close_door(struct listener *ls, const char *why);
 
 /* Every peer, registered and in the handshake, live or dropped: follow ->next. */
 struct peer *listener_peers(const struct listener *ls);

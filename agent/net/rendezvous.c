@@ -159,8 +159,12 @@ static bool on_child_lost(void *ctx, struct peer *p, const char *why)
 		stop_awaiting(rv, p);
 		return true;
 	}
-	if (rv->phase == PHASE_SHUTTING_DOWN && p->exit_reported)
-		log_debug("node %ld (%s) disconnected after its exit report", p->node_index, p->address);
+	/* A worker may close as soon as its exit report is out; the close then often reads
+	 * as a reset (heartbeats of ours it never read): nothing is lost. */
+	if (p->exit_reported && rv->phase == PHASE_SHUTTING_DOWN)
+		log_debug("node %ld (%s) disconnected after its exit report: %s", p->node_index, p->address, why);
+	else if (p->exit_reported)
+		log_info("node %ld (%s) disconnected after its exit report: %s", p->node_index, p->address, why);
 	else
 		log_warn("node %ld (%s) lost: %s", p->node_index, p->address, why);
 	stop_awaiting(rv, p);
@@ -268,12 +272,22 @@ static enum ba_status spawn_with_inherited_nofile(struct rendezvous *rv, const s
 
 static void begin_shutdown(struct rendezvous *rv, const char *reason);
 
+/* No node can join once the main payload starts or the job ends, so nobody needs the
+ * cookie any more: no admission is left to check it (worker pools, which admit late,
+ * will keep theirs). */
+static void close_door(struct rendezvous *rv, const char *why)
+{
+	listener_close_door(rv->ls, why);
+	cookie_wipe(&rv->cookie);
+}
+
 static void start_main_payload(struct rendezvous *rv)
 {
 	char *lines = NULL, *nodes = NULL;
 	struct payload payload = { 0 };
 	rv->phase = PHASE_RUNNING;
 	loop_timer_cancel(rv->loop, &rv->wait_timer);
+	close_door(rv, rv->registered == rv->children ? "every node registered" : "--wait-timeout");
 	enum ba_status rc = main_address(rv);
 	if (rc == BA_OK) {
 		lines = node_list(rv, '\n');
@@ -358,7 +372,7 @@ static void begin_shutdown(struct rendezvous *rv, const char *reason)
 		return;
 	rv->phase = PHASE_SHUTTING_DOWN;
 	loop_timer_cancel(rv->loop, &rv->wait_timer);
-	listener_stop_accepting(rv->ls);
+	close_door(rv, reason);
 	if (rv->registered > 0)
 		log_info("%s: telling %ld node%s to shut down", reason, rv->registered, rv->registered == 1 ? "" : "s");
 	listener_broadcast(rv->ls, build_shutdown, rv);

@@ -1,10 +1,13 @@
 """Hostile peers against the rendezvous (raw sockets through nativeproto.py) while a
-real 1+3 job registers around them: garbage, an oversized pre-auth frame, a silent
-connection (dropped at the 10 s handshake deadline), a replayed authentication,
+real 1+3 job registers around them: garbage, an oversized pre-auth frame, a mute
+connection (dropped at the 1 s first-message deadline), a silent one after its hello
+(dropped at the 10 s handshake deadline), silent connections past the cap (the oldest
+evicted for a newcomer), a replayed authentication,
 a duplicate node index, indexes outside the job, another job's id. The main keeps
 serving throughout and the real job completes."""
 
 import os
+import signal
 import socket
 import struct
 import sys
@@ -133,9 +136,18 @@ def hostile_peers_do_not_stop_the_job(workdir):
                           *mnp.main_payload(out, wait_children=(1, 2, 3))], job.env(0), workdir)
     main.wait_for_log("rendezvous listening", 10)
 
-    # A peer that connects and says nothing, from the start.
+    # A peer that connects and says nothing loses the connection ~1 s after its
+    # accept (the first-message deadline), with error timeout.
+    mute = connect(port)
+    mute_t0 = time.monotonic()
+    expect_error_and_close(mute, npr.TIMEOUT, "a connection that sends nothing", timeout=5 * mnp.SLOW)
+    waited = time.monotonic() - mute_t0
+    check(0.9 <= waited <= 3 * mnp.SLOW, f"the mute peer was dropped after {waited:.1f} s, not ~1 s")
+
+    # A peer that says hello and then nothing, from the start.
     silent = socket.create_connection(("127.0.0.1", port))
     silent_t0 = time.monotonic()
+    npr.Conn(silent).send(npr.hello_worker(npr.nonce()))
 
     # Child 1 goes through a recording proxy, child 2 straight.
     rec = Recorder(("127.0.0.1", port))
@@ -192,6 +204,7 @@ def hostile_peers_do_not_stop_the_job(workdir):
     # The silent peer is dropped at the handshake deadline, with a timeout error.
     sc = npr.Conn(silent)
     try:
+        sc.recv_msg(timeout=5, expect=("hello",))
         msg = sc.recv_msg(timeout=15, expect=("error",))
         check(msg["code"] == npr.TIMEOUT, f"silent peer got {msg}")
     finally:
@@ -220,17 +233,23 @@ def hostile_peers_do_not_stop_the_job(workdir):
 
 @runner.case
 def handshake_flood_is_bounded(workdir):
-    """More silent connections than the pending-handshake cap (2 * nodes + 64): the
-    main answers the excess with error busy as their first frame and closes them, so
-    it holds no descriptor for them, and a real node that arrives meanwhile still gets
-    in: it is answered busy too, and dials again with backoff until the flood is gone."""
+    """More connections than the pending-handshake cap (2 * nodes + 64), each of which
+    said hello and then nothing: none is silent, so the main answers the excess with
+    error busy as their first frame and closes them, holding no descriptor for them,
+    and a real node that arrives meanwhile is answered busy too and dials again with
+    backoff until the flood is gone."""
     port, job = mnp.free_port(), Job(2)
     main = Agent("main", ["--port", str(port), "--wait-timeout", "60", "--", "true"], job.env(0), workdir)
     main.wait_for_log("rendezvous listening", 10)
     cap = 2 * 2 + 64
-    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(cap)]
+    socks = []
     child = None
     try:
+        for _ in range(cap):
+            c = connect(port)
+            c.send(npr.hello_worker(npr.nonce()))
+            c.recv_msg(timeout=5 * mnp.SLOW, expect=("hello",))
+            socks.append(c)
         # Past the cap, a newcomer's first frame is busy, and then the main closes.
         extra = connect(port)
         expect_error_and_close(extra, npr.BUSY, "a connection past the cap")
@@ -275,6 +294,44 @@ def slow_but_progressing_peer_is_admitted(workdir):
     finally:
         conn.close()
     expect_exit(main, 0, 30)
+
+
+@runner.case
+def full_manager_evicts_the_oldest_silent_peer(workdir):
+    """At the cap of handshakes, a newcomer is not refused: the oldest connection that
+    has sent nothing is closed (error busy) to make room, and the newcomer is served.
+    The cap-sized burst must land within the 1 s first-message deadline; a run that
+    was too slow for that (a loaded machine) is repeated, up to 3 times."""
+    port, job = mnp.free_port(), Job(2)
+    main = Agent("main", ["--port", str(port), "--wait-timeout", "60", "--", "true"], job.env(0), workdir)
+    main.wait_for_log("rendezvous listening", 10)
+    cap = 2 * 2 + 64
+    for attempt in range(3):
+        t0 = time.monotonic()
+        mute = [connect(port) for _ in range(cap)]
+        newcomer = connect(port)
+        newcomer.send(npr.hello_worker(npr.nonce()))
+        try:
+            hello = newcomer.recv_msg(timeout=5 * mnp.SLOW, expect=("hello",))
+            first = mute[0].recv_msg(timeout=5 * mnp.SLOW, expect=("error",))
+        except npr.ProtocolError as e:
+            hello, first = None, {"code": e.code}
+        in_time = time.monotonic() - t0 < 0.8
+        for c in [newcomer, *mute]:
+            c.close()
+        if not in_time and (hello is None or first["code"] != npr.BUSY):
+            main.wait_for_log("no first message within", 5)
+            continue
+        check(hello is not None and hello.get("role") == "manager", "the newcomer was not served")
+        check(first["code"] == npr.BUSY, f"the oldest silent peer got {first}, expected busy (evicted)")
+        break
+    else:
+        raise mnp.Failure("3 bursts of connections each took over 0.8 s: the machine is too slow for this case")
+    # The evictions are counted in the refusals' summary, which an exit writes too.
+    os.kill(main.pid, signal.SIGTERM)
+    main.wait(15)
+    check("silent peer" in main.stderr() and "to make room for newcomers" in main.stderr(),
+          f"the main does not count the evictions:\n{main.stderr()}")
 
 
 @runner.case
@@ -407,6 +464,28 @@ def error_first_and_register_during_shutdown(workdir):
     one.send(npr.payload_exited(exit_code=0))
     expect_exit(main, mnp.EX_UNAVAILABLE, 15)
     one.close()
+
+
+@runner.case
+def close_right_after_the_exit_report_is_not_a_loss(workdir):
+    """A child that closes (here with a reset) right after its payload_exited, while
+    the main payload runs, has lost nothing: the main says it disconnected after its
+    report, and does not log it as a lost node."""
+    port, job = mnp.free_port(), Job(2)
+    main = Agent("main", ["--port", str(port), "--heartbeat", "0.2", "--", "sleep", "30"], job.env(0), workdir)
+    main.wait_for_log("rendezvous listening", 10)
+    c = connect(port)
+    npr.worker_handshake(c, job.cookie, npr.register_msg(job_id=f"{job.uuid}#1", hostname="h", address="127.0.0.1",
+                                                         attempt=1, node_index=1, num_nodes=2), timeout=5)
+    main.wait_for_log("all nodes present", 10)
+    c.send(npr.payload_exited(exit_code=0))
+    main.wait_for_log("node 1's payload exited with status 0", 10)
+    time.sleep(0.5)  # heartbeats of the main's, unread: the close below is a reset
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    err = main.wait_for_log("disconnected after its exit report", 10)
+    check("lost:" not in err, f"the main calls the node lost:\n{err}")
+    main.kill()
 
 
 def cpu_ticks(pid):

@@ -3,6 +3,7 @@ the rendezvous when a child never comes (--wait-timeout, --min-nodes)."""
 
 import os
 import signal
+import socket
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -34,9 +35,19 @@ def outdir(workdir):
 @runner.case
 def job_1_plus_2(workdir):
     out, port, job = outdir(workdir), mnp.free_port(), Job(3)
-    main = start_main(job, port, out, workdir, payload=mnp.main_payload(out, wait_children=(1, 2)))
+    main = start_main(job, port, out, workdir, payload=mnp.main_payload(out, wait_children=(1, 2), gate=True))
     children = [start_child(job, i, port, out, workdir) for i in (1, 2)]
+    wait_for_file(os.path.join(out, "main.started"), 30)
+    # Every node is in: the port is closed (said once), a connect is refused.
+    check(main.stderr().count("closed port %d (every node registered)" % port) == 1, main.stderr())
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        raise mnp.Failure("the main still accepts connections once every node registered")
+    except ConnectionRefusedError:
+        pass
+    open(os.path.join(out, "go"), "w").close()
     expect_exit(main, 0, 30)
+    check(main.stderr().count("closed port") == 1, f"the closing is logged more than once:\n{main.stderr()}")
     for c in children:
         expect_exit(c, 0, 15)
     check(read(os.path.join(out, "hostfile")).splitlines() == ["127.0.0.1"] * 3,
@@ -106,10 +117,19 @@ def min_nodes_starts_with_present(workdir):
                       payload=mnp.main_payload(out, wait_children=(1, 3), gate=True))
     children = [start_child(job, i, port, out, workdir) for i in (1, 3)]
     wait_for_file(os.path.join(out, "main.started"), 15)
-    # Node 2 comes too late: the rendezvous has closed.
-    late = start_child(job, 2, port, out, workdir)
-    expect_exit(late, mnp.EX_NOPERM, 15)
-    check("rendezvous_closed" in late.stderr(), f"late child does not say why:\n{late.stderr()}")
+    # The door closed when the payload started: a connect is refused...
+    main.wait_for_log("closed port", 5)
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        raise mnp.Failure("the main still accepts connections after the rendezvous")
+    except ConnectionRefusedError:
+        pass
+    # ...and node 2, too late, retries the refused connect within its --connect-timeout
+    # (the worker cannot tell a closed door from a manager not up yet), then exits 69.
+    late = start_child(job, 2, port, out, workdir, args=["--connect-timeout", "1"])
+    expect_exit(late, mnp.EX_UNAVAILABLE, 15)
+    check("unreachable for 1 s" in late.stderr() and "refused" in late.stderr(),
+          f"late child does not say why:\n{late.stderr()}")
     open(os.path.join(out, "go"), "w").close()
     expect_exit(main, 0, 15)
     for c in children:

@@ -18,13 +18,6 @@ PORT = 49152
 runner = mnp.Runner()
 
 
-def need_netns():
-    try:
-        netns.check_available()
-    except netns.Unavailable as e:
-        raise mnp.Skip(str(e)) from None
-
-
 def start_child(net, job, index, out, workdir, args=(), payload=None, cookie=None):
     # Host i+1 is node i (the main, node 0, is host 1).
     return Agent(f"child{index}", ["--heartbeat", "0.5", "--grace", "5", *args, "--",
@@ -54,7 +47,7 @@ def check_agent_environ(job, agent):
 
 @runner.case
 def job_1_plus_4_children_first(workdir):
-    need_netns()
+    mnp.need_netns()
     out = os.path.join(workdir, "out")
     os.mkdir(out)
     job = Job(5)
@@ -100,7 +93,7 @@ def job_1_plus_4_children_first(workdir):
 
 @runner.case
 def wrong_cookie_is_refused_others_work(workdir):
-    need_netns()
+    mnp.need_netns()
     out = os.path.join(workdir, "out")
     os.mkdir(out)
     job = Job(4)
@@ -125,7 +118,7 @@ def wrong_cookie_is_refused_others_work(workdir):
 
 @runner.case
 def main_payload_fails_children_shut_down(workdir):
-    need_netns()
+    mnp.need_netns()
     out = os.path.join(workdir, "out")
     os.mkdir(out)
     job = Job(3)
@@ -147,7 +140,7 @@ def main_payload_fails_children_shut_down(workdir):
 
 @runner.case
 def child_payload_fails_main_logs_it(workdir):
-    need_netns()
+    mnp.need_netns()
     out = os.path.join(workdir, "out")
     os.mkdir(out)
     job = Job(3)

@@ -127,12 +127,51 @@ def literal_ref_manager_is_config_error(workdir):
 
 @runner.case
 def short_cookie_is_a_warning(workdir):
-    """PROTOCOL.md §7: a cookie under 32 bytes loads, with a warning (never the cookie)."""
+    """PROTOCOL.md §7: a cookie of 16 to 31 bytes loads, with a warning that names where
+    it came from (never the cookie)."""
     job = Job(2, cookie="0123456789abcdefghijklmnopqrs")  # 29 bytes
     w = worker(job, workdir, ["--port", str(mnp.free_port()), "--connect-timeout", "0"], ["true"])
     expect_exit(w, mnp.EX_UNAVAILABLE, 10)
     err = w.stderr()
-    check("the cookie is only 29 bytes: use at least 32" in err, err)
+    check("the cookie BATCH_AGENT_COOKIE is only 29 bytes: use at least 32" in err, err)
+    check(job.cookie not in err, "the cookie is in the log")
+
+
+@runner.case
+def cookie_under_16_bytes_is_refused(workdir):
+    """Under 16 bytes: exit 64 before any connection, naming the variable or the file,
+    never the value; the main refuses it too."""
+    job = Job(2, cookie="0123456789abcde")  # 15 bytes
+    port = mnp.free_port()
+    w = worker(job, workdir, ["--port", str(port), "--connect-timeout", "5"], ["true"])
+    expect_exit(w, mnp.EX_USAGE, 10)
+    err = w.stderr()
+    check("the cookie BATCH_AGENT_COOKIE is 15 bytes: at least 16 are required" in err, err)
+    check(job.cookie not in err, "the cookie is in the log")
+    path = os.path.join(workdir, "short-cookie")
+    with open(path, "w") as f:
+        f.write("x" * 10 + "\n")
+    os.chmod(path, 0o600)
+    w2 = worker(job, workdir, ["--port", str(port), "--cookie-file", path], ["true"], cookie=False, name="file")
+    expect_exit(w2, mnp.EX_USAGE, 10)
+    check(f"the cookie {path} (--cookie-file) is 10 bytes" in w2.stderr(), w2.stderr())
+    main = Agent("main", ["--port", str(port), "--", "true"], job.env(0), workdir)
+    expect_exit(main, mnp.EX_USAGE, 10)
+    check("is 15 bytes: at least 16 are required" in main.stderr(), main.stderr())
+
+
+@runner.case
+def julia_cookie_warnings(workdir):
+    """The Julia dialect: the cookie travels in clear, and Distributed takes at most 16
+    ASCII bytes (HDR_COOKIE_LEN); no warning about 32 bytes, which Julia cannot use."""
+    job = Job(2, cookie="0123456789abcdefghij")  # 20 bytes
+    w = worker(job, workdir, ["--protocol", "julia", "--manager", f"127.0.0.1:{mnp.free_port()}",
+                              "--connect-timeout", "0"], ["true"])
+    w.wait(10)
+    err = w.stderr()
+    check("is 20 bytes: Julia's Distributed accepts at most 16 ASCII bytes" in err, err)
+    check("sends the cookie in clear text" in err, err)
+    check("use at least 32" not in err, err)
     check(job.cookie not in err, "the cookie is in the log")
 
 

@@ -51,6 +51,15 @@ class Failure(AssertionError):
     pass
 
 
+def need_netns():
+    """Skip unless network namespaces can be made here (tests/lib/netns.py)."""
+    import netns
+    try:
+        netns.check_available()
+    except netns.Unavailable as e:
+        raise Skip(str(e)) from None
+
+
 def check(cond, message):
     if not cond:
         raise Failure(message)

@@ -95,15 +95,15 @@ static void test_cookie_file_strips_one_newline(void **state)
 	char path[] = "/tmp/cookie-test-XXXXXX";
 	int fd = mkstemp(path);
 	assert_true(fd >= 0);
-	assert_int_equal(write(fd, "s3cr3t cookie\n", 14), 14);
+	assert_int_equal(write(fd, "s3cr3t cookie, 24 bytes\n", 24), 24);
 	close(fd);
 	struct config cfg;
 	memset(&cfg, 0, sizeof cfg);
 	cfg.cookie_file = path;
 	struct cookie cookie;
 	assert_int_equal(cookie_load(&cfg, &cookie), BA_OK);
-	assert_int_equal(cookie.length, 13);
-	assert_memory_equal(cookie.bytes, "s3cr3t cookie", 13);
+	assert_int_equal(cookie.length, 23);
+	assert_memory_equal(cookie.bytes, "s3cr3t cookie, 24 bytes", 23);
 	cookie_wipe(&cookie);
 	assert_null(cookie.bytes);
 	unlink(path);
@@ -138,6 +138,22 @@ static void test_missing_or_empty_cookie(void **state)
 	assert_int_equal(cookie_load(&cfg, &cookie), BA_EX_CONFIG);
 }
 
+/* PROTOCOL.md §7: under 16 bytes is refused (64); 16 loads. */
+static void test_short_cookie_is_refused(void **state)
+{
+	(void)state;
+	struct config cfg;
+	memset(&cfg, 0, sizeof cfg);
+	struct cookie cookie;
+	setenv("BATCH_AGENT_COOKIE", "fifteen bytes!!", 1);
+	assert_int_equal(cookie_load(&cfg, &cookie), BA_EX_USAGE);
+	assert_null(cookie.bytes);
+	setenv("BATCH_AGENT_COOKIE", "sixteen bytes!!!", 1);
+	assert_int_equal(cookie_load(&cfg, &cookie), BA_OK);
+	assert_int_equal(cookie.length, 16);
+	cookie_wipe(&cookie);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -148,6 +164,7 @@ int main(void)
 		cmocka_unit_test(test_cookie_file_strips_one_newline),
 		cmocka_unit_test(test_cookie_from_environment_is_scrubbed),
 		cmocka_unit_test(test_missing_or_empty_cookie),
+		cmocka_unit_test(test_short_cookie_is_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -28,6 +28,11 @@
  * connection idle loses it. Not scaled: a worker too slow for it (valgrind on a loaded
  * machine) sees the connection end before the manager's hello and dials again. */
 #define FIRST_MESSAGE_MS 1000
+/* Handshakes served at once: our hello sent, accept not yet. The manager's part of one
+ * (two HMACs, three frames) is about 0.1 ms of CPU, so 256 ahead of a worker cost it
+ * tens of milliseconds, and a main that gets 1% of a CPU still answers within the
+ * worker's 10 s. Beyond them, peers wait in a queue with their hello read. */
+#define SERVE_MAX 256
 
 struct listener {
 	struct loop *loop;
@@ -45,6 +50,9 @@ struct listener {
 	bool accept_paused;    /* the listen fd is out of the loop */
 	bool accept_starved;   /* accept(2) ran out of descriptors or memory: logged once per episode */
 	struct rlimit nofile;  /* as inherited: the main payload gets it back */
+	size_t serving;            /* peers in_service */
+	struct peer *queue_head, *queue_tail; /* PEER_QUEUED, oldest first */
+	bool serving_next;         /* serve_next is running: a drop inside it must not re-enter */
 	unsigned char *busy_frame; /* error busy, encoded once */
 	size_t busy_frame_len;
 	int64_t refusals_since_ms; /* start of the current window */
@@ -250,7 +258,7 @@ void listener_close_door(struct listener *ls, const char *why)
 	ls->listen_fd = -1;
 	size_t ended = 0;
 	for (struct peer *p = ls->peers; p; p = p->next) {
-		if (p->conn.open && (p->state == PEER_HELLO || p->state == PEER_AUTH)) {
+		if (p->conn.open && (p->state == PEER_HELLO || p->state == PEER_QUEUED || p->state == PEER_AUTH)) {
 			conn_end(&p->conn, NULL, NULL);
 			listener_drop(p, "the rendezvous port closed");
 			ended++;
@@ -258,6 +266,84 @@ void listener_close_door(struct listener *ls, const char *why)
 	}
 	log_info("closed port %ld (%s): new connections are refused%s", ls->cfg->port, why,
 		 ended ? ", unauthenticated handshakes ended" : "");
+}
+
+/* ---- serving: how many handshakes at once ---- */
+
+static void queue_push(struct listener *ls, struct peer *p)
+{
+	p->queue_next = NULL;
+	p->queue_prev = ls->queue_tail;
+	if (ls->queue_tail)
+		ls->queue_tail->queue_next = p;
+	else
+		ls->queue_head = p;
+	ls->queue_tail = p;
+}
+
+static void queue_unlink(struct listener *ls, struct peer *p)
+{
+	if (p->queue_prev)
+		p->queue_prev->queue_next = p->queue_next;
+	else
+		ls->queue_head = p->queue_next;
+	if (p->queue_next)
+		p->queue_next->queue_prev = p->queue_prev;
+	else
+		ls->queue_tail = p->queue_prev;
+	p->queue_prev = p->queue_next = NULL;
+}
+
+/* Our hello goes out: from now on the worker counts its 10 s from it. */
+static void serve(struct listener *ls, struct peer *p, cJSON *hello)
+{
+	p->state = PEER_AUTH;
+	p->in_service = true;
+	ls->serving++;
+	conn_send(&p->conn, hello, PROTO_OK);
+}
+
+/* Turns for the queue, oldest first, while the window has room. */
+static void serve_next(struct listener *ls)
+{
+	if (ls->serving_next || !ls->accepting)
+		return;
+	ls->serving_next = true;
+	while (ls->serving < SERVE_MAX && ls->queue_head) {
+		struct peer *p = ls->queue_head;
+		queue_unlink(ls, p);
+		cJSON *hello = p->held_hello;
+		p->held_hello = NULL;
+		serve(ls, p, hello);
+	}
+	ls->serving_next = false;
+}
+
+/* A served handshake ended (registered, refused or lost), or a queued one went away. */
+static void leave_service(struct listener *ls, struct peer *p)
+{
+	if (p->state == PEER_QUEUED) {
+		queue_unlink(ls, p);
+		cJSON_Delete(p->held_hello);
+		p->held_hello = NULL;
+	}
+	if (!p->in_service)
+		return;
+	p->in_service = false;
+	ls->serving--;
+	serve_next(ls);
+}
+
+/* The peer's hello passed: answer now if the window has room and nobody waits longer. */
+static void serve_or_queue(struct listener *ls, struct peer *p, cJSON *hello)
+{
+	if (ls->serving < SERVE_MAX && ls->queue_head == NULL) {
+		serve(ls, p, hello);
+		return;
+	}
+	p->state = PEER_QUEUED;
+	p->held_hello = hello;
+	queue_push(ls, p);
 }
 
 /* ---- ending connections ---- */
@@ -269,6 +355,7 @@ void listener_drop(struct peer *p, const char *why)
 		return;
 	conn_close(&p->conn);
 	if (p->state != PEER_REGISTERED) {
+		leave_service(ls, p);
 		pending_remove(&ls->pend, &p->pending);
 		log_debug("dropped peer %s: %s", p->remote, why);
 		p->dead = true;
@@ -345,6 +432,11 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 	pending_remove(&ls->pend, &p->pending);
 	ls->registered++;
 	ls->hooks.registered(ls->hooks.ctx, p);
+	if (p->in_service) {
+		p->in_service = false;
+		ls->serving--;
+		serve_next(ls);
+	}
 }
 
 static void on_message(struct conn *c, const struct proto_msg *msg, void *ctx)
@@ -361,9 +453,15 @@ static void on_message(struct conn *c, const struct proto_msg *msg, void *ctx)
 			refuse_peer(p, &why);
 			return;
 		}
-		p->state = PEER_AUTH;
-		conn_send(&p->conn, reply, PROTO_OK);
+		serve_or_queue(ls, p, reply);
 		return;
+	case PEER_QUEUED: {
+		/* A worker waits for our hello: anything before it breaks §3. */
+		struct admit_refusal early = { .code = PROTO_CODE_UNEXPECTED };
+		snprintf(early.text, sizeof early.text, "a %s before our hello", proto_msg_type_name(msg->type));
+		refuse_peer(p, &early);
+		return;
+	}
 	case PEER_AUTH:
 		if (!admit_auth(&p->admission, &ls->job, msg, &why)) {
 			refuse_peer(p, &why);
@@ -419,6 +517,13 @@ static void check_peer(struct listener *ls, struct peer *p, int64_t now)
 			FIRST_MESSAGE_MS);
 		struct admit_refusal timeout = { .code = PROTO_CODE_TIMEOUT, .text = "no first message in time" };
 		listener_refuse(p, &timeout);
+	} else if (p->state == PEER_QUEUED && now - p->conn.last_heard_ms > PROTO_HANDSHAKE_TIMEOUT_MS) {
+		/* Our slowness, not the peer's: its worker has stopped waiting for our hello by
+		 * now and dials again; busy says so to one that has not. */
+		refused(ls, false, "dropped peer %s: its turn did not come within %d s", p->remote,
+			PROTO_HANDSHAKE_TIMEOUT_MS / 1000);
+		struct admit_refusal busy = { .code = PROTO_CODE_BUSY, .text = "no turn in time: dial again" };
+		listener_refuse(p, &busy);
 	} else if (p->state != PEER_REGISTERED && silent_for(p, now, PROTO_HANDSHAKE_TIMEOUT_MS)) {
 		refused(ls, false, "dropped peer %s: no handshake progress for %d s", p->remote,
 			PROTO_HANDSHAKE_TIMEOUT_MS / 1000);
@@ -560,6 +665,7 @@ void listener_free(struct listener *ls)
 		if (p->conn.attached)
 			proto_frame_flush(&p->conn.pc);
 		conn_close(&p->conn);
+		cJSON_Delete(p->held_hello);
 		free(p);
 	}
 	loop_timer_cancel(ls->loop, &ls->sweep_timer);

@@ -13,7 +13,10 @@
  * within FIRST_MESSAGE_MS of accept; each later step of a handshake has
  * PROTO_HANDSHAKE_TIMEOUT_MS from the peer's last complete frame. Frames waiting in the
  * socket are read before a peer is blamed, so a rendezvous short of CPU times out only
- * peers that are really silent. Once the job needs no more nodes the door closes: the
+ * peers that are really silent. Of the admitted, at most SERVE_MAX are served at once
+ * (our hello sent, our accept not yet): the rest wait, their hello read, in a queue, so
+ * that a starved rendezvous finishes the handshakes it began well within the worker's
+ * deadline instead of starting thousands and finishing none in time. Once the job needs no more nodes the door closes: the
  * listening socket is closed, so connects are refused. */
 #ifndef BATCH_AGENT_LISTENER_H
 #define BATCH_AGENT_LISTENER_H
@@ -30,7 +33,8 @@
 #include "pending.h"
 #include "status.h"
 
-enum peer_state { PEER_HELLO, PEER_AUTH, PEER_REGISTER, PEER_REGISTERED };
+/* PEER_QUEUED: its hello passed, our answer waits for a turn (listener.c, "serving"). */
+enum peer_state { PEER_HELLO, PEER_QUEUED, PEER_AUTH, PEER_REGISTER, PEER_REGISTERED };
 
 struct listener;
 
@@ -45,6 +49,9 @@ struct peer {
 	long node_index;  /* once registered */
 	char address[ADDRESS_ADVERTISED_MAX + 1]; /* advertised at registration, checked */
 	bool exit_reported;
+	bool in_service;  /* our hello sent, accept or reject not yet: counts in the window */
+	cJSON *held_hello; /* PEER_QUEUED: our hello, sent when its turn comes */
+	struct peer *queue_prev, *queue_next; /* PEER_QUEUED: the queue, oldest first */
 	bool dead; /* dropped and out of the job: freed by the next sweep, never inside a callback */
 	struct peer *next;
 };

@@ -13,7 +13,8 @@
  *   DRAINING --manager's EOF, or 10 s---> DONE          (close)
  *
  *   redial: connect failed, or no manager hello (closed, reset, 10 s of silence), or
- *           error "busy" or "timeout" before accept:
+ *           error "busy" or "timeout" before accept, or no accept within 10 s of the
+ *           manager's last handshake message (as the agent's worker):
  *   CONNECTING/HELLO/REGISTERING ---------> BACKOFF --jittered delay--> CONNECTING
  *           while --connect-timeout (counted from the worker's first dial) allows;
  *   anything else (reject, a bad proof, a broken frame, the manager silent for 3
@@ -525,7 +526,13 @@ static void on_io(struct loadgen *lg, struct worker *w, uint32_t events, int64_t
 static void on_handshake_timeout(struct loadgen *lg, struct worker *w, int64_t now)
 {
 	if (w->state == W_REGISTERING) {
-		tell_and_fail(lg, w, PROTO_CODE_TIMEOUT, "no_accept_in_time");
+		/* As the agent's worker does (agent/net/handshake.c): our own deadline after the
+		 * manager's hello is a refusal for load too, so say timeout and dial again. */
+		cJSON *msg = NULL;
+		if (proto_msg_error(PROTO_CODE_TIMEOUT, "no accept in time", &msg) == PROTO_OK)
+			proto_frame_send(&w->conn, msg);
+		cJSON_Delete(msg);
+		redial(lg, w, "no_accept_in_time", now);
 	} else if (w->state == W_CLOSING || w->state == W_DRAINING) {
 		lg->completed++; /* reported; the manager just did not close */
 		finish(lg, w, W_DONE);
@@ -729,9 +736,9 @@ static void usage(FILE *out)
 		"(Unix seconds), cpu_s_at_last_accept (ours, when every worker was in), elapsed_s,\n"
 		"deadline_passed, signal, exit_code.\n"
 		"Redial reasons: busy, timeout (the manager's errors before accept), no_hello (closed,\n"
-		"reset or 10 s silent before its hello), connect_failed. Error kinds include\n"
-		"gave_up_after_<reason> (--connect-timeout spent), no_accept_in_time (10 s after the\n"
-		"manager's last handshake message), manager_proof_mismatch, manager_error_<code>,\n"
+		"reset or 10 s silent before its hello), no_accept_in_time (10 s after the manager's\n"
+		"last handshake message), connect_failed. Error kinds include\n"
+		"gave_up_after_<reason> (--connect-timeout spent), manager_proof_mismatch, manager_error_<code>,\n"
 		"closed_before_accept, closed_while_running, manager_silent (3 heartbeat intervals),\n"
 		"unfinished_<state> (at --deadline or a signal).\n"
 		"Exit: 0 every worker registered, was shut down and reported; 1 some did not;\n"

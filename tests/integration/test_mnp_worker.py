@@ -498,6 +498,29 @@ def rejected_registration_exits_77(workdir):
 
 
 @runner.case
+def peer_text_reaches_the_log_escaped(workdir):
+    """A manager's reject message with a terminal escape, a newline that would forge a
+    second record, a C1 control and a backslash reach the
+    text log escaped, on the one line of its record."""
+    job = Job(2)
+    forged = "a\u001b[31mred\nbatch-agent[1]: error: forged\u009b\\x41"
+    fm = FakeManager(job.cookie, lambda conn, reg: None, answer=npr.reject("duplicate_node", forged))
+    try:
+        w = worker(job, workdir, ["--port", str(fm.port)], ["true"])
+        expect_exit(w, mnp.EX_NOPERM, 15)
+        with open(w.stderr_path, "rb") as f:
+            raw = f.read()
+        check(b"\x1b" not in raw and b"\xc2\x9b" not in raw, f"a control character reached the log: {raw!r}")
+        lines = [line for line in raw.split(b"\n") if b"rejected our registration" in line]
+        check(len(lines) == 1, f"not one record: {raw!r}")
+        check(lines[0].endswith(b"a\\x1b[31mred\\x0abatch-agent[1]: error: forged\\u009b\\\\x41"),
+              f"escaped as {lines[0]!r}")
+        check(not any(line.startswith(b"batch-agent[1]") for line in raw.split(b"\n")), f"a forged record: {raw!r}")
+    finally:
+        fm.close()
+
+
+@runner.case
 def sigterm_while_the_manager_is_silent_exits_143(workdir):
     """A SIGTERM while the worker waits for a silent manager (the native hello, up to
     10 s; the Julia cookie line, up to 60 s) ends the agent at once with 128+15."""

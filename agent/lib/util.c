@@ -3,6 +3,7 @@
 
 #include "log.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -168,6 +169,41 @@ void util_scrub_env(const char *name)
 		return;
 	util_wipe(value, strlen(value));
 	unsetenv(name);
+}
+
+bool util_url_safe_for_secrets(const char *url)
+{
+	if (strncasecmp(url, "https://", 8) == 0)
+		return true;
+	if (strncasecmp(url, "http://", 7) != 0)
+		return false;
+	const char *host = url + 7;
+	size_t length = strcspn(host, "/?#");
+	char authority[64];
+	if (length == 0 || length >= sizeof authority)
+		return false;
+	memcpy(authority, host, length);
+	authority[length] = '\0';
+	/* HOST or HOST:PORT, with an IPv6 HOST in brackets; the port all digits. */
+	char *port = NULL;
+	char *name = authority;
+	if (authority[0] == '[') {
+		char *close = strchr(authority, ']');
+		if (close == NULL || (close[1] != '\0' && close[1] != ':'))
+			return false;
+		*close = '\0';
+		name = authority + 1;
+		port = close[1] == ':' ? close + 2 : NULL;
+	} else if ((port = strchr(authority, ':')) != NULL) {
+		*port++ = '\0';
+	}
+	if (port != NULL && (port[0] == '\0' || strspn(port, "0123456789") != strlen(port)))
+		return false;
+	struct in_addr a4;
+	struct in6_addr a6;
+	if (name == authority && inet_pton(AF_INET, name, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	return name != authority && inet_pton(AF_INET6, name, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
 void util_ensure_std_fds(void)

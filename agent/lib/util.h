@@ -37,6 +37,12 @@ void util_wipe_free(void *p, size_t n);
  * /proc/<pid>/environ (getenv points into that block for inherited variables). */
 void util_scrub_env(const char *name);
 
+/* Whether a URL may carry credentials: https://, or http:// whose host is a literal
+ * loopback address (127.0.0.0/8, [::1]; an optional port, nothing else before the path).
+ * Anything else over http, userinfo and names included, is refused: the token would
+ * cross a network in clear text. */
+bool util_url_safe_for_secrets(const char *url);
+
 /* A closed stdin, stdout or stderr would be reused by the agent's own descriptors (and
  * log lines would go into a socket): open /dev/null on each that is closed. */
 void util_ensure_std_fds(void);

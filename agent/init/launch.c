@@ -66,7 +66,8 @@ static enum ba_status expand_argument(const char *arg, int index, const struct p
 static bool is_replaced(const char *entry, const struct placeholder *table, size_t count,
 			const char *const *extra_env)
 {
-	if (strncmp(entry, "BATCH_AGENT_COOKIE=", 19) == 0 || strncmp(entry, "BATCH_AGENT_FD=", 15) == 0)
+	if (strncmp(entry, "BATCH_AGENT_COOKIE=", 19) == 0 || strncmp(entry, "BATCH_AGENT_COOKIE_FD=", 22) == 0 ||
+	    strncmp(entry, "BATCH_AGENT_FD=", 15) == 0)
 		return true;
 	for (size_t i = 0; i < count; i++) {
 		size_t name_length = strlen(table[i].env);

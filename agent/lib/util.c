@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -160,6 +162,42 @@ void util_wipe(void *p, size_t n)
 		return;
 	/* explicit_bzero is glibc's guaranteed-not-elided memset. */
 	explicit_bzero(p, n);
+}
+
+static size_t page_round(size_t size)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	return (size + page - 1) / page * page;
+}
+
+void *util_secret_alloc(size_t size)
+{
+	size_t length = page_round(size ? size : 1);
+	void *p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	/* Both are hardening, not correctness: an older kernel without them still gets
+	 * the wiping. */
+	madvise(p, length, MADV_DONTDUMP);
+#ifdef MADV_WIPEONFORK
+	madvise(p, length, MADV_WIPEONFORK);
+#endif
+	return p;
+}
+
+void util_secret_free(void *p, size_t size)
+{
+	if (p == NULL)
+		return;
+	size_t length = page_round(size ? size : 1);
+	util_wipe(p, length);
+	munmap(p, length);
+}
+
+void util_protect_process(void)
+{
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		log_warn("prctl(PR_SET_DUMPABLE, 0): %m: a core dump of this process could hold the cookie");
 }
 
 void util_scrub_env(const char *name)

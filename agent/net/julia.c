@@ -151,12 +151,10 @@ enum ba_status julia_handshake(const struct config *cfg, int fd, struct julia_gr
 		rc = BA_EX_PROTOCOL;
 		goto out;
 	}
-	grant->cookie.length = length - (sizeof cookie_prefix - 1);
-	grant->cookie.bytes = malloc(grant->cookie.length + 1);
-	if (grant->cookie.bytes == NULL) {
-		rc = BA_EX_OSERR;
+	rc = cookie_alloc(&grant->cookie);
+	if (rc != BA_OK)
 		goto out;
-	}
+	grant->cookie.length = length - (sizeof cookie_prefix - 1);
 	memcpy(grant->cookie.bytes, line + sizeof cookie_prefix - 1, grant->cookie.length);
 
 	/* Older AWSClusterManagers.jl releases send no timeout line. Newer ones flush both

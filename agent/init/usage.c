@@ -49,6 +49,7 @@ static const char usage_text[] =
 "  --on-manager-loss exit|continue  [ON_MANAGER_LOSS] worker: what to do when the\n"
 "                          manager disappears (default exit: stop PROGRAM, exit 69)\n"
 "  --protocol native|julia [PROTOCOL] speak our protocol or AWSClusterManagers.jl's\n"
+"                          (julia sends the cookie in clear text: private networks only)\n"
 "  --advertise-addr IP     [ADVERTISE_ADDR] the address to advertise to the manager\n"
 "\n"
 "AWS endpoints:\n"

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "wait.h"
 #include "launch.h"
 #include "log.h"
@@ -113,6 +114,18 @@ static bool all_match(const char *text, int (*is_ok)(int))
 static int is_word(int c)
 {
 	return isalnum(c) || c == '_';
+}
+
+void julia_warn_if_public(int fd, const char *manager)
+{
+	struct sockaddr_storage peer;
+	socklen_t length = sizeof peer;
+	if (getpeername(fd, (struct sockaddr *)&peer, &length) != 0 || address_is_private((struct sockaddr *)&peer))
+		return;
+	log_warn("--protocol julia: the manager %s is not on a private address, and this dialect sends the cookie "
+		 "in clear text and protects no message (AWSClusterManagers.jl's design): anyone on the path can read "
+		 "it and take over the workers; use the native protocol or a private network",
+		 manager);
 }
 
 enum ba_status julia_handshake(const struct config *cfg, int fd, struct julia_grant *grant)

@@ -391,6 +391,7 @@ def julia_cookie_line_with_control_byte_exits_76(workdir):
             err = w.stderr()
             check("julia_cookie line holds the control byte" in err, err)
             check("SECRET" not in err and "qqq" not in err, f"the line is echoed:\n{err}")
+            check("not on a private address" not in err, f"a manager on loopback is private:\n{err}")
             check(not os.path.exists(ran), "the payload ran")
             sock.close()
         finally:

@@ -1,4 +1,5 @@
-"""The payload's sandbox (issue 10, item 5): --seccomp-profile applies a Docker-format
+"""The sandboxes (issue 10, item 5): batch-agent-net confines itself (Seccomp: 2 while a
+worker and a main run their payloads); --seccomp-profile applies a Docker-format
 seccomp profile to the payload before exec (Seccomp: 2, a denied call fails with the
 profile's errno), --no-new-privs sets NoNewPrivs, both with BATCH_AGENT_* twins, in the
 init role and in a worker; a bad profile is 78, naming the file and the entry, before
@@ -76,6 +77,21 @@ def seen(workdir):
         return json.load(f)
 
 
+def status_of(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("Seccomp", "NoNewPrivs"):
+                out[k] = int(v)
+    return out
+
+
+def needs_seccomp():
+    if mnp.WRAPPER:
+        raise mnp.Skip("the payload would run inside the wrapper (valgrind does not implement seccomp(2))")
+
+
 def has_cap_sys_admin():
     with open("/proc/self/status") as f:
         eff = [int(line.split()[1], 16) for line in f if line.startswith("CapEff:")][0]
@@ -84,6 +100,7 @@ def has_cap_sys_admin():
 
 @runner.case
 def init_profile_denies_mkdir_with_its_errno(workdir):
+    needs_seccomp()
     profile = write_profile(workdir, "deny-mkdir.json", DENY_MKDIR)
     for how, args, env in (("--seccomp-profile", ["--seccomp-profile", profile], None),
                            ("BATCH_AGENT_SECCOMP_PROFILE", [], {"BATCH_AGENT_SECCOMP_PROFILE": profile})):
@@ -112,6 +129,7 @@ def no_new_privs_for_the_payload(workdir):
 
 @runner.case
 def worker_payload_gets_the_profile(workdir):
+    needs_seccomp()
     port, job = mnp.free_port(), Job(2)
     profile = write_profile(workdir, "deny-mkdir.json", DENY_MKDIR)
     main = Agent("main", ["--port", str(port), "--wait-timeout", "30", "--"]
@@ -124,6 +142,13 @@ def worker_payload_gets_the_profile(workdir):
         got = seen(workdir)
         check(got["Seccomp"] == 2 and got["NoNewPrivs"] == 1 and got["mkdir"] == errno.EACCES,
               f"the worker's payload: {got}")
+        # batch-agent-net confines itself once its payload runs, in both roles.
+        wait_for_file(os.path.join(workdir, "main.started"), 20)
+        for a in (child, main):
+            if mnp.WRAPPER:
+                break  # the process is the wrapper's
+            status = status_of(a.pid)
+            check(status.get("Seccomp") == 2, f"{a.name}'s batch-agent-net runs with Seccomp {status.get('Seccomp')}")
     finally:
         open(os.path.join(workdir, "go"), "w").close()
     expect_exit(main, 0, 20)
@@ -134,6 +159,7 @@ def worker_payload_gets_the_profile(workdir):
 def the_default_profile_of_containers_common_loads(workdir):
     """A real Docker-format profile: containers-common's default (podman's), with archMap,
     includes and excludes. The payload runs under it, and mkdir is allowed there."""
+    needs_seccomp()
     real = "/usr/share/containers/seccomp.json"
     if not os.path.exists(real):
         raise mnp.Skip(f"{real} (containers-common) is not installed")

@@ -22,7 +22,7 @@ static const char *const steady_state[] = {
 	"getsockname", "getpeername", "getsockopt", "setsockopt", "shutdown", "sendto", "recvfrom", "sendmsg",
 	"recvmsg", "sendmmsg", "recvmmsg",
 	/* files: /proc, the hostfile */
-	"openat", "open", "getdents64", "fstat", "newfstatat", "stat", "lstat", "statx", "readlink", "readlinkat",
+	"openat", "open", "getdents", "getdents64", "fstat", "newfstatat", "stat", "lstat", "statx", "readlink", "readlinkat",
 	"access", "faccessat", "faccessat2", "unlink", "unlinkat", "fsync", "umask", "getcwd",
 	/* memory */
 	"brk", "mmap", "munmap", "mremap", "mprotect", "madvise",

@@ -18,8 +18,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Where AWS_CONTAINER_CREDENTIALS_RELATIVE_URI points (botocore: fixed). Tests move it
- * with BATCH_AGENT_AWS_ECS_CREDENTIALS_ENDPOINT so that they never touch 169.254.x.x. */
+/* Where AWS_CONTAINER_CREDENTIALS_RELATIVE_URI points (botocore: fixed, http by design:
+ * the ECS agent's link-local address never leaves the host). Nothing moves it: tests use
+ * an allowed loopback AWS_CONTAINER_CREDENTIALS_FULL_URI instead. */
 #define ECS_CREDENTIALS_HOST "http://169.254.170.2"
 #define TOKEN_MAX 16384
 
@@ -192,9 +193,7 @@ static enum ba_status authorization_token(char **out)
 static enum ba_status endpoint_url(const char *relative, const char *full, char **url)
 {
 	if (relative != NULL) {
-		const char *host = env_nonempty("BATCH_AGENT_AWS_ECS_CREDENTIALS_ENDPOINT");
-		if (host == NULL)
-			host = ECS_CREDENTIALS_HOST;
+		const char *host = ECS_CREDENTIALS_HOST;
 		size_t n = strlen(host) + strlen(relative) + 2;
 		*url = malloc(n);
 		if (*url == NULL)

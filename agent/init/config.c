@@ -15,6 +15,7 @@
 
 #include "batchenv.h"
 #include "status.h"
+#include "sandbox.h"
 #include "util.h"
 
 #define MAX_TIMEOUT_MS ((int64_t)7 * 24 * 3600 * 1000)
@@ -56,6 +57,11 @@ static bool parse_role(struct config *cfg, const char *text)
 static bool parse_exec(struct config *cfg, const char *text)
 {
 	return util_parse_bool(text, &cfg->exec);
+}
+
+static bool parse_no_new_privs(struct config *cfg, const char *text)
+{
+	return util_parse_bool(text, &cfg->no_new_privs);
 }
 
 static bool parse_group(struct config *cfg, const char *text)
@@ -105,6 +111,11 @@ static bool parse_port(struct config *cfg, const char *text)
 static bool parse_cookie_file(struct config *cfg, const char *text)
 {
 	return parse_text(text, &cfg->cookie_file);
+}
+
+static bool parse_seccomp_profile(struct config *cfg, const char *text)
+{
+	return parse_text(text, &cfg->seccomp_profile);
 }
 
 static bool parse_connect_timeout(struct config *cfg, const char *text)
@@ -194,6 +205,8 @@ static const struct setting settings[] = {
 	{ "role", 0, true, "BATCH_AGENT_ROLE", parse_role, "auto, init, worker or main" },
 	{ "exec", 0, false, "BATCH_AGENT_EXEC", parse_exec, "a boolean (1/0, true/false)" },
 	{ "group", 'g', false, "BATCH_AGENT_GROUP", parse_group, "a boolean (1/0, true/false)" },
+	{ "seccomp-profile", 0, true, "BATCH_AGENT_SECCOMP_PROFILE", parse_seccomp_profile, "a file name" },
+	{ "no-new-privs", 0, false, "BATCH_AGENT_NO_NEW_PRIVS", parse_no_new_privs, "a boolean (1/0, true/false)" },
 	{ "grace", 0, true, "BATCH_AGENT_GRACE", parse_grace, "seconds up to 86400, e.g. 10 or 2.5" },
 	{ "log-level", 0, true, "BATCH_AGENT_LOG_LEVEL", parse_log_level, "error, warn, info or debug" },
 	{ "log-format", 0, true, "BATCH_AGENT_LOG_FORMAT", parse_log_format, "text or json" },
@@ -334,6 +347,21 @@ enum ba_status config_load(struct config *cfg, int argc, char **argv)
 	log_setup("batch-agent", cfg->log_level, cfg->log_format);
 	if (rc != BA_OK || cfg->answered)
 		return rc;
+	/* A bad profile is found now, before any payload starts (the main's starts only
+	 * after the rendezvous); the payload's launch builds it again. */
+	struct sandbox *sandbox;
+	rc = sandbox_load(cfg->seccomp_profile, false, &sandbox);
+	sandbox_free(sandbox);
+	if (rc != BA_OK)
+		return rc;
+	/* The helper signs its requests with the job's credentials, session token included:
+	 * refused here, before any request, rather than sent over a network in clear text. */
+	if (cfg->aws_endpoint_url != NULL && !util_url_safe_for_secrets(cfg->aws_endpoint_url)) {
+		log_error("--aws-endpoint-url (BATCH_AGENT_AWS_ENDPOINT_URL) \"%s\" would send the job's credentials "
+			  "in clear text: use https://, or http:// only to a loopback address",
+			  cfg->aws_endpoint_url);
+		return BA_EX_CONFIG;
+	}
 	rc = batchenv_load(&cfg->batch);
 	if (rc != BA_OK)
 		return rc;
@@ -402,6 +430,8 @@ enum ba_status config_print(const struct config *cfg, enum role resolved_role, F
 	cJSON_AddStringToObject(object, "role_setting", config_role_name(cfg->role));
 	cJSON_AddBoolToObject(object, "exec", cfg->exec);
 	cJSON_AddBoolToObject(object, "group", cfg->group);
+	cJSON_AddItemToObject(object, "seccomp_profile", string_or_null(cfg->seccomp_profile));
+	cJSON_AddBoolToObject(object, "no_new_privs", cfg->no_new_privs);
 	cJSON_AddNumberToObject(object, "grace_seconds", (double)cfg->grace_ms / 1000.0);
 	cJSON_AddStringToObject(object, "log_level", log_level_name(cfg->log_level));
 	cJSON_AddStringToObject(object, "log_format", log_format_name(cfg->log_format));

@@ -33,6 +33,8 @@ struct config {
 	enum log_format log_format;
 	bool print_config;
 	bool answered;          /* --help or --version printed: nothing more to do */
+	const char *seccomp_profile; /* --seccomp-profile: the payload's, Docker format */
+	bool no_new_privs;           /* --no-new-privs: for the payload */
 
 	/* connect-back (native protocol, worker and main roles) */
 	const char *manager;     /* --manager HOST:PORT as given, or NULL */

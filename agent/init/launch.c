@@ -66,7 +66,8 @@ static enum ba_status expand_argument(const char *arg, int index, const struct p
 static bool is_replaced(const char *entry, const struct placeholder *table, size_t count,
 			const char *const *extra_env)
 {
-	if (strncmp(entry, "BATCH_AGENT_COOKIE=", 19) == 0 || strncmp(entry, "BATCH_AGENT_FD=", 15) == 0)
+	if (strncmp(entry, "BATCH_AGENT_COOKIE=", 19) == 0 || strncmp(entry, "BATCH_AGENT_COOKIE_FD=", 22) == 0 ||
+	    strncmp(entry, "BATCH_AGENT_FD=", 15) == 0)
 		return true;
 	for (size_t i = 0; i < count; i++) {
 		size_t name_length = strlen(table[i].env);
@@ -146,6 +147,9 @@ enum ba_status launch_prepare(struct payload *payload, const struct config *cfg,
 			goto fail;
 		payload->keep_fd = vars->handover_fd;
 	}
+	rc = sandbox_load(cfg->seccomp_profile, cfg->no_new_privs, &payload->sandbox);
+	if (rc != BA_OK)
+		goto fail;
 	return BA_OK;
 fail:
 	if (rc == BA_EX_OSERR)
@@ -163,6 +167,8 @@ void launch_release(struct payload *payload)
 	free(payload->argv);
 	free(payload->envp);
 	payload->argv = payload->envp = NULL;
+	sandbox_free(payload->sandbox);
+	payload->sandbox = NULL;
 }
 
 static int exec_failure_status(int error)
@@ -201,12 +207,27 @@ static enum ba_status prepare_child_fds(const struct payload *payload)
 	return 0;
 }
 
+/* A child that could not enter its sandbox reports the errno with this flag, so that
+ * the parent does not call it a failed exec. */
+#define SANDBOX_FAILED 0x10000
+
+static void report_sandbox_failure(int error)
+{
+	log_error("cannot apply --seccomp-profile/--no-new-privs to the payload: %s", strerror(error));
+}
+
 enum ba_status launch_exec(const struct payload *payload)
 {
 	signals_restore_inherited();
-	if (prepare_child_fds(payload) == 0)
+	int error = 0;
+	if (prepare_child_fds(payload) == 0) {
+		if ((error = sandbox_enter(payload->sandbox)) != 0) {
+			report_sandbox_failure(error);
+			return BA_EX_OSERR;
+		}
 		execvpe(payload->argv[0], payload->argv, payload->envp);
-	int error = errno;
+	}
+	error = errno;
 	report_exec_failure(payload->argv[0], error);
 	return exec_failure_status(error);
 }
@@ -236,9 +257,11 @@ enum ba_status launch_spawn(const struct payload *payload, pid_t *pid_out, bool 
 			tcsetpgrp(STDIN_FILENO, getpid());
 		signals_restore_inherited();
 		int error = 0;
-		if (prepare_child_fds(payload) == 0)
-			execvpe(payload->argv[0], payload->argv, payload->envp);
-		error = errno;
+		if (prepare_child_fds(payload) == 0) {
+			if ((error = sandbox_enter(payload->sandbox)) == 0)
+				execvpe(payload->argv[0], payload->argv, payload->envp);
+		}
+		error = error != 0 ? error | SANDBOX_FAILED : errno;
 		ssize_t ignored = write(report[1], &error, sizeof error);
 		(void)ignored;
 		_exit(exec_failure_status(error));
@@ -252,6 +275,11 @@ enum ba_status launch_spawn(const struct payload *payload, pid_t *pid_out, bool 
 		n = read(report[0], &error, sizeof error);
 	while (n < 0 && errno == EINTR);
 	close(report[0]);
+	if (n == (ssize_t)sizeof error && (error & SANDBOX_FAILED) != 0) {
+		report_sandbox_failure(error & ~SANDBOX_FAILED);
+		waitpid(pid, NULL, 0);
+		return BA_EX_OSERR;
+	}
 	if (n == (ssize_t)sizeof error) {
 		report_exec_failure(payload->argv[0], error);
 		waitpid(pid, NULL, 0);

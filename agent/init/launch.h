@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "config.h"
+#include "sandbox.h"
 #include "status.h"
 
 struct launch_vars {
@@ -29,6 +30,7 @@ struct payload {
 	int stdin_fd;  /* dup2'd onto 0 in the payload; -1 to inherit */
 	int stdout_fd; /* dup2'd onto 1 in the payload; -1 to inherit */
 	int keep_fd;   /* an agent descriptor the payload inherits (cleared CLOEXEC); -1 */
+	struct sandbox *sandbox; /* owned: entered just before exec; NULL for none */
 };
 
 enum ba_status launch_prepare(struct payload *payload, const struct config *cfg, const struct launch_vars *vars);

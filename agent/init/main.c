@@ -6,6 +6,7 @@
  * and main roles continue in batch-agent-net (net/main.c), chain-loaded so that the
  * init role's start-up stays as light as tini's. */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "chainload.h"
 #include "config.h"
@@ -30,8 +31,13 @@ int main(int argc, char **argv)
 	if (role != ROLE_INIT)
 		return chainload_network_stages(argv);
 
-	/* The cookie is of no use to an init; whoever set it must not find it in our
-	 * /proc/<pid>/environ either (the payload's environment never carries it). */
+	/* The cookie is of no use to an init: its value is zeroed where /proc/<pid>/environ
+	 * shows it (the payload's environment never carries it). That block is what the
+	 * runtime gave us and cannot shrink without CAP_SYS_RESOURCE (PR_SET_MM), so the
+	 * zeros still tell its length: no longer dumpable, the block is closed to the
+	 * payload's uid unless it has CAP_SYS_PTRACE. Without a cookie we stay as any init. */
+	if (getenv("BATCH_AGENT_COOKIE") != NULL)
+		util_protect_process();
 	util_scrub_env("BATCH_AGENT_COOKIE");
 	rc = launch_prepare(&payload, &cfg, NULL);
 	if (rc != BA_OK)

@@ -98,6 +98,61 @@ out:
 	cJSON_Delete(object);
 }
 
+/* Length of the well-formed UTF-8 sequence at p (1 to 4), or 0 if it is not one
+ * (overlong forms, surrogates and code points past U+10FFFF included). */
+static size_t utf8_sequence(const unsigned char *p)
+{
+	if (p[0] < 0x80)
+		return 1;
+	size_t length = p[0] >= 0xf0 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 ? 2 : 0;
+	if (length == 0 || p[0] > 0xf4)
+		return 0;
+	for (size_t i = 1; i < length; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0) || (p[0] == 0xf0 && p[1] < 0x90) ||
+	    (p[0] == 0xf4 && p[1] >= 0x90))
+		return 0;
+	return length;
+}
+
+/* The one escaping path for text records: a message may carry a peer's text, and a
+ * peer must not forge a record or drive the reader's terminal. Bytes below 0x20, 0x7f
+ * and bytes that are not well-formed UTF-8 become \xNN, the C1 controls (U+0080 to
+ * U+009F, which some terminals obey as escapes) \uNNNN, a backslash \\ (so an escape
+ * cannot be faked). Returns the length written; out always ends with a NUL. */
+static size_t escape_text(const char *message, char *out, size_t size)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)message;
+	size_t n = 0;
+	while (*p && n + 7 < size) {
+		size_t length = utf8_sequence(p);
+		if (length == 1 && *p >= 0x20 && *p != 0x7f && *p != '\\') {
+			out[n++] = (char)*p++;
+		} else if (length == 1 && *p == '\\') {
+			out[n++] = '\\';
+			out[n++] = '\\';
+			p++;
+		} else if (length == 2 && p[0] == 0xc2 && p[1] < 0xa0) {
+			n += (size_t)snprintf(out + n, size - n, "\\u%04x", (unsigned)p[1]);
+			p += 2;
+		} else if (length > 1) {
+			memcpy(out + n, p, length);
+			n += length;
+			p += length;
+		} else {
+			out[n++] = '\\';
+			out[n++] = 'x';
+			out[n++] = hex[*p >> 4];
+			out[n++] = hex[*p & 0xf];
+			p++;
+		}
+	}
+	out[n] = '\0';
+	return n;
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
 	if (!log_enabled(level))
@@ -108,18 +163,17 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	va_start(args, fmt);
 	vsnprintf(message, sizeof message, fmt, args);
 	va_end(args);
-	/* One record is one line: a newline inside a message (from a peer's text, say)
-	 * would let it forge a second record. */
-	for (char *p = message; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
 
 	if (log_style == LOG_FORMAT_JSON) {
+		/* cJSON escapes every control character itself. */
 		emit_json(level, message);
 	} else {
-		char line[LOG_LINE_MAX + 128];
+		/* Escaping grows a byte to at most four. */
+		char escaped[4 * LOG_LINE_MAX];
+		escape_text(message, escaped, sizeof escaped);
+		char line[sizeof escaped + 128];
 		int n = snprintf(line, sizeof line, "%s[%ld]: %s: %s\n", log_program, (long)getpid(),
-				 level_names[level], message);
+				 level_names[level], escaped);
 		if (n > 0)
 			write_whole(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 	}

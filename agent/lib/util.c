@@ -3,6 +3,7 @@
 
 #include "log.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -161,6 +164,42 @@ void util_wipe(void *p, size_t n)
 	explicit_bzero(p, n);
 }
 
+static size_t page_round(size_t size)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	return (size + page - 1) / page * page;
+}
+
+void *util_secret_alloc(size_t size)
+{
+	size_t length = page_round(size ? size : 1);
+	void *p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	/* Both are hardening, not correctness: an older kernel without them still gets
+	 * the wiping. */
+	madvise(p, length, MADV_DONTDUMP);
+#ifdef MADV_WIPEONFORK
+	madvise(p, length, MADV_WIPEONFORK);
+#endif
+	return p;
+}
+
+void util_secret_free(void *p, size_t size)
+{
+	if (p == NULL)
+		return;
+	size_t length = page_round(size ? size : 1);
+	util_wipe(p, length);
+	munmap(p, length);
+}
+
+void util_protect_process(void)
+{
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		log_warn("prctl(PR_SET_DUMPABLE, 0): %m: a core dump of this process could hold the cookie");
+}
+
 void util_scrub_env(const char *name)
 {
 	char *value = getenv(name);
@@ -168,6 +207,41 @@ void util_scrub_env(const char *name)
 		return;
 	util_wipe(value, strlen(value));
 	unsetenv(name);
+}
+
+bool util_url_safe_for_secrets(const char *url)
+{
+	if (strncasecmp(url, "https://", 8) == 0)
+		return true;
+	if (strncasecmp(url, "http://", 7) != 0)
+		return false;
+	const char *host = url + 7;
+	size_t length = strcspn(host, "/?#");
+	char authority[64];
+	if (length == 0 || length >= sizeof authority)
+		return false;
+	memcpy(authority, host, length);
+	authority[length] = '\0';
+	/* HOST or HOST:PORT, with an IPv6 HOST in brackets; the port all digits. */
+	char *port = NULL;
+	char *name = authority;
+	if (authority[0] == '[') {
+		char *close = strchr(authority, ']');
+		if (close == NULL || (close[1] != '\0' && close[1] != ':'))
+			return false;
+		*close = '\0';
+		name = authority + 1;
+		port = close[1] == ':' ? close + 2 : NULL;
+	} else if ((port = strchr(authority, ':')) != NULL) {
+		*port++ = '\0';
+	}
+	if (port != NULL && (port[0] == '\0' || strspn(port, "0123456789") != strlen(port)))
+		return false;
+	struct in_addr a4;
+	struct in6_addr a6;
+	if (name == authority && inet_pton(AF_INET, name, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	return name != authority && inet_pton(AF_INET6, name, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
 void util_ensure_std_fds(void)

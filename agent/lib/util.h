@@ -33,9 +33,27 @@ void util_wipe(void *p, size_t n);
 /* util_wipe, then free; NULL is fine. */
 void util_wipe_free(void *p, size_t n);
 
+/* Memory for a secret: whole pages of their own, left out of core dumps
+ * (MADV_DONTDUMP) and absent from a forked child (MADV_WIPEONFORK, where the kernel has
+ * it), zero-filled. NULL when out of memory. util_secret_free wipes and unmaps it: pass
+ * the size that was allocated. */
+void *util_secret_alloc(size_t size);
+void util_secret_free(void *p, size_t size);
+
+/* No core dump of this process, and /proc/<pid>/mem, environ and fd closed to other
+ * processes of our uid that lack CAP_SYS_PTRACE (PR_SET_DUMPABLE 0). execve of a
+ * non-setuid program resets it, so every program that holds a secret sets it itself. */
+void util_protect_process(void);
+
 /* Remove NAME from the environment and zero its value where the kernel shows it in
  * /proc/<pid>/environ (getenv points into that block for inherited variables). */
 void util_scrub_env(const char *name);
+
+/* Whether a URL may carry credentials: https://, or http:// whose host is a literal
+ * loopback address (127.0.0.0/8, [::1]; an optional port, nothing else before the path).
+ * Anything else over http, userinfo and names included, is refused: the token would
+ * cross a network in clear text. */
+bool util_url_safe_for_secrets(const char *url);
 
 /* A closed stdin, stdout or stderr would be reused by the agent's own descriptors (and
  * log lines would go into a socket): open /dev/null on each that is closed. */

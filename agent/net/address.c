@@ -142,6 +142,29 @@ static bool is_link_local_or_loopback(const struct sockaddr *sa)
 	return true;
 }
 
+/* An IPv4 address in host order: RFC 1918, RFC 6598 (100.64/10), link-local, loopback. */
+static bool private_ipv4(uint32_t a)
+{
+	return (a >> 24) == 10 || (a >> 20) == 0xac1 || (a >> 16) == 0xc0a8 || (a >> 22) == (0x64400000u >> 22) ||
+	       (a >> 16) == 0xa9fe || (a >> 24) == 127;
+}
+
+bool address_is_private(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return private_ipv4(ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr));
+	if (sa->sa_family != AF_INET6)
+		return false;
+	const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+	if (IN6_IS_ADDR_V4MAPPED(a)) {
+		uint32_t v4;
+		memcpy(&v4, &a->s6_addr[12], 4);
+		return private_ipv4(ntohl(v4));
+	}
+	/* fc00::/7 (unique local), fe80::/10, ::1 */
+	return (a->s6_addr[0] & 0xfe) == 0xfc || IN6_IS_ADDR_LINKLOCAL(a) || IN6_IS_ADDR_LOOPBACK(a);
+}
+
 static enum ba_status numeric(const struct sockaddr *sa, char *out, size_t size)
 {
 	const void *raw = sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr

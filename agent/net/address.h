@@ -29,6 +29,10 @@ bool address_is_unsubstituted_ref(const char *text, const char **name);
  * else the local address of the connection to the manager (the one the manager can
  * reach), unless that is link-local or loopback while the manager is not, in which
  * case the first usable interface address. Errors list the candidate interfaces. */
+/* A private address: RFC 1918, RFC 6598 (100.64/10), link-local, loopback, IPv6 ULA
+ * (fc00::/7) and link-local; IPv4-mapped IPv6 by its IPv4 address. */
+bool address_is_private(const struct sockaddr *sa);
+
 enum ba_status address_advertised(int connected_fd, const char *override, char *out, size_t size);
 
 /* What the rendezvous takes as a node's advertised address (it becomes a hostfile

@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,10 +18,42 @@
 #define COOKIE_MIN 16             /* bytes: shorter ones are refused (64) */
 #define COOKIE_MIN_RECOMMENDED 32 /* bytes: shorter ones load, with a warning (native protocol) */
 #define COOKIE_JULIA_MAX 16       /* Distributed.jl's HDR_COOKIE_LEN */
+/* The descriptor batch-agent hands the cookie over in (init/chainload.c), and its size:
+ * room for COOKIE_MAX bytes, a final CR LF, and one byte to notice a longer one. */
+#define COOKIE_FD_ENV "BATCH_AGENT_COOKIE_FD"
+#define COOKIE_BUFFER (COOKIE_MAX + 3)
+
+static int handover_fd = -1;
+
+enum ba_status cookie_alloc(struct cookie *out)
+{
+	*out = (struct cookie){ util_secret_alloc(COOKIE_BUFFER), 0 };
+	return out->bytes ? BA_OK : BA_EX_OSERR;
+}
+
+enum ba_status cookie_claim_handover(void)
+{
+	const char *text = getenv(COOKIE_FD_ENV);
+	long fd;
+	if (text == NULL)
+		return BA_OK;
+	if (!util_parse_long(text, 3, INT_MAX, &fd) || fcntl((int)fd, F_SETFD, FD_CLOEXEC) != 0) {
+		log_error("%s=\"%s\" is not an open descriptor: batch-agent-net is chain-loaded by batch-agent, "
+			  "which sets it",
+			  COOKIE_FD_ENV, text);
+		return BA_EX_SOFTWARE;
+	}
+	handover_fd = (int)fd;
+	unsetenv(COOKIE_FD_ENV);
+	return BA_OK;
+}
 
 void cookie_scrub_environment(void)
 {
 	char *value = getenv(COOKIE_ENV);
+	if (handover_fd >= 0)
+		close(handover_fd);
+	handover_fd = -1;
 	if (value == NULL)
 		return;
 	/* getenv points into the initial environment block, which is what the kernel
@@ -28,56 +62,50 @@ void cookie_scrub_environment(void)
 	unsetenv(COOKIE_ENV);
 }
 
+/* Up to COOKIE_MAX bytes from fd, to its end, into a secret buffer; `what` names the
+ * source in errors. */
+static enum ba_status read_cookie_stream(int fd, const char *what, struct cookie *out)
+{
+	enum ba_status rc = cookie_alloc(out);
+	while (rc == BA_OK) {
+		ssize_t n = read(fd, out->bytes + out->length, COOKIE_MAX + 1 - out->length);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			log_error("%s: %s", what, strerror(errno));
+			rc = BA_EX_CONFIG;
+		} else if (n == 0) {
+			break;
+		} else if ((out->length += (size_t)n) > COOKIE_MAX) {
+			log_error("%s is longer than %d bytes", what, COOKIE_MAX);
+			rc = BA_EX_CONFIG;
+		}
+	}
+	if (rc != BA_OK)
+		cookie_wipe(out);
+	return rc;
+}
+
 static enum ba_status read_cookie_file(const char *path, struct cookie *out)
 {
-	enum ba_status rc = BA_EX_CONFIG;
-	unsigned char *buffer = malloc(COOKIE_MAX + 2);
-	size_t length = 0;
+	char what[PATH_MAX + 32];
+	snprintf(what, sizeof what, "cookie file %s (--cookie-file)", path);
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (buffer == NULL) {
-		rc = BA_EX_OSERR;
-		goto out;
-	}
 	if (fd < 0) {
-		log_error("cookie file %s (--cookie-file): %s", path, strerror(errno));
-		goto out;
+		log_error("%s: %s", what, strerror(errno));
+		return BA_EX_CONFIG;
 	}
 	struct stat info;
 	if (fstat(fd, &info) == 0 && (info.st_mode & (S_IRWXG | S_IRWXO)) != 0)
 		log_warn("cookie file %s is readable by group or others (mode %03o): chmod 600 it", path,
 			 (unsigned)(info.st_mode & 0777));
-	for (;;) {
-		ssize_t n = read(fd, buffer + length, COOKIE_MAX + 1 - length);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			log_error("cookie file %s (--cookie-file): %s", path, strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		length += (size_t)n;
-		if (length > COOKIE_MAX) {
-			log_error("cookie file %s (--cookie-file) is longer than %d bytes", path, COOKIE_MAX);
-			goto out;
-		}
-	}
+	enum ba_status rc = read_cookie_stream(fd, what, out);
+	close(fd);
 	/* Editors and `echo` add a final newline that nobody means as part of a secret. */
-	if (length > 0 && buffer[length - 1] == '\n')
-		length--;
-	if (length > 0 && buffer[length - 1] == '\r')
-		length--;
-	out->bytes = buffer;
-	out->length = length;
-	buffer = NULL;
-	rc = BA_OK;
-out:
-	if (buffer != NULL) {
-		util_wipe(buffer, COOKIE_MAX + 2);
-		free(buffer);
-	}
-	if (fd >= 0)
-		close(fd);
+	if (rc == BA_OK && out->length > 0 && out->bytes[out->length - 1] == '\n')
+		out->length--;
+	if (rc == BA_OK && out->length > 0 && out->bytes[out->length - 1] == '\r')
+		out->length--;
 	return rc;
 }
 
@@ -88,9 +116,9 @@ static enum ba_status copy_cookie_env(const char *value, struct cookie *out)
 		log_error("%s is longer than %d bytes", COOKIE_ENV, COOKIE_MAX);
 		return BA_EX_CONFIG;
 	}
-	out->bytes = malloc(length + 1);
-	if (out->bytes == NULL)
-		return BA_EX_OSERR;
+	enum ba_status rc = cookie_alloc(out);
+	if (rc != BA_OK)
+		return rc;
 	memcpy(out->bytes, value, length);
 	out->length = length;
 	return BA_OK;
@@ -144,6 +172,8 @@ enum ba_status cookie_load(const struct config *cfg, struct cookie *out)
 	memset(out, 0, sizeof *out);
 	if (cfg->cookie_file != NULL)
 		rc = read_cookie_file(cfg->cookie_file, out);
+	else if (handover_fd >= 0)
+		rc = read_cookie_stream(handover_fd, COOKIE_ENV, out);
 	else if (value != NULL)
 		rc = copy_cookie_env(value, out);
 	else {
@@ -161,6 +191,6 @@ enum ba_status cookie_load(const struct config *cfg, struct cookie *out)
 
 void cookie_wipe(struct cookie *cookie)
 {
-	util_wipe_free(cookie->bytes, cookie->length);
+	util_secret_free(cookie->bytes, COOKIE_BUFFER);
 	*cookie = (struct cookie){ 0 };
 }

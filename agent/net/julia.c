@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "wait.h"
 #include "launch.h"
 #include "log.h"
@@ -115,6 +116,18 @@ static int is_word(int c)
 	return isalnum(c) || c == '_';
 }
 
+void julia_warn_if_public(int fd, const char *manager)
+{
+	struct sockaddr_storage peer;
+	socklen_t length = sizeof peer;
+	if (getpeername(fd, (struct sockaddr *)&peer, &length) != 0 || address_is_private((struct sockaddr *)&peer))
+		return;
+	log_warn("--protocol julia: the manager %s is not on a private address, and this dialect sends the cookie "
+		 "in clear text and protects no message (AWSClusterManagers.jl's design): anyone on the path can read "
+		 "it and take over the workers; use the native protocol or a private network",
+		 manager);
+}
+
 enum ba_status julia_handshake(const struct config *cfg, int fd, struct julia_grant *grant)
 {
 	static const char cookie_prefix[] = "julia_cookie:", timeout_prefix[] = "julia_worker_timeout:";
@@ -151,12 +164,10 @@ enum ba_status julia_handshake(const struct config *cfg, int fd, struct julia_gr
 		rc = BA_EX_PROTOCOL;
 		goto out;
 	}
-	grant->cookie.length = length - (sizeof cookie_prefix - 1);
-	grant->cookie.bytes = malloc(grant->cookie.length + 1);
-	if (grant->cookie.bytes == NULL) {
-		rc = BA_EX_OSERR;
+	rc = cookie_alloc(&grant->cookie);
+	if (rc != BA_OK)
 		goto out;
-	}
+	grant->cookie.length = length - (sizeof cookie_prefix - 1);
 	memcpy(grant->cookie.bytes, line + sizeof cookie_prefix - 1, grant->cookie.length);
 
 	/* Older AWSClusterManagers.jl releases send no timeout line. Newer ones flush both

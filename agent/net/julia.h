@@ -20,6 +20,10 @@ struct julia_grant {
 	long worker_timeout_s; /* -1: the manager sent none (container mode) */
 };
 
+/* The dialect protects nothing on the wire: the cookie crosses it in clear (Julia's
+ * design). Warn, once, when the connected manager's address is not private. */
+void julia_warn_if_public(int fd, const char *manager);
+
 /* The MNP exchange on a connected socket; BA_EX_PROTOCOL names a malformed line. */
 enum ba_status julia_handshake(const struct config *cfg, int fd, struct julia_grant *grant);
 

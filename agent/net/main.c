@@ -9,10 +9,12 @@
 #include <openssl/crypto.h>
 
 #include "config.h"
+#include "cookie.h"
 #include "rendezvous.h"
 #include "role.h"
 #include "signals.h"
 #include "status.h"
+#include "util.h"
 #include "worker.h"
 
 int main(int argc, char **argv)
@@ -20,7 +22,14 @@ int main(int argc, char **argv)
 	struct config cfg;
 	enum role role;
 
-	enum ba_status rc = role_from_command_line(&cfg, &role, argc, argv);
+	/* This process holds the cookie: no core dump, no /proc/<pid>/mem for the payload
+	 * (the execve that started us reset batch-agent's setting); and the descriptor it
+	 * came in must reach no helper program or payload. */
+	util_protect_process();
+	enum ba_status rc = cookie_claim_handover();
+	if (rc != BA_OK)
+		return rc;
+	rc = role_from_command_line(&cfg, &role, argc, argv);
 	if (rc != BA_OK || cfg.answered)
 		return rc;
 	/* Before anything that can wait: a SIGTERM while we dial or rendezvous must end

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "confine.h"
 #include "address.h"
 #include "admit.h"
 #include "cookie.h"
@@ -304,6 +305,9 @@ static void start_main_payload(struct rendezvous *rv)
 		log_info("all nodes present: starting the main payload with nodes %s", nodes);
 		rc = spawn_with_inherited_nofile(rv, &payload);
 	}
+	/* The main payload is forked and the listener is up: the steady state begins. */
+	if (rc == BA_OK)
+		confine_steady_state();
 	if (rc != BA_OK) {
 		rv->exit_status = rc;
 		rv->main_finished = true;

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "confine.h"
 #include "conn.h"
 #include "launch.h"
 #include "log.h"
@@ -142,6 +143,8 @@ static void on_started(void *ctx, pid_t pid)
 {
 	struct session *s = ctx;
 	cJSON *msg = NULL;
+	/* The payload is forked and the connection is up: the steady state begins. */
+	confine_steady_state();
 	enum proto_err err = proto_msg_payload_started(pid, &msg);
 	send_or_lose(s, msg, err);
 }

@@ -72,8 +72,10 @@ static enum ba_status run_julia_worker(const struct config *cfg, const struct ma
 	enum ba_status rc = self_describe_node(cfg, &self);
 	if (rc == BA_OK)
 		rc = dial_manager(manager, util_now_ms() + cfg->connect_timeout_ms, cfg->connect_timeout_ms, &fd);
-	if (rc == BA_OK)
+	if (rc == BA_OK) {
+		julia_warn_if_public(fd, manager->display);
 		rc = self_fill_address(cfg, fd, &self);
+	}
 	if (rc == BA_OK && cookie->bytes == NULL)
 		rc = julia_handshake(cfg, fd, &grant);
 	else if (rc == BA_OK)

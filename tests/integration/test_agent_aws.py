@@ -58,13 +58,12 @@ def ref_other_name_uses_that_parameter():
 
 @case
 def ref_manager_with_container_credentials():
-    # How Batch hands out the job role: the ECS container credentials endpoint
-    # (moved from 169.254.170.2 to the fake for the test).
+    # How Batch hands out the job role: the ECS container credentials endpoint (its
+    # full-URI form on loopback for the test: the relative one is always 169.254.170.2).
     with fake_aws.FakeAWS() as fake, FakeManager() as mgr:
         fake.batch_parameters = {"manager": mgr.addr}
         env = agent_env(fake, AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None, AWS_SESSION_TOKEN=None,
-                        AWS_CONTAINER_CREDENTIALS_RELATIVE_URI=fake.creds_path,
-                        BATCH_AGENT_AWS_ECS_CREDENTIALS_ENDPOINT=fake.url)
+                        AWS_CONTAINER_CREDENTIALS_FULL_URI=fake.creds_url)
         agent = Agent(["--manager", "Ref::manager"], env, code=0)
         mgr.wait_register()
         check_eq(agent.info()["manager"], mgr.addr, "BATCH_AGENT_MANAGER")

@@ -81,6 +81,11 @@ def check_success(nodes, mgr, agent, dump_path, status_path, port):
     exits = [s for s in status if s["event"] == "exit"]
     check(exits and exits[-1]["reason"] == "remote_exit", f"worker exit {exits}")
     check(COOKIE not in err, "the cookie appears in the agent's stderr")
+    # 198.18.0.0/15 is no private range: the dialect's clear-text cookie is worth a warning,
+    # exactly one.
+    warnings = [line for line in err.splitlines() if "is not on a private address" in line]
+    check(len(warnings) == 1 and f"{main.eth0}:{port}" in warnings[0] and "clear text" in warnings[0],
+          f"not one warning about the public manager:\n{err}")
 
 
 def case_cookie_env(lab, nodes):

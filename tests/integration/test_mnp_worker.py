@@ -430,6 +430,7 @@ def julia_cookie_line_with_control_byte_exits_76(workdir):
             err = w.stderr()
             check("julia_cookie line holds the control byte" in err, err)
             check("SECRET" not in err and "qqq" not in err, f"the line is echoed:\n{err}")
+            check("not on a private address" not in err, f"a manager on loopback is private:\n{err}")
             check(not os.path.exists(ran), "the payload ran")
             sock.close()
         finally:
@@ -532,6 +533,29 @@ def rejected_registration_exits_77(workdir):
         expect_exit(w, mnp.EX_NOPERM, 15)
         check(not os.path.exists(os.path.join(workdir, "ran")), "the payload ran")
         check("rejected our registration: duplicate_node" in w.stderr(), w.stderr())
+    finally:
+        fm.close()
+
+
+@runner.case
+def peer_text_reaches_the_log_escaped(workdir):
+    """A manager's reject message with a terminal escape, a newline that would forge a
+    second record, a C1 control and a backslash reach the
+    text log escaped, on the one line of its record."""
+    job = Job(2)
+    forged = "a\u001b[31mred\nbatch-agent[1]: error: forged\u009b\\x41"
+    fm = FakeManager(job.cookie, lambda conn, reg: None, answer=npr.reject("duplicate_node", forged))
+    try:
+        w = worker(job, workdir, ["--port", str(fm.port)], ["true"])
+        expect_exit(w, mnp.EX_NOPERM, 15)
+        with open(w.stderr_path, "rb") as f:
+            raw = f.read()
+        check(b"\x1b" not in raw and b"\xc2\x9b" not in raw, f"a control character reached the log: {raw!r}")
+        lines = [line for line in raw.split(b"\n") if b"rejected our registration" in line]
+        check(len(lines) == 1, f"not one record: {raw!r}")
+        check(lines[0].endswith(b"a\\x1b[31mred\\x0abatch-agent[1]: error: forged\\u009b\\\\x41"),
+              f"escaped as {lines[0]!r}")
+        check(not any(line.startswith(b"batch-agent[1]") for line in raw.split(b"\n")), f"a forged record: {raw!r}")
     finally:
         fm.close()
 

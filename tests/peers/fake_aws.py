@@ -615,7 +615,6 @@ def base_env():
             env[k] = os.environ[k]
     dead = "http://127.0.0.1:%d" % dead_port()
     env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = dead
-    env["BATCH_AGENT_AWS_ECS_CREDENTIALS_ENDPOINT"] = dead
     env["BATCH_AGENT_AWS_ENDPOINT_URL"] = dead
     return env
 

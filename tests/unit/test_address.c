@@ -1,6 +1,8 @@
 /* The manager's address as users write it, and the cookie's handling. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <arpa/inet.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,6 +156,39 @@ static void test_short_cookie_is_refused(void **state)
 	cookie_wipe(&cookie);
 }
 
+static bool private_text(const char *text)
+{
+	struct sockaddr_storage ss = { 0 };
+	struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, text, &v4->sin_addr) == 1)
+		v4->sin_family = AF_INET;
+	else if (inet_pton(AF_INET6, text, &v6->sin6_addr) == 1)
+		v6->sin6_family = AF_INET6;
+	else
+		fail_msg("bad test address %s", text);
+	return address_is_private((struct sockaddr *)&ss);
+}
+
+/* The Julia dialect's warning: which managers count as on a private network. */
+static void test_private_addresses(void **state)
+{
+	(void)state;
+	static const char *const private[] = { "10.0.0.1",    "10.255.255.255", "172.16.0.1",	"172.31.255.254",
+					       "192.168.1.1", "100.64.0.1",	"100.127.255.254", "169.254.170.2",
+					       "127.0.0.1",   "::1",		"fd00:ec2::23",	   "fc00::1",
+					       "fe80::1",     "::ffff:10.1.2.3" };
+	static const char *const public[] = { "198.18.0.1", "8.8.8.8",	    "172.32.0.1",      "172.15.255.255",
+					      "100.63.255.255", "100.128.0.1", "192.169.0.1", "2001:db8::1",
+					      "fe00::1",	"::ffff:198.18.0.1", "11.0.0.1" };
+	for (size_t i = 0; i < sizeof private / sizeof private[0]; i++)
+		if (!private_text(private[i]))
+			fail_msg("%s is private", private[i]);
+	for (size_t i = 0; i < sizeof public / sizeof public[0]; i++)
+		if (private_text(public[i]))
+			fail_msg("%s is not private", public[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -165,6 +200,7 @@ int main(void)
 		cmocka_unit_test(test_cookie_from_environment_is_scrubbed),
 		cmocka_unit_test(test_missing_or_empty_cookie),
 		cmocka_unit_test(test_short_cookie_is_refused),
+		cmocka_unit_test(test_private_addresses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

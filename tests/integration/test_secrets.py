@@ -12,6 +12,7 @@ with one child, on loopback:
 
 import json
 import os
+import stat
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -121,6 +122,14 @@ def needs_root(workdir):
     if os.geteuid() != 0:
         raise mnp.Skip("needs root (to run the agent as another uid and to scan its memory)")
     os.chmod(workdir, 0o777)
+    # uid nobody must reach it: scripts/test.sh's TMPDIR, above it, is mktemp's 0700.
+    # Traversal only (o+x), so nothing of the run's files becomes listable.
+    parent = os.path.dirname(os.path.abspath(workdir))
+    while parent != "/":
+        mode = os.stat(parent).st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(parent, stat.S_IMODE(mode) | stat.S_IXOTH)
+        parent = os.path.dirname(parent)
     if mnp.WRAPPER:
         raise mnp.Skip("under a wrapper the payload's parent is the wrapper's process")
 
@@ -154,8 +163,9 @@ def main_cookie_out_of_reach(workdir):
     needs_root(workdir)
     port, job = mnp.free_port(), Job(2)
     probe = os.path.join(workdir, "main-probe")
-    main = Agent("main", ["--port", str(port), "--wait-timeout", "30", "--"] + payload(probe), job.env(0), workdir,
-                 preexec_fn=as_nobody)
+    # The main (uid nobody) writes its hostfile in TMPDIR: the suite's is root's.
+    main = Agent("main", ["--port", str(port), "--wait-timeout", "30", "--"] + payload(probe),
+                 job.env(0, extra={"TMPDIR": workdir}), workdir, preexec_fn=as_nobody)
     main.wait_for_log("rendezvous listening", 10)
     child = Agent("child", ["--"] + mnp.child_payload(workdir),
                   job.env(1, main_addr="127.0.0.1", extra={"BATCH_AGENT_PORT": str(port)}), workdir)

@@ -149,13 +149,6 @@ void loop_remove(struct loop *loop, int fd)
 	unlink_watch(loop, watch);
 }
 
-void loop_forget(struct loop *loop, int fd)
-{
-	struct watch *watch = find_watch(loop, fd);
-	if (watch != NULL)
-		unlink_watch(loop, watch);
-}
-
 void loop_timer_arm(struct loop *loop, struct loop_timer *timer, int64_t delay_ms, loop_timer_fn fn, void *ctx)
 {
 	loop_timer_cancel(loop, timer);

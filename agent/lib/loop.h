@@ -32,9 +32,6 @@ enum ba_status loop_add(struct loop *loop, int fd, uint32_t events, loop_fd_fn f
 /* No system call when events is the interest set fd has already. */
 enum ba_status loop_modify(struct loop *loop, int fd, uint32_t events);
 void loop_remove(struct loop *loop, int fd);
-/* loop_remove for a descriptor the caller closes right away: closing takes it out of
- * epoll, so this saves the epoll_ctl. Only for descriptors never duplicated. */
-void loop_forget(struct loop *loop, int fd);
 
 void loop_timer_arm(struct loop *loop, struct loop_timer *timer, int64_t delay_ms, loop_timer_fn fn, void *ctx);
 void loop_timer_cancel(struct loop *loop, struct loop_timer *timer);

@@ -130,8 +130,11 @@ void conn_close(struct conn *c)
 	if (!c->open)
 		return;
 	if (c->attached) {
-		/* Closing takes the descriptor out of epoll: no epoll_ctl needed. */
-		loop_forget(c->loop, c->pc.fd);
+		/* Out of epoll before the close: closing alone removes it only when no other
+		 * process holds the socket, and a child forked for a payload or the Spot
+		 * watcher holds it until its exec, so epoll could still report it, pointing
+		 * at a freed watch. */
+		loop_remove(c->loop, c->pc.fd);
 		c->attached = false;
 	}
 	close(c->pc.fd);

@@ -259,7 +259,10 @@ void listener_close_door(struct listener *ls, const char *why)
 	size_t ended = 0;
 	for (struct peer *p = ls->peers; p; p = p->next) {
 		if (p->conn.open && (p->state == PEER_HELLO || p->state == PEER_QUEUED || p->state == PEER_AUTH)) {
-			conn_end(&p->conn, NULL, NULL);
+			/* busy, not a bare close: a worker that already has our hello would read
+			 * a bare close as a broken protocol (76); busy makes it dial again, find
+			 * the port closed, and end as a late node does (69). */
+			conn_end(&p->conn, PROTO_CODE_BUSY, "the rendezvous port closed");
 			listener_drop(p, "the rendezvous port closed");
 			ended++;
 		}

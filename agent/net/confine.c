@@ -11,7 +11,8 @@
 /* Measured with strace -f over the worker and main tests (test_mnp_*), after the payload
  * is forked, then widened by what the rarer paths of the same code use: malloc (mmap,
  * madvise), the orphan sweep of /proc (openat, getdents64), the hostfile (unlink), the
- * spot-watch helper (clone, execve, wait4; it inherits this filter), signals, timers, the
+ * spot-watch helper (clone, execve, wait4; it is forked before this filter is loaded,
+ * and a program exec'd under it would need its own start-up calls added), signals, timers, the
  * late admissions of worker pools (accept4, getrandom), and libc's own calls. Names this
  * machine does not have (stat on arm64, say) are skipped. */
 static const char *const steady_state[] = {

@@ -5,6 +5,8 @@ Checks the rendezvous, the node list the main payload gets, that the children ar
 down when the main payload ends, and that every container exits 0."""
 
 import os
+import shutil
+import tempfile
 
 import containertest as ct
 import mnp
@@ -23,10 +25,17 @@ def main():
     images = {0: ct.image("ba-worker-bookworm"), 1: ct.image("ba-worker-busybox"), 2: ct.image("ba-worker-trixie")}
     names = {i: "%s-node%d" % (network, i) for i in range(3)}
     job = mnp.Job(3)
+    shared = tempfile.mkdtemp(prefix="ba-mnp-shared-")
     ct.podman("network", "create", "--subnet", prefix + ".0/24", "--gateway", prefix + ".1", network, timeout=60)
     try:
-        main_payload = 'echo "hostfile:"; cat "$BATCH_AGENT_HOSTFILE"; echo "nodes=$BATCH_AGENT_NODES"'
-        child_payload = 'echo "child at $BATCH_AGENT_NODE_ADDR, manager $BATCH_AGENT_MANAGER"; exec sleep 1000'
+        # The main payload ends at once, and its end shuts the children down: it first waits
+        # (bounded) for each child's payload to have printed, through a directory the three
+        # containers share, or a child's SIGTERM could beat its echo on a busy machine.
+        main_payload = ('n=0; until [ -e /shared/ready-1 ] && [ -e /shared/ready-2 ]; do'
+                        ' n=$((n+1)); [ $n -lt 1200 ] || exit 9; sleep 0.1; done;'
+                        ' echo "hostfile:"; cat "$BATCH_AGENT_HOSTFILE"; echo "nodes=$BATCH_AGENT_NODES"')
+        child_payload = ('echo "child at $BATCH_AGENT_NODE_ADDR, manager $BATCH_AGENT_MANAGER";'
+                         ' : > /shared/ready-$AWS_BATCH_JOB_NODE_INDEX; exec sleep 1000')
         for i in (1, 2, 0):  # children first: they dial the main with backoff until it listens
             env = job.env(i, main_addr=addrs[0])
             # Only what Batch and the job set: the host's own (TMPDIR, PATH...) has no
@@ -34,6 +43,7 @@ def main():
             env_args = [a for k, v in env.items() if k.startswith(("AWS_BATCH_", "BATCH_AGENT_"))
                         for a in ("-e", "%s=%s" % (k, v))]
             ct.podman("run", "-d", "--name", names[i], "--network", network, "--ip", addrs[i], *env_args,
+                      "-v", shared + ":/shared",
                       images[i], "--grace", "5", "--wait-timeout", "60", "--connect-timeout", "60", "--",
                       "/bin/sh", "-c", main_payload if i == 0 else child_payload, timeout=120)
         states = {}
@@ -56,6 +66,7 @@ def main():
     finally:
         ct.remove(*names.values())
         ct.podman("network", "rm", "--force", network, check=False, timeout=60)
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 if __name__ == "__main__":

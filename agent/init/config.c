@@ -357,9 +357,10 @@ enum ba_status config_load(struct config *cfg, int argc, char **argv)
 	/* The helper signs its requests with the job's credentials, session token included:
 	 * refused here, before any request, rather than sent over a network in clear text. */
 	if (cfg->aws_endpoint_url != NULL && !util_url_safe_for_secrets(cfg->aws_endpoint_url)) {
+		char shown[256];
 		log_error("--aws-endpoint-url (BATCH_AGENT_AWS_ENDPOINT_URL) \"%s\" would send the job's credentials "
 			  "in clear text: use https://, or http:// only to a loopback address",
-			  cfg->aws_endpoint_url);
+			  util_url_origin(cfg->aws_endpoint_url, shown, sizeof shown));
 		return BA_EX_CONFIG;
 	}
 	rc = batchenv_load(&cfg->batch);

@@ -244,6 +244,24 @@ bool util_url_safe_for_secrets(const char *url)
 	return name != authority && inet_pton(AF_INET6, name, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
+const char *util_url_origin(const char *url, char *buf, size_t size)
+{
+	const char *sep = strstr(url, "://");
+	size_t scheme = sep != NULL ? (size_t)(sep - url) + 3 : 0;
+	const char *authority = url + scheme;
+	size_t length = strcspn(authority, "/?#");
+	/* userinfo ends at the authority's last '@'. */
+	for (size_t i = length; i > 0; i--) {
+		if (authority[i - 1] == '@') {
+			authority += i;
+			length -= i;
+			break;
+		}
+	}
+	snprintf(buf, size, "%.*s%.*s", (int)scheme, url, (int)length, authority);
+	return buf;
+}
+
 void util_ensure_std_fds(void)
 {
 	for (int fd = 0; fd <= 2; fd++) {

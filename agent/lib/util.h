@@ -55,6 +55,10 @@ void util_scrub_env(const char *name);
  * cross a network in clear text. */
 bool util_url_safe_for_secrets(const char *url);
 
+/* What of a URL a log may show: its scheme and host[:port], without userinfo, path,
+ * query or fragment (any of which may hold a secret). Written to buf; returns buf. */
+const char *util_url_origin(const char *url, char *buf, size_t size);
+
 /* A closed stdin, stdout or stderr would be reused by the agent's own descriptors (and
  * log lines would go into a socket): open /dev/null on each that is closed. */
 void util_ensure_std_fds(void);

@@ -102,6 +102,12 @@ def plain_http_endpoint_refused_before_any_request():
             check(p.returncode == 78, f"batch-agent: exit {p.returncode}, expected 78; stderr:\n{p.stderr}")
             check("--aws-endpoint-url" in p.stderr and url in p.stderr,
                   f"batch-agent: the error does not name the URL:\n{p.stderr}")
+            # Named by its host and port only: userinfo, path and query may hold secrets.
+            secret_url = f"http://user:s3cr3t-pw@{net.addr(1)}:{lis.port}/p-s3cr3t?X-Amz-Security-Token=s3cr3t#s3cr3t"
+            p = run_in(net, [AGENT, "--aws-endpoint-url", secret_url, "--manager", "Ref::manager", "--", "true"], env())
+            check(p.returncode == 78, f"batch-agent: exit {p.returncode}, expected 78; stderr:\n{p.stderr}")
+            check(url in p.stderr and "s3cr3t" not in p.stderr,
+                  f"batch-agent: the error must name {url} and nothing else of the URL:\n{p.stderr}")
         check(lis.accepted == 0, f"the endpoint saw {lis.accepted} connection(s): {lis.received!r}")
 
         # The control: the same listener over https is reached (and its TLS fails).

@@ -1,6 +1,7 @@
-/* Cookie authentication: each side proves it knows the cookie by a MAC over both
- * nonces, so the cookie never crosses the wire and a recorded proof is useless
- * against a fresh nonce. */
+/* Cookie authentication and key agreement (PROTOCOL.md §3): an X25519 exchange, then
+ * one HKDF over the exchange and the cookie, salted with the hash of everything both
+ * hellos said, gives both proofs and both session keys. The cookie never crosses the
+ * wire, and nothing sent before the worker's proof depends on it. */
 #include "proto.h"
 
 #include <errno.h>
@@ -8,9 +9,10 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/kdf.h>
 
 void proto_auth_wipe(void *p, size_t len)
 {
@@ -39,79 +41,162 @@ enum proto_err proto_auth_nonce(unsigned char nonce[PROTO_NONCE_LEN])
 	return PROTO_OK;
 }
 
-/* Longest label: "batch-agent/65535 manager\n". */
-#define LABEL_MAX 32
+/* ---- X25519 ---- */
 
-enum proto_err proto_auth_proof(const void *cookie, size_t cookie_len, int version, enum proto_role prover,
-		     const unsigned char worker_nonce[PROTO_NONCE_LEN],
-		     const unsigned char manager_nonce[PROTO_NONCE_LEN],
-		     unsigned char proof[PROTO_PROOF_LEN])
+static enum proto_err kex_finish(struct proto_kex *kex, EVP_PKEY *pkey)
 {
-	unsigned char msg[LABEL_MAX + 2 * PROTO_NONCE_LEN];
-	const unsigned char *first, *second;
-	const char *role;
-	unsigned int mac_len = 0;
-	int label_len;
-	enum proto_err err = PROTO_ERR_INVALID;
+	size_t len = PROTO_KEY_LEN;
+	if (pkey == NULL)
+		return PROTO_ERR_CRYPTO;
+	if (EVP_PKEY_get_raw_public_key(pkey, kex->pub, &len) != 1 || len != PROTO_KEY_LEN) {
+		EVP_PKEY_free(pkey);
+		return PROTO_ERR_CRYPTO;
+	}
+	kex->pkey = pkey;
+	return PROTO_OK;
+}
 
-	if (proof == NULL)
+enum proto_err proto_kex_new(struct proto_kex *kex)
+{
+	unsigned char priv[PROTO_KEY_LEN];
+	if (kex == NULL)
 		return PROTO_ERR_INVALID;
-	memset(proof, 0, PROTO_PROOF_LEN);
-	if (cookie == NULL || cookie_len == 0 || cookie_len > INT32_MAX || version < 1 ||
-	    version > 65535 || worker_nonce == NULL || manager_nonce == NULL)
-		return PROTO_ERR_INVALID;
-	/* Each proof puts the verifier's challenge first, and the distinct labels keep a
-	 * manager's proof from ever passing as a worker's (reflection). */
-	if (prover == PROTO_ROLE_MANAGER) {
-		role = "manager";
-		first = worker_nonce;
-		second = manager_nonce;
-	} else if (prover == PROTO_ROLE_WORKER) {
-		role = "worker";
-		first = manager_nonce;
-		second = worker_nonce;
-	} else {
-		return PROTO_ERR_INVALID;
-	}
-	label_len = snprintf((char *)msg, LABEL_MAX + 1, "batch-agent/%d %s\n", version, role);
-	if (label_len < 0 || label_len > LABEL_MAX)
-		goto out;
-	memcpy(msg + label_len, first, PROTO_NONCE_LEN);
-	memcpy(msg + label_len + PROTO_NONCE_LEN, second, PROTO_NONCE_LEN);
-	if (HMAC(EVP_sha256(), cookie, (int)cookie_len, msg, (size_t)label_len + 2 * PROTO_NONCE_LEN,
-		 proof, &mac_len) == NULL ||
-	    mac_len != PROTO_PROOF_LEN) {
-		memset(proof, 0, PROTO_PROOF_LEN);
-		err = PROTO_ERR_CRYPTO;
-		goto out;
-	}
-	err = PROTO_OK;
-out:
-	proto_auth_wipe(msg, sizeof(msg));
+	/* The private key from the kernel's generator, as the nonces: EVP_PKEY_keygen would
+	 * instantiate OpenSSL's DRBG, 0.7 ms of a worker's CPU (see proto_auth_nonce). Any
+	 * 32 random bytes are an X25519 private key (RFC 7748 clamps them). */
+	enum proto_err err = proto_auth_nonce(priv);
+	if (err == PROTO_OK)
+		err = proto_kex_from_private(kex, priv);
+	proto_auth_wipe(priv, sizeof priv);
 	return err;
 }
 
-enum proto_err proto_auth_verify(const void *cookie, size_t cookie_len, int version, enum proto_role prover,
-		      const unsigned char worker_nonce[PROTO_NONCE_LEN],
-		      const unsigned char manager_nonce[PROTO_NONCE_LEN],
-		      const unsigned char proof[PROTO_PROOF_LEN])
+enum proto_err proto_kex_from_private(struct proto_kex *kex, const unsigned char priv[PROTO_KEY_LEN])
 {
-	unsigned char expect[PROTO_PROOF_LEN];
+	if (kex == NULL || priv == NULL)
+		return PROTO_ERR_INVALID;
+	memset(kex, 0, sizeof *kex);
+	return kex_finish(kex, EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, priv, PROTO_KEY_LEN));
+}
+
+void proto_kex_free(struct proto_kex *kex)
+{
+	if (kex == NULL)
+		return;
+	EVP_PKEY_free(kex->pkey); /* ecx keys are cleansed when freed */
+	memset(kex, 0, sizeof *kex);
+}
+
+/* dh = X25519(own private key, peer's public key); all zeros (a small-order peer
+ * key) is refused as an authentication failure, whatever libcrypto says of it. */
+static enum proto_err kex_derive(const struct proto_kex *own, const unsigned char peer_key[PROTO_KEY_LEN],
+				 unsigned char dh[PROTO_KEY_LEN])
+{
+	static const unsigned char zeros[PROTO_KEY_LEN];
+	EVP_PKEY *peer = EVP_PKEY_new_raw_public_key_ex(NULL, "X25519", NULL, peer_key, PROTO_KEY_LEN);
+	EVP_PKEY_CTX *ctx = peer ? EVP_PKEY_CTX_new_from_pkey(NULL, own->pkey, NULL) : NULL;
+	size_t len = PROTO_KEY_LEN;
+	enum proto_err err = PROTO_ERR_CRYPTO;
+	if (ctx != NULL && EVP_PKEY_derive_init(ctx) == 1 && EVP_PKEY_derive_set_peer(ctx, peer) == 1) {
+		/* OpenSSL fails the derivation of an all-zero secret: that is the peer's fault. */
+		if (EVP_PKEY_derive(ctx, dh, &len) != 1 || len != PROTO_KEY_LEN)
+			err = PROTO_ERR_AUTH;
+		else
+			err = CRYPTO_memcmp(dh, zeros, PROTO_KEY_LEN) == 0 ? PROTO_ERR_AUTH : PROTO_OK;
+	}
+	EVP_PKEY_CTX_free(ctx);
+	EVP_PKEY_free(peer);
+	if (err != PROTO_OK)
+		proto_auth_wipe(dh, PROTO_KEY_LEN);
+	return err;
+}
+
+/* ---- the key schedule (PROTOCOL.md §3, step 3) ---- */
+
+/* Longest label: "batch-agent/65535 keys". */
+#define LABEL_MAX 32
+
+/* th = SHA-256("batch-agent/<v>\n" || wn || wk || mn || mk) */
+static enum proto_err transcript_hash(const struct proto_transcript *t, unsigned char th[32])
+{
+	char label[LABEL_MAX];
+	int n = snprintf(label, sizeof label, "batch-agent/%d\n", t->version);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned int len = 0;
+	bool ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+		  EVP_DigestUpdate(md, label, (size_t)n) == 1 &&
+		  EVP_DigestUpdate(md, t->worker_nonce, PROTO_NONCE_LEN) == 1 &&
+		  EVP_DigestUpdate(md, t->worker_key, PROTO_KEY_LEN) == 1 &&
+		  EVP_DigestUpdate(md, t->manager_nonce, PROTO_NONCE_LEN) == 1 &&
+		  EVP_DigestUpdate(md, t->manager_key, PROTO_KEY_LEN) == 1 && EVP_DigestFinal_ex(md, th, &len) == 1 &&
+		  len == 32;
+	EVP_MD_CTX_free(md);
+	return ok ? PROTO_OK : PROTO_ERR_CRYPTO;
+}
+
+/* okm = HKDF-SHA-256(salt = th, IKM = dh || cookie, info = "batch-agent/<v> keys"). */
+static enum proto_err hkdf(const unsigned char th[32], const unsigned char *ikm, size_t ikm_len, int version,
+			   struct proto_keys *out)
+{
+	char info[LABEL_MAX];
+	int n = snprintf(info, sizeof info, "batch-agent/%d keys", version);
+	EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+	EVP_KDF_CTX *ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
+		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)th, 32),
+		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, ikm_len),
+		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, (size_t)n),
+		OSSL_PARAM_construct_end(),
+	};
+	bool ok = ctx != NULL && EVP_KDF_derive(ctx, (unsigned char *)out, sizeof *out, params) == 1;
+	EVP_KDF_CTX_free(ctx); /* cleanses its copy of the key */
+	EVP_KDF_free(kdf);
+	return ok ? PROTO_OK : PROTO_ERR_CRYPTO;
+}
+
+enum proto_err proto_auth_keys(const void *cookie, size_t cookie_len, enum proto_role self,
+			       const struct proto_kex *own, const struct proto_transcript *t,
+			       struct proto_keys *out)
+{
+	unsigned char th[32];
+	unsigned char *ikm = NULL;
 	enum proto_err err;
 
-	if (proof == NULL)
+	if (out == NULL)
 		return PROTO_ERR_INVALID;
-	err = proto_auth_proof(cookie, cookie_len, version, prover, worker_nonce, manager_nonce,
-			      expect);
-	if (err != PROTO_OK)
-		goto out;
+	memset(out, 0, sizeof *out);
+	if (cookie == NULL || cookie_len == 0 || cookie_len > 65536 || own == NULL || own->pkey == NULL ||
+	    t == NULL || t->version < 1 || t->version > 65535 ||
+	    (self != PROTO_ROLE_WORKER && self != PROTO_ROLE_MANAGER))
+		return PROTO_ERR_INVALID;
 	/* A peer that echoes our nonce could be replaying our own challenge at us. */
-	if (CRYPTO_memcmp(worker_nonce, manager_nonce, PROTO_NONCE_LEN) == 0 ||
-	    CRYPTO_memcmp(expect, proof, PROTO_PROOF_LEN) != 0)
-		err = PROTO_ERR_AUTH;
-out:
-	proto_auth_wipe(expect, sizeof(expect));
+	if (CRYPTO_memcmp(t->worker_nonce, t->manager_nonce, PROTO_NONCE_LEN) == 0)
+		return PROTO_ERR_AUTH;
+	/* IKM = dh || cookie: a copy of the cookie for this call only, cleansed when freed. */
+	size_t ikm_len = PROTO_KEY_LEN + cookie_len;
+	ikm = OPENSSL_secure_malloc(ikm_len);
+	if (ikm == NULL)
+		return PROTO_ERR_NOMEM;
+	const unsigned char *peer = self == PROTO_ROLE_WORKER ? t->manager_key : t->worker_key;
+	err = kex_derive(own, peer, ikm);
+	if (err == PROTO_OK) {
+		memcpy(ikm + PROTO_KEY_LEN, cookie, cookie_len);
+		err = transcript_hash(t, th);
+	}
+	if (err == PROTO_OK)
+		err = hkdf(th, ikm, ikm_len, t->version, out);
+	OPENSSL_secure_clear_free(ikm, ikm_len);
+	if (err != PROTO_OK)
+		proto_auth_wipe(out, sizeof *out);
 	return err;
+}
+
+enum proto_err proto_auth_check(const unsigned char expect[PROTO_PROOF_LEN], const unsigned char got[PROTO_PROOF_LEN])
+{
+	if (expect == NULL || got == NULL)
+		return PROTO_ERR_INVALID;
+	return CRYPTO_memcmp(expect, got, PROTO_PROOF_LEN) == 0 ? PROTO_OK : PROTO_ERR_AUTH;
 }
 
 enum proto_err proto_auth_hex_encode(const unsigned char *in, size_t len, char *out, size_t out_size)

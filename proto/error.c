@@ -19,6 +19,7 @@ const char *proto_strerror(enum proto_err err)
 	case PROTO_ERR_CRYPTO: return "cryptographic library failure";
 	case PROTO_ERR_OVERFLOW: return "send queue full";
 	case PROTO_ERR_INTERRUPTED: return "interrupted while waiting";
+	case PROTO_ERR_FORGED: return "a sealed frame failed authentication (forged, altered, replayed or reordered)";
 	}
 	return "unknown protocol error";
 }
@@ -30,6 +31,8 @@ const char *proto_err_code(enum proto_err err)
 	case PROTO_ERR_BAD_JSON:
 	/* The peer stopped writing mid-frame but may still read: tell it its frame was cut. */
 	case PROTO_ERR_TRUNCATED:
+	/* Sealed, so only the real peer can read it: it learns its frames do not arrive intact. */
+	case PROTO_ERR_FORGED:
 		return PROTO_CODE_BAD_FRAME;
 	case PROTO_ERR_BAD_MESSAGE:
 		return PROTO_CODE_BAD_MESSAGE;

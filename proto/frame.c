@@ -5,7 +5,10 @@
  * stays buffered for the next call, and the length of each frame is checked against
  * the limit in force when that frame is taken. With proto_frame_set_exact it asks only
  * for the bytes of the frame in progress, so that nothing past the frame it returns
- * leaves the socket (a descriptor handed to another program loses nothing). */
+ * leaves the socket (a descriptor handed to another program loses nothing).
+ *
+ * Once a direction is sealed (PROTOCOL.md §1.1) its frames carry ciphertext and a
+ * Poly1305 tag instead of the text: the tag is checked before any byte is parsed. */
 #include "proto.h"
 
 #include <errno.h>
@@ -15,6 +18,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 /* cJSON is lenient where RFC 8259 and Python's json are not (leading zeros, "1.",
  * control bytes as whitespace or inside strings, "\u0000" cutting a string short).
@@ -274,10 +280,87 @@ static void put_be32(unsigned char *p, size_t v)
 	p[3] = (unsigned char)v;
 }
 
-enum proto_err proto_frame_encode(const cJSON *msg, size_t limit, unsigned char **out, size_t *out_len)
+/* ---- sealing (PROTOCOL.md §1.1): ChaCha20-Poly1305, nonce 0^4 || seq, AAD the header ---- */
+
+static void seal_nonce(uint64_t seq, unsigned char iv[12])
+{
+	memset(iv, 0, 4);
+	for (int i = 0; i < 8; i++)
+		iv[4 + i] = (unsigned char)(seq >> (56 - 8 * i));
+}
+
+/* Encrypts text[0, n) in place and puts the tag at text[n] (room for PROTO_TAG_LEN more
+ * bytes); hdr is the frame's length, already counting the tag. */
+static enum proto_err seal_text(struct proto_seal *s, const unsigned char hdr[4], unsigned char *text, size_t n)
+{
+	unsigned char iv[12];
+	int len = 0;
+	if (s->seq == UINT64_MAX)
+		return PROTO_ERR_OVERFLOW; /* never reached: a sequence number is never reused */
+	seal_nonce(s->seq, iv);
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	bool ok = ctx != NULL && EVP_EncryptInit_ex2(ctx, EVP_chacha20_poly1305(), s->key, iv, NULL) == 1 &&
+		  EVP_EncryptUpdate(ctx, NULL, &len, hdr, 4) == 1 &&
+		  EVP_EncryptUpdate(ctx, text, &len, text, (int)n) == 1 && (size_t)len == n &&
+		  EVP_EncryptFinal_ex(ctx, text + n, &len) == 1 &&
+		  EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, PROTO_TAG_LEN, text + n) == 1;
+	EVP_CIPHER_CTX_free(ctx); /* cleanses the key schedule */
+	if (!ok)
+		return PROTO_ERR_CRYPTO;
+	s->seq++;
+	return PROTO_OK;
+}
+
+/* Decrypts body[0, n - PROTO_TAG_LEN) in place once the tag at its end verifies; on a
+ * bad tag nothing of it is kept (PROTO_ERR_FORGED). */
+static enum proto_err open_text(struct proto_seal *s, const unsigned char hdr[4], unsigned char *body, size_t n)
+{
+	unsigned char iv[12];
+	size_t m = n - PROTO_TAG_LEN;
+	int len = 0;
+	seal_nonce(s->seq, iv);
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	if (ctx == NULL)
+		return PROTO_ERR_NOMEM;
+	enum proto_err err = PROTO_ERR_CRYPTO;
+	if (EVP_DecryptInit_ex2(ctx, EVP_chacha20_poly1305(), s->key, iv, NULL) == 1 &&
+	    EVP_DecryptUpdate(ctx, NULL, &len, hdr, 4) == 1 &&
+	    EVP_DecryptUpdate(ctx, body, &len, body, (int)m) == 1 && (size_t)len == m &&
+	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, PROTO_TAG_LEN, body + m) == 1)
+		err = EVP_DecryptFinal_ex(ctx, body + m, &len) == 1 ? PROTO_OK : PROTO_ERR_FORGED;
+	EVP_CIPHER_CTX_free(ctx);
+	if (err != PROTO_OK) {
+		OPENSSL_cleanse(body, m);
+		return err;
+	}
+	s->seq++;
+	return PROTO_OK;
+}
+
+/* text (n bytes, from print_msg) as the body of a frame: sealed in place when seal is
+ * on, after growing text by the tag. *body_len is what the header says. */
+static enum proto_err seal_body(struct proto_seal *seal, char **text, size_t n, unsigned char hdr[4], size_t *body_len)
+{
+	*body_len = n;
+	if (seal == NULL || !seal->on) {
+		put_be32(hdr, n);
+		return PROTO_OK;
+	}
+	char *grown = realloc(*text, n + PROTO_TAG_LEN);
+	if (grown == NULL)
+		return PROTO_ERR_NOMEM;
+	*text = grown;
+	*body_len = n + PROTO_TAG_LEN;
+	put_be32(hdr, *body_len);
+	return seal_text(seal, hdr, (unsigned char *)grown, n);
+}
+
+enum proto_err proto_frame_encode(const cJSON *msg, size_t limit, struct proto_seal *seal, unsigned char **out,
+				  size_t *out_len)
 {
 	char *text = NULL;
-	size_t n = 0;
+	size_t n = 0, body = 0;
+	unsigned char hdr[4];
 	unsigned char *frame;
 	enum proto_err err;
 
@@ -286,17 +369,19 @@ enum proto_err proto_frame_encode(const cJSON *msg, size_t limit, unsigned char 
 	*out = NULL;
 	*out_len = 0;
 	err = print_msg(msg, limit, &text, &n);
+	if (err == PROTO_OK)
+		err = seal_body(seal, &text, n, hdr, &body);
 	if (err != PROTO_OK)
-		return err;
-	frame = malloc(n + 4);
+		goto out;
+	frame = malloc(body + 4);
 	if (frame == NULL) {
 		err = PROTO_ERR_NOMEM;
 		goto out;
 	}
-	put_be32(frame, n);
-	memcpy(frame + 4, text, n);
+	memcpy(frame, hdr, 4);
+	memcpy(frame + 4, text, body);
 	*out = frame;
-	*out_len = n + 4;
+	*out_len = body + 4;
 out:
 	free(text);
 	return err;
@@ -333,6 +418,25 @@ void proto_frame_conn_free(struct proto_conn *c)
 	reader_release(&c->rd);
 	writer_release(&c->wr);
 	c->want_write = false;
+	OPENSSL_cleanse(&c->rx, sizeof c->rx);
+	OPENSSL_cleanse(&c->tx, sizeof c->tx);
+}
+
+static void seal_start(struct proto_seal *s, const unsigned char key[PROTO_KEY_LEN])
+{
+	memcpy(s->key, key, PROTO_KEY_LEN);
+	s->seq = 0;
+	s->on = true;
+}
+
+void proto_frame_seal_recv(struct proto_conn *c, const unsigned char key[PROTO_KEY_LEN])
+{
+	seal_start(&c->rx, key);
+}
+
+void proto_frame_seal_send(struct proto_conn *c, const unsigned char key[PROTO_KEY_LEN])
+{
+	seal_start(&c->tx, key);
 }
 
 void proto_frame_set_wait(struct proto_conn *c, proto_wait_fn wait, void *ctx)
@@ -366,21 +470,27 @@ static size_t get_be32(const unsigned char *p)
 
 /* The frame at the front of the buffer: PROTO_OK with *out when it is all in,
  * PROTO_AGAIN when more is needed (*body_len set once the header is in). The length
- * is checked against the limit of this very frame, so a limit change between two
- * frames applies to the next one even when both arrived in one read. */
-static enum proto_err take_frame(struct proto_frame_reader *r, size_t *body_len, cJSON **out)
+ * is checked against the limit of this very frame, and a sealed frame's tag before
+ * anything of it is parsed, so a limit or sealing change between two frames applies
+ * to the next one even when both arrived in one read. */
+static enum proto_err take_frame(struct proto_conn *c, size_t *body_len, cJSON **out)
 {
+	struct proto_frame_reader *r = &c->rd;
 	size_t avail = r->len - r->off;
+	size_t tag = c->rx.on ? PROTO_TAG_LEN : 0;
 	*body_len = 0;
 	if (avail < 4)
 		return PROTO_AGAIN;
 	size_t n = get_be32(r->buf + r->off);
-	if (n == 0 || n > r->limit)
+	if (n <= tag || n > r->limit + tag)
 		return PROTO_ERR_TOO_LARGE;
 	*body_len = n;
 	if (avail < 4 + n)
 		return PROTO_AGAIN;
-	enum proto_err err = decode_in_place(r->buf + r->off + 4, n, out);
+	unsigned char *hdr = r->buf + r->off;
+	enum proto_err err = tag ? open_text(&c->rx, hdr, hdr + 4, n) : PROTO_OK;
+	if (err == PROTO_OK)
+		err = decode_in_place(hdr + 4, n - tag, out);
 	r->off += 4 + n;
 	/* An idle connection holds no buffer: ten thousand quiet peers cost nothing here. */
 	if (r->off == r->len)
@@ -435,7 +545,8 @@ static enum proto_err read_some(struct proto_conn *c, size_t body_len)
 /* Sticky failures: after a framing error the byte stream has no known boundary. */
 static enum proto_err reader_fail(struct proto_conn *c, enum proto_err err)
 {
-	if (err == PROTO_ERR_TOO_LARGE || err == PROTO_ERR_BAD_JSON || err == PROTO_ERR_TRUNCATED) {
+	if (err == PROTO_ERR_TOO_LARGE || err == PROTO_ERR_BAD_JSON || err == PROTO_ERR_TRUNCATED ||
+	    err == PROTO_ERR_FORGED || err == PROTO_ERR_CRYPTO) {
 		c->rd.failed = err;
 		reader_release(&c->rd);
 	}
@@ -455,7 +566,7 @@ enum proto_err proto_frame_recv(struct proto_conn *c, cJSON **out)
 		return c->rd.failed;
 	for (;;) {
 		size_t body_len;
-		err = take_frame(&c->rd, &body_len, out);
+		err = take_frame(c, &body_len, out);
 		if (err != PROTO_AGAIN)
 			break;
 		err = read_some(c, body_len);
@@ -589,9 +700,12 @@ static enum proto_err enqueue(struct proto_conn *c, const cJSON *msg)
 	enum proto_err err;
 
 	err = print_msg(msg, PROTO_MAX_FRAME, &text, &n);
-	if (err != PROTO_OK)
+	if (err == PROTO_OK)
+		err = seal_body(&c->tx, &text, n, hdr, &n);
+	if (err != PROTO_OK) {
+		free(text);
 		return err;
-	put_be32(hdr, n);
+	}
 	if (c->wr.len == c->wr.off) {
 		struct iovec iov[2] = { { .iov_base = hdr, .iov_len = 4 }, { .iov_base = text, .iov_len = n } };
 		ssize_t got = send_retrying(c->fd, iov, 2);

@@ -174,6 +174,8 @@ static enum proto_err parse_hello(const cJSON *obj, struct proto_msg *m)
 		}
 		err = req_hex(obj, "nonce", m->u.hello_worker.nonce, PROTO_NONCE_LEN);
 		if (err == PROTO_OK)
+			err = req_hex(obj, "key", m->u.hello_worker.key, PROTO_KEY_LEN);
+		if (err == PROTO_OK)
 			err = req_string(obj, "agent", 1, &m->u.hello_worker.agent);
 		return err;
 	}
@@ -186,7 +188,7 @@ static enum proto_err parse_hello(const cJSON *obj, struct proto_msg *m)
 		if (err == PROTO_OK)
 			err = req_hex(obj, "nonce", m->u.hello_manager.nonce, PROTO_NONCE_LEN);
 		if (err == PROTO_OK)
-			err = req_hex(obj, "proof", m->u.hello_manager.proof, PROTO_PROOF_LEN);
+			err = req_hex(obj, "key", m->u.hello_manager.key, PROTO_KEY_LEN);
 		return err;
 	}
 	return PROTO_ERR_BAD_MESSAGE;
@@ -451,8 +453,8 @@ static enum proto_err b_finish(struct build *b, enum proto_msg_type expect, cJSO
 	return err;
 }
 
-enum proto_err proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN], const char *agent,
-			   cJSON **out)
+enum proto_err proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN],
+				      const unsigned char key[PROTO_KEY_LEN], const char *agent, cJSON **out)
 {
 	struct build b = b_begin("hello", out);
 	cJSON *versions = cJSON_AddArrayToObject(b.obj, "versions");
@@ -464,18 +466,19 @@ enum proto_err proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN]
 	}
 	b_str(&b, "role", "worker");
 	b_hex(&b, "nonce", nonce, PROTO_NONCE_LEN);
+	b_hex(&b, "key", key, PROTO_KEY_LEN);
 	b_str(&b, "agent", agent != NULL ? agent : "");
 	return b_finish(&b, PROTO_MSG_HELLO_WORKER, out);
 }
 
 enum proto_err proto_msg_hello_manager(int version, const unsigned char nonce[PROTO_NONCE_LEN],
-			    const unsigned char proof[PROTO_PROOF_LEN], cJSON **out)
+				       const unsigned char key[PROTO_KEY_LEN], cJSON **out)
 {
 	struct build b = b_begin("hello", out);
 	b_num(&b, "version", version);
 	b_str(&b, "role", "manager");
 	b_hex(&b, "nonce", nonce, PROTO_NONCE_LEN);
-	b_hex(&b, "proof", proof, PROTO_PROOF_LEN);
+	b_hex(&b, "key", key, PROTO_KEY_LEN);
 	return b_finish(&b, PROTO_MSG_HELLO_MANAGER, out);
 }
 

@@ -1,12 +1,14 @@
-/* batch-agent native wire protocol, version 1: the codec shared by the worker role,
+/* batch-agent native wire protocol, version 2: the codec shared by the worker role,
  * the main (manager) role and the tests. PROTOCOL.md beside this file is the spec;
  * this header is the C view of it.
  *
  * Three modules, one prefix each:
  *   proto_frame_*  length-prefixed JSON frames on a non-blocking stream socket
- *                  (a reader, a writer queue, blocking helpers with a deadline);
+ *                  (a reader, a writer queue, blocking helpers with a deadline),
+ *                  plain or sealed (ChaCha20-Poly1305, PROTOCOL.md §1.1);
  *   proto_msg_*    typed builders and a typed, field-by-field validating parser;
- *   proto_auth_*   nonces, HMAC-SHA256 proofs, constant-time checks, hex.
+ *   proto_auth_*   nonces, the X25519 exchange, the HKDF key schedule that gives
+ *                  both proofs and both session keys, constant-time checks, hex.
  *
  * Every function that can fail returns enum proto_err (PROTO_OK == 0) and writes its
  * results only through out parameters. Nothing here closes a file descriptor, logs,
@@ -20,7 +22,7 @@
 
 #include <cjson/cJSON.h>
 
-#define PROTO_VERSION 1                  /* the only version this codec speaks */
+#define PROTO_VERSION 2                  /* the only version this codec speaks */
 #define PROTO_MAX_FRAME 65536            /* payload bytes, after authentication */
 #define PROTO_MAX_HANDSHAKE_FRAME 4096   /* payload bytes, until the peer proved the cookie */
 #define PROTO_MAX_DEPTH 32               /* nesting of objects/arrays; the top object is 1 */
@@ -29,7 +31,9 @@
 #define PROTO_HEARTBEAT_MISSES 3         /* intervals of silence after which a peer is lost */
 #define PROTO_NONCE_LEN 32               /* raw bytes; 64 hex digits on the wire */
 #define PROTO_PROOF_LEN 32               /* HMAC-SHA256 output; 64 hex digits on the wire */
-#define PROTO_HEX_LEN 64                 /* hex digits of a nonce or a proof */
+#define PROTO_HEX_LEN 64                 /* hex digits of a nonce, a key or a proof */
+#define PROTO_KEY_LEN 32                 /* X25519 public key; a session key (ChaCha20) */
+#define PROTO_TAG_LEN 16                 /* Poly1305 tag at the end of a sealed frame */
 
 enum proto_err {
 	PROTO_OK = 0,
@@ -47,6 +51,7 @@ enum proto_err {
 	PROTO_ERR_CRYPTO,      /* libcrypto failed (no entropy, no SHA-256) */
 	PROTO_ERR_OVERFLOW,    /* the send queue is over its cap: the peer does not read */
 	PROTO_ERR_INTERRUPTED, /* a *_wait helper's wait hook ended the wait (batch-agent: a signal) */
+	PROTO_ERR_FORGED,      /* a sealed frame did not authenticate: forged, altered, replayed or reordered */
 };
 
 /* A static English description; never NULL, also for unknown codes. */
@@ -60,6 +65,14 @@ const char *proto_err_code(enum proto_err err);
 /* ---------------------------------------------------------------------------------
  * Framing: 4-byte big-endian length N, then N bytes of UTF-8 JSON, 1 <= N <= limit.
  * --------------------------------------------------------------------------------- */
+
+/* One direction's sealing (PROTOCOL.md §1.1): off until that direction's auth went
+ * by, then the direction's key and the sequence number of its next frame. */
+struct proto_seal {
+	bool on;
+	uint64_t seq;
+	unsigned char key[PROTO_KEY_LEN];
+};
 
 struct proto_frame_reader {
 	unsigned char *buf; /* buffered bytes are buf[off, len); NULL while none are */
@@ -96,6 +109,7 @@ struct proto_conn {
 	void *wait_ctx;
 	struct proto_frame_reader rd;
 	struct proto_frame_writer wr;
+	struct proto_seal rx, tx;
 };
 
 /* Default cap of the send queue: generous for heartbeats and events, small enough
@@ -111,13 +125,19 @@ void proto_frame_conn_init(struct proto_conn *c, int fd);
 void proto_frame_set_wait(struct proto_conn *c, proto_wait_fn wait, void *ctx);
 /* The default wait: poll() on fd alone until the deadline, retrying after EINTR. */
 enum proto_err proto_frame_poll(int fd, short events, int64_t deadline_ms, void *ctx);
-/* Frees the buffers; leaves fd open. Safe on a zeroed or already freed conn. */
+/* Frees the buffers and wipes the session keys; leaves fd open. Safe on a zeroed or
+ * already freed conn. */
 void proto_frame_conn_free(struct proto_conn *c);
 /* Limit for frames not taken yet: call it right after the message that proved the
  * peer (auth for a manager, hello for a worker). Each frame's length is checked when
  * the frame is taken, so the change applies to the very next frame even when it is
  * buffered already. limit must be in [1, PROTO_MAX_FRAME]. */
 enum proto_err proto_frame_set_limit(struct proto_conn *c, size_t limit);
+/* Seal one direction from the next frame on, with the direction's key (sequence
+ * numbers from 0). Like the limit, the change applies to the very next frame taken or
+ * sent, even when it is buffered already. */
+void proto_frame_seal_recv(struct proto_conn *c, const unsigned char key[PROTO_KEY_LEN]);
+void proto_frame_seal_send(struct proto_conn *c, const unsigned char key[PROTO_KEY_LEN]);
 /* Exact reads: the reader asks the socket only for the bytes of the frame in progress
  * (two recv() a frame), so nothing past the frame it returns leaves the socket. For a
  * connection that will be handed to another program. Default: greedy reads, one
@@ -155,8 +175,10 @@ enum proto_err proto_frame_send_wait(struct proto_conn *c, const cJSON *msg, int
 enum proto_err proto_frame_flush_wait(struct proto_conn *c, int64_t deadline_ms);
 enum proto_err proto_frame_recv_wait(struct proto_conn *c, cJSON **out, int64_t deadline_ms);
 
-/* Whole frame (header + payload) for msg in a new malloc()ed buffer. */
-enum proto_err proto_frame_encode(const cJSON *msg, size_t limit, unsigned char **out, size_t *out_len);
+/* Whole frame (header + payload) for msg in a new malloc()ed buffer; sealed with seal
+ * (whose seq then advances) unless it is NULL or off. */
+enum proto_err proto_frame_encode(const cJSON *msg, size_t limit, struct proto_seal *seal, unsigned char **out,
+				  size_t *out_len);
 /* One payload (without header) of len bytes, validated as the reader does:
  * UTF-8 without NUL, no "\u0000", one JSON object, depth <= PROTO_MAX_DEPTH,
  * no duplicate member names in any object. */
@@ -214,12 +236,13 @@ struct proto_msg {
 			int versions[PROTO_MAX_VERSIONS]; /* in the order sent */
 			size_t n_versions;
 			unsigned char nonce[PROTO_NONCE_LEN];
+			unsigned char key[PROTO_KEY_LEN];
 			const char *agent;
 		} hello_worker;
 		struct {
 			int version;
 			unsigned char nonce[PROTO_NONCE_LEN];
-			unsigned char proof[PROTO_PROOF_LEN];
+			unsigned char key[PROTO_KEY_LEN];
 		} hello_manager;
 		struct {
 			unsigned char proof[PROTO_PROOF_LEN];
@@ -269,10 +292,10 @@ const char *proto_msg_type_name(enum proto_msg_type type);
 /* Builders: each makes a new cJSON object in *out (caller deletes) and checks it
  * with proto_msg_parse(), so what we send is exactly what we accept:
  * PROTO_ERR_INVALID when an argument is out of range. */
-enum proto_err proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN], const char *agent,
-			   cJSON **out);
+enum proto_err proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN],
+				      const unsigned char key[PROTO_KEY_LEN], const char *agent, cJSON **out);
 enum proto_err proto_msg_hello_manager(int version, const unsigned char nonce[PROTO_NONCE_LEN],
-			    const unsigned char proof[PROTO_PROOF_LEN], cJSON **out);
+				       const unsigned char key[PROTO_KEY_LEN], cJSON **out);
 enum proto_err proto_msg_auth(const unsigned char proof[PROTO_PROOF_LEN], cJSON **out);
 enum proto_err proto_msg_register(const struct proto_register *reg, cJSON **out);
 enum proto_err proto_msg_accept(int64_t heartbeat_interval_ms, cJSON **out);
@@ -318,22 +341,47 @@ enum proto_role {
 /* PROTO_NONCE_LEN fresh bytes from getrandom(2); PROTO_ERR_CRYPTO if it fails. */
 enum proto_err proto_auth_nonce(unsigned char nonce[PROTO_NONCE_LEN]);
 
-/* The proof that `prover` knows the cookie, for this pair of nonces:
- *   manager: HMAC-SHA256(cookie, "batch-agent/<version> manager\n" || worker_nonce || manager_nonce)
- *   worker:  HMAC-SHA256(cookie, "batch-agent/<version> worker\n" || manager_nonce || worker_nonce)
- * (the verifier's nonce first, so each proof answers the other side's challenge).
- * The nonces are passed by role, not by order, so callers cannot swap them.
- * cookie_len must be >= 1. Intermediate state is wiped. */
-enum proto_err proto_auth_proof(const void *cookie, size_t cookie_len, int version, enum proto_role prover,
-		     const unsigned char worker_nonce[PROTO_NONCE_LEN],
-		     const unsigned char manager_nonce[PROTO_NONCE_LEN],
-		     unsigned char proof[PROTO_PROOF_LEN]);
-/* Recomputes the proof and compares with CRYPTO_memcmp(): PROTO_OK or PROTO_ERR_AUTH.
- * Also PROTO_ERR_AUTH when the two nonces are equal (a reflected nonce). */
-enum proto_err proto_auth_verify(const void *cookie, size_t cookie_len, int version, enum proto_role prover,
-		      const unsigned char worker_nonce[PROTO_NONCE_LEN],
-		      const unsigned char manager_nonce[PROTO_NONCE_LEN],
-		      const unsigned char proof[PROTO_PROOF_LEN]);
+/* One side's X25519 key pair: pkey is OpenSSL's (EVP_PKEY), pub the raw public key. */
+struct proto_kex {
+	void *pkey;
+	unsigned char pub[PROTO_KEY_LEN];
+};
+
+/* A fresh key pair: PROTO_ERR_CRYPTO if libcrypto cannot make one. */
+enum proto_err proto_kex_new(struct proto_kex *kex);
+/* The key pair of a given private key (the test vectors). */
+enum proto_err proto_kex_from_private(struct proto_kex *kex, const unsigned char priv[PROTO_KEY_LEN]);
+/* Frees the key pair (OpenSSL wipes the private key); safe on a zeroed one. */
+void proto_kex_free(struct proto_kex *kex);
+
+/* What both sides hash into th (PROTOCOL.md §3, step 3). */
+struct proto_transcript {
+	int version;
+	unsigned char worker_nonce[PROTO_NONCE_LEN];
+	unsigned char worker_key[PROTO_KEY_LEN];
+	unsigned char manager_nonce[PROTO_NONCE_LEN];
+	unsigned char manager_key[PROTO_KEY_LEN];
+};
+
+/* What the handshake derives: okm = HKDF(th, dh || cookie, "batch-agent/<v> keys"). */
+struct proto_keys {
+	unsigned char worker_proof[PROTO_PROOF_LEN];  /* wp */
+	unsigned char manager_proof[PROTO_PROOF_LEN]; /* mp */
+	unsigned char w2m[PROTO_KEY_LEN];             /* seals the worker's frames */
+	unsigned char m2w[PROTO_KEY_LEN];             /* seals the manager's frames */
+};
+
+/* The key schedule, for the side `self` holding `own` (whose public key must be that
+ * side's key in t): dh with the other side's key, then HKDF. PROTO_ERR_AUTH when the
+ * nonces are equal (a reflected challenge) or dh is all zeros (a small-order peer key);
+ * PROTO_ERR_CRYPTO when libcrypto fails. cookie_len must be >= 1. dh and the HKDF state
+ * are wiped; the caller wipes *out after use (proto_auth_wipe). */
+enum proto_err proto_auth_keys(const void *cookie, size_t cookie_len, enum proto_role self,
+			       const struct proto_kex *own, const struct proto_transcript *t,
+			       struct proto_keys *out);
+/* Constant-time comparison of a received proof with the expected one: PROTO_OK or
+ * PROTO_ERR_AUTH. */
+enum proto_err proto_auth_check(const unsigned char expect[PROTO_PROOF_LEN], const unsigned char got[PROTO_PROOF_LEN]);
 
 /* Lowercase hex of len bytes into out (out_size >= 2 * len + 1, NUL-terminated). */
 enum proto_err proto_auth_hex_encode(const unsigned char *in, size_t len, char *out, size_t out_size);

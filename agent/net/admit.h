@@ -1,9 +1,10 @@
 /* The manager's side of the handshake (PROTOCOL.md §3): the checks that let a peer
  * from hello to a registration, one step at a time.
  *
- *   W -> M  hello {versions, wn}      admit_hello: a version in common; our proof mp
- *   M -> W  hello {v, mn, mp}
- *   W -> M  auth {wp}                 admit_auth: wp proves the cookie
+ *   W -> M  hello {versions, wn, wk}  admit_hello: a version in common; the keys
+ *   M -> W  hello {v, mn, mk}           (X25519 with our key pair, then HKDF)
+ *   W -> M  auth {wp}                 admit_auth: wp proves the cookie; the worker's
+ *   M -> W  auth {mp}                   direction, then ours, are sealed
  *   W -> M  register {...}            admit_register: this job, a child's index, an
  *   M -> W  accept | reject             address fit for the hostfile
  *
@@ -17,19 +18,21 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "conn.h"
 #include "cookie.h"
 #include "proto.h"
 
-/* One peer's progress through the handshake. */
+/* One peer's progress through the handshake: what its hello's exchange derived, until
+ * its proof is checked (then the session keys move into the connection, and this is
+ * wiped). */
 struct admission {
-	int version;
-	unsigned char worker_nonce[PROTO_NONCE_LEN];
-	unsigned char manager_nonce[PROTO_NONCE_LEN];
+	struct proto_keys keys;
 };
 
 /* What a registration must match. */
 struct admit_job {
 	const struct cookie *cookie;
+	const struct proto_kex *kex; /* the listener's key pair, for every peer's exchange */
 	const char *job_id;     /* AWS_BATCH_JOB_ID, for messages; NULL when unknown */
 	const char *job_prefix; /* "<uuid>#" of this job, NULL when unknown */
 	size_t job_prefix_length;
@@ -48,9 +51,13 @@ struct admit_refusal {
 /* The worker's hello: true with *reply, our hello to send. */
 bool admit_hello(struct admission *a, const struct admit_job *job, const struct proto_msg *msg, cJSON **reply,
 		 struct admit_refusal *why);
-/* The worker's proof: true when it proves the cookie (raise the frame limit then). */
-bool admit_auth(const struct admission *a, const struct admit_job *job, const struct proto_msg *msg,
-		struct admit_refusal *why);
+/* The worker's proof: true when it proves the cookie, with *reply our proof. */
+bool admit_auth(const struct admission *a, const struct proto_msg *msg, cJSON **reply, struct admit_refusal *why);
+/* After admit_auth: the worker's direction is sealed from its next frame (and may be
+ * 65536 bytes), our proof goes out plain, our direction is sealed after it; then the
+ * admission is wiped (the keys live on in the connection alone). Takes reply. */
+void admit_seal(struct admission *a, struct conn *c, cJSON *reply);
+
 /* The registration: true when it names a child of this job at a usable address. */
 bool admit_register(const struct admit_job *job, const struct proto_msg *msg, struct admit_refusal *why);
 

@@ -1,10 +1,12 @@
 /* Stage 5: the native handshake, worker side (PROTOCOL.md §3).
  *
- *   W -> M  hello {versions, nonce wn}
- *   M -> W  hello {version, nonce mn, proof mp}   (or error busy: dial again)
- *   W       check version and mp
- *   W -> M  auth {proof wp}
- *   W -> M  register {job, node, address, ...}
+ *   W -> M  hello {versions, nonce wn, key wk}
+ *   M -> W  hello {version, nonce mn, key mk}     (or error busy: dial again)
+ *   W       check the version; X25519 + HKDF: wp, mp, k_w2m, k_m2w
+ *   W -> M  auth {proof wp}                       then our direction is sealed
+ *   W -> M  register {job, node, address, ...}    (sealed)
+ *   M -> W  auth {proof mp}                       (or error auth_failed: other cookie)
+ *   W       check mp; the manager's direction is sealed from here on
  *   M -> W  accept {heartbeat_interval_ms} | reject {code}
  *
  * Every wait goes through the agent's one signal-aware wait (the codec's wait hook),
@@ -31,7 +33,9 @@ struct handshake {
 	int64_t deadline;       /* PROTO_HANDSHAKE_TIMEOUT_MS after the manager's last frame */
 	bool heard_hello;       /* before it, a silent or closing manager is busy, not broken */
 	enum ba_status signal;  /* 128+N when the wait ended for a terminating signal */
-	unsigned char worker_nonce[PROTO_NONCE_LEN];
+	struct proto_kex kex;        /* ours, for this connection only */
+	struct proto_transcript transcript;
+	struct proto_keys keys;      /* wiped when the handshake ends */
 };
 
 /* The codec's wait: the agent's, which also watches the signals. */
@@ -142,15 +146,21 @@ static enum ba_status receive_message(struct handshake *h, cJSON **json, struct 
 static enum ba_status send_hello(struct handshake *h)
 {
 	cJSON *msg = NULL;
-	if (proto_auth_nonce(h->worker_nonce) != PROTO_OK) {
+	if (proto_auth_nonce(h->transcript.worker_nonce) != PROTO_OK) {
 		log_error("no randomness for the authentication nonce");
 		return BA_EX_OSERR;
 	}
-	enum proto_err err = proto_msg_hello_worker(h->worker_nonce, AGENT_NAME, &msg);
+	if (proto_kex_new(&h->kex) != PROTO_OK) {
+		log_error("cannot make an X25519 key pair for the key exchange");
+		return BA_EX_OSERR;
+	}
+	memcpy(h->transcript.worker_key, h->kex.pub, PROTO_KEY_LEN);
+	h->transcript.version = PROTO_VERSION;
+	enum proto_err err = proto_msg_hello_worker(h->transcript.worker_nonce, h->kex.pub, AGENT_NAME, &msg);
 	return send_message(h, msg, err, "to our hello");
 }
 
-/* The manager's hello: the version we offered, and the proof of the cookie. */
+/* The manager's hello: the version we offered, and its half of the key exchange. */
 static enum ba_status check_hello(struct handshake *h, const struct proto_msg *reply)
 {
 	if (reply->type != PROTO_MSG_HELLO_MANAGER) {
@@ -159,47 +169,71 @@ static enum ba_status check_hello(struct handshake *h, const struct proto_msg *r
 		tell(h, PROTO_CODE_UNEXPECTED, "expected the manager's hello");
 		return BA_EX_PROTOCOL;
 	}
-	/* We offered PROTO_VERSION only (PROTOCOL.md §3, step 3): any other choice is not
-	 * one we can speak, whatever its proof says. */
+	/* We offered PROTO_VERSION only (PROTOCOL.md §3, step 4). */
 	if (reply->u.hello_manager.version != PROTO_VERSION) {
 		log_error("%s chose protocol version %d, which we did not offer (we speak %d)", h->peer,
 			  reply->u.hello_manager.version, PROTO_VERSION);
-		tell(h, PROTO_CODE_UNSUPPORTED_VERSION, "this worker speaks version 1 only");
+		tell(h, PROTO_CODE_UNSUPPORTED_VERSION, "this worker speaks version 2 only");
 		return BA_EX_PROTOCOL;
 	}
-	/* The manager proves the cookie first; we prove nothing to a peer that has not. */
-	if (proto_auth_verify(h->cookie->bytes, h->cookie->length, PROTO_VERSION, PROTO_ROLE_MANAGER, h->worker_nonce,
-			      reply->u.hello_manager.nonce, reply->u.hello_manager.proof) != PROTO_OK) {
-		log_error("%s failed to prove the cookie: the two sides have different cookies, or it is not our "
-			  "manager", h->peer);
-		tell(h, PROTO_CODE_AUTH_FAILED, "manager proof does not match");
+	memcpy(h->transcript.manager_nonce, reply->u.hello_manager.nonce, PROTO_NONCE_LEN);
+	memcpy(h->transcript.manager_key, reply->u.hello_manager.key, PROTO_KEY_LEN);
+	enum proto_err err = proto_auth_keys(h->cookie->bytes, h->cookie->length, PROTO_ROLE_WORKER, &h->kex,
+					     &h->transcript, &h->keys);
+	if (err == PROTO_ERR_AUTH) {
+		log_error("%s sent a hello we cannot authenticate against (our own nonce, or a degenerate key): "
+			  "not our manager", h->peer);
+		tell(h, PROTO_CODE_AUTH_FAILED, "reflected nonce or degenerate key");
 		return BA_EX_NOPERM;
+	}
+	if (err != PROTO_OK) {
+		log_error("cannot derive the session keys: %s", proto_strerror(err));
+		return BA_EX_OSERR;
 	}
 	return BA_OK;
 }
 
-/* Steps 2 to 4: the manager's hello, then our proof. */
+/* Steps 2 to 4: the manager's hello, then our proof; what we send next is sealed. */
 static enum ba_status authenticate(struct handshake *h)
 {
 	cJSON *json = NULL, *msg = NULL;
 	struct proto_msg reply;
-	unsigned char proof[PROTO_PROOF_LEN];
 	enum ba_status rc = receive_message(h, &json, &reply, "during the hello");
 	if (rc == BA_OK)
 		rc = check_hello(h, &reply);
-	if (rc == BA_OK) {
-		h->heard_hello = true;
-		proto_frame_set_limit(h->conn, PROTO_MAX_FRAME);
-		if (proto_auth_proof(h->cookie->bytes, h->cookie->length, PROTO_VERSION, PROTO_ROLE_WORKER, h->worker_nonce,
-				     reply.u.hello_manager.nonce, proof) != PROTO_OK)
-			rc = BA_EX_OSERR;
+	cJSON_Delete(json);
+	if (rc != BA_OK)
+		return rc;
+	h->heard_hello = true;
+	enum proto_err err = proto_msg_auth(h->keys.worker_proof, &msg);
+	rc = send_message(h, msg, err, "to our proof");
+	if (rc == BA_OK)
+		proto_frame_seal_send(h->conn, h->keys.w2m);
+	return rc;
+}
+
+/* Step 7: the manager proves the cookie, for this very exchange; from its next frame
+ * on, what it sends is sealed. */
+static enum ba_status check_manager_proof(struct handshake *h)
+{
+	cJSON *json = NULL;
+	struct proto_msg reply;
+	enum ba_status rc = receive_message(h, &json, &reply, "after our proof");
+	if (rc == BA_OK && reply.type != PROTO_MSG_AUTH) {
+		log_error("%s answered our proof with \"%s\", not its own proof", h->peer, proto_msg_type_name(reply.type));
+		tell(h, PROTO_CODE_UNEXPECTED, "expected the manager's auth");
+		rc = BA_EX_PROTOCOL;
+	} else if (rc == BA_OK && proto_auth_check(h->keys.manager_proof, reply.u.auth.proof) != PROTO_OK) {
+		log_error("%s failed to prove the cookie: the two sides have different cookies, or it is not our "
+			  "manager", h->peer);
+		tell(h, PROTO_CODE_AUTH_FAILED, "manager proof does not match");
+		rc = BA_EX_NOPERM;
 	}
 	cJSON_Delete(json);
 	if (rc == BA_OK) {
-		enum proto_err err = proto_msg_auth(proof, &msg);
-		rc = send_message(h, msg, err, "to our proof");
+		proto_frame_set_limit(h->conn, PROTO_MAX_FRAME);
+		proto_frame_seal_recv(h->conn, h->keys.m2w);
 	}
-	proto_auth_wipe(proof, sizeof proof);
 	return rc;
 }
 
@@ -271,7 +305,12 @@ enum ba_status handshake_worker(const struct config *cfg, struct proto_conn *con
 	if (rc == BA_OK)
 		rc = send_register(&h);
 	if (rc == BA_OK)
+		rc = check_manager_proof(&h);
+	if (rc == BA_OK)
 		rc = receive_verdict(&h, heartbeat_ms);
+	/* The session keys live on in conn alone; the exchange is forgotten. */
+	proto_kex_free(&h.kex);
+	proto_auth_wipe(&h.keys, sizeof h.keys);
 	/* h goes out of scope: the session that follows waits in its own loop. */
 	proto_frame_set_wait(conn, NULL, NULL);
 	return rc;

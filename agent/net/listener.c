@@ -23,13 +23,13 @@
 #define FD_SLACK 32              /* descriptors besides the peers': stdio, epoll, signalfd, pipes, hostfile */
 #define LISTEN_BACKLOG 4096
 #define ACCEPT_BATCH 64          /* connections taken per turn of the loop (see on_accept) */
-/* The first message (hello; in a TLS version, the ClientHello) is due this long after
+/* The first message (hello) is due this long after
  * accept: a worker sends it the moment its connect completes, a stranger who holds the
  * connection idle loses it. Not scaled: a worker too slow for it (valgrind on a loaded
  * machine) sees the connection end before the manager's hello and dials again. */
 #define FIRST_MESSAGE_MS 1000
 /* Handshakes served at once: our hello sent, accept not yet. The manager's part of one
- * (two HMACs, three frames) is about 0.1 ms of CPU, so 256 ahead of a worker cost it
+ * (one X25519 derivation, an HKDF, four frames) is about 0.2 ms of CPU, so 256 ahead of a worker cost it
  * tens of milliseconds, and a main that gets 1% of a CPU still answers within the
  * worker's 10 s. Beyond them, peers wait in a queue with their hello read. */
 #define SERVE_MAX 256
@@ -38,6 +38,7 @@ struct listener {
 	struct loop *loop;
 	const struct config *cfg;
 	struct admit_job job;
+	struct proto_kex kex;  /* our half of every peer's key exchange, until the door closes */
 	struct listener_hooks hooks;
 	int listen_fd;
 	struct peer *peers;    /* every peer with a live connection, and registered ones */
@@ -250,6 +251,8 @@ void listener_close_door(struct listener *ls, const char *why)
 		return;
 	ls->door_closed = true;
 	ls->accepting = false;
+	/* Forward secrecy from here on: no admission is left to need our key pair. */
+	proto_kex_free(&ls->kex);
 	loop_timer_cancel(ls->loop, &ls->accept_timer);
 	if (!ls->accept_paused)
 		loop_remove(ls->loop, ls->listen_fd);
@@ -357,6 +360,7 @@ void listener_drop(struct peer *p, const char *why)
 	if (!p->conn.open)
 		return;
 	conn_close(&p->conn);
+	proto_auth_wipe(&p->admission, sizeof p->admission);
 	if (p->state != PEER_REGISTERED) {
 		leave_service(ls, p);
 		pending_remove(&ls->pend, &p->pending);
@@ -466,11 +470,11 @@ static void on_message(struct conn *c, const struct proto_msg *msg, void *ctx)
 		return;
 	}
 	case PEER_AUTH:
-		if (!admit_auth(&p->admission, &ls->job, msg, &why)) {
+		if (!admit_auth(&p->admission, msg, &reply, &why)) {
 			refuse_peer(p, &why);
 			return;
 		}
-		proto_frame_set_limit(&p->conn.pc, PROTO_MAX_FRAME);
+		admit_seal(&p->admission, &p->conn, reply);
 		p->state = PEER_REGISTER;
 		return;
 	case PEER_REGISTER:
@@ -618,7 +622,7 @@ static enum ba_status encode_busy(struct listener *ls)
 	cJSON *msg = NULL;
 	enum proto_err err = proto_msg_error(PROTO_CODE_BUSY, "too many handshakes in progress: dial again later", &msg);
 	if (err == PROTO_OK)
-		err = proto_frame_encode(msg, PROTO_MAX_HANDSHAKE_FRAME, &ls->busy_frame, &ls->busy_frame_len);
+		err = proto_frame_encode(msg, PROTO_MAX_HANDSHAKE_FRAME, NULL, &ls->busy_frame, &ls->busy_frame_len);
 	cJSON_Delete(msg);
 	if (err == PROTO_OK)
 		return BA_OK;
@@ -635,6 +639,11 @@ enum ba_status listener_start(struct listener **out, struct loop *loop, const st
 	*ls = (struct listener){ .loop = loop, .cfg = cfg, .job = *job, .hooks = *hooks, .listen_fd = -1,
 				 .accepting = true };
 	*out = ls;
+	ls->job.kex = &ls->kex;
+	if (proto_kex_new(&ls->kex) != PROTO_OK) {
+		log_error("cannot make an X25519 key pair for the key exchange");
+		return BA_EX_OSERR;
+	}
 	enum ba_status rc = size_pending(ls);
 	if (rc == BA_OK)
 		rc = pending_init(&ls->pend, ls->max_pending, PENDING_PER_SOURCE_MAX);
@@ -669,6 +678,7 @@ void listener_free(struct listener *ls)
 			proto_frame_flush(&p->conn.pc);
 		conn_close(&p->conn);
 		cJSON_Delete(p->held_hello);
+		proto_auth_wipe(&p->admission, sizeof p->admission);
 		free(p);
 	}
 	loop_timer_cancel(ls->loop, &ls->sweep_timer);
@@ -680,6 +690,7 @@ void listener_free(struct listener *ls)
 	}
 	free(ls->busy_frame);
 	pending_free(&ls->pend);
+	proto_kex_free(&ls->kex);
 	free(ls);
 }
 

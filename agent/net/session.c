@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -70,7 +71,7 @@ static void on_lost(struct conn *c, enum proto_err err, void *ctx)
 		return;
 	}
 	if (err == PROTO_ERR_TOO_LARGE || err == PROTO_ERR_BAD_JSON || err == PROTO_ERR_TRUNCATED ||
-	    err == PROTO_ERR_BAD_MESSAGE) {
+	    err == PROTO_ERR_BAD_MESSAGE || err == PROTO_ERR_FORGED) {
 		log_error("the manager at %s broke the protocol: %s", s->peer, proto_strerror(err));
 		s->protocol_error = true;
 	}
@@ -188,15 +189,68 @@ static void on_finished(void *ctx, int exit_status)
 	loop_stop(s->loop, code);
 }
 
+/* The sealed session as PROTOCOL.md §4 gives it to an --exec payload: one JSON object
+ * in a sealed memfd (inherited: no MFD_CLOEXEC), never in the environment or argv. */
+static char *session_text(const struct proto_conn *conn)
+{
+	char send_key[PROTO_HEX_LEN + 1], recv_key[PROTO_HEX_LEN + 1];
+	cJSON *doc = cJSON_CreateObject();
+	char *text = NULL;
+	proto_auth_hex_encode(conn->tx.key, PROTO_KEY_LEN, send_key, sizeof send_key);
+	proto_auth_hex_encode(conn->rx.key, PROTO_KEY_LEN, recv_key, sizeof recv_key);
+	if (doc != NULL && cJSON_AddStringToObject(doc, "cipher", "chacha20-poly1305") &&
+	    cJSON_AddStringToObject(doc, "send_key", send_key) && cJSON_AddNumberToObject(doc, "send_seq", (double)conn->tx.seq) &&
+	    cJSON_AddStringToObject(doc, "recv_key", recv_key) && cJSON_AddNumberToObject(doc, "recv_seq", (double)conn->rx.seq))
+		text = cJSON_PrintUnformatted(doc);
+	/* cJSON keeps copies of the strings: wipe them before they are freed. */
+	for (cJSON *item = doc ? doc->child : NULL; item; item = item->next)
+		if (cJSON_IsString(item))
+			proto_auth_wipe(item->valuestring, strlen(item->valuestring));
+	cJSON_Delete(doc);
+	proto_auth_wipe(send_key, sizeof send_key);
+	proto_auth_wipe(recv_key, sizeof recv_key);
+	return text;
+}
+
+static enum ba_status session_memfd(const struct proto_conn *conn, int *out)
+{
+	char *text = session_text(conn);
+	if (text == NULL) {
+		log_error("out of memory writing the session for the payload");
+		return BA_EX_OSERR;
+	}
+	size_t length = strlen(text);
+	int fd = memfd_create("batch-agent-session", MFD_ALLOW_SEALING);
+	ssize_t n = fd >= 0 ? write(fd, text, length) : -1;
+	proto_auth_wipe(text, length);
+	free(text);
+	if (fd < 0 || n != (ssize_t)length ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0 ||
+	    lseek(fd, 0, SEEK_SET) != 0) {
+		log_error("handing the session to the payload (memfd): %m");
+		if (fd >= 0)
+			close(fd);
+		return BA_EX_OSERR;
+	}
+	*out = fd;
+	return BA_OK;
+}
+
 static enum ba_status exec_with_connection(const struct config *cfg, struct proto_conn *conn, int64_t heartbeat_ms,
 				const char *manager, const char *node_addr)
 {
 	struct payload payload;
 	/* The payload now speaks the steady state itself (PROTOCOL.md §4): it needs the
 	 * interval the manager chose, or it will be dropped as silent. */
-	char heartbeat_entry[64];
-	const char *extra[2] = { heartbeat_entry, NULL };
+	char heartbeat_entry[64], session_entry[64];
+	const char *extra[3] = { heartbeat_entry, session_entry, NULL };
 	snprintf(heartbeat_entry, sizeof heartbeat_entry, "BATCH_AGENT_HEARTBEAT_MS=%lld", (long long)heartbeat_ms);
+	/* Both directions are sealed: the payload continues the session where we stop. */
+	int session_fd = -1;
+	enum ba_status rc = session_memfd(conn, &session_fd);
+	if (rc != BA_OK)
+		return rc;
+	snprintf(session_entry, sizeof session_entry, "BATCH_AGENT_SESSION_FD=%d", session_fd);
 	/* The codec never reads past a frame, so nothing of the manager's is lost in our
 	 * buffers; what we queued must be out before the payload takes over. */
 	if (proto_frame_flush_wait(conn, util_now_ms() + FINAL_FLUSH_MS) != PROTO_OK)
@@ -205,11 +259,11 @@ static enum ba_status exec_with_connection(const struct config *cfg, struct prot
 	fcntl(conn->fd, F_SETFL, fcntl(conn->fd, F_GETFL) & ~O_NONBLOCK);
 	struct launch_vars vars = { .manager = manager, .node_addr = node_addr, .handover_fd = conn->fd,
 				    .extra_env = extra };
-	enum ba_status rc = launch_prepare(&payload, cfg, &vars);
-	if (rc != BA_OK)
-		return rc;
-	rc = launch_exec(&payload);
+	rc = launch_prepare(&payload, cfg, &vars);
+	if (rc == BA_OK)
+		rc = launch_exec(&payload);
 	launch_release(&payload);
+	close(session_fd);
 	return rc;
 }
 

@@ -65,14 +65,8 @@ class Recorder:
         threading.Thread(target=self._pump, args=(m, w, None), daemon=True).start()
 
     def frames(self):
-        data, out = bytes(self.from_worker), []
-        while len(data) >= 4:
-            (n,) = struct.unpack(">I", data[:4])
-            if len(data) < 4 + n:
-                break
-            out.append(npr.decode_payload(data[4:4 + n]))
-            data = data[4 + n:]
-        return out
+        """The worker's whole frames as sent: plain hello and auth, then sealed ones."""
+        return npr.split_frames(bytes(self.from_worker))[0]
 
     def close(self):
         self.srv.close()
@@ -182,17 +176,28 @@ def hostile_peers_do_not_stop_the_job(workdir):
     c.send(big)
     expect_error_and_close(c, npr.BAD_FRAME, "hello over 4096 bytes")
 
-    # Replay child 1's recorded authentication in a new session.
+    # Replay child 1's recorded hello and proof, byte for byte, in a new session: the
+    # manager's fresh nonce makes the recorded proof worthless.
     frames = rec.frames()
-    check(len(frames) >= 2 and frames[0]["type"] == "hello" and frames[1]["type"] == "auth",
-          f"recorded frames: {[f.get('type') for f in frames]}")
-    wn = bytes.fromhex(frames[0]["nonce"])
+    plain = [npr.decode_payload(f[4:]) for f in frames[:2]]
+    check(len(frames) >= 3 and plain[0]["type"] == "hello" and plain[1]["type"] == "auth",
+          f"recorded frames: {[p.get('type') for p in plain]} of {len(frames)}")
     c = connect(port)
-    c.send(npr.hello_worker(wn))
+    c.send_raw(frames[0])
     hello = c.recv_msg(timeout=3, expect=("hello",))
     check(hello["kind"] == "hello_manager", f"answer to a replayed hello: {hello}")
-    c.send(frames[1])
+    c.send_raw(frames[1])
     expect_error_and_close(c, npr.AUTH_FAILED, "replayed auth")
+    # A peer that knows the cookie replays child 1's sealed registration in its own
+    # session: it does not open under this session's keys.
+    c = connect(port)
+    hs = npr.WorkerHandshake(c, job.cookie)
+    hs.send_hello()
+    hs.recv_hello(3)
+    hs.send_auth()
+    c.send_raw(frames[2])
+    hs.recv_auth(3)
+    expect_error_and_close(c, npr.BAD_FRAME, "a registration replayed from another session")
 
     # Authenticated but wrong registrations.
     expect_reject(job, port, 1, "duplicate_node")
@@ -278,15 +283,15 @@ def slow_but_progressing_peer_is_admitted(workdir):
     main.wait_for_log("rendezvous listening", 10)
     conn = connect(port)
     try:
-        wn = npr.nonce()
-        conn.send(npr.hello_worker(wn))
-        hello = conn.recv_msg(timeout=5, expect=("hello",))
+        hs = npr.WorkerHandshake(conn, job.cookie)
+        hs.send_hello()
+        hs.recv_hello(5)
         time.sleep(6)
-        conn.recv_limit = npr.MAX_FRAME
-        conn.send(npr.auth(npr.proof(job.cookie, "worker", wn, hello["_nonce"])))
+        hs.send_auth()
         time.sleep(6)
         conn.send(npr.register_msg(job_id=f"{job.uuid}#1", hostname="slow", address="127.0.0.1", attempt=1,
                                    node_index=1, num_nodes=2))
+        hs.recv_auth(5)
         ans = conn.recv_msg(timeout=5, expect=("accept", "reject"))
         check(ans["type"] == "accept", f"the slow peer got {ans}")
         # The main payload ran (true) and the main asks us to shut down.
@@ -416,7 +421,7 @@ def refusals_are_rate_limited(workdir):
     lines = main.stderr().splitlines()
     refusals = [line for line in lines if "refused" in line]
     check(len(lines) < 25, f"{len(lines)} log lines for {count} garbage connections and 12 wrong cookies")
-    check(sum("did not accept our proof" in line and "127.0.0.1:" in line for line in refusals) == 10,
+    check(sum("a different cookie" in line and "127.0.0.1:" in line for line in refusals) == 10,
           "the first 10 wrong cookies are not warnings naming the peer:\n" + "\n".join(refusals))
     check(any("more peers in the last" in line for line in refusals), "no summary line:\n" + "\n".join(refusals))
 
@@ -449,11 +454,11 @@ def error_first_and_register_during_shutdown(workdir):
     npr.worker_handshake(one, job.cookie, reg(1), timeout=5)
     # Node 2 proves the cookie now but registers only once the rendezvous has failed.
     two = connect(port)
-    wn = npr.nonce()
-    two.send(npr.hello_worker(wn))
-    hello = two.recv_msg(timeout=5, expect=("hello",))
-    two.recv_limit = npr.MAX_FRAME
-    two.send(npr.auth(npr.proof(job.cookie, "worker", wn, hello["_nonce"])))
+    hs = npr.WorkerHandshake(two, job.cookie)
+    hs.send_hello()
+    hs.recv_hello(5)
+    hs.send_auth()
+    hs.recv_auth(5)  # the manager proves itself at once, before any registration
     main.wait_for_log("did not register within", 10)
     two.send(reg(2))
     try:

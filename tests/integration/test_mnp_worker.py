@@ -299,19 +299,28 @@ def manager_closes_exit_69(workdir):
 
 @runner.case
 def manager_breaking_protocol_exits_76(workdir):
-    """After accept, a garbage frame or a message the worker does not take (a second
+    """After accept, a frame that does not open (garbage inside the seal, a forged tag,
+    a replayed or a plain frame) or a message the worker does not take (a second
     accept) is answered with error bad_frame / unexpected_message; the payload is
     stopped as on manager loss and the worker exits 76, not 69."""
-    import struct
     job = Job(2)
-    for case, expected in (("garbage", npr.BAD_FRAME), ("accept", npr.UNEXPECTED)):
+    heartbeat = npr.encode_payload(npr.heartbeat())
+    cases = (("garbage", npr.BAD_FRAME), ("forged_tag", npr.BAD_FRAME), ("replayed", npr.BAD_FRAME),
+             ("plain", npr.BAD_FRAME), ("accept", npr.UNEXPECTED))
+    for case, expected in cases:
         pidfile = os.path.join(workdir, f"{case}.pid")
 
         def script(conn, reg, case=case):
             recv_until(conn, ("payload_started",), 10)
             wait_for_file(pidfile, 10)
             if case == "garbage":
-                conn.send_raw(struct.pack(">I", 5) + b"{bad}")
+                conn.send_frame_bytes(b"{bad}")  # sealed, so only the JSON is wrong
+            elif case == "forged_tag":
+                conn.send_frame_bytes(heartbeat, tamper=lambda f: npr.flip_bit(f, 8 * len(f) - 1))
+            elif case == "replayed":
+                conn.send_frame_bytes(heartbeat, seq=0)  # the number of the accept, already used
+            elif case == "plain":
+                conn.send_raw(npr.encode_frame(npr.heartbeat()))
             else:
                 conn.send(npr.accept(200))
             try:
@@ -369,15 +378,10 @@ def manager_hello_of_wrong_type_is_unexpected(workdir):
 
 @runner.case
 def manager_choosing_unoffered_version_exits_76(workdir):
-    """A manager hello with a version the worker never offered (2), even with a proof
-    valid for it, is answered with error unsupported_version; the worker exits 76."""
-    job = Job(2)
-
-    def version_2(hello):
-        wn, mn = hello["_nonce"], npr.nonce()
-        return npr.hello_manager(mn, npr.proof(job.cookie, "manager", wn, mn, version=2), version=2)
-
-    worker_refuses_the_managers_hello(job, workdir, version_2, npr.UNSUPPORTED_VERSION)
+    """A manager hello with a version the worker never offered (3) is answered with
+    error unsupported_version; the worker exits 76."""
+    worker_refuses_the_managers_hello(Job(2), workdir, lambda hello: npr.hello_manager(npr.nonce(), version=3),
+                                      npr.UNSUPPORTED_VERSION)
 
 
 @runner.case
@@ -460,11 +464,32 @@ def on_manager_loss_continue_keeps_payload(workdir):
 
 EXEC_PAYLOAD = r"""
 import json, os, socket, struct, sys
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 out = sys.argv[1]
 fd = int(os.environ["BATCH_AGENT_FD"])
+# PROTOCOL.md 4: the session (both directions sealed) in a read-only descriptor.
+sfd = int(os.environ["BATCH_AGENT_SESSION_FD"])
+raw, off = b"", 0
+while True:
+    chunk = os.pread(sfd, 4096, off)
+    if not chunk:
+        break
+    raw, off = raw + chunk, off + len(chunk)
+try:
+    os.write(sfd, b"x")
+    session_writable = True
+except OSError:
+    session_writable = False
+os.close(sfd)
+session = json.loads(raw)
+tx, rx = ChaCha20Poly1305(bytes.fromhex(session["send_key"])), ChaCha20Poly1305(bytes.fromhex(session["recv_key"]))
+def nonce(seq):
+    return b"\0\0\0\0" + struct.pack(">Q", seq)
 s = socket.socket(fileno=fd)
 peer = s.getpeername()
-s.sendall(struct.pack(">I", 20) + b'{"type":"heartbeat"}')
+payload = b'{"type":"heartbeat"}'
+header = struct.pack(">I", len(payload) + 16)
+s.sendall(header + tx.encrypt(nonce(session["send_seq"]), payload, header))
 s.settimeout(10)
 buf = b""
 while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
@@ -473,11 +498,13 @@ while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
         break
     buf += chunk
 n = struct.unpack(">I", buf[:4])[0]
-msg = json.loads(buf[4:4 + n])
+msg = json.loads(rx.decrypt(nonce(session["recv_seq"]), buf[4:4 + n], buf[:4]))
 with open(out, "w") as f:
     json.dump({"pid": os.getpid(), "fd": fd, "peer": list(peer), "got": msg,
                "cookie": "BATCH_AGENT_COOKIE" in os.environ,
-               "heartbeat_ms": os.environ.get("BATCH_AGENT_HEARTBEAT_MS")}, f)
+               "heartbeat_ms": os.environ.get("BATCH_AGENT_HEARTBEAT_MS"),
+               "session": sorted(session), "session_cipher": session["cipher"],
+               "session_writable": session_writable}, f)
 """
 
 
@@ -503,12 +530,20 @@ def exec_hands_over_connection(workdir):
         check(got["got"]["type"] == "shutdown", f"payload read {got['got']} from the connection")
         check(not got["cookie"], "the payload sees BATCH_AGENT_COOKIE")
         check(got["heartbeat_ms"] == "200", f"BATCH_AGENT_HEARTBEAT_MS={got['heartbeat_ms']!r}, accept said 200")
+        # The session came through the sealed, read-only descriptor (the payload's
+        # sealed heartbeat reached the manager, and it opened the sealed shutdown).
+        check(got["session"] == sorted(["cipher", "send_key", "send_seq", "recv_key", "recv_seq"]),
+              f"BATCH_AGENT_SESSION_FD held {got['session']}")
+        check(got["session_cipher"] == "chacha20-poly1305", f"cipher {got['session_cipher']!r}")
+        check(not got["session_writable"], "the payload could write to the session descriptor")
     finally:
         fm.close()
 
 
 @runner.case
 def fake_manager_with_wrong_cookie_exits_77(workdir):
+    """A manager with another cookie refuses the worker's proof (the worker proves
+    first in v2): the worker exits 77 and says the cookies differ."""
     job = Job(2)
     fm = FakeManager(mnp.new_cookie(), lambda conn, reg: None)
     try:
@@ -516,11 +551,55 @@ def fake_manager_with_wrong_cookie_exits_77(workdir):
         expect_exit(w, mnp.EX_NOPERM, 15)
         fm.thread.join(10)
         check(isinstance(fm.error, npr.ProtocolError) and fm.error.code == npr.AUTH_FAILED,
-              f"the worker did not tell the fake manager auth_failed: {fm.error!r}")
+              f"the fake manager did not refuse the worker's proof: {fm.error!r}")
         check(not os.path.exists(os.path.join(workdir, "ran")), "the payload ran")
-        check("failed to prove the cookie" in w.stderr(), w.stderr())
+        check("does not accept our cookie" in w.stderr(), w.stderr())
     finally:
         fm.close()
+
+
+@runner.case
+def impersonating_manager_exits_77(workdir):
+    """Something at the manager's address that does not know the cookie takes the
+    worker's proof without checking it and answers with a made-up proof: the worker
+    exits 77, runs nothing, and what it sent after its proof (the registration) is
+    sealed, so the impostor cannot read it."""
+    job = Job(2)
+    srv = socket.create_server(("127.0.0.1", 0))
+    got = {}
+
+    def impostor():
+        sock, _ = srv.accept()
+        conn = npr.Conn(sock)
+        hs = npr.ManagerHandshake(conn, mnp.new_cookie())
+        hs.recv_hello()
+        hs.send_hello()
+        conn.recv_msg(expect=("auth",))  # not checked: the impostor cannot
+        conn.send(npr.auth(os.urandom(32)))
+        sock.settimeout(10 * mnp.SLOW)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        got["after_auth"] = data
+        conn.close()
+
+    t = threading.Thread(target=impostor, daemon=True)
+    t.start()
+    try:
+        w = worker(job, workdir, ["--port", str(srv.getsockname()[1])], ["touch", os.path.join(workdir, "ran")])
+        expect_exit(w, mnp.EX_NOPERM, 15)
+        t.join(20 * mnp.SLOW)
+        check(not os.path.exists(os.path.join(workdir, "ran")), "the payload ran")
+        check("failed to prove the cookie" in w.stderr(), w.stderr())
+        data = got.get("after_auth", b"")
+        check(data, "the worker sent nothing after its proof (its sealed registration)")
+        check(job.uuid.encode() not in data and b"register" not in data,
+              f"the registration crossed in clear text: {data[:200]!r}")
+    finally:
+        srv.close()
 
 
 @runner.case

@@ -2,11 +2,13 @@
  * main agent (the manager), for bench/bench-rendezvous.py and the starvation test.
  *
  * Each simulated worker speaks the worker side of proto/PROTOCOL.md with the shared
- * codec (real nonces, real HMAC proofs), as node <i> of the job "<job>#<i>":
+ * codec (real nonces, a real X25519 exchange and sealed frames), as node <i> of the
+ * job "<job>#<i>":
  *
  *   IDLE --due (--spread)---------------> CONNECTING   (non-blocking connect)
  *   CONNECTING --connected--------------> HELLO         (send hello)
- *   HELLO --manager hello, proof ok-----> REGISTERING   (send auth and register)
+ *   HELLO --manager hello---------------> REGISTERING   (send auth; seal; send register)
+ *   REGISTERING --manager auth, proof ok> REGISTERING   (the manager's frames sealed)
  *   REGISTERING --accept----------------> RUNNING       (send payload_started; heartbeats)
  *   RUNNING --shutdown------------------> CLOSING       (send payload_exited)
  *   CLOSING --flushed-------------------> DRAINING      (shutdown(SHUT_WR))
@@ -85,7 +87,10 @@ struct worker {
 	int64_t give_up_ms;       /* first dial + --connect-timeout: no redial after it */
 	int64_t last_heard_ms;
 	int64_t heartbeat_ms;
-	unsigned char nonce[PROTO_NONCE_LEN];
+	struct proto_kex kex;             /* until the manager's proof */
+	struct proto_transcript transcript;
+	struct proto_keys keys;
+	bool manager_proven;
 	struct queue *queue;
 	struct worker *prev, *next;
 };
@@ -192,6 +197,8 @@ static void close_conn(struct worker *w)
 	close(w->conn.fd); /* also leaves the epoll set */
 	proto_frame_conn_free(&w->conn);
 	w->conn.fd = -1;
+	proto_kex_free(&w->kex);
+	proto_auth_wipe(&w->keys, sizeof w->keys);
 }
 
 static void finish(struct loadgen *lg, struct worker *w, enum wstate state)
@@ -314,12 +321,16 @@ static void on_connected(struct loadgen *lg, struct worker *w, int64_t now)
 		redial(lg, w, "connect_failed", now);
 		return;
 	}
-	if (proto_auth_nonce(w->nonce) != PROTO_OK) {
+	proto_kex_free(&w->kex);
+	if (proto_auth_nonce(w->transcript.worker_nonce) != PROTO_OK || proto_kex_new(&w->kex) != PROTO_OK) {
 		fail(lg, w, "no_randomness");
 		return;
 	}
+	w->transcript.version = PROTO_VERSION;
+	memcpy(w->transcript.worker_key, w->kex.pub, PROTO_KEY_LEN);
+	w->manager_proven = false;
 	w->state = W_HELLO;
-	send_msg(lg, w, proto_msg_hello_worker(w->nonce, AGENT_NAME, &msg), &msg, now);
+	send_msg(lg, w, proto_msg_hello_worker(w->transcript.worker_nonce, w->kex.pub, AGENT_NAME, &msg), &msg, now);
 }
 
 /* An error from the manager before accept: load refusals are worth another dial. */
@@ -366,7 +377,6 @@ static bool send_registration(struct loadgen *lg, struct worker *w, int64_t now)
 
 static void on_manager_hello(struct loadgen *lg, struct worker *w, const struct proto_msg *m, int64_t now)
 {
-	unsigned char proof[PROTO_PROOF_LEN];
 	cJSON *msg = NULL;
 	if (m->type == PROTO_MSG_ERROR) {
 		on_handshake_error(lg, w, m, now);
@@ -380,22 +390,48 @@ static void on_manager_hello(struct loadgen *lg, struct worker *w, const struct 
 		tell_and_fail(lg, w, PROTO_CODE_UNSUPPORTED_VERSION, "manager_chose_other_version");
 		return;
 	}
-	if (proto_auth_verify(lg->cookie, lg->cookie_len, PROTO_VERSION, PROTO_ROLE_MANAGER, w->nonce,
-			      m->u.hello_manager.nonce, m->u.hello_manager.proof) != PROTO_OK) {
-		tell_and_fail(lg, w, PROTO_CODE_AUTH_FAILED, "manager_proof_mismatch");
+	memcpy(w->transcript.manager_nonce, m->u.hello_manager.nonce, PROTO_NONCE_LEN);
+	memcpy(w->transcript.manager_key, m->u.hello_manager.key, PROTO_KEY_LEN);
+	enum proto_err err = proto_auth_keys(lg->cookie, lg->cookie_len, PROTO_ROLE_WORKER, &w->kex, &w->transcript,
+					     &w->keys);
+	if (err == PROTO_ERR_AUTH) {
+		tell_and_fail(lg, w, PROTO_CODE_AUTH_FAILED, "manager_hello_degenerate");
 		return;
 	}
-	if (proto_auth_proof(lg->cookie, lg->cookie_len, PROTO_VERSION, PROTO_ROLE_WORKER, w->nonce,
-			     m->u.hello_manager.nonce, proof) != PROTO_OK) {
+	if (err != PROTO_OK) {
 		fail(lg, w, "crypto_failed");
 		return;
 	}
-	proto_frame_set_limit(&w->conn, PROTO_MAX_FRAME);
 	w->state = W_REGISTERING;
-	enum proto_err err = proto_msg_auth(proof, &msg);
-	proto_auth_wipe(proof, sizeof proof);
-	if (send_msg(lg, w, err, &msg, now))
-		send_registration(lg, w, now);
+	if (!send_msg(lg, w, proto_msg_auth(w->keys.worker_proof, &msg), &msg, now))
+		return;
+	proto_frame_seal_send(&w->conn, w->keys.w2m);
+	send_registration(lg, w, now);
+}
+
+/* The manager's proof: from its next frame on, what it sends is sealed. */
+static void on_manager_auth(struct loadgen *lg, struct worker *w, const struct proto_msg *m, int64_t now)
+{
+	if (m->type == PROTO_MSG_ERROR) {
+		if (strcmp(m->u.error.code, PROTO_CODE_AUTH_FAILED) == 0)
+			fail(lg, w, "cookie_refused");
+		else
+			on_handshake_error(lg, w, m, now);
+		return;
+	}
+	if (m->type != PROTO_MSG_AUTH) {
+		tell_and_fail(lg, w, PROTO_CODE_UNEXPECTED, "unexpected_instead_of_auth");
+		return;
+	}
+	if (proto_auth_check(w->keys.manager_proof, m->u.auth.proof) != PROTO_OK) {
+		tell_and_fail(lg, w, PROTO_CODE_AUTH_FAILED, "manager_proof_mismatch");
+		return;
+	}
+	w->manager_proven = true;
+	proto_frame_set_limit(&w->conn, PROTO_MAX_FRAME);
+	proto_frame_seal_recv(&w->conn, w->keys.m2w);
+	proto_kex_free(&w->kex);
+	proto_auth_wipe(&w->keys, sizeof w->keys);
 }
 
 static void on_registration_reply(struct loadgen *lg, struct worker *w, const struct proto_msg *m, int64_t now)
@@ -468,6 +504,8 @@ static void on_message(struct loadgen *lg, struct worker *w, const struct proto_
 		queue_push(&lg->handshakes, w, now + PROTO_HANDSHAKE_TIMEOUT_MS); /* progress */
 	if (w->state == W_HELLO)
 		on_manager_hello(lg, w, m, now);
+	else if (w->state == W_REGISTERING && !w->manager_proven)
+		on_manager_auth(lg, w, m, now);
 	else if (w->state == W_REGISTERING)
 		on_registration_reply(lg, w, m, now);
 	else if (w->state == W_RUNNING)
@@ -483,7 +521,8 @@ static void on_lost(struct loadgen *lg, struct worker *w, int err, int64_t now)
 	} else if (w->state == W_CLOSING || w->state == W_DRAINING) {
 		lg->completed++;
 		finish(lg, w, W_DONE);
-	} else if (err == PROTO_ERR_TOO_LARGE || err == PROTO_ERR_BAD_JSON || err == PROTO_ERR_BAD_MESSAGE) {
+	} else if (err == PROTO_ERR_TOO_LARGE || err == PROTO_ERR_BAD_JSON || err == PROTO_ERR_BAD_MESSAGE ||
+		   err == PROTO_ERR_FORGED) {
 		tell_and_fail(lg, w, err == PROTO_ERR_BAD_MESSAGE ? PROTO_CODE_BAD_MESSAGE : PROTO_CODE_BAD_FRAME,
 			      "manager_broke_framing");
 	} else {
@@ -738,7 +777,8 @@ static void usage(FILE *out)
 		"Redial reasons: busy, timeout (the manager's errors before accept), no_hello (closed,\n"
 		"reset or 10 s silent before its hello), no_accept_in_time (10 s after the manager's\n"
 		"last handshake message), connect_failed. Error kinds include\n"
-		"gave_up_after_<reason> (--connect-timeout spent), manager_proof_mismatch, manager_error_<code>,\n"
+		"gave_up_after_<reason> (--connect-timeout spent), cookie_refused (auth_failed), manager_proof_mismatch,\n"
+		"manager_error_<code>,\n"
 		"closed_before_accept, closed_while_running, manager_silent (3 heartbeat intervals),\n"
 		"unfinished_<state> (at --deadline or a signal).\n"
 		"Exit: 0 every worker registered, was shut down and reported; 1 some did not;\n"

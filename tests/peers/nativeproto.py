@@ -1,39 +1,60 @@
-"""batch-agent native wire protocol, version 1, in pure standard-library Python.
+"""batch-agent native wire protocol, version 2, in Python (standard library plus
+python3-cryptography; run with /usr/bin/python3).
 
 An implementation independent of the C codec in proto/, written from PROTOCOL.md, for
 the integration tests: a fake manager, a fake worker, and hostile peers (raw frames,
-wrong proofs, oversized lengths...). Everything raises ProtocolError (with a protocol
-error code) on a protocol violation and TimeoutError when a deadline passes.
+wrong proofs, oversized lengths, forged or replayed sealed frames...). Everything
+raises ProtocolError (with a protocol error code) on a protocol violation and
+TimeoutError when a deadline passes.
 
     # fake manager
     srv = socket.create_server(("127.0.0.1", 0))
     conn = Conn(srv.accept()[0])
-    reg = manager_handshake(conn, cookie, decide=lambda reg: accept(500))
+    reg, answer = manager_handshake(conn, cookie, decide=lambda reg: accept(500))
     # fake worker
     conn = Conn(socket.create_connection(addr))
     acc = worker_handshake(conn, cookie, register_msg(job_id="j", hostname="h", ...))
+    # either way, conn.send()/recv_msg() now seal and open frames transparently
+
+A test that stops or misbehaves half-way through the handshake drives it step by
+step with WorkerHandshake / ManagerHandshake. An --exec payload continues a worker's
+session with Conn.from_session(sock, read_session_fd(fd)).
 """
 
+import contextlib
 import hashlib
 import hmac
 import json
 import math
+import os
 import re
 import secrets
 import socket
 import struct
 import time
+from collections import namedtuple
 
-VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+VERSION = 2
+SUPPORTED_VERSIONS = (2,)
 MAX_FRAME = 65536
 MAX_HANDSHAKE_FRAME = 4096
+TAG_LEN = 16
+MAX_SEQ = 2**64 - 1
 MAX_DEPTH = 32
 MAX_VERSIONS = 32
 MAX_STRING = 1024
 MAX_CODE = 64
 MAX_INT = 2**53 - 1
 NONCE_LEN = 32
+KEY_LEN = 32
+MIN_COOKIE = 16
+CIPHER = "chacha20-poly1305"
 HANDSHAKE_TIMEOUT = 10.0
 HEARTBEAT_MISSES = 3
 HEARTBEAT_MIN_MS = 10
@@ -53,13 +74,15 @@ BUSY = "busy"  # the manager serves no more handshakes now: dial again later
 
 class ProtocolError(Exception):
     """A protocol violation. code is the error code to send the peer (or the one the
-    peer sent, when remote is True)."""
+    peer sent, when remote is True); fields are extra members for the error message
+    sent (unsupported_version's "versions")."""
 
-    def __init__(self, code, message="", remote=False):
+    def __init__(self, code, message="", remote=False, fields=None):
         super().__init__(f"{'peer sent ' if remote else ''}{code}: {message}")
         self.code = code
         self.message = message
         self.remote = remote
+        self.fields = fields or {}
 
 
 class ConnectionClosed(ProtocolError):
@@ -126,21 +149,144 @@ def encode_payload(obj):
 
 
 def encode_frame(obj, limit=MAX_FRAME):
+    """A plain frame: header and payload (a message, or bytes taken as they are)."""
     payload = encode_payload(obj) if not isinstance(obj, (bytes, bytearray)) else bytes(obj)
     if not 1 <= len(payload) <= limit:
         raise ProtocolError(BAD_FRAME, f"payload length {len(payload)} over {limit}")
     return struct.pack(">I", len(payload)) + payload
 
 
+def split_frames(data):
+    """Whole frames (header included, plain or sealed alike) at the start of a byte
+    string, and what is left after them: for tests that record or replay a stream."""
+    frames, data = [], bytes(data)
+    while len(data) >= 4:
+        (n,) = struct.unpack(">I", data[:4])
+        if len(data) < 4 + n:
+            break
+        frames.append(data[:4 + n])
+        data = data[4 + n:]
+    return frames, data
+
+
+# ----------------------------------------------------------------------------------
+# Sealed frames (PROTOCOL.md 1.1)
+
+def aead_nonce(seq):
+    """The 12-byte nonce of sequence number seq: 4 zero bytes, seq as 8 bytes BE."""
+    if not 0 <= seq <= MAX_SEQ:
+        raise ValueError(f"sequence number {seq} out of range")
+    return b"\0\0\0\0" + struct.pack(">Q", seq)
+
+
+def seal(key, seq, payload):
+    """The whole sealed frame (header, ciphertext, tag) of payload at number seq."""
+    return Direction(key).seal(bytes(payload), seq)
+
+
+def unseal(key, seq, frame):
+    """The payload of a whole sealed frame at number seq, or ProtocolError(bad_frame)."""
+    frame = bytes(frame)
+    if len(frame) < 4 + 1 + TAG_LEN or struct.unpack(">I", frame[:4])[0] != len(frame) - 4:
+        raise ProtocolError(BAD_FRAME, "not a whole sealed frame")
+    return Direction(key, seq).open(frame[:4], frame[4:])
+
+
+def flip_bit(data, bit):
+    """data with bit number `bit` inverted (bit 0 is the high bit of byte 0): for
+    tampering with a frame's header, ciphertext or tag."""
+    out = bytearray(data)
+    out[bit // 8] ^= 0x80 >> (bit % 8)
+    return bytes(out)
+
+
+class Direction:
+    """One sealed direction of a connection: its key and the next sequence number.
+    Nobody sends the number; both sides count."""
+
+    def __init__(self, key, seq=0):
+        if len(key) != KEY_LEN:
+            raise ValueError("a direction key is 32 bytes")
+        self.key = bytes(key)
+        self.seq = seq
+        self._aead = ChaCha20Poly1305(self.key)
+
+    def take(self):
+        """The next sequence number, used up. A sender never wraps around."""
+        if self.seq > MAX_SEQ:
+            raise ProtocolError(INTERNAL, "sequence numbers exhausted")
+        seq, self.seq = self.seq, self.seq + 1
+        return seq
+
+    def seal(self, payload, seq):
+        """The whole frame of payload at number seq (the caller's: take() for the next)."""
+        header = struct.pack(">I", len(payload) + TAG_LEN)
+        return header + self._aead.encrypt(aead_nonce(seq), bytes(payload), header)
+
+    def open(self, header, body):
+        """body (ciphertext and tag) of the next frame, checked against the number it
+        must carry; the number is used up only when the tag verifies."""
+        try:
+            payload = self._aead.decrypt(aead_nonce(self.seq), bytes(body), bytes(header))
+        except InvalidTag:
+            raise ProtocolError(BAD_FRAME, f"sealed frame {self.seq} does not verify") from None
+        self.seq += 1
+        return payload
+
+
 class Conn:
-    """One stream socket speaking frames. recv_limit is the receive limit in force:
-    MAX_HANDSHAKE_FRAME until the peer has proven the cookie; the handshake helpers
-    raise it. send_raw() and send_frame_bytes() are for hostile tests."""
+    """One stream socket speaking frames. recv_limit is the receive limit in force for
+    payloads (plaintexts): MAX_HANDSHAKE_FRAME until the peer has proven the cookie;
+    the handshake raises it. Each direction is plain until seal_send()/seal_recv()
+    (the handshake calls them), sealed after: send() and recv() then seal and open
+    frames transparently. send_raw() and send_frame_bytes() are for hostile tests."""
 
     def __init__(self, sock, recv_limit=MAX_HANDSHAKE_FRAME):
         self.sock = sock
         self.recv_limit = recv_limit
+        self.sealed_send = None  # a Direction once our direction is sealed
+        self.sealed_recv = None  # a Direction once the peer's direction is sealed
         self._buf = bytearray()
+        self._failed = None  # the framing error that ended reading, sticky
+
+    @classmethod
+    def from_session(cls, sock, session):
+        """A Conn that continues a sealed session: session is the JSON object of
+        BATCH_AGENT_SESSION_FD (PROTOCOL.md 4), as a dict, str or bytes; its send_*
+        are this side's direction, recv_* the peer's. Both are sealed, so the peer
+        has proven the cookie and the full frame limit applies."""
+        if isinstance(session, (bytes, bytearray, str)):
+            session = json.loads(session)
+        if not isinstance(session, dict) or session.get("cipher") != CIPHER:
+            raise ValueError(f"session: cipher must be {CIPHER}")
+        conn = cls(sock, recv_limit=MAX_FRAME)
+        dirs = []
+        for name in ("send", "recv"):
+            key, seq = session.get(f"{name}_key"), session.get(f"{name}_seq")
+            if not isinstance(key, str) or not _HEX64.match(key):
+                raise ValueError(f"session: {name}_key must be 64 lowercase hex digits")
+            if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+                raise ValueError(f"session: {name}_seq must be an integer in [0, 2^64)")
+            dirs.append(Direction(bytes.fromhex(key), seq))
+        conn.sealed_send, conn.sealed_recv = dirs
+        return conn
+
+    def session(self):
+        """This side's session, in the format of BATCH_AGENT_SESSION_FD."""
+        if self.sealed_send is None or self.sealed_recv is None:
+            raise ValueError("both directions must be sealed to hand a session over")
+        return {"cipher": CIPHER,
+                "send_key": self.sealed_send.key.hex(), "send_seq": self.sealed_send.seq,
+                "recv_key": self.sealed_recv.key.hex(), "recv_seq": self.sealed_recv.seq}
+
+    def seal_send(self, key, seq=0):
+        """Seals our direction from the next frame on."""
+        self.sealed_send = Direction(key, seq)
+
+    def seal_recv(self, key, seq=0):
+        """Seals the peer's direction from the next frame on (also what is already
+        buffered of it: frames are opened when taken, not when read)."""
+        self.sealed_recv = Direction(key, seq)
 
     def close(self):
         try:
@@ -154,15 +300,30 @@ class Conn:
     def __exit__(self, *exc):
         self.close()
 
+    def _frame(self, payload, seq=None):
+        """payload as the next frame of our direction: plain, or sealed at seq (the
+        next number, used up, when seq is None)."""
+        if self.sealed_send is None:
+            return struct.pack(">I", len(payload)) + payload
+        return self.sealed_send.seal(payload, self.sealed_send.take() if seq is None else seq)
+
     def send(self, msg, limit=MAX_FRAME):
-        self.sock.sendall(encode_frame(msg, limit))
+        payload = encode_payload(msg)
+        if not 1 <= len(payload) <= limit:
+            raise ProtocolError(BAD_FRAME, f"payload length {len(payload)} over {limit}")
+        self.sock.sendall(self._frame(payload))
 
     def send_raw(self, data):
+        """Bytes as they are, whatever the direction's state."""
         self.sock.sendall(data)
 
-    def send_frame_bytes(self, payload):
-        """A frame with an arbitrary payload (no validation)."""
-        self.sock.sendall(struct.pack(">I", len(payload)) + payload)
+    def send_frame_bytes(self, payload, seq=None, tamper=None):
+        """A frame around an arbitrary payload (no validation). In a sealed direction
+        it is sealed, at sequence number seq: by default the next one, used up; an
+        explicit seq leaves the count alone (to replay a number or skip ahead).
+        tamper, when given, maps the finished frame to the bytes sent (flip_bit...)."""
+        frame = self._frame(bytes(payload), seq)
+        self.sock.sendall(tamper(frame) if tamper else frame)
 
     def _fill(self, n, deadline):
         while len(self._buf) < n:
@@ -181,16 +342,30 @@ class Conn:
             self._buf += chunk
 
     def recv_payload(self, timeout=HANDSHAKE_TIMEOUT):
-        """The raw payload bytes of the next frame, length-checked."""
+        """The payload bytes of the next frame (opened, when sealed), length-checked
+        before anything is read past the header. A timeout keeps what was read, so
+        the call can be repeated; a framing error is sticky."""
+        if self._failed:
+            raise self._failed
         deadline = None if timeout is None else time.monotonic() + timeout
         self._fill(4, deadline)
         (n,) = struct.unpack(">I", self._buf[:4])
-        if not 1 <= n <= self.recv_limit:
-            raise ProtocolError(BAD_FRAME, f"frame length {n}, limit {self.recv_limit}")
+        # Sealed: the limit is on the plaintext, and there is at least one byte of it.
+        lo, hi = (1, self.recv_limit) if self.sealed_recv is None else \
+            (1 + TAG_LEN, self.recv_limit + TAG_LEN)
+        if not lo <= n <= hi:
+            self._failed = ProtocolError(BAD_FRAME, f"frame length {n}, limit {hi}")
+            raise self._failed
         self._fill(4 + n, deadline)
-        payload = bytes(self._buf[4:4 + n])
+        header, body = bytes(self._buf[:4]), bytes(self._buf[4:4 + n])
         del self._buf[:4 + n]
-        return payload
+        if self.sealed_recv is None:
+            return body
+        try:
+            return self.sealed_recv.open(header, body)
+        except ProtocolError as e:
+            self._failed = e
+            raise
 
     def recv(self, timeout=HANDSHAKE_TIMEOUT):
         """The next frame as a dict (framing checked, message not validated)."""
@@ -206,25 +381,44 @@ class Conn:
             raise ProtocolError(UNEXPECTED, f"got {msg['type']}, expected {'/'.join(expect)}")
         return msg
 
-    def send_error(self, code, message=""):
-        """Best effort: the peer may already be gone."""
+    def send_error(self, code, message="", fields=None):
+        """Best effort: the peer may already be gone. Sealed once our direction is."""
         try:
-            self.send(error(code, message))
+            self.send(dict(error(code, message), **(fields or {})))
         except OSError:
             pass
+
+
+def read_session_fd(fd):
+    """The session object (a dict) from a BATCH_AGENT_SESSION_FD descriptor, which it
+    closes. Read from offset 0 whatever the descriptor's position."""
+    data, off = b"", 0
+    try:
+        while True:
+            chunk = os.pread(fd, 4096, off)
+            if not chunk:
+                break
+            data += chunk
+            off += len(chunk)
+    finally:
+        os.close(fd)
+    return json.loads(data)
 
 
 # ----------------------------------------------------------------------------------
 # Messages: builders (key order matches the C builders, so the bytes match too)
 
-def hello_worker(nonce, agent="batch-agent-py 0.1.0", versions=(VERSION,)):
+def hello_worker(nonce, agent="batch-agent-py 0.1.0", versions=(VERSION,), key=None):
+    """key is the worker's X25519 public key (32 bytes); without one, a throwaway key
+    (for a hostile or idle peer that never derives anything)."""
     return {"type": "hello", "versions": list(versions), "role": "worker",
-            "nonce": nonce.hex(), "agent": agent}
+            "nonce": nonce.hex(), "key": (key or _throwaway_key()).hex(), "agent": agent}
 
 
-def hello_manager(nonce, proof, version=VERSION):
+def hello_manager(nonce, key=None, version=VERSION):
+    """key is the manager's X25519 public key; without one, a throwaway key."""
     return {"type": "hello", "version": version, "role": "manager",
-            "nonce": nonce.hex(), "proof": proof.hex()}
+            "nonce": nonce.hex(), "key": (key or _throwaway_key()).hex()}
 
 
 def auth(proof):
@@ -355,7 +549,7 @@ def is_rfc3339(s):
 
 def validate(m):
     """Checks a decoded frame as a message and returns it (the same dict, with
-    nonce/proof fields also decoded into bytes under "_nonce"/"_proof", and "kind"
+    nonce/key/proof fields also decoded into bytes under "_nonce"/"_key"/"_proof", and "kind"
     "hello_worker"/"hello_manager" for hellos). Raises ProtocolError(bad_message)."""
     if not isinstance(m, dict):
         _bad("not an object")
@@ -369,12 +563,13 @@ def validate(m):
             if not all(_is_int(v, 1, 65535) for v in vs):
                 _bad("versions must be integers in [1, 65535]")
             m["_nonce"] = _hex(m, "nonce")
+            m["_key"] = _hex(m, "key")
             _str(m, "agent")
             m["kind"] = "hello_worker"
         elif role == "manager":
             _int(m, "version", 1, 65535)
             m["_nonce"] = _hex(m, "nonce")
-            m["_proof"] = _hex(m, "proof")
+            m["_key"] = _hex(m, "key")
             m["kind"] = "hello_manager"
         else:
             _bad("role must be worker or manager")
@@ -429,35 +624,66 @@ def validate(m):
 
 
 # ----------------------------------------------------------------------------------
-# Authentication
+# Key agreement and proofs (PROTOCOL.md 3)
+
+Keys = namedtuple("Keys", "th wp mp k_w2m k_m2w")
+Keys.__doc__ = """What both sides derive: the transcript hash, the worker's and the
+manager's proofs, and the two direction keys."""
+
 
 def nonce():
     return secrets.token_bytes(NONCE_LEN)
 
 
+def private_key(raw=None):
+    """An X25519 private key: from 32 raw bytes (clamped as RFC 7748 says, by the
+    library), or fresh."""
+    return X25519PrivateKey.from_private_bytes(bytes(raw)) if raw is not None \
+        else X25519PrivateKey.generate()
+
+
+def public_key(private):
+    """The 32-byte public key of an X25519 private key."""
+    return private.public_key().public_bytes(serialization.Encoding.Raw,
+                                             serialization.PublicFormat.Raw)
+
+
+def _throwaway_key():
+    return public_key(private_key())
+
+
 def _cookie_bytes(cookie):
+    """Cookie bytes exactly as given (no trimming); at least MIN_COOKIE of them."""
     key = cookie.encode("utf-8") if isinstance(cookie, str) else bytes(cookie)
-    if not key:
-        raise ValueError("empty cookie")
+    if len(key) < MIN_COOKIE:
+        raise ValueError(f"a cookie of {len(key)} bytes: at least {MIN_COOKIE} are required")
     return key
 
 
-def proof(cookie, prover, worker_nonce, manager_nonce, version=VERSION):
-    """HMAC-SHA256 proof that `prover` ("worker" or "manager") knows the cookie."""
-    if prover == "manager":
-        first, second = worker_nonce, manager_nonce
-    elif prover == "worker":
-        first, second = manager_nonce, worker_nonce
-    else:
-        raise ValueError(prover)
-    label = f"batch-agent/{version} {prover}\n".encode("ascii")
-    return hmac.new(_cookie_bytes(cookie), label + first + second, hashlib.sha256).digest()
+def transcript(wn, wk, mn, mk, version=VERSION):
+    """What th hashes: the version label, both nonces and both public keys."""
+    return f"batch-agent/{version}\n".encode("ascii") + wn + wk + mn + mk
 
 
-def verify(cookie, prover, worker_nonce, manager_nonce, got, version=VERSION):
-    if worker_nonce == manager_nonce:
-        return False
-    return hmac.compare_digest(proof(cookie, prover, worker_nonce, manager_nonce, version), got)
+def shared_secret(private, peer_key):
+    """X25519 of our private key and the peer's public key. A peer key of small order
+    (an all-zero result) raises ProtocolError(auth_failed): it fails the handshake as a
+    wrong proof would."""
+    try:
+        dh = private.exchange(X25519PublicKey.from_public_bytes(bytes(peer_key)))
+    except ValueError:  # OpenSSL refuses the all-zero result itself
+        dh = bytes(KEY_LEN)
+    if not any(dh):
+        raise ProtocolError(AUTH_FAILED, "peer key of small order")
+    return dh
+
+
+def derive(cookie, wn, wk, mn, mk, dh, version=VERSION):
+    """The proofs and direction keys of one connection (Keys)."""
+    th = hashlib.sha256(transcript(wn, wk, mn, mk, version)).digest()
+    okm = HKDF(algorithm=hashes.SHA256(), length=4 * KEY_LEN, salt=th,
+               info=f"batch-agent/{version} keys".encode("ascii")).derive(dh + _cookie_bytes(cookie))
+    return Keys(th, okm[0:32], okm[32:64], okm[64:96], okm[96:128])
 
 
 # ----------------------------------------------------------------------------------
@@ -470,74 +696,165 @@ def _deadline_left(deadline):
     return left
 
 
-def manager_handshake(conn, cookie, decide=None, timeout=HANDSHAKE_TIMEOUT,
-                      manager_nonce=None):
-    """Manager side, on an accepted connection: hello, proofs, registration.
-
-    decide(register) returns the answer to send: accept(ms) or reject(code, msg);
-    default accept(1000). Returns (register, answer). On a protocol error sends the
-    matching error message, and raises ProtocolError; the caller closes."""
-    deadline = time.monotonic() + timeout
+@contextlib.contextmanager
+def answering_errors(conn):
+    """Around a handshake: a local protocol error goes to the peer as an error message
+    (sealed once our direction is), a timeout as error timeout; the exception then
+    goes on to the caller, who closes."""
     try:
-        hello = conn.recv_msg(_deadline_left(deadline), expect=("hello",))
+        yield
+    except ProtocolError as e:
+        if not e.remote and not isinstance(e, ConnectionClosed):
+            conn.send_error(e.code, e.message, e.fields)
+        raise
+    except TimeoutError:
+        conn.send_error(TIMEOUT, "handshake not complete in time")
+        raise
+
+
+class WorkerHandshake:
+    """The worker's side of PROTOCOL.md 3, one step per method, for tests that stop,
+    wait or misbehave half-way; worker_handshake() runs it all. Nothing here sends an
+    error: wrap the steps in answering_errors(conn) for that."""
+
+    def __init__(self, conn, cookie, worker_nonce=None, private=None,
+                 agent="batch-agent-py 0.1.0", versions=SUPPORTED_VERSIONS):
+        self.conn = conn
+        self.cookie = _cookie_bytes(cookie)
+        self.wn = worker_nonce or nonce()
+        self.private = private or private_key()
+        self.wk = public_key(self.private)
+        self.agent = agent
+        self.versions = tuple(versions)
+        self.version = self.mn = self.mk = self.keys = None
+
+    def hello(self):
+        return hello_worker(self.wn, self.agent, self.versions, key=self.wk)
+
+    def send_hello(self):
+        self.conn.send(self.hello())
+
+    def recv_hello(self, timeout=HANDSHAKE_TIMEOUT):
+        """The manager's hello; derives the keys. Returns the hello."""
+        hello = self.conn.recv_msg(timeout, expect=("hello",))
+        if hello["kind"] != "hello_manager":
+            raise ProtocolError(UNEXPECTED, "expected a manager hello")
+        if hello["version"] not in self.versions:
+            raise ProtocolError(UNSUPPORTED_VERSION, f"worker offered {list(self.versions)}")
+        if hello["_nonce"] == self.wn:
+            raise ProtocolError(AUTH_FAILED, "the manager reflected our nonce")
+        self.version, self.mn, self.mk = hello["version"], hello["_nonce"], hello["_key"]
+        dh = shared_secret(self.private, self.mk)
+        self.keys = derive(self.cookie, self.wn, self.wk, self.mn, self.mk, dh, self.version)
+        return hello
+
+    def send_auth(self, proof=None):
+        """Our proof (or a chosen one), then our direction is sealed."""
+        self.conn.send(auth(self.keys.wp if proof is None else proof))
+        self.conn.seal_send(self.keys.k_w2m)
+
+    def recv_auth(self, timeout=HANDSHAKE_TIMEOUT):
+        """The manager's proof, checked; then the full limit and its direction sealed."""
+        msg = self.conn.recv_msg(timeout, expect=("auth",))
+        if not hmac.compare_digest(msg["_proof"], self.keys.mp):
+            raise ProtocolError(AUTH_FAILED, "manager proof does not match")
+        self.conn.recv_limit = MAX_FRAME
+        self.conn.seal_recv(self.keys.k_m2w)
+        return msg
+
+
+class ManagerHandshake:
+    """The manager's side of PROTOCOL.md 3, one step per method (see WorkerHandshake).
+    private may be shared by many connections, as a manager MAY; mn is fresh unless
+    manager_nonce is given."""
+
+    def __init__(self, conn, cookie, manager_nonce=None, private=None,
+                 versions=SUPPORTED_VERSIONS):
+        self.conn = conn
+        self.cookie = _cookie_bytes(cookie)
+        self.mn = manager_nonce or nonce()
+        self.private = private or private_key()
+        self.mk = public_key(self.private)
+        self.versions = tuple(versions)
+        self.version = self.wn = self.wk = self.keys = None
+
+    def recv_hello(self, timeout=HANDSHAKE_TIMEOUT):
+        """The worker's hello; picks the highest common version. Returns the hello."""
+        hello = self.conn.recv_msg(timeout, expect=("hello",))
         if hello["kind"] != "hello_worker":
             raise ProtocolError(UNEXPECTED, "expected a worker hello")
-        common = [v for v in hello["versions"] if v in SUPPORTED_VERSIONS]
+        common = [v for v in hello["versions"] if v in self.versions]
         if not common:
-            raise ProtocolError(UNSUPPORTED_VERSION,
-                                f"manager speaks {list(SUPPORTED_VERSIONS)}")
-        version = max(common)
-        wn = hello["_nonce"]
-        mn = manager_nonce or nonce()
-        if mn == wn:
-            raise ProtocolError(BAD_MESSAGE, "nonce reflected")
-        conn.send(hello_manager(mn, proof(cookie, "manager", wn, mn, version), version))
-        msg = conn.recv_msg(_deadline_left(deadline), expect=("auth",))
-        if not verify(cookie, "worker", wn, mn, msg["_proof"], version):
+            raise ProtocolError(UNSUPPORTED_VERSION, f"manager speaks {list(self.versions)}",
+                                fields={"versions": list(self.versions)})
+        self.version = int(max(common))
+        self.wn, self.wk = hello["_nonce"], hello["_key"]
+        return hello
+
+    def hello(self):
+        return hello_manager(self.mn, self.mk, self.version)
+
+    def send_hello(self):
+        """Only random values go out before the worker has proven the cookie."""
+        self.conn.send(self.hello())
+
+    def recv_auth(self, timeout=HANDSHAKE_TIMEOUT):
+        """The worker's proof, checked; then the full limit and its direction sealed."""
+        msg = self.conn.recv_msg(timeout, expect=("auth",))
+        try:
+            dh = shared_secret(self.private, self.wk)
+            keys = derive(self.cookie, self.wn, self.wk, self.mn, self.mk, dh, self.version)
+        except ProtocolError:  # a key of small order: as a wrong proof
+            keys = None
+        if keys is None or self.mn == self.wn or not hmac.compare_digest(msg["_proof"], keys.wp):
             raise ProtocolError(AUTH_FAILED, "worker proof does not match")
-        conn.recv_limit = MAX_FRAME
+        self.keys = keys
+        self.conn.recv_limit = MAX_FRAME
+        self.conn.seal_recv(keys.k_w2m)
+        return msg
+
+    def send_auth(self, proof=None):
+        """Our proof (or a chosen one), plain, then our direction is sealed."""
+        self.conn.send(auth(self.keys.mp if proof is None else proof))
+        self.conn.seal_send(self.keys.k_m2w)
+
+
+def manager_handshake(conn, cookie, decide=None, timeout=HANDSHAKE_TIMEOUT,
+                      manager_nonce=None, private=None):
+    """Manager side, on an accepted connection: hellos, proofs, registration.
+
+    decide(register) returns the answer to send: accept(ms) or reject(code, msg);
+    default accept(1000). Returns (register, answer); both directions are sealed
+    after it. On a protocol error sends the matching error message, and raises
+    ProtocolError; the caller closes."""
+    deadline = time.monotonic() + timeout
+    hs = ManagerHandshake(conn, cookie, manager_nonce, private)
+    with answering_errors(conn):
+        hs.recv_hello(_deadline_left(deadline))
+        hs.send_hello()
+        hs.recv_auth(_deadline_left(deadline))
+        hs.send_auth()
         reg = conn.recv_msg(_deadline_left(deadline), expect=("register",))
         answer = decide(reg) if decide else accept(1000)
         validate(dict(answer))
         conn.send(answer)
         return reg, answer
-    except ProtocolError as e:
-        if not e.remote and not isinstance(e, ConnectionClosed):
-            conn.send_error(e.code, e.message)
-        raise
-    except TimeoutError:
-        conn.send_error(TIMEOUT, "handshake not complete in time")
-        raise
 
 
 def worker_handshake(conn, cookie, register, timeout=HANDSHAKE_TIMEOUT, agent=None,
-                     worker_nonce=None):
-    """Worker side, on a connected socket. Returns the accept message; a reject
-    raises ProtocolError(code, remote=True)."""
+                     worker_nonce=None, private=None):
+    """Worker side, on a connected socket. Returns the accept message (both
+    directions are sealed after it); a reject raises ProtocolError(code, remote=True).
+    The register goes out right after our auth, without waiting (PROTOCOL.md 3.5)."""
     deadline = time.monotonic() + timeout
-    try:
-        wn = worker_nonce or nonce()
-        conn.send(hello_worker(wn, agent or "batch-agent-py 0.1.0"))
-        hello = conn.recv_msg(_deadline_left(deadline), expect=("hello",))
-        if hello["kind"] != "hello_manager":
-            raise ProtocolError(UNEXPECTED, "expected a manager hello")
-        version = hello["version"]
-        if version not in SUPPORTED_VERSIONS:
-            raise ProtocolError(UNSUPPORTED_VERSION, f"worker offered {list(SUPPORTED_VERSIONS)}")
-        mn = hello["_nonce"]
-        if not verify(cookie, "manager", wn, mn, hello["_proof"], version):
-            raise ProtocolError(AUTH_FAILED, "manager proof does not match")
-        conn.recv_limit = MAX_FRAME
-        conn.send(auth(proof(cookie, "worker", wn, mn, version)))
+    hs = WorkerHandshake(conn, cookie, worker_nonce, private, agent or "batch-agent-py 0.1.0")
+    with answering_errors(conn):
+        hs.send_hello()
+        hs.recv_hello(_deadline_left(deadline))
+        hs.send_auth()
         conn.send(register)
+        hs.recv_auth(_deadline_left(deadline))
         ans = conn.recv_msg(_deadline_left(deadline), expect=("accept", "reject"))
         if ans["type"] == "reject":
             raise ProtocolError(ans["code"], ans.get("message") or "", remote=True)
         return ans
-    except ProtocolError as e:
-        if not e.remote and not isinstance(e, ConnectionClosed):
-            conn.send_error(e.code, e.message)
-        raise
-    except TimeoutError:
-        conn.send_error(TIMEOUT, "handshake not complete in time")
-        raise

@@ -1,4 +1,4 @@
-/* Interop peer: runs one side of the v1 handshake with the C codec on an inherited
+/* Interop peer: runs one side of the v2 handshake with the C codec on an inherited
  * socket, so test_nativeproto_vectors.py can check C against Python both ways.
  *
  *   proto_peer worker COOKIE FD   register as node 1 of "c-job", then report exit 7
@@ -15,8 +15,9 @@ struct peer {
 	struct proto_conn conn;
 	const char *cookie;
 	int64_t deadline;
-	unsigned char wn[PROTO_NONCE_LEN];
-	unsigned char mn[PROTO_NONCE_LEN];
+	struct proto_kex kex;
+	struct proto_transcript t;
+	struct proto_keys keys;
 };
 
 /* Sends and frees what a builder made. msg is passed by address: the builder call in
@@ -44,38 +45,55 @@ static enum proto_err recv_msg(struct peer *p, enum proto_msg_type want, cJSON *
 	return err;
 }
 
+static enum proto_err derive(struct peer *p, enum proto_role self)
+{
+	return proto_auth_keys(p->cookie, strlen(p->cookie), self, &p->kex, &p->t, &p->keys);
+}
+
 static enum proto_err run_worker(struct peer *p)
 {
 	struct proto_register reg = {
 		.job_id = "c-job", .node_index = { true, 1 }, .num_nodes = { true, 2 },
 		.hostname = "c-host", .address = "127.0.0.1", .agent_version = "0.1.0",
 	};
-	unsigned char proof[PROTO_PROOF_LEN];
 	struct proto_msg m;
 	cJSON *msg = NULL, *in = NULL;
 	enum proto_err err;
 
-	err = proto_auth_nonce(p->wn);
+	p->t.version = PROTO_VERSION;
+	err = proto_auth_nonce(p->t.worker_nonce);
 	if (err == PROTO_OK)
-		err = send_msg(p, proto_msg_hello_worker(p->wn, "proto_peer", &msg), &msg);
+		err = proto_kex_new(&p->kex);
+	if (err == PROTO_OK) {
+		memcpy(p->t.worker_key, p->kex.pub, PROTO_KEY_LEN);
+		err = send_msg(p, proto_msg_hello_worker(p->t.worker_nonce, p->kex.pub, "proto_peer", &msg), &msg);
+	}
 	if (err == PROTO_OK)
 		err = recv_msg(p, PROTO_MSG_HELLO_MANAGER, &in, &m);
 	if (err == PROTO_OK && m.u.hello_manager.version != PROTO_VERSION)
 		err = PROTO_ERR_BAD_MESSAGE;
 	if (err == PROTO_OK) {
-		memcpy(p->mn, m.u.hello_manager.nonce, PROTO_NONCE_LEN);
-		err = proto_auth_verify(p->cookie, strlen(p->cookie), PROTO_VERSION, PROTO_ROLE_MANAGER,
-				       p->wn, p->mn, m.u.hello_manager.proof);
+		memcpy(p->t.manager_nonce, m.u.hello_manager.nonce, PROTO_NONCE_LEN);
+		memcpy(p->t.manager_key, m.u.hello_manager.key, PROTO_KEY_LEN);
+		err = derive(p, PROTO_ROLE_WORKER);
 	}
+	/* Our proof, then everything we send is sealed. */
 	if (err == PROTO_OK)
-		err = proto_frame_set_limit(&p->conn, PROTO_MAX_FRAME);
-	if (err == PROTO_OK)
-		err = proto_auth_proof(p->cookie, strlen(p->cookie), PROTO_VERSION, PROTO_ROLE_WORKER,
-				      p->wn, p->mn, proof);
-	if (err == PROTO_OK)
-		err = send_msg(p, proto_msg_auth(proof, &msg), &msg);
-	if (err == PROTO_OK)
+		err = send_msg(p, proto_msg_auth(p->keys.worker_proof, &msg), &msg);
+	if (err == PROTO_OK) {
+		proto_frame_seal_send(&p->conn, p->keys.w2m);
 		err = send_msg(p, proto_msg_register(&reg, &msg), &msg);
+	}
+	cJSON_Delete(in);
+	in = NULL;
+	if (err == PROTO_OK)
+		err = recv_msg(p, PROTO_MSG_AUTH, &in, &m);
+	if (err == PROTO_OK)
+		err = proto_auth_check(p->keys.manager_proof, m.u.auth.proof);
+	if (err == PROTO_OK) {
+		proto_frame_set_limit(&p->conn, PROTO_MAX_FRAME);
+		proto_frame_seal_recv(&p->conn, p->keys.m2w);
+	}
 	cJSON_Delete(in);
 	in = NULL;
 	if (err == PROTO_OK)
@@ -83,39 +101,45 @@ static enum proto_err run_worker(struct peer *p)
 	if (err == PROTO_OK)
 		err = send_msg(p, proto_msg_payload_exited_code(7, &msg), &msg);
 	cJSON_Delete(in);
-	proto_auth_wipe(proof, sizeof(proof));
 	return err;
 }
 
 static enum proto_err run_manager(struct peer *p)
 {
-	unsigned char proof[PROTO_PROOF_LEN];
 	struct proto_msg m;
 	cJSON *msg = NULL, *in = NULL;
-	int version = 0;
 	enum proto_err err;
 
 	err = recv_msg(p, PROTO_MSG_HELLO_WORKER, &in, &m);
 	if (err == PROTO_OK)
-		err = proto_msg_pick_version(&m, &version);
+		err = proto_msg_pick_version(&m, &p->t.version);
 	if (err == PROTO_OK) {
-		memcpy(p->wn, m.u.hello_worker.nonce, PROTO_NONCE_LEN);
-		err = proto_auth_nonce(p->mn);
+		memcpy(p->t.worker_nonce, m.u.hello_worker.nonce, PROTO_NONCE_LEN);
+		memcpy(p->t.worker_key, m.u.hello_worker.key, PROTO_KEY_LEN);
+		err = proto_auth_nonce(p->t.manager_nonce);
 	}
 	if (err == PROTO_OK)
-		err = proto_auth_proof(p->cookie, strlen(p->cookie), version, PROTO_ROLE_MANAGER,
-				      p->wn, p->mn, proof);
+		err = proto_kex_new(&p->kex);
+	if (err == PROTO_OK) {
+		memcpy(p->t.manager_key, p->kex.pub, PROTO_KEY_LEN);
+		err = derive(p, PROTO_ROLE_MANAGER);
+	}
 	if (err == PROTO_OK)
-		err = send_msg(p, proto_msg_hello_manager(version, p->mn, proof, &msg), &msg);
+		err = send_msg(p, proto_msg_hello_manager(p->t.version, p->t.manager_nonce, p->kex.pub, &msg), &msg);
 	cJSON_Delete(in);
 	in = NULL;
 	if (err == PROTO_OK)
 		err = recv_msg(p, PROTO_MSG_AUTH, &in, &m);
 	if (err == PROTO_OK)
-		err = proto_auth_verify(p->cookie, strlen(p->cookie), version, PROTO_ROLE_WORKER,
-				       p->wn, p->mn, m.u.auth.proof);
+		err = proto_auth_check(p->keys.worker_proof, m.u.auth.proof);
+	/* The worker's next frame is sealed; our proof goes out plain, then ours are. */
+	if (err == PROTO_OK) {
+		proto_frame_set_limit(&p->conn, PROTO_MAX_FRAME);
+		proto_frame_seal_recv(&p->conn, p->keys.w2m);
+		err = send_msg(p, proto_msg_auth(p->keys.manager_proof, &msg), &msg);
+	}
 	if (err == PROTO_OK)
-		err = proto_frame_set_limit(&p->conn, PROTO_MAX_FRAME);
+		proto_frame_seal_send(&p->conn, p->keys.m2w);
 	cJSON_Delete(in);
 	in = NULL;
 	if (err == PROTO_OK)
@@ -133,7 +157,6 @@ static enum proto_err run_manager(struct peer *p)
 	if (err == PROTO_OK)
 		err = send_msg(p, proto_msg_shutdown(0, "done", &msg), &msg);
 	cJSON_Delete(in);
-	proto_auth_wipe(proof, sizeof(proof));
 	return err;
 }
 
@@ -152,6 +175,8 @@ int main(int argc, char **argv)
 	proto_frame_conn_init(&p.conn, atoi(argv[3]));
 	err = strcmp(argv[1], "worker") == 0 ? run_worker(&p) : run_manager(&p);
 	proto_frame_conn_free(&p.conn);
+	proto_kex_free(&p.kex);
+	proto_auth_wipe(&p.keys, sizeof p.keys);
 	if (err != PROTO_OK)
 		fprintf(stderr, "proto_peer %s: %s\n", argv[1], proto_strerror(err));
 	return err == PROTO_OK ? 0 : 1;

@@ -135,13 +135,13 @@ def case_redials_rejects_and_shutdown():
 
 def raise_timeout_after_hello(conn):
     """Manager side up to the worker's register, then error timeout."""
-    hello = conn.recv_msg(expect=("hello",))
-    mn = np.nonce()
-    conn.send(np.hello_manager(mn, np.proof(COOKIE, "manager", hello["_nonce"], mn)))
-    conn.recv_msg(expect=("auth",))
-    conn.recv_limit = np.MAX_FRAME
+    hs = np.ManagerHandshake(conn, COOKIE)
+    hs.recv_hello()
+    hs.send_hello()
+    hs.recv_auth()
+    hs.send_auth()
     conn.recv_msg(expect=("register",))
-    conn.send(np.error("timeout", "handshake not completed in time"))
+    conn.send(np.error("timeout", "handshake not completed in time"))  # sealed, as the codec does
 
 
 def case_wrong_cookie_is_final():
@@ -150,7 +150,8 @@ def case_wrong_cookie_is_final():
         s = run_loadgen(m.port, 3)
     finally:
         m.close()
-    assert s["errors"] == {"manager_proof_mismatch": 3} and s["redials"] == 0 and s["exit_code"] == 1, s
+    # The worker proves itself first: the manager refuses its proof (auth_failed).
+    assert s["errors"] == {"cookie_refused": 3} and s["redials"] == 0 and s["exit_code"] == 1, s
     assert sum("auth_failed" in line for line in m.log) == 3, m.log
 
 

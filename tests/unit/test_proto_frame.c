@@ -1,5 +1,6 @@
 /* proto_frame_*: round trips over a socketpair, partial reads and writes, limits,
- * garbage, and the frame test vector of PROTOCOL.md. */
+ * garbage, sealed frames (replayed, reordered, altered), and the frame test vectors
+ * of PROTOCOL.md. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -81,11 +82,147 @@ static void test_vector_heartbeat(void **state)
 	size_t len = 0;
 
 	assert_int_equal(proto_msg_heartbeat(&hb), PROTO_OK);
-	assert_int_equal(proto_frame_encode(hb, PROTO_MAX_FRAME, &frame, &len), PROTO_OK);
+	assert_int_equal(proto_frame_encode(hb, PROTO_MAX_FRAME, NULL, &frame, &len), PROTO_OK);
 	assert_int_equal(len, sizeof(expect));
 	assert_memory_equal(frame, expect, len);
 	free(frame);
 	cJSON_Delete(hb);
+}
+
+/* PROTOCOL.md §8: the sealed frames, byte for byte, and what a receiver makes of them. */
+static const char KEY_W2M[] = "859d2a84390e9ea104f5e8055caacb43a09b0c0323b4e190540b8eb57bf22d34";
+static const char SEALED_W2M_0[] = "0000002422fc83904722a91488774e7972ad12c9784046ed0ffcba9518f90f7dd07cda05d85accd0";
+static const char SEALED_W2M_1[] = "0000002437e4f4eaae0592ddb228d5ac7177d646aef98bd0441eff5bf3f864699a05339f528cee69";
+
+static void unhex(const char *hex, unsigned char *out, size_t len)
+{
+	assert_int_equal(proto_auth_hex_decode(hex, out, len), PROTO_OK);
+}
+
+static void test_vector_sealed(void **state)
+{
+	struct proto_seal seal = { .on = true };
+	unsigned char expect[40];
+	unsigned char *frame = NULL;
+	size_t len = 0;
+	cJSON *hb = NULL;
+	unhex(KEY_W2M, seal.key, sizeof seal.key);
+	assert_int_equal(proto_msg_heartbeat(&hb), PROTO_OK);
+	for (int seq = 0; seq < 2; seq++) {
+		unhex(seq == 0 ? SEALED_W2M_0 : SEALED_W2M_1, expect, sizeof expect);
+		assert_int_equal(proto_frame_encode(hb, PROTO_MAX_FRAME, &seal, &frame, &len), PROTO_OK);
+		assert_int_equal(len, sizeof expect);
+		assert_memory_equal(frame, expect, len);
+		free(frame);
+	}
+	assert_int_equal(seal.seq, 2);
+	cJSON_Delete(hb);
+}
+
+/* Writes the two vector frames (seq 0, then 1) in the order given, once each. */
+static void sealed_reader(struct pair *p, const char *const *frames, size_t n)
+{
+	unsigned char key[PROTO_KEY_LEN], frame[40];
+	unhex(KEY_W2M, key, sizeof key);
+	proto_frame_set_limit(&p->c, PROTO_MAX_FRAME);
+	proto_frame_seal_recv(&p->c, key);
+	for (size_t i = 0; i < n; i++) {
+		unhex(frames[i], frame, sizeof frame);
+		raw_write(p->b, frame, sizeof frame);
+	}
+}
+
+static void expect_heartbeat(struct pair *p)
+{
+	cJSON *got = NULL;
+	struct proto_msg m;
+	assert_int_equal(proto_frame_recv(&p->c, &got), PROTO_OK);
+	assert_int_equal(proto_msg_parse(got, &m), PROTO_OK);
+	assert_int_equal(m.type, PROTO_MSG_HEARTBEAT);
+	cJSON_Delete(got);
+}
+
+static void test_sealed_in_order(void **state)
+{
+	struct pair *p = *state;
+	const char *const frames[] = { SEALED_W2M_0, SEALED_W2M_1 };
+	sealed_reader(p, frames, 2);
+	expect_heartbeat(p);
+	expect_heartbeat(p);
+	assert_int_equal(proto_frame_recv(&p->c, &(cJSON *){ NULL }), PROTO_AGAIN);
+}
+
+static void test_sealed_replayed(void **state)
+{
+	struct pair *p = *state;
+	const char *const frames[] = { SEALED_W2M_0, SEALED_W2M_0 };
+	sealed_reader(p, frames, 2);
+	expect_heartbeat(p);
+	expect_error(p, PROTO_ERR_FORGED);
+}
+
+static void test_sealed_reordered(void **state)
+{
+	struct pair *p = *state;
+	const char *const frames[] = { SEALED_W2M_1, SEALED_W2M_0 };
+	sealed_reader(p, frames, 2);
+	expect_error(p, PROTO_ERR_FORGED);
+}
+
+/* A flipped bit anywhere after the header (ciphertext, tag) fails the tag; in the
+ * header it changes the length the tag covers (or the limit check refuses it). */
+static void test_sealed_altered(void **state)
+{
+	for (size_t bit = 0; bit < 40 * 8; bit += 7) {
+		void *state_p = NULL;
+		assert_int_equal(setup(&state_p), 0);
+		struct pair *p = state_p;
+		unsigned char key[PROTO_KEY_LEN], frame[40];
+		unhex(KEY_W2M, key, sizeof key);
+		unhex(SEALED_W2M_0, frame, sizeof frame);
+		frame[bit / 8] ^= (unsigned char)(1u << (bit % 8));
+		proto_frame_set_limit(&p->c, PROTO_MAX_FRAME);
+		proto_frame_seal_recv(&p->c, key);
+		raw_write(p->b, frame, sizeof frame);
+		shutdown(p->b, SHUT_WR);
+		cJSON *got = NULL;
+		enum proto_err err = proto_frame_recv(&p->c, &got);
+		assert_null(got);
+		assert_true(err == PROTO_ERR_FORGED || err == PROTO_ERR_TOO_LARGE || err == PROTO_ERR_TRUNCATED);
+		if (bit >= 32)
+			assert_int_equal(err, PROTO_ERR_FORGED);
+		teardown(&state_p);
+	}
+}
+
+/* Two conns over the pair, each direction sealed with its own key: what one sends,
+ * the other reads, and a plain frame where a sealed one is due fails. */
+static void test_sealed_between_conns(void **state)
+{
+	struct pair *p = *state;
+	struct proto_conn peer;
+	unsigned char key[PROTO_KEY_LEN];
+	cJSON *msg = NULL, *got = NULL;
+	struct proto_msg m;
+	unhex(KEY_W2M, key, sizeof key);
+	proto_frame_conn_init(&peer, p->b);
+	proto_frame_seal_send(&peer, key);
+	proto_frame_set_limit(&p->c, PROTO_MAX_FRAME);
+	proto_frame_seal_recv(&p->c, key);
+	assert_int_equal(proto_msg_shutdown(1500, "job ended", &msg), PROTO_OK);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(proto_frame_send(&peer, msg), PROTO_OK);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(proto_frame_recv(&p->c, &got), PROTO_OK);
+		assert_int_equal(proto_msg_parse(got, &m), PROTO_OK);
+		assert_int_equal(m.u.shutdown.grace_ms, 1500);
+		cJSON_Delete(got);
+	}
+	raw_frame(p->b, "{\"type\":\"heartbeat\"}");
+	expect_error(p, PROTO_ERR_FORGED);
+	cJSON_Delete(msg);
+	proto_frame_conn_free(&peer);
+	assert_memory_equal(&peer.tx, &(struct proto_seal){ 0 }, sizeof peer.tx);
 }
 
 static void test_round_trip_byte_by_byte(void **state)
@@ -97,7 +234,7 @@ static void test_round_trip_byte_by_byte(void **state)
 	struct proto_msg m;
 
 	assert_int_equal(proto_msg_shutdown(1500, "job ended", &msg), PROTO_OK);
-	assert_int_equal(proto_frame_encode(msg, PROTO_MAX_FRAME, &frame, &len), PROTO_OK);
+	assert_int_equal(proto_frame_encode(msg, PROTO_MAX_FRAME, NULL, &frame, &len), PROTO_OK);
 	for (size_t i = 0; i < len; i++) {
 		assert_int_equal(proto_frame_recv(&p->c, &got), PROTO_AGAIN);
 		raw_write(p->b, frame + i, 1);
@@ -458,6 +595,12 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vector_heartbeat),
+		cmocka_unit_test(test_vector_sealed),
+		cmocka_unit_test_setup_teardown(test_sealed_in_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sealed_replayed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sealed_reordered, setup, teardown),
+		cmocka_unit_test(test_sealed_altered),
+		cmocka_unit_test_setup_teardown(test_sealed_between_conns, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_round_trip_byte_by_byte, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_send_between_conns, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),

@@ -12,7 +12,8 @@
 
 #define N64 "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 #define M64 "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
-#define P64 "05e7599da7f79270c3c2f5a2c91ca8a2792c56e52273e64504f44c4df6f518f4"
+#define P64 "b0ada82e76ffb2838d959bdd0a27157022069cf5c5c08ebc0bca4881f5ca4b15"
+#define K64 "79a631eede1bf9c98f12032cdeadd0e7a079398fc786b88cc846ec89af85a51a"
 
 static enum proto_err parse_text(const char *text, struct proto_msg *m, cJSON **keep)
 {
@@ -67,7 +68,7 @@ static void test_hello_worker(void **state)
 	cJSON *keep = NULL;
 
 	assert_int_equal(parse_text("{\"type\":\"hello\",\"versions\":[3,1,2],\"role\":\"worker\","
-				    "\"nonce\":\"" N64 "\",\"agent\":\"a\",\"future\":1}",
+				    "\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"a\",\"future\":1}",
 				    &m, &keep),
 			 PROTO_OK);
 	assert_int_equal(m.type, PROTO_MSG_HELLO_WORKER);
@@ -75,31 +76,35 @@ static void test_hello_worker(void **state)
 	assert_int_equal(m.u.hello_worker.nonce[31], 0x1f);
 	int v = 0;
 	assert_int_equal(proto_msg_pick_version(&m, &v), PROTO_OK);
-	assert_int_equal(v, 1);
+	assert_int_equal(v, 2);
 	cJSON_Delete(keep);
 
-	assert_int_equal(parse_text("{\"type\":\"hello\",\"versions\":[2,3],\"role\":\"worker\","
-				    "\"nonce\":\"" N64 "\",\"agent\":\"a\"}",
+	assert_int_equal(parse_text("{\"type\":\"hello\",\"versions\":[1,3],\"role\":\"worker\","
+				    "\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"a\"}",
 				    &m, &keep),
 			 PROTO_OK);
 	assert_int_equal(proto_msg_pick_version(&m, &v), PROTO_ERR_BAD_MESSAGE);
 	cJSON_Delete(keep);
 
-	bad("{\"type\":\"hello\",\"role\":\"worker\",\"nonce\":\"" N64 "\",\"agent\":\"a\"}");
-	bad("{\"type\":\"hello\",\"versions\":[],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"agent\":\"a\"}");
-	bad("{\"type\":\"hello\",\"versions\":1,\"role\":\"worker\",\"nonce\":\"" N64 "\",\"agent\":\"a\"}");
-	bad("{\"type\":\"hello\",\"versions\":[\"1\"],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"agent\":\"a\"}");
-	bad("{\"type\":\"hello\",\"versions\":[1.5],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"agent\":\"a\"}");
-	bad("{\"type\":\"hello\",\"versions\":[0],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"agent\":\"a\"}");
-	bad("{\"type\":\"hello\",\"versions\":[65536],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"agent\":\"a\"}");
-	bad("{\"type\":\"hello\",\"versions\":[true],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"agent\":\"a\"}");
-	bad("{\"type\":\"hello\",\"versions\":[1],\"role\":\"worker\",\"nonce\":\"" N64 "0\",\"agent\":\"a\"}");
-	bad("{\"type\":\"hello\",\"versions\":[1],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"agent\":\"\"}");
+	bad("{\"type\":\"hello\",\"role\":\"worker\",\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"a\"}");
+	bad("{\"type\":\"hello\",\"versions\":[],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"a\"}");
+	bad("{\"type\":\"hello\",\"versions\":1,\"role\":\"worker\",\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"a\"}");
+	bad("{\"type\":\"hello\",\"versions\":[\"1\"],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"a\"}");
+	bad("{\"type\":\"hello\",\"versions\":[1.5],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"a\"}");
+	bad("{\"type\":\"hello\",\"versions\":[0],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"a\"}");
+	bad("{\"type\":\"hello\",\"versions\":[65536],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"a\"}");
+	bad("{\"type\":\"hello\",\"versions\":[true],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"a\"}");
+	bad("{\"type\":\"hello\",\"versions\":[1],\"role\":\"worker\",\"nonce\":\"" N64 "0\",\"key\":\"" K64 "\",\"agent\":\"a\"}");
+	bad("{\"type\":\"hello\",\"versions\":[1],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"\"}");
 	bad("{\"type\":\"hello\",\"versions\":[1],\"role\":\"worker\",\"nonce\":\"" N64 "\"}");
-	bad("{\"type\":\"hello\",\"versions\":[1],\"role\":\"boss\",\"nonce\":\"" N64 "\",\"agent\":\"a\"}");
-	bad("{\"type\":\"hello\",\"versions\":[1],\"nonce\":\"" N64 "\",\"agent\":\"a\"}");
+	bad("{\"type\":\"hello\",\"versions\":[1],\"role\":\"boss\",\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"a\"}");
+	bad("{\"type\":\"hello\",\"versions\":[1],\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"a\"}");
 	bad("{\"type\":\"hello\",\"versions\":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,"
-	    "1,1,1,1,1,1],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"agent\":\"a\"}");
+	    "1,1,1,1,1,1],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"a\"}");
+	/* The key is required, and 32 bytes. */
+	bad("{\"type\":\"hello\",\"versions\":[2],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"agent\":\"a\"}");
+	bad("{\"type\":\"hello\",\"versions\":[2],\"role\":\"worker\",\"nonce\":\"" N64 "\",\"key\":\"" N64
+	    "00\",\"agent\":\"a\"}");
 	/* The nonce must be lowercase. */
 	bad("{\"type\":\"hello\",\"versions\":[1],\"role\":\"worker\",\"nonce\":"
 	    "\"000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F\",\"agent\":\"a\"}");
@@ -107,14 +112,17 @@ static void test_hello_worker(void **state)
 
 static void test_hello_manager_and_auth(void **state)
 {
-	ok("{\"type\":\"hello\",\"version\":1,\"role\":\"manager\",\"nonce\":\"" M64
-	   "\",\"proof\":\"" P64 "\"}", PROTO_MSG_HELLO_MANAGER);
-	bad("{\"type\":\"hello\",\"version\":\"1\",\"role\":\"manager\",\"nonce\":\"" M64
+	ok("{\"type\":\"hello\",\"version\":2,\"role\":\"manager\",\"nonce\":\"" M64
+	   "\",\"key\":\"" K64 "\"}", PROTO_MSG_HELLO_MANAGER);
+	bad("{\"type\":\"hello\",\"version\":\"2\",\"role\":\"manager\",\"nonce\":\"" M64
+	    "\",\"key\":\"" K64 "\"}");
+	bad("{\"type\":\"hello\",\"versions\":[2],\"role\":\"manager\",\"nonce\":\"" M64
+	    "\",\"key\":\"" K64 "\"}");
+	bad("{\"type\":\"hello\",\"version\":2,\"role\":\"manager\",\"nonce\":\"" M64 "\"}");
+	bad("{\"type\":\"hello\",\"version\":2,\"role\":\"manager\",\"key\":\"" K64 "\"}");
+	/* v1's manager hello (a proof, no key) is not a v2 one. */
+	bad("{\"type\":\"hello\",\"version\":2,\"role\":\"manager\",\"nonce\":\"" M64
 	    "\",\"proof\":\"" P64 "\"}");
-	bad("{\"type\":\"hello\",\"versions\":[1],\"role\":\"manager\",\"nonce\":\"" M64
-	    "\",\"proof\":\"" P64 "\"}");
-	bad("{\"type\":\"hello\",\"version\":1,\"role\":\"manager\",\"nonce\":\"" M64 "\"}");
-	bad("{\"type\":\"hello\",\"version\":1,\"role\":\"manager\",\"proof\":\"" P64 "\"}");
 	ok("{\"type\":\"auth\",\"proof\":\"" P64 "\"}", PROTO_MSG_AUTH);
 	bad("{\"type\":\"auth\"}");
 	bad("{\"type\":\"auth\",\"proof\":null}");
@@ -297,7 +305,7 @@ static void expect_frame(cJSON *msg, const char *hex)
 	char *got;
 
 	assert_non_null(msg);
-	assert_int_equal(proto_frame_encode(msg, PROTO_MAX_FRAME, &frame, &len), PROTO_OK);
+	assert_int_equal(proto_frame_encode(msg, PROTO_MAX_FRAME, NULL, &frame, &len), PROTO_OK);
 	got = malloc(2 * len + 1);
 	assert_int_equal(proto_auth_hex_encode(frame, len, got, 2 * len + 1), PROTO_OK);
 	assert_string_equal(got, hex);
@@ -308,28 +316,36 @@ static void expect_frame(cJSON *msg, const char *hex)
 
 static void test_vector_frames(void **state)
 {
-	unsigned char wn[PROTO_NONCE_LEN], mn[PROTO_NONCE_LEN], mp[PROTO_PROOF_LEN];
+	unsigned char wn[PROTO_NONCE_LEN], mn[PROTO_NONCE_LEN], wk[PROTO_KEY_LEN], mk[PROTO_KEY_LEN];
+	unsigned char wp[PROTO_PROOF_LEN];
 	cJSON *msg = NULL;
 
 	for (int i = 0; i < PROTO_NONCE_LEN; i++) {
 		wn[i] = (unsigned char)i;
 		mn[i] = (unsigned char)(0x20 + i);
 	}
-	assert_int_equal(proto_auth_hex_decode(P64, mp, sizeof(mp)), PROTO_OK);
-	assert_int_equal(proto_msg_hello_worker(wn, "batch-agent 0.1.0", &msg), PROTO_OK);
+	assert_int_equal(proto_auth_hex_decode(K64, wk, sizeof wk), PROTO_OK);
+	assert_int_equal(proto_auth_hex_decode("675dd574ed7789310b3d2e7681f3790b466c773b1521fecf36577958371ea52f", mk,
+					       sizeof mk), PROTO_OK);
+	assert_int_equal(proto_auth_hex_decode(P64, wp, sizeof wp), PROTO_OK);
+	assert_int_equal(proto_msg_hello_worker(wn, wk, "batch-agent 0.1.0", &msg), PROTO_OK);
 	expect_frame(msg,
-		     "000000967b2274797065223a2268656c6c6f222c2276657273696f6e73223a5b315d2c2272"
-		     "6f6c65223a22776f726b6572222c226e6f6e6365223a22303030313032303330343035303630"
-		     "37303830393061306230633064306530663130313131323133313431353136313731383139316131"
-		     "623163316431653166222c226167656e74223a2262617463682d6167656e7420302e312e30227d");
-	assert_int_equal(proto_msg_hello_manager(1, mn, mp, &msg), PROTO_OK);
+		     "000000df7b2274797065223a2268656c6c6f222c2276657273696f6e73223a5b325d2c22726f6c65223a22776f"
+		     "726b6572222c226e6f6e6365223a223030303130323033303430353036303730383039306130623063306430653066"
+		     "3130313131323133313431353136313731383139316131623163316431653166222c226b6579223a2237396136333165"
+		     "656465316266396339386631323033326364656164643065376130373933393866633738366238386363383436656338"
+		     "396166383561353161222c226167656e74223a2262617463682d6167656e7420302e312e30227d");
+	assert_int_equal(proto_msg_hello_manager(2, mn, mk, &msg), PROTO_OK);
 	expect_frame(msg,
-		     "000000c37b2274797065223a2268656c6c6f222c2276657273696f6e223a312c22726f6c6522"
-		     "3a226d616e61676572222c226e6f6e6365223a2232303231323232333234323532363237323832"
-		     "393261326232633264326532663330333133323333333433353336333733383339336133623363"
-		     "336433653366222c2270726f6f66223a22303565373539396461376637393237306333633266"
-		     "3561326339316361386132373932633536653532323733653634353034663434633464663666"
-		     "3531386634227d");
+		     "000000c17b2274797065223a2268656c6c6f222c2276657273696f6e223a322c22726f6c65223a226d616e616765"
+		     "72222c226e6f6e6365223a2232303231323232333234323532363237323832393261326232633264326532663330"
+		     "333133323333333433353336333733383339336133623363336433653366222c226b6579223a2236373564643537"
+		     "346564373738393331306233643265373638316633373930623436366337373362313532316665636633363537373935"
+		     "383337316561353266227d");
+	assert_int_equal(proto_msg_auth(wp, &msg), PROTO_OK);
+	expect_frame(msg,
+		     "0000005a7b2274797065223a2261757468222c2270726f6f66223a2262306164613832653736666662323833386439"
+		     "353962646430613237313537303232303639636635633563303865626330626361343838316635636134623135227d");
 	assert_int_equal(proto_msg_heartbeat(&msg), PROTO_OK);
 	expect_frame(msg, "000000147b2274797065223a22686561727462656174227d");
 }

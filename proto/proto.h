@@ -30,7 +30,7 @@
 #define PROTO_HANDSHAKE_TIMEOUT_MS 10000 /* handshake step, from the peer's last frame, either side */
 #define PROTO_HEARTBEAT_MISSES 3         /* intervals of silence after which a peer is lost */
 #define PROTO_NONCE_LEN 32               /* raw bytes; 64 hex digits on the wire */
-#define PROTO_PROOF_LEN 32               /* HMAC-SHA256 output; 64 hex digits on the wire */
+#define PROTO_PROOF_LEN 32               /* a proof (32 bytes of HKDF output); 64 hex digits on the wire */
 #define PROTO_HEX_LEN 64                 /* hex digits of a nonce, a key or a proof */
 #define PROTO_KEY_LEN 32                 /* X25519 public key; a session key (ChaCha20) */
 #define PROTO_TAG_LEN 16                 /* Poly1305 tag at the end of a sealed frame */

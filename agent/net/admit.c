@@ -51,54 +51,57 @@ static bool refuse_error(struct admit_refusal *why, const struct proto_msg *msg,
 bool admit_hello(struct admission *a, const struct admit_job *job, const struct proto_msg *msg, cJSON **reply,
 		 struct admit_refusal *why)
 {
-	struct proto_transcript t;
+	struct proto_transcript *t = &a->transcript;
 	if (msg->type == PROTO_MSG_ERROR)
 		return refuse_error(why, msg, "it opened with");
 	if (msg->type != PROTO_MSG_HELLO_WORKER)
 		return refuse(why, PROTO_CODE_UNEXPECTED, false, "it did not start with hello");
-	if (proto_msg_pick_version(msg, &t.version) != PROTO_OK)
+	if (proto_msg_pick_version(msg, &t->version) != PROTO_OK)
 		return refuse(why, PROTO_CODE_UNSUPPORTED_VERSION, true,
 			      "no protocol version in common (this manager speaks %d)", PROTO_VERSION);
-	memcpy(t.worker_nonce, msg->u.hello_worker.nonce, PROTO_NONCE_LEN);
-	memcpy(t.worker_key, msg->u.hello_worker.key, PROTO_KEY_LEN);
-	memcpy(t.manager_key, job->kex->pub, PROTO_KEY_LEN);
-	if (proto_auth_nonce(t.manager_nonce) != PROTO_OK)
+	memcpy(t->worker_nonce, msg->u.hello_worker.nonce, PROTO_NONCE_LEN);
+	memcpy(t->worker_key, msg->u.hello_worker.key, PROTO_KEY_LEN);
+	memcpy(t->manager_key, job->kex->pub, PROTO_KEY_LEN);
+	if (proto_auth_nonce(t->manager_nonce) != PROTO_OK)
 		return refuse(why, PROTO_CODE_INTERNAL, false, "no randomness for our nonce");
-	/* The keys now, while we have the transcript: the peer's proof is checked against
-	 * them, and nothing we send before it depends on the cookie. */
-	enum proto_err err = proto_auth_keys(job->cookie->bytes, job->cookie->length, PROTO_ROLE_MANAGER, job->kex, &t,
-					     &a->keys);
-	if (err == PROTO_ERR_AUTH)
-		return refuse(why, PROTO_CODE_AUTH_FAILED, true, "its hello echoes our nonce or carries a degenerate key");
-	if (err != PROTO_OK)
-		return refuse(why, PROTO_CODE_INTERNAL, false, "cannot derive the session keys: %s", proto_strerror(err));
-	err = proto_msg_hello_manager(t.version, t.manager_nonce, t.manager_key, reply);
+	/* Only random values: nothing we send before the peer's proof depends on the cookie. */
+	enum proto_err err = proto_msg_hello_manager(t->version, t->manager_nonce, t->manager_key, reply);
 	if (err != PROTO_OK)
 		return refuse(why, PROTO_CODE_INTERNAL, false, "cannot build our hello: %s", proto_strerror(err));
 	return true;
 }
 
-bool admit_auth(const struct admission *a, const struct proto_msg *msg, cJSON **reply, struct admit_refusal *why)
+bool admit_auth(struct admission *a, const struct admit_job *job, const struct proto_msg *msg, struct conn *c,
+		struct admit_refusal *why)
 {
+	struct proto_keys keys;
+	cJSON *reply = NULL;
 	if (msg->type == PROTO_MSG_ERROR)
 		return refuse_error(why, msg, "it gave up before its proof:");
 	if (msg->type != PROTO_MSG_AUTH)
 		return refuse(why, PROTO_CODE_UNEXPECTED, false, "\"%s\" instead of auth", proto_msg_type_name(msg->type));
-	if (proto_auth_check(a->keys.worker_proof, msg->u.auth.proof) != PROTO_OK)
+	enum proto_err err = proto_auth_keys(job->cookie->bytes, job->cookie->length, PROTO_ROLE_MANAGER, job->kex,
+					     &a->transcript, &keys);
+	proto_auth_wipe(a, sizeof *a);
+	if (err == PROTO_ERR_AUTH)
+		return refuse(why, PROTO_CODE_AUTH_FAILED, true, "authentication failed (a reflected nonce or a degenerate key)");
+	if (err != PROTO_OK)
+		return refuse(why, PROTO_CODE_INTERNAL, false, "cannot derive the session keys: %s", proto_strerror(err));
+	if (proto_auth_check(keys.worker_proof, msg->u.auth.proof) != PROTO_OK) {
+		proto_auth_wipe(&keys, sizeof keys);
 		return refuse(why, PROTO_CODE_AUTH_FAILED, true, "authentication failed (a different cookie)");
-	enum proto_err err = proto_msg_auth(a->keys.manager_proof, reply);
+	}
+	err = proto_msg_auth(keys.manager_proof, &reply);
+	if (err == PROTO_OK) {
+		proto_frame_set_limit(&c->pc, PROTO_MAX_FRAME);
+		proto_frame_seal_recv(&c->pc, keys.w2m);
+		conn_send(c, reply, PROTO_OK);
+		proto_frame_seal_send(&c->pc, keys.m2w);
+	}
+	proto_auth_wipe(&keys, sizeof keys);
 	if (err != PROTO_OK)
 		return refuse(why, PROTO_CODE_INTERNAL, false, "cannot build our proof: %s", proto_strerror(err));
 	return true;
-}
-
-void admit_seal(struct admission *a, struct conn *c, cJSON *reply)
-{
-	proto_frame_set_limit(&c->pc, PROTO_MAX_FRAME);
-	proto_frame_seal_recv(&c->pc, a->keys.w2m);
-	conn_send(c, reply, PROTO_OK);
-	proto_frame_seal_send(&c->pc, a->keys.m2w);
-	proto_auth_wipe(a, sizeof *a);
 }
 
 /* MNP node ids are "<job uuid>#<node index>": a child of this job carries our uuid and

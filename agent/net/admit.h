@@ -1,10 +1,11 @@
 /* The manager's side of the handshake (PROTOCOL.md §3): the checks that let a peer
  * from hello to a registration, one step at a time.
  *
- *   W -> M  hello {versions, wn, wk}  admit_hello: a version in common; the keys
- *   M -> W  hello {v, mn, mk}           (X25519 with our key pair, then HKDF)
- *   W -> M  auth {wp}                 admit_auth: wp proves the cookie; the worker's
- *   M -> W  auth {mp}                   direction, then ours, are sealed
+ *   W -> M  hello {versions, wn, wk}  admit_hello: a version in common; our nonce
+ *   M -> W  hello {v, mn, mk}
+ *   W -> M  auth {wp}                 admit_auth: X25519 and HKDF, then wp must prove
+ *   M -> W  auth {mp}                   the cookie; the worker's direction, then ours,
+ *                                       are sealed
  *   W -> M  register {...}            admit_register: this job, a child's index, an
  *   M -> W  accept | reject             address fit for the hostfile
  *
@@ -22,11 +23,11 @@
 #include "cookie.h"
 #include "proto.h"
 
-/* One peer's progress through the handshake: what its hello's exchange derived, until
- * its proof is checked (then the session keys move into the connection, and this is
- * wiped). */
+/* One peer's progress through the handshake: the transcript of the two hellos. The
+ * key exchange waits for the peer's proof: a peer that never sends one (a stranger, a
+ * worker that gave up waiting in the queue) costs no X25519 derivation. */
 struct admission {
-	struct proto_keys keys;
+	struct proto_transcript transcript;
 };
 
 /* What a registration must match. */
@@ -51,12 +52,12 @@ struct admit_refusal {
 /* The worker's hello: true with *reply, our hello to send. */
 bool admit_hello(struct admission *a, const struct admit_job *job, const struct proto_msg *msg, cJSON **reply,
 		 struct admit_refusal *why);
-/* The worker's proof: true when it proves the cookie, with *reply our proof. */
-bool admit_auth(const struct admission *a, const struct proto_msg *msg, cJSON **reply, struct admit_refusal *why);
-/* After admit_auth: the worker's direction is sealed from its next frame (and may be
- * 65536 bytes), our proof goes out plain, our direction is sealed after it; then the
- * admission is wiped (the keys live on in the connection alone). Takes reply. */
-void admit_seal(struct admission *a, struct conn *c, cJSON *reply);
+/* The worker's proof: true when it proves the cookie. Then c's reading direction is
+ * sealed from the worker's next frame (which may be 65536 bytes), our proof has gone
+ * out plain, our direction is sealed after it, and the admission is wiped: the
+ * session keys live on in c alone. */
+bool admit_auth(struct admission *a, const struct admit_job *job, const struct proto_msg *msg, struct conn *c,
+		struct admit_refusal *why);
 
 /* The registration: true when it names a child of this job at a usable address. */
 bool admit_register(const struct admit_job *job, const struct proto_msg *msg, struct admit_refusal *why);

@@ -470,11 +470,10 @@ static void on_message(struct conn *c, const struct proto_msg *msg, void *ctx)
 		return;
 	}
 	case PEER_AUTH:
-		if (!admit_auth(&p->admission, msg, &reply, &why)) {
+		if (!admit_auth(&p->admission, &ls->job, msg, &p->conn, &why)) {
 			refuse_peer(p, &why);
 			return;
 		}
-		admit_seal(&p->admission, &p->conn, reply);
 		p->state = PEER_REGISTER;
 		return;
 	case PEER_REGISTER:

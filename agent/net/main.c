@@ -37,8 +37,9 @@ int main(int argc, char **argv)
 	rc = signals_take_over();
 	if (rc != BA_OK)
 		return rc;
-	/* We use HMAC-SHA256 only (nonces come from getrandom): the system's
-	 * openssl.cnf has nothing to add, and reading it costs every worker a file parse. */
+	/* We use fixed algorithms of the default provider (X25519, SHA-256, HKDF,
+	 * ChaCha20-Poly1305; randomness from getrandom): the system's openssl.cnf has
+	 * nothing to add, and reading it costs every worker a file parse. */
 	OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, NULL);
 	if (role == ROLE_MAIN)
 		return rendezvous_run(&cfg);

@@ -751,7 +751,7 @@ static void usage(FILE *out)
 		"usage: loadgen --workers N --manager IP:PORT [options]\n"
 		"\n"
 		"Simulates N batch-agent workers (nodes --first-index .. +N-1 of an MNP job) in one\n"
-		"process against one main agent, with real HMAC handshakes (proto/PROTOCOL.md).\n"
+		"process against one main agent, with real handshakes and sealed frames (proto/PROTOCOL.md).\n"
 		"The cookie comes from --cookie-file or " COOKIE_ENV ", never from argv.\n"
 		"\n"
 		"  --workers N            simulated workers (1..100000)\n"

@@ -390,8 +390,11 @@ static void on_lost(struct conn *c, enum proto_err err, void *ctx)
 	struct peer *p = ctx;
 	(void)c;
 	const char *why = err == PROTO_CLOSED ? "it closed the connection" : proto_strerror(err);
+	/* A forged frame after the peer proved the cookie means tampering on the path, not
+	 * a stranger's noise: loud, like a wrong cookie. */
+	bool loud = err == PROTO_ERR_FORGED;
 	if (p->state != PEER_REGISTERED && proto_err_code(err) != NULL)
-		refused(p->ls, false, "refused peer %s: %s", p->remote, why);
+		refused(p->ls, loud, "refused peer %s: %s", p->remote, why);
 	listener_drop(p, why);
 }
 

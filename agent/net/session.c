@@ -125,6 +125,12 @@ static void on_message(struct conn *c, const struct proto_msg *msg, void *ctx)
 	case PROTO_MSG_ERROR:
 		log_error("the manager reports an error: %s%s%s", msg->u.error.code, msg->u.error.message[0] ? ": " : "",
 			  msg->u.error.message);
+		/* It says our frames broke the protocol: on a sealed session, frames altered on
+		 * the way (our own codec sends none that break it). As when we catch one: 76. */
+		if (strcmp(msg->u.error.code, PROTO_CODE_BAD_FRAME) == 0 ||
+		    strcmp(msg->u.error.code, PROTO_CODE_BAD_MESSAGE) == 0 ||
+		    strcmp(msg->u.error.code, PROTO_CODE_UNEXPECTED) == 0)
+			s->protocol_error = true;
 		lose_manager(s, "it reported an error");
 		return;
 	default: {

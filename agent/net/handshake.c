@@ -264,6 +264,14 @@ static enum ba_status send_register(struct handshake *h)
 		.memory_limit_bytes = { .present = h->self->memory_bytes > 0, .value = h->self->memory_bytes },
 	};
 	enum proto_err err = proto_msg_register(&reg, &msg);
+	if (err == PROTO_OK) {
+		err = proto_frame_send_wait(h->conn, msg, h->deadline);
+		cJSON_Delete(msg);
+		/* A manager that refused our proof has closed, maybe before this went out (a
+		 * reset): its answer is in our socket all the same, and the next read says
+		 * why (auth_failed: 77), or that the connection is gone. */
+		return err == PROTO_OK || err == PROTO_ERR_IO ? BA_OK : failed(h, err, "to our registration");
+	}
 	return send_message(h, msg, err, "to our registration");
 }
 

@@ -852,7 +852,12 @@ def worker_handshake(conn, cookie, register, timeout=HANDSHAKE_TIMEOUT, agent=No
         hs.send_hello()
         hs.recv_hello(_deadline_left(deadline))
         hs.send_auth()
-        conn.send(register)
+        try:
+            conn.send(register)
+        except OSError:
+            # The manager refused our proof and closed (a reset) before this went out:
+            # its answer is in our socket all the same, and recv_auth reads it.
+            pass
         hs.recv_auth(_deadline_left(deadline))
         ans = conn.recv_msg(_deadline_left(deadline), expect=("accept", "reject"))
         if ans["type"] == "reject":

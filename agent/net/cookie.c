@@ -63,12 +63,13 @@ void cookie_scrub_environment(void)
 }
 
 /* Up to COOKIE_MAX bytes from fd, to its end, into a secret buffer; `what` names the
- * source in errors. */
-static enum ba_status read_cookie_stream(int fd, const char *what, struct cookie *out)
+ * source in errors. A file may end in a newline (LF or CR LF) that is not part of it:
+ * the buffer has room for those two bytes and one more, to tell a longer cookie. */
+static enum ba_status read_cookie_stream(int fd, const char *what, bool strip_newline, struct cookie *out)
 {
 	enum ba_status rc = cookie_alloc(out);
-	while (rc == BA_OK) {
-		ssize_t n = read(fd, out->bytes + out->length, COOKIE_MAX + 1 - out->length);
+	while (rc == BA_OK && out->length < COOKIE_BUFFER) {
+		ssize_t n = read(fd, out->bytes + out->length, COOKIE_BUFFER - out->length);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -76,10 +77,19 @@ static enum ba_status read_cookie_stream(int fd, const char *what, struct cookie
 			rc = BA_EX_CONFIG;
 		} else if (n == 0) {
 			break;
-		} else if ((out->length += (size_t)n) > COOKIE_MAX) {
-			log_error("%s is longer than %d bytes", what, COOKIE_MAX);
-			rc = BA_EX_CONFIG;
+		} else {
+			out->length += (size_t)n;
 		}
+	}
+	/* Editors and `echo` add a final newline that nobody means as part of a secret. */
+	if (rc == BA_OK && strip_newline && out->length > 0 && out->bytes[out->length - 1] == '\n') {
+		out->length--;
+		if (out->length > 0 && out->bytes[out->length - 1] == '\r')
+			out->length--;
+	}
+	if (rc == BA_OK && out->length > COOKIE_MAX) {
+		log_error("%s is longer than %d bytes", what, COOKIE_MAX);
+		rc = BA_EX_CONFIG;
 	}
 	if (rc != BA_OK)
 		cookie_wipe(out);
@@ -99,13 +109,8 @@ static enum ba_status read_cookie_file(const char *path, struct cookie *out)
 	if (fstat(fd, &info) == 0 && (info.st_mode & (S_IRWXG | S_IRWXO)) != 0)
 		log_warn("cookie file %s is readable by group or others (mode %03o): chmod 600 it", path,
 			 (unsigned)(info.st_mode & 0777));
-	enum ba_status rc = read_cookie_stream(fd, what, out);
+	enum ba_status rc = read_cookie_stream(fd, what, true, out);
 	close(fd);
-	/* Editors and `echo` add a final newline that nobody means as part of a secret. */
-	if (rc == BA_OK && out->length > 0 && out->bytes[out->length - 1] == '\n')
-		out->length--;
-	if (rc == BA_OK && out->length > 0 && out->bytes[out->length - 1] == '\r')
-		out->length--;
 	return rc;
 }
 
@@ -173,7 +178,7 @@ enum ba_status cookie_load(const struct config *cfg, struct cookie *out)
 	if (cfg->cookie_file != NULL)
 		rc = read_cookie_file(cfg->cookie_file, out);
 	else if (handover_fd >= 0)
-		rc = read_cookie_stream(handover_fd, COOKIE_ENV, out);
+		rc = read_cookie_stream(handover_fd, COOKIE_ENV, false, out);
 	else if (value != NULL)
 		rc = copy_cookie_env(value, out);
 	else {

@@ -161,6 +161,30 @@ def cookie_under_16_bytes_is_refused(workdir):
 
 
 @runner.case
+def cookie_file_of_4096_bytes_and_a_newline(workdir):
+    """The longest cookie (4096 bytes) in a file that ends in CR LF, as editors write
+    it, authenticates; one byte more is refused (78), naming the file."""
+    cookie = "k" * 4096
+    job = Job(2, cookie=cookie)
+    path = os.path.join(workdir, "long-cookie")
+    with open(path, "w", newline="") as f:
+        f.write(cookie + "\r\n")
+    os.chmod(path, 0o600)
+    fm = FakeManager(cookie, lambda conn, reg: conn.send(npr.shutdown(0, "done")))
+    try:
+        w = worker(job, workdir, ["--port", str(fm.port), "--cookie-file", path], ["true"], cookie=False)
+        expect_exit(w, 0, 15)
+        fm.finish()
+    finally:
+        fm.close()
+    with open(path, "w") as f:
+        f.write(cookie + "k\n")
+    w2 = worker(job, workdir, ["--port", "1", "--cookie-file", path], ["true"], cookie=False, name="long")
+    expect_exit(w2, mnp.EX_CONFIG, 10)
+    check(f"cookie file {path} (--cookie-file) is longer than 4096 bytes" in w2.stderr(), w2.stderr())
+
+
+@runner.case
 def julia_cookie_warnings(workdir):
     """The Julia dialect: the cookie travels in clear, and Distributed takes at most 16
     ASCII bytes (HDR_COOKIE_LEN); no warning about 32 bytes, which Julia cannot use."""

@@ -1,6 +1,7 @@
 /* Finding and chain-loading the agent's helper programs. */
 #include "chainload.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -62,9 +63,12 @@ static enum ba_status hand_over_cookie(void)
 	}
 	enum ba_status rc = BA_OK;
 	ssize_t n = write(fd, value, length);
+	/* A short write to memory sets no errno of its own; the scrub may change errno. */
+	int write_errno = n < 0 ? errno : EIO;
 	util_scrub_env("BATCH_AGENT_COOKIE");
 	char number[16];
 	snprintf(number, sizeof number, "%d", fd);
+	errno = write_errno;
 	if (n != (ssize_t)length ||
 	    fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0 ||
 	    lseek(fd, 0, SEEK_SET) != 0 || setenv("BATCH_AGENT_COOKIE_FD", number, 1) != 0) {

@@ -177,6 +177,14 @@ class Attack:
         path = os.path.join(self.out, "hostfile")
         return read(path).splitlines() if os.path.exists(path) else None
 
+    def main_ends_without_the_child(self, what):
+        """After the node was dropped: no exit report was recorded for it, the main
+        payload ends (released), the main exits 0, and the hostfile is the true one."""
+        check_no_exit_report(self.main, what)
+        self.release_main()
+        expect_exit(self.main, 0, 20)
+        self.check_hostfile()
+
     def check_hostfile(self):
         """The main payload's hostfile holds the main and the child's own address, never
         the attacker's."""
@@ -259,10 +267,7 @@ def forged_shutdown_case(workdir, forge):
         a.main.wait_for_log("node 1 (", 10)
         check(f"node 1 ({a.net.addr(2)}) lost: it reported an error" in a.main.stderr(),
               f"the main does not drop node 1:\n{a.main.stderr()}")
-        check_no_exit_report(a.main, "for a child that never sent one")
-        a.release_main()
-        expect_exit(a.main, 0, 20)
-        a.check_hostfile()
+        a.main_ends_without_the_child("for a child that never sent one")
 
 
 @runner.case
@@ -309,10 +314,7 @@ def replayed_heartbeat_to_the_main_drops_the_node(workdir):
         check(f"the manager reports an error: bad_frame: {FORGED}" in cerr,
               f"the child did not hear why it was dropped:\n{cerr}")
         check("(--on-manager-loss exit)" in cerr, f"the child did not apply --on-manager-loss:\n{cerr}")
-        check_no_exit_report(a.main, "for a child that never sent one")
-        a.release_main()
-        expect_exit(a.main, 0, 20)
-        a.check_hostfile()
+        a.main_ends_without_the_child("for a child that never sent one")
 
 
 @runner.case

@@ -76,7 +76,8 @@ static const char usage_text[] =
 "   64  bad command line, or a cookie under 16 bytes\n"
 "   69  manager unreachable or lost, nodes missing\n"
 "   70  internal error                71  system call failed, out of memory\n"
-"   76  peer broke the protocol (a worker stops PROGRAM as on manager loss)\n"
+"   76  peer broke the protocol, or a frame was forged or altered on the way (a\n"
+"       worker stops PROGRAM as on manager loss)\n"
 "   77  authentication or registration refused\n"
 "   78  bad configuration or environment\n"
 "  126  PROGRAM not executable       127  PROGRAM not found\n";

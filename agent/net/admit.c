@@ -96,7 +96,9 @@ bool admit_auth(struct admission *a, const struct admit_job *job, const struct p
 		proto_frame_set_limit(&c->pc, PROTO_MAX_FRAME);
 		proto_frame_seal_recv(&c->pc, keys.w2m);
 		conn_send(c, reply, PROTO_OK);
-		proto_frame_seal_send(&c->pc, keys.m2w);
+		/* A send that failed closed c (and wiped its keys): nothing more to seal. */
+		if (c->open)
+			proto_frame_seal_send(&c->pc, keys.m2w);
 	}
 	proto_auth_wipe(&keys, sizeof keys);
 	if (err != PROTO_OK)

@@ -228,6 +228,15 @@ static const struct setting settings[] = {
 };
 
 #define SETTING_COUNT (sizeof settings / sizeof settings[0])
+_Static_assert(SETTING_COUNT <= 64, "struct config's flagged has a bit per setting");
+
+bool config_flagged(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < SETTING_COUNT; i++)
+		if (strcmp(settings[i].flag, name) == 0)
+			return (cfg->flagged >> i) & 1;
+	return false;
+}
 #define OPTION_HELP 1000
 #define OPTION_VERSION 1001
 
@@ -323,6 +332,7 @@ static enum ba_status apply_flags(struct config *cfg, int argc, char **argv)
 				  setting->expected);
 			return BA_EX_USAGE;
 		}
+		cfg->flagged |= UINT64_C(1) << (setting - settings);
 	}
 	cfg->payload_argc = argc - optind;
 	cfg->payload_argv = argv + optind;

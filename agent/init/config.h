@@ -60,7 +60,14 @@ struct config {
 	/* The payload: PROGRAM [ARG...], pointing into the process's argv. */
 	int payload_argc;
 	char **payload_argv;
+	/* Settings the command line gave (bit i: the i-th of config.c's table): a conflict
+	 * among flags alone is a bad command line (64), one that involves the environment
+	 * is bad configuration (78). */
+	uint64_t flagged;
 };
+
+/* Whether the command line gave --NAME (rather than the environment or a default). */
+bool config_flagged(const struct config *cfg, const char *name);
 
 /* Parse argv and the environment. On BA_OK the struct is complete, or, after a help
  * or version request, cfg->answered is set: it printed the answer, and the program

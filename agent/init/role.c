@@ -24,9 +24,16 @@ enum ba_status role_decide(const struct config *cfg, enum role *out)
 		log_error("the main role needs AWS_BATCH_JOB_NUM_NODES (the number of nodes to wait for)");
 		return BA_EX_CONFIG;
 	}
+	/* Conflicts: between flags alone a bad command line, else bad configuration. */
+	bool main_flagged = cfg->role == ROLE_MAIN && config_flagged(cfg, "role");
 	if (role == ROLE_MAIN && cfg->protocol == PROTOCOL_JULIA) {
 		log_error("--role main with --protocol julia: the Julia manager is the main payload; use --role init or auto");
-		return BA_EX_CONFIG;
+		return main_flagged && config_flagged(cfg, "protocol") ? BA_EX_USAGE : BA_EX_CONFIG;
+	}
+	if (role == ROLE_MAIN && cfg->exec) {
+		log_error("--exec (BATCH_AGENT_EXEC) is not available in the main role%s: the rendezvous keeps the "
+			  "children's connections", cfg->role == ROLE_AUTO ? " (this is the MNP main node)" : "");
+		return main_flagged && config_flagged(cfg, "exec") ? BA_EX_USAGE : BA_EX_CONFIG;
 	}
 	*out = role;
 	return BA_OK;

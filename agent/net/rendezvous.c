@@ -454,10 +454,6 @@ static enum ba_status set_up(struct rendezvous *rv)
 enum ba_status rendezvous_run(const struct config *cfg)
 {
 	struct rendezvous rv = { .cfg = cfg, .children = cfg->batch.num_nodes - 1 };
-	if (cfg->exec) {
-		log_error("--exec is not available in the main role: the rendezvous keeps the children's connections");
-		return BA_EX_CONFIG;
-	}
 	enum ba_status rc = set_up(&rv);
 	if (rc == BA_OK) {
 		log_info("rendezvous listening on port %ld for %ld child node%s (wait up to %.3g s)", cfg->port,

@@ -143,6 +143,32 @@ def bad_env_twin_is_78_naming_variable(mode):
     check(not bad, "; ".join(bad))
 
 
+@case(agent_only=True, modes=("sub",))
+def role_conflicts_64_from_flags_78_with_the_environment(mode):
+    """--exec and the Julia dialect have no main role: given as flags alone the
+    conflict is a bad command line (64); where the role or the other setting comes from
+    the environment (an MNP main node, BATCH_AGENT_EXEC) it is bad configuration (78).
+    Nothing runs either way."""
+    mnp_main = dict(MNP_OK, AWS_BATCH_JOB_ID="0f8a1a4e-1111-2222-3333-444455556666#0", AWS_BATCH_JOB_NODE_INDEX="0")
+    tries = [
+        (["--role", "main", "--exec"], {}, EX_USAGE, b"--exec"),
+        (["--role", "main", "--protocol", "julia"], {}, EX_USAGE, b"--protocol julia"),
+        (["--role", "main"], {"BATCH_AGENT_EXEC": "1"}, EX_CONFIG, b"BATCH_AGENT_EXEC"),
+        (["--exec"], mnp_main, EX_CONFIG, b"MNP main node"),
+    ]
+    bad = []
+    with TempDir() as d:
+        marker, payload = _marker_payload(d)
+        for flags, env, want, says in tries:
+            rc, out, err = _agent(flags + ["--"] + payload, env=clean_env(**{**MNP_OK, **env}))
+            if rc != want or says not in err:
+                bad.append("%s %s: status %r, want %d naming %r (stderr %r)" % (flags, env, rc, want, says, err[-200:]))
+            if os.path.exists(marker):
+                bad.append("%s %s: the payload ran" % (flags, env))
+                os.unlink(marker)
+    check(not bad, "; ".join(bad))
+
+
 def _print_config(args, env=None):
     with TempDir() as d:
         marker, payload = _marker_payload(d)

@@ -170,7 +170,11 @@ def cookie_file_of_4096_bytes_and_a_newline(workdir):
     with open(path, "w", newline="") as f:
         f.write(cookie + "\r\n")
     os.chmod(path, 0o600)
-    fm = FakeManager(cookie, lambda conn, reg: conn.send(npr.shutdown(0, "done")))
+    def script(conn, reg):
+        recv_until(conn, ("payload_exited",), 10)  # `true` ran: the cookie was taken
+        conn.send(npr.shutdown(3000, "done"))
+
+    fm = FakeManager(cookie, script)
     try:
         w = worker(job, workdir, ["--port", str(fm.port), "--cookie-file", path], ["true"], cookie=False)
         expect_exit(w, 0, 15)

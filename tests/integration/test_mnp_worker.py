@@ -260,8 +260,14 @@ def shutdown_after_payload_exit_keeps_status(workdir):
 
     fm = FakeManager(job.cookie, script)
     try:
-        w = worker(job, workdir, ["--port", str(fm.port), "--heartbeat", "0.2", "--grace", "3"],
-                   ["/bin/sh", "-c", "(trap '' TERM; sleep 1) & exit 3"])
+        # What the payload leaves ignores SIGTERM (the payload exits only once the
+        # trap is set) and lives until the grace period's SIGKILL: the shutdown reaches
+        # the worker within that window however slow the machine (the grace stretches
+        # with the timeout scale).
+        w = worker(job, workdir, ["--port", str(fm.port), "--heartbeat", "0.2", "--grace", mnp.wait_s(3)],
+                   ["/bin/sh", "-c", "(trap '' TERM; : > \"$1\"; exec sleep 60) & "
+                    "n=0; until [ -e \"$1\" ] || [ $n -ge 1000 ]; do n=$((n+1)); sleep 0.01; done; exit 3",
+                    "p", os.path.join(workdir, "trap-set")])
         expect_exit(w, 3, 15)
         exited = fm.finish()
         check(exited.get("exit_code") == 3, f"payload_exited: {exited}")

@@ -54,8 +54,10 @@ MAIN_NICE = 0 if WRAPPER else max(0, 19 - round(math.log(max(SCALE, 1.0)) / math
 LOADGEN = os.environ.get("LOADGEN_BIN") or os.path.join(mnp.SOURCE_DIR, "build", "release", "tests",
                                                          "integration", "loadgen")
 # Wall-clock budget of the case, times the scale: it bounds the CPU hogs' lives, the
-# main's --wait-timeout and loadgen's --deadline. A passing run takes 10 to 30 s.
-BUDGET_S = 120
+# main's --wait-timeout and loadgen's --deadline. A passing run takes 15 to 50 s here
+# (protocol v2's X25519 doubled the main's CPU per handshake, and so the starved wall
+# time); the budget leaves room for a CI machine that runs other work besides.
+BUDGET_S = 200
 
 runner = mnp.Runner()
 

@@ -122,20 +122,24 @@ def case_job(lab, nodes):
 
 
 def case_late_manager(lab, nodes):
-    """Workers start first; the manager starts listening 2 s later: they retry."""
+    """Workers start first and find no manager (each says so and keeps dialing); the
+    manager starts listening only then: they retry and the job runs."""
     main = nodes[0]
     children = {f"late{n.name[1:]}": start_child(lab, n, main, f"late{n.name[1:]}")
                 for n in nodes[1:]}
-    time.sleep(2.0)
+    # Until each worker has failed a first attempt, however slowly it starts (valgrind):
+    # a fixed 2 s once let a worker reach a manager that was already up.
+    deadline = time.monotonic() + 30 * jt.slow_factor()
     for name, (proc, dump, _s) in children.items():
+        while "not reachable yet" not in proc.stderr():
+            check(proc.alive(), f"{name} gave up before the manager came: {proc.stderr()}")
+            check(time.monotonic() < deadline, f"{name}: no sign of a retry in stderr: {proc.stderr()}")
+            time.sleep(0.05)
         check(proc.alive(), f"{name} gave up before the manager came: {proc.stderr()}")
         check(not os.path.exists(dump), f"{name}: payload started without a manager")
     mgr = start_main(lab, main)
     renamed = {f"child{k[4:]}": v for k, v in children.items()}
     check_job(lab, nodes, mgr, renamed)
-    for name, (proc, _d, _s) in children.items():
-        check("not reachable yet" in proc.stderr(),
-              f"{name}: no sign of a retry in stderr: {proc.stderr()}")
 
 
 def case_ecs_eth0_silent(lab, nodes):

@@ -1,5 +1,5 @@
-/* AWS Batch DescribeJobs for this job's parameters; see batchapi.h and
- * ../shared/aws-reference/batch/BATCH_DESCRIBEJOBS_NOTES.md. */
+/* The Batch API client shared by the Batch commands, and DescribeJobs for this job's
+ * parameters; see batchapi.h and ../shared/aws-reference/batch/BATCH_DESCRIBEJOBS_NOTES.md. */
 #include "batchapi.h"
 
 #include "common.h"
@@ -17,7 +17,8 @@
 #include <strings.h>
 
 /* --endpoint-url, BATCH_AGENT_AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_BATCH, AWS_ENDPOINT_URL,
- * else https://batch.REGION.amazonaws.com (.com.cn in China regions). */
+ * else https://batch.REGION.amazonaws.com (.com.cn in China regions); without the
+ * trailing '/', malloc'd in *out. */
 static enum ba_status endpoint_url(const char *option, const char *region, char **out)
 {
 	const char *source = "--endpoint-url";
@@ -54,12 +55,76 @@ static enum ba_status endpoint_url(const char *option, const char *region, char 
 	size_t len = strlen(base);
 	while (len > 0 && base[len - 1] == '/')
 		len--;
-	size_t n = len + sizeof "/v1/describejobs";
-	*out = malloc(n);
-	if (*out == NULL)
+	*out = strndup(base, len);
+	return *out != NULL ? BA_OK : BA_EX_OSERR;
+}
+
+enum ba_status batch_client_open(struct batch_client *c, const char *endpoint_option)
+{
+	bool ask_task_metadata;
+	enum ba_status rc = region_from_environment(c->region, sizeof c->region, &ask_task_metadata);
+	if (rc == BA_OK && ask_task_metadata)
+		rc = tmds_task_region(c->region, sizeof c->region);
+	if (rc == BA_OK)
+		rc = endpoint_url(endpoint_option, c->region, &c->endpoint);
+	if (rc == BA_OK)
+		rc = credentials_resolve(&c->creds);
+	if (rc != BA_OK)
+		return rc;
+	/* Content-Type is set explicitly so that it is signed; no "Name:" entries and no
+	 * X-Amz-Date of our own (libcurl 7.88.1 bugs, LIBCURL_SIGV4_NOTES.md). */
+	c->headers = curl_slist_append(NULL, "Content-Type: application/json");
+	return c->headers != NULL ? BA_OK : BA_EX_OSERR;
+}
+
+enum ba_status batch_call(struct batch_client *c, const char *operation, const char *path,
+                          const char *body, struct http_policy policy, cJSON **root,
+                          struct batch_failure *failure)
+{
+	struct batch_failure ignored;
+	if (failure == NULL)
+		failure = &ignored;
+	failure->status = 0;
+	failure->message[0] = '\0';
+	*root = NULL;
+	free(c->url);
+	size_t n = strlen(c->endpoint) + strlen(path) + 1;
+	c->url = malloc(n);
+	if (c->url == NULL) {
+		snprintf(failure->message, sizeof failure->message, "out of memory");
 		return BA_EX_OSERR;
-	snprintf(*out, n, "%.*s/v1/describejobs", (int)len, base);
-	return BA_OK;
+	}
+	snprintf(c->url, n, "%s%s", c->endpoint, path);
+	snprintf(c->what, sizeof c->what, "Batch %s", operation);
+	c->req = (struct http_request){
+		.what = c->what,
+		.method = "POST",
+		.url = c->url,
+		.body = body,
+		.body_len = strlen(body),
+		.headers = c->headers,
+		.sign_key_id = c->creds.access_key_id,
+		.sign_secret = c->creds.secret_access_key,
+		.sign_token = c->creds.session_token,
+		.sign_region = c->region,
+		.sign_service = "batch",
+		.policy = policy,
+	};
+	aws_apply_settings(&c->req);
+	enum ba_status rc = aws_request_object_detailed(&c->req, root, &failure->status, failure->message,
+	                                                sizeof failure->message);
+	/* The request is done: no secret stays in it for the caller's messages. */
+	c->req.sign_key_id = c->req.sign_secret = c->req.sign_token = NULL;
+	return rc;
+}
+
+void batch_client_close(struct batch_client *c)
+{
+	aws_credentials_clear(&c->creds);
+	curl_slist_free_all(c->headers);
+	free(c->endpoint);
+	free(c->url);
+	memset(c, 0, sizeof *c);
 }
 
 static char *request_body(const char *job_id)
@@ -77,8 +142,30 @@ static char *request_body(const char *job_id)
 	return text;
 }
 
-/* {"jobId":..., "parameters":{...}} from the DescribeJobs answer; NULL (logged) when the
- * job is not there or a field has the wrong type. */
+/* Copies the optional string fields jobName, jobQueue, jobDefinition of the job (null
+ * when absent: the manager then has no default of its own for its workers); false
+ * (logged, *rc set) on a wrong type or out of memory. */
+static bool job_identity(const struct http_request *req, const cJSON *job, int i, cJSON *out,
+                         enum ba_status *rc)
+{
+	static const char *const names[] = { "jobName", "jobQueue", "jobDefinition" };
+	for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+		char path[96];
+		const char *v;
+		snprintf(path, sizeof path, "jobs[%d].%s", i, names[k]);
+		if (!aws_field_string(req, job, names[k], path, false, &v))
+			return false;
+		if ((v ? cJSON_AddStringToObject(out, names[k], v) : cJSON_AddNullToObject(out, names[k])) == NULL) {
+			*rc = BA_EX_OSERR;
+			return false;
+		}
+	}
+	return true;
+}
+
+/* {"jobId":..., "parameters":{...}, "jobName", "jobQueue", "jobDefinition"} from the
+ * DescribeJobs answer; NULL (logged) when the job is not there or a field has the
+ * wrong type. */
 static cJSON *job_parameters(const struct http_request *req, const cJSON *root, const char *job_id,
                              enum ba_status *rc)
 {
@@ -128,6 +215,10 @@ static cJSON *job_parameters(const struct http_request *req, const cJSON *root, 
 				return NULL;
 			}
 		}
+		if (!job_identity(req, job, i, out, rc)) {
+			cJSON_Delete(out);
+			return NULL;
+		}
 		*rc = BA_OK;
 		return out;
 	}
@@ -149,58 +240,28 @@ enum ba_status batch_job_parameters_command(const char *endpoint_option)
 		log_error("AWS_BATCH_JOB_ID is not set: not running as an AWS Batch job");
 		return BA_EX_CONFIG;
 	}
-	char region[72];
-	bool ask_task_metadata;
-	enum ba_status rc = region_from_environment(region, sizeof region, &ask_task_metadata);
-	if (rc == BA_OK && ask_task_metadata)
-		rc = tmds_task_region(region, sizeof region);
-	if (rc != BA_OK)
-		return rc;
-	char *url = NULL, *body = NULL;
-	struct curl_slist *headers = NULL;
-	struct aws_credentials creds = { 0 };
+	struct batch_client client = { 0 };
+	char *body = NULL;
 	cJSON *root = NULL;
-	rc = endpoint_url(endpoint_option, region, &url);
-	if (rc != BA_OK)
-		goto out;
-	rc = credentials_resolve(&creds);
+	enum ba_status rc = batch_client_open(&client, endpoint_option);
 	if (rc != BA_OK)
 		goto out;
 	rc = BA_EX_OSERR;
 	body = request_body(job_id);
-	/* Content-Type is set explicitly so that it is signed; no "Name:" entries and no
-	 * X-Amz-Date of our own (libcurl 7.88.1 bugs, LIBCURL_SIGV4_NOTES.md). */
-	headers = curl_slist_append(NULL, "Content-Type: application/json");
-	if (body == NULL || headers == NULL)
+	if (body == NULL)
 		goto out;
-	struct http_request req = {
-		.what = "Batch DescribeJobs",
-		.method = "POST",
-		.url = url,
-		.body = body,
-		.body_len = strlen(body),
-		.headers = headers,
-		.sign_key_id = creds.access_key_id,
-		.sign_secret = creds.secret_access_key,
-		.sign_token = creds.session_token,
-		.sign_region = region,
-		.sign_service = "batch",
-		.policy = describe_jobs_policy,
-	};
-	aws_apply_settings(&req);
-	log_debug("DescribeJobs %s in %s", job_id, region);
-	rc = aws_request_object(&req, &root);
-	aws_credentials_clear(&creds);
+	log_debug("DescribeJobs %s in %s", job_id, client.region);
+	rc = batch_call(&client, "DescribeJobs", "/v1/describejobs", body, describe_jobs_policy, &root, NULL);
+	/* Only one call: the credentials go now rather than after the output. */
+	aws_credentials_clear(&client.creds);
 	if (rc != BA_OK)
 		goto out;
-	cJSON *doc = job_parameters(&req, root, job_id, &rc);
+	cJSON *doc = job_parameters(&client.req, root, job_id, &rc);
 	if (doc != NULL)
 		rc = aws_print_json(doc);
 out:
-	aws_credentials_clear(&creds);
+	batch_client_close(&client);
 	cJSON_Delete(root);
-	curl_slist_free_all(headers);
 	cJSON_free(body);
-	free(url);
 	return rc;
 }

@@ -31,12 +31,34 @@ static void usage(FILE *out)
 "Commands:\n"
 "  job-parameters [--endpoint-url URL]\n"
 "      POST /v1/describejobs {\"jobs\":[AWS_BATCH_JOB_ID]} signed SigV4 (service batch)\n"
-"      and print {\"jobId\":\"...\",\"parameters\":{\"NAME\":\"VALUE\",...}}.\n"
+"      and print {\"jobId\":\"...\",\"parameters\":{\"NAME\":\"VALUE\",...},\n"
+"       \"jobName\":\"...\"|null,\"jobQueue\":\"...\"|null,\"jobDefinition\":\"...\"|null}.\n"
 "      Endpoint: --endpoint-url, else BATCH_AGENT_AWS_ENDPOINT_URL, else\n"
 "      AWS_ENDPOINT_URL_BATCH, else AWS_ENDPOINT_URL, else https://batch.REGION.amazonaws.com.\n"
 "      An http:// endpoint must be a loopback address (127.0.0.0/8, [::1]): any other\n"
 "      is refused (78) before a request, as the signed request carries the token.\n"
+"      The same endpoint rules hold for submit-job and stop-jobs.\n"
 "      Default: 3 s connect, 10 s per attempt, 4 attempts.\n"
+"  submit-job --job-name NAME --job-queue QUEUE --job-definition DEF [--array-size N]\n"
+"             [--parameter NAME=VALUE]... [--endpoint-url URL]\n"
+"      POST /v1/submitjob {\"jobName\",\"jobQueue\",\"jobDefinition\",\"parameters\":{...},\n"
+"      \"arrayProperties\":{\"size\":N}} (an array only for N >= 2; N is 1-10000, default 1)\n"
+"      and print {\"jobId\":\"...\",\"jobName\":\"...\",\"jobArn\":\"...\"|null}.\n"
+"      NAME: 1-128 letters, digits, '-', '_', the first a letter or digit. Up to 64\n"
+"      --parameter, each NAME given once. Retried on connection errors, timeouts, 5xx\n"
+"      and throttling, as the AWS SDKs do: SubmitJob is not idempotent, and a retry\n"
+"      after an attempt whose answer was lost can create a second job.\n"
+"      Default: 3 s connect, 15 s per attempt, 3 attempts.\n"
+"  stop-jobs --reason TEXT [--endpoint-url URL] JOBID...\n"
+"      POST /v1/terminatejob {\"jobId\",\"reason\"} for each JOBID (1-16, after the\n"
+"      options), in order, every one tried even after a failure: a job not yet STARTING\n"
+"      is cancelled, a STARTING or RUNNING one terminated (FAILED); an array parent takes\n"
+"      its children with it. TEXT: 1-1024 bytes. Prints\n"
+"      {\"stopped\":[\"JOBID\",...],\"failed\":[{\"jobId\":\"...\",\"status\":HTTP|null,\n"
+"       \"message\":\"...\"},...]} (also when some failed) and exits 0 when every job was\n"
+"      stopped, else with the worst failure: 77 over 69 over 76.\n"
+"      Default, to end within Batch's 30 s stop timeout: 2 s connect, 5 s per attempt,\n"
+"      3 attempts (up to about 17 s per JOBID when Batch does not answer).\n"
 "  task-metadata\n"
 "      GET ${ECS_CONTAINER_METADATA_URI_V4} and .../task and print\n"
 "      {\"ipv4\":\"A.B.C.D\"|null,\"networkMode\":\"awsvpc|host|bridge|...\"|null,\n"
@@ -102,18 +124,24 @@ bool cli_parse_seconds(const char *text, int64_t min_ms, int64_t max_ms, int64_t
 
 /* Parses the options of a command (argv[0] is the command): BA_OK, or BA_EX_USAGE
  * (reported). */
-enum ba_status cli_command_options(int argc, char **argv, const struct option *opts, char **values)
+enum ba_status cli_command_options(int argc, char **argv, const struct option *opts, int repeatable,
+                                   bool operands, struct cli_command_line *out)
 {
 	optind = 0; /* glibc: restart the scan */
 	opterr = 0;
 	int c, index;
+	/* "+": options stop at the first operand, so that a job id is never read as one. */
 	while ((c = getopt_long(argc, argv, "+", opts, &index)) != -1) {
 		if (c == '?')
 			return cli_usage_error("unknown or incomplete option", argv[optind - 1]);
-		values[c] = optarg ? optarg : ""; /* a switch: present, no value */
+		out->values[c] = optarg ? optarg : ""; /* a switch: present, no value */
+		if (c == repeatable && out->repeated_count++ < CLI_MAX_REPEATED)
+			out->repeated[out->repeated_count - 1] = optarg;
 	}
-	if (optind < argc)
+	if (optind < argc && !operands)
 		return cli_usage_error("unexpected argument", argv[optind]);
+	out->operands = argv + optind;
+	out->operand_count = argc - optind;
 	return BA_OK;
 }
 

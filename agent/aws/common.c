@@ -27,9 +27,10 @@ const char *env_nonempty(const char *name)
 	return (v != NULL && *v != '\0') ? v : NULL;
 }
 
-/* The exit status and an error log line for a final non-2xx answer: 401/403 -> 77,
- * 5xx/429/throttling -> 69, other -> 76. */
-static enum ba_status aws_fail_status(const struct http_request *req, const struct http_response *resp)
+/* The exit status and an error log line (also in line) for a final non-2xx answer:
+ * 401/403 -> 77, 5xx/429/throttling -> 69, other -> 76. */
+static enum ba_status aws_fail_status(const struct http_request *req, const struct http_response *resp,
+                                      char *line, size_t size)
 {
 	char *url = http_redact_url(req->url);
 	char excerpt[200] = "";
@@ -50,9 +51,10 @@ static enum ba_status aws_fail_status(const struct http_request *req, const stru
 		rc = BA_EX_PROTOCOL;
 		why = "unexpected answer";
 	}
-	log_error("%s (%s): HTTP %ld%s%s after %d attempt%s (%s)%s%s", req->what,
-	          url ? url : "?", resp->status, resp->error_code[0] ? " " : "", resp->error_code,
-	          resp->attempts, resp->attempts == 1 ? "" : "s", why, detail[0] ? ": " : "", detail);
+	snprintf(line, size, "%s (%s): HTTP %ld%s%s after %d attempt%s (%s)%s%s", req->what,
+	         url ? url : "?", resp->status, resp->error_code[0] ? " " : "", resp->error_code,
+	         resp->attempts, resp->attempts == 1 ? "" : "s", why, detail[0] ? ": " : "", detail);
+	log_error("%s", line);
 	free(url);
 	return rc;
 }
@@ -87,21 +89,36 @@ cJSON *aws_parse_json(const struct http_request *req, const struct http_response
 	return root;
 }
 
-enum ba_status aws_request_object(const struct http_request *req, cJSON **root)
+enum ba_status aws_request_object_detailed(const struct http_request *req, cJSON **root,
+                                           long *status, char *message, size_t size)
 {
 	struct http_response resp = { 0 };
+	char line[640] = "";
 	enum ba_status rc = http_perform(req, &resp);
 	*root = NULL;
 	if (rc != BA_OK) {
 		log_error("%s", resp.error);
+		snprintf(line, sizeof line, "%s", resp.error);
 	} else if (resp.status != 200) {
-		rc = aws_fail_status(req, &resp);
+		rc = aws_fail_status(req, &resp, line, sizeof line);
 	} else {
 		*root = aws_parse_json(req, &resp, cJSON_Object);
 		rc = *root ? BA_OK : BA_EX_PROTOCOL;
+		if (*root == NULL)
+			snprintf(line, sizeof line, "%s: bad response: not a JSON object (HTTP 200, %zu bytes)",
+			         req->what, resp.len);
 	}
+	if (status != NULL)
+		*status = rc == BA_OK ? 0 : resp.status;
+	if (message != NULL)
+		snprintf(message, size, "%s", line);
 	http_response_free(&resp);
 	return rc;
+}
+
+enum ba_status aws_request_object(const struct http_request *req, cJSON **root)
+{
+	return aws_request_object_detailed(req, root, NULL, NULL, 0);
 }
 
 bool aws_field_kind(const struct http_request *req, const cJSON *obj, const char *name,

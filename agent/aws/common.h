@@ -28,6 +28,12 @@ const char *env_nonempty(const char *name);
  * logged naming the endpoint. The response body is wiped and freed either way. */
 enum ba_status aws_request_object(const struct http_request *req, cJSON **root);
 
+/* aws_request_object, telling a caller that reports failures item by item what went
+ * wrong: *status the final HTTP status (0 when no answer arrived, or on success) and
+ * message the line logged ("" on success). */
+enum ba_status aws_request_object_detailed(const struct http_request *req, cJSON **root,
+                                           long *status, char *message, size_t size);
+
 /* Parses resp's body as JSON; NULL (with an error logged naming the endpoint) when it
  * is not JSON or not of the expected kind (cJSON_Object or cJSON_Array, 0 = any). */
 cJSON *aws_parse_json(const struct http_request *req, const struct http_response *resp,

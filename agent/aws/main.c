@@ -2,6 +2,7 @@
  * that libcurl and its libraries are loaded only here. It prints one JSON document on
  * stdout (spot-watch: one JSON line per notice) and diagnostics on stderr. */
 #include "batchapi.h"
+#include "batchjobs.h"
 #include "cli.h"
 #include "common.h"
 #include "http.h"
@@ -19,25 +20,46 @@
 #include <string.h>
 
 
-/* Each command, once its options are parsed into values (by option letter). */
+/* Each command, once its command line is parsed (values by option letter). */
 
-static enum ba_status job_parameters(char **values)
+static enum ba_status job_parameters(const struct cli_command_line *cl)
 {
-	if (values['e'] != NULL && values['e'][0] == '\0')
+	if (cl->values['e'] != NULL && cl->values['e'][0] == '\0')
 		return cli_usage_error("empty --endpoint-url", NULL);
 	enum ba_status rc = http_global_init();
-	return rc == BA_OK ? batch_job_parameters_command(values['e']) : rc;
+	return rc == BA_OK ? batch_job_parameters_command(cl->values['e']) : rc;
 }
 
-static enum ba_status task_metadata(char **values)
+static enum ba_status submit_job(const struct cli_command_line *cl)
 {
-	(void)values;
+	const struct batch_submit s = {
+		.job_name = cl->values['n'],
+		.job_queue = cl->values['q'],
+		.job_definition = cl->values['d'],
+		.array_size = cl->values['s'],
+		.parameters = cl->repeated,
+		.parameter_count = cl->repeated_count,
+		.endpoint = cl->values['e'],
+	};
+	return batch_submit_job_command(&s);
+}
+
+static enum ba_status stop_jobs(const struct cli_command_line *cl)
+{
+	return batch_stop_jobs_command(cl->values['r'], cl->operands, (size_t)cl->operand_count,
+	                               cl->values['e']);
+}
+
+static enum ba_status task_metadata(const struct cli_command_line *cl)
+{
+	(void)cl;
 	enum ba_status rc = http_global_init();
 	return rc == BA_OK ? tmds_command() : rc;
 }
 
-static enum ba_status spot_watch(char **values)
+static enum ba_status spot_watch(const struct cli_command_line *cl)
 {
+	char *const *values = cl->values;
 	int64_t interval = 5000;
 	long ttl = 21600;
 	if (values['i'] != NULL && !cli_parse_seconds(values['i'], 100, 3600000, &interval))
@@ -54,14 +76,28 @@ static enum ba_status spot_watch(char **values)
 	return rc == BA_OK ? imds_spot_watch_command(interval, ttl, values['o'] != NULL) : rc;
 }
 
-static enum ba_status imds_probe(char **values)
+static enum ba_status imds_probe(const struct cli_command_line *cl)
 {
-	(void)values;
+	(void)cl;
 	enum ba_status rc = http_global_init();
 	return rc == BA_OK ? imds_probe_command() : rc;
 }
 
 static const struct option job_parameters_options[] = {
+	{ "endpoint-url", required_argument, NULL, 'e' },
+	{ NULL, 0, NULL, 0 },
+};
+static const struct option submit_job_options[] = {
+	{ "job-name", required_argument, NULL, 'n' },
+	{ "job-queue", required_argument, NULL, 'q' },
+	{ "job-definition", required_argument, NULL, 'd' },
+	{ "array-size", required_argument, NULL, 's' },
+	{ "parameter", required_argument, NULL, 'p' },
+	{ "endpoint-url", required_argument, NULL, 'e' },
+	{ NULL, 0, NULL, 0 },
+};
+static const struct option stop_jobs_options[] = {
+	{ "reason", required_argument, NULL, 'r' },
 	{ "endpoint-url", required_argument, NULL, 'e' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -76,12 +112,16 @@ static const struct option no_options[] = { { NULL, 0, NULL, 0 } };
 static const struct command {
 	const char *name;
 	const struct option *options;
-	enum ba_status (*run)(char **values);
+	int repeatable; /* the option letter that may be given more than once, or 0 */
+	bool operands;  /* arguments after the options */
+	enum ba_status (*run)(const struct cli_command_line *cl);
 } commands[] = {
-	{ "job-parameters", job_parameters_options, job_parameters },
-	{ "task-metadata", no_options, task_metadata },
-	{ "spot-watch", spot_watch_options, spot_watch },
-	{ "imds-probe", no_options, imds_probe },
+	{ "job-parameters", job_parameters_options, 0, false, job_parameters },
+	{ "submit-job", submit_job_options, 'p', false, submit_job },
+	{ "stop-jobs", stop_jobs_options, 0, true, stop_jobs },
+	{ "task-metadata", no_options, 0, false, task_metadata },
+	{ "spot-watch", spot_watch_options, 0, false, spot_watch },
+	{ "imds-probe", no_options, 0, false, imds_probe },
 };
 
 static enum ba_status run(int argc, char **argv)
@@ -98,10 +138,11 @@ static enum ba_status run(int argc, char **argv)
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
 		if (strcmp(command, commands[i].name) != 0)
 			continue;
-		char *values[128] = { 0 };
-		rc = cli_command_options(argc - optind, argv + optind, commands[i].options, values);
+		struct cli_command_line cl = { 0 };
+		rc = cli_command_options(argc - optind, argv + optind, commands[i].options,
+		                         commands[i].repeatable, commands[i].operands, &cl);
 		if (rc == BA_OK)
-			rc = commands[i].run(values);
+			rc = commands[i].run(&cl);
 		http_global_cleanup();
 		return rc;
 	}

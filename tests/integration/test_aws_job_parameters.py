@@ -29,6 +29,13 @@ def env_creds(fake, **extra):
     return env
 
 
+def identity(fake, job_id):
+    """What job-parameters prints besides the parameters: the job's name, queue and
+    definition as the (real, captured) DescribeJobs answer has them."""
+    [job] = fake.describejobs_doc([job_id])["jobs"]
+    return {k: job.get(k) for k in ("jobName", "jobQueue", "jobDefinition")}
+
+
 def secrets_absent(result):
     for s in (V["secret key"], V["session token"]):
         check(s not in result.err and s not in result.out, "a secret reached the output", result)
@@ -41,7 +48,8 @@ def mnp_node_over_https_with_session_token():
         r = fake_aws.run(["--log-level", "debug", "job-parameters"],
                          env_creds(fake, AWS_CA_BUNDLE=CERT[0]))
         check(r.code == 0, "exit 0", r)
-        check(r.json() == {"jobId": MNP, "parameters": {}}, "output", r)
+        check(r.json() == {"jobId": MNP, "parameters": {}, **identity(fake, MNP)}, "output", r)
+        check(r.json()["jobQueue"].startswith("arn:aws:batch:"), "the queue as Batch names it", r)
         check(r.out.count("\n") == 1, "one JSON line", r)
         ok, reason, d = fake.sigv4_results[-1]
         check(ok, "fake verified the signature: " + reason)
@@ -62,7 +70,7 @@ def array_child_with_container_credentials_and_parameters():
                "AWS_CONTAINER_AUTHORIZATION_TOKEN": fake.creds_auth}
         r = fake_aws.run(["--log-level", "debug", "job-parameters", "--endpoint-url", fake.url], env)
         check(r.code == 0, "exit 0", r)
-        check(r.json() == {"jobId": ARRAY, "parameters": fake.batch_parameters}, "output", r)
+        check(r.json() == {"jobId": ARRAY, "parameters": fake.batch_parameters, **identity(fake, ARRAY)}, "output", r)
         check(fake.sigv4_results[-1][0], "signature verified: %s" % fake.sigv4_results[-1][1])
         check(fake.sigv4_results[-1][2]["access_key"] == fake.creds_doc["AccessKeyId"], "key from endpoint")
         for s in (fake.creds_doc["SecretAccessKey"], fake.creds_doc["Token"], fake.creds_auth):

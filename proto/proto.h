@@ -328,6 +328,7 @@ enum proto_err proto_msg_pick_version(const struct proto_msg *hello_worker, int 
 #define PROTO_REJECT_SHUTTING_DOWN "shutting_down"
 #define PROTO_REJECT_RENDEZVOUS_CLOSED "rendezvous_closed" /* the main payload started without this node */
 #define PROTO_REJECT_BAD_ADDRESS "bad_address" /* "address" is not an IP literal or a DNS name */
+#define PROTO_REJECT_POOL_FULL "pool_full" /* a worker pool has all the workers it wants */
 
 /* ---------------------------------------------------------------------------------
  * Authentication

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@
 #include "wait.h"
 
 #define MAX_OUTPUT (1024 * 1024)
-#define MAX_ARGS 16
+#define MAX_ARGS 32
 #define FIXED_ARGS 5
 
 extern char **environ;
@@ -71,7 +72,19 @@ enum ba_status awsquery_spawn(const char *const *args, pid_t *pid_out, int *stdo
 	return BA_OK;
 }
 
+static enum ba_status run(const char *const *args, int64_t timeout_ms, cJSON **out, bool holding, int *held);
+
 enum ba_status awsquery_run(const char *const *args, int64_t timeout_ms, cJSON **out)
+{
+	return run(args, timeout_ms, out, false, NULL);
+}
+
+enum ba_status awsquery_run_holding(const char *const *args, int64_t timeout_ms, cJSON **out, int *held)
+{
+	return run(args, timeout_ms, out, true, held);
+}
+
+static enum ba_status run(const char *const *args, int64_t timeout_ms, cJSON **out, bool holding, int *held)
 {
 	pid_t pid;
 	int fd;
@@ -96,7 +109,7 @@ enum ba_status awsquery_run(const char *const *args, int64_t timeout_ms, cJSON *
 		/* A SIGTERM while we wait (Batch stopping the job before its payload even
 		 * started) ends the query at once: the stop timeout is not ours to spend. */
 		bool ready;
-		rc = wait_fd(fd, POLLIN, deadline, &ready);
+		rc = holding ? wait_fd_holding(fd, POLLIN, deadline, &ready, held) : wait_fd(fd, POLLIN, deadline, &ready);
 		if (rc != BA_OK)
 			goto reap;
 		if (!ready)

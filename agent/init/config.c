@@ -172,6 +172,45 @@ static bool parse_manager_param(struct config *cfg, const char *text)
 	return true;
 }
 
+static bool parse_workers(struct config *cfg, const char *text)
+{
+	return util_parse_long(text, 1, 10000, &cfg->workers);
+}
+
+static bool parse_min_workers(struct config *cfg, const char *text)
+{
+	return util_parse_long(text, 1, 10000, &cfg->min_workers);
+}
+
+static bool parse_notify(struct config *cfg, const char *text)
+{
+	int sig = util_signal_parse(text);
+	if (sig == 0 || sig == SIGKILL || sig == SIGSTOP || sig == SIGCHLD)
+		return false;
+	cfg->notify_signal = sig;
+	return true;
+}
+
+static bool parse_submit_workers(struct config *cfg, const char *text)
+{
+	return util_parse_bool(text, &cfg->submit_workers);
+}
+
+static bool parse_worker_job_definition(struct config *cfg, const char *text)
+{
+	return parse_text(text, &cfg->worker_job_definition);
+}
+
+static bool parse_worker_job_queue(struct config *cfg, const char *text)
+{
+	return parse_text(text, &cfg->worker_job_queue);
+}
+
+static bool parse_replace_drained(struct config *cfg, const char *text)
+{
+	return util_parse_bool(text, &cfg->replace_drained);
+}
+
 static bool parse_aws_endpoint_url(struct config *cfg, const char *text)
 {
 	if (strncmp(text, "https://", 8) != 0 && strncmp(text, "http://", 7) != 0)
@@ -221,6 +260,14 @@ static const struct setting settings[] = {
 	{ "heartbeat", 0, true, "BATCH_AGENT_HEARTBEAT", parse_heartbeat, "seconds from 0.01 to 3600" },
 	{ "protocol", 0, true, "BATCH_AGENT_PROTOCOL", parse_protocol, "native or julia" },
 	{ "advertise-addr", 0, true, "BATCH_AGENT_ADVERTISE_ADDR", parse_advertise_addr, "an IP address" },
+	{ "workers", 0, true, "BATCH_AGENT_WORKERS", parse_workers, "a worker count from 1 to 10000" },
+	{ "min-workers", 0, true, "BATCH_AGENT_MIN_WORKERS", parse_min_workers, "a worker count from 1 to 10000" },
+	{ "notify", 0, true, "BATCH_AGENT_NOTIFY", parse_notify, "a signal name or number, e.g. HUP" },
+	{ "submit-workers", 0, false, "BATCH_AGENT_SUBMIT_WORKERS", parse_submit_workers, "a boolean (1/0, true/false)" },
+	{ "worker-job-definition", 0, true, "BATCH_AGENT_WORKER_JOB_DEFINITION", parse_worker_job_definition,
+	  "a job definition name, name:revision or ARN" },
+	{ "worker-job-queue", 0, true, "BATCH_AGENT_WORKER_JOB_QUEUE", parse_worker_job_queue, "a job queue name or ARN" },
+	{ "replace-drained", 0, false, "BATCH_AGENT_REPLACE_DRAINED", parse_replace_drained, "a boolean (1/0, true/false)" },
 	{ "manager-param", 0, true, "BATCH_AGENT_MANAGER_PARAM", parse_manager_param, "a job parameter name" },
 	{ "aws-endpoint-url", 0, true, "BATCH_AGENT_AWS_ENDPOINT_URL", parse_aws_endpoint_url, "an http:// or https:// URL" },
 	{ "spot-watch", 0, true, "BATCH_AGENT_SPOT_WATCH", parse_spot_watch, "auto, on or off" },
@@ -251,6 +298,7 @@ static void set_defaults(struct config *cfg)
 	cfg->connect_timeout_ms = 300 * 1000;
 	cfg->wait_timeout_ms = 300 * 1000;
 	cfg->min_nodes = -1;
+	cfg->min_workers = -1;
 	cfg->on_manager_loss = MANAGER_LOSS_EXIT;
 	cfg->heartbeat_ms = 10 * 1000;
 	cfg->protocol = PROTOCOL_NATIVE;
@@ -463,6 +511,16 @@ enum ba_status config_print(const struct config *cfg, enum role resolved_role, F
 	cJSON_AddStringToObject(object, "protocol", config_protocol_name(cfg->protocol));
 	cJSON_AddItemToObject(object, "advertise_addr", string_or_null(cfg->advertise_addr));
 	cJSON_AddStringToObject(object, "manager_param", cfg->manager_param);
+	cJSON_AddNumberToObject(object, "workers", (double)cfg->workers);
+	cJSON_AddItemToObject(object, "min_workers", number_or_null(cfg->min_workers));
+	cJSON_AddItemToObject(object, "notify",
+			      cfg->notify_signal ? cJSON_CreateString(util_signal_name(cfg->notify_signal, signal_buf,
+										      sizeof signal_buf))
+						 : cJSON_CreateNull());
+	cJSON_AddBoolToObject(object, "submit_workers", cfg->submit_workers);
+	cJSON_AddItemToObject(object, "worker_job_definition", string_or_null(cfg->worker_job_definition));
+	cJSON_AddItemToObject(object, "worker_job_queue", string_or_null(cfg->worker_job_queue));
+	cJSON_AddBoolToObject(object, "replace_drained", cfg->replace_drained);
 	cJSON_AddItemToObject(object, "aws_endpoint_url", string_or_null(cfg->aws_endpoint_url));
 	cJSON_AddStringToObject(object, "spot_watch", spot_names[cfg->spot_watch]);
 	cJSON_AddStringToObject(object, "spot_signal", util_signal_name(cfg->spot_signal, signal_buf, sizeof signal_buf));

@@ -48,6 +48,15 @@ struct config {
 	enum protocol protocol;
 	const char *advertise_addr;
 
+	/* worker pools (the main role outside MNP) */
+	long workers;                      /* --workers N: a pool of N; 0 when not a pool */
+	long min_workers;                  /* --min-workers; -1 means all */
+	int notify_signal;                 /* --notify: sent to PROGRAM on each membership change; 0 none */
+	bool submit_workers;               /* --submit-workers: SubmitJob the pool ourselves */
+	const char *worker_job_definition; /* default: the manager's own */
+	const char *worker_job_queue;      /* default: AWS_BATCH_JQ_NAME */
+	bool replace_drained;              /* --replace-drained: submit a replacement per drained worker */
+
 	/* AWS endpoints */
 	const char *manager_param;   /* --manager-param, default "manager" */
 	bool manager_param_given;    /* set by flag or environment: this node is a worker */

@@ -112,8 +112,6 @@ bool supervise_grace_expired(const struct supervisor *sv)
 	return sv->grace_over;
 }
 
-static void supervise_signal(struct supervisor *sv, int sig);
-
 /* Spot capacity is about to be reclaimed (a two-minute warning) or at elevated risk
  * (rebalance). An interruption gets the payload --spot-signal now, ahead of the kill,
  * so it can checkpoint; a rebalance recommendation is only reported. */
@@ -152,8 +150,7 @@ enum ba_status supervise_spawn(struct supervisor *sv, const struct payload *payl
 
 /* ---- signals to the payload and to what it leaves behind ---- */
 
-/* Send sig to the payload (its group with -g), if it runs. */
-static void supervise_signal(struct supervisor *sv, int sig)
+void supervise_signal(struct supervisor *sv, int sig)
 {
 	if (sv->phase != PHASE_RUNNING)
 		return;

@@ -58,6 +58,9 @@ void supervise_free(struct supervisor *sv);
 /* Start the payload: BA_OK, or 126/127/71 when it could not start. */
 enum ba_status supervise_spawn(struct supervisor *sv, const struct payload *payload);
 
+/* Send sig to the payload (its group with -g), if it runs. */
+void supervise_signal(struct supervisor *sv, int sig);
+
 /* Ask the payload to stop: send sig, SIGKILL its group after grace_ms. */
 void supervise_terminate(struct supervisor *sv, int sig, int64_t grace_ms, const char *reason);
 

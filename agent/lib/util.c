@@ -296,3 +296,18 @@ void util_wipe_free(void *p, size_t n)
 	util_wipe(p, n);
 	free(p);
 }
+
+enum ba_status util_write_all(int fd, const void *data, size_t length)
+{
+	const char *bytes = data;
+	size_t done = 0;
+	while (done < length) {
+		ssize_t n = write(fd, bytes + done, length - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return BA_EX_OSERR;
+		done += (size_t)n;
+	}
+	return BA_OK;
+}

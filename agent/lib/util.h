@@ -67,4 +67,7 @@ void util_ensure_std_fds(void);
  * BA_EX_OSERR (logged, nothing left open). */
 enum ba_status util_fork_with_pipe(int fds[2], pid_t *pid);
 
+/* write(2) until all of data is out: BA_OK, or BA_EX_OSERR with errno set. */
+enum ba_status util_write_all(int fd, const void *data, size_t length);
+
 #endif

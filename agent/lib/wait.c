@@ -19,7 +19,10 @@ static enum ba_status pending_signal(void)
 	return BA_EX_SIGNAL_BASE + sig;
 }
 
-enum ba_status wait_fd(int fd, short events, int64_t deadline_ms, bool *ready)
+enum signal_mode { SIGNALS_END, SIGNALS_HOLD, SIGNALS_LEAVE };
+
+static enum ba_status wait_for(int fd, short events, int64_t deadline_ms, bool *ready, enum signal_mode mode,
+			       int *held)
 {
 	*ready = false;
 	for (;;) {
@@ -28,7 +31,8 @@ enum ba_status wait_fd(int fd, short events, int64_t deadline_ms, bool *ready)
 			return BA_OK;
 		/* The signals first, so that a busy socket cannot starve them; poll() skips a
 		 * negative fd, which makes wait_sleep. */
-		struct pollfd pfd[2] = { { .fd = signals_fd(), .events = POLLIN }, { .fd = fd, .events = events } };
+		struct pollfd pfd[2] = { { .fd = mode == SIGNALS_LEAVE ? -1 : signals_fd(), .events = POLLIN },
+					 { .fd = fd, .events = events } };
 		int n = poll(pfd, 2, left > 60000 ? 60000 : (int)left);
 		if (n < 0 && errno != EINTR) {
 			log_error("poll: %m");
@@ -36,7 +40,11 @@ enum ba_status wait_fd(int fd, short events, int64_t deadline_ms, bool *ready)
 		}
 		if (n <= 0)
 			continue;
-		if (pfd[0].revents != 0) {
+		if (pfd[0].revents != 0 && mode == SIGNALS_HOLD) {
+			int sig = signals_next_terminating();
+			if (sig != 0 && *held == 0)
+				*held = sig;
+		} else if (pfd[0].revents != 0) {
 			enum ba_status rc = pending_signal();
 			if (rc != BA_OK)
 				return rc;
@@ -46,6 +54,16 @@ enum ba_status wait_fd(int fd, short events, int64_t deadline_ms, bool *ready)
 			return BA_OK;
 		}
 	}
+}
+
+enum ba_status wait_fd(int fd, short events, int64_t deadline_ms, bool *ready)
+{
+	return wait_for(fd, events, deadline_ms, ready, SIGNALS_END, NULL);
+}
+
+enum ba_status wait_fd_holding(int fd, short events, int64_t deadline_ms, bool *ready, int *held)
+{
+	return wait_for(fd, events, deadline_ms, ready, held ? SIGNALS_HOLD : SIGNALS_LEAVE, held);
 }
 
 enum ba_status wait_sleep(int64_t ms)

@@ -106,6 +106,16 @@ bool admit_auth(struct admission *a, const struct admit_job *job, const struct p
 	return true;
 }
 
+/* The address becomes a line of the hostfile and an entry of BATCH_AGENT_NODES: a
+ * newline or a comma in it would forge nodes. */
+static bool admit_address(const char *address, const char *who, struct admit_refusal *why)
+{
+	if (address_valid_advertised(address))
+		return true;
+	return reject(why, PROTO_REJECT_BAD_ADDRESS, "%s advertises %zu bytes that are not an IP address or a DNS name",
+		      who, strlen(address));
+}
+
 /* MNP node ids are "<job uuid>#<node index>": a child of this job carries our uuid and
  * its own index. */
 static bool job_matches(const struct admit_job *job, const char *job_id, long node_index)
@@ -125,6 +135,8 @@ bool admit_register(const struct admit_job *job, const struct proto_msg *msg, st
 			      msg->u.error.message[0] ? ": " : "", msg->u.error.message);
 	if (msg->type != PROTO_MSG_REGISTER)
 		return refuse(why, PROTO_CODE_UNEXPECTED, false, "it did not register");
+	if (job->pool)
+		return admit_address(reg->address, "the worker", why);
 	long index = reg->node_index.present ? (long)reg->node_index.value : -1;
 	if (index < 0 || index >= job->num_nodes || index == job->main_node_index)
 		return reject(why, PROTO_REJECT_NODE_OUT_OF_RANGE, "node index %ld is not a child of this %ld-node job",
@@ -140,11 +152,7 @@ bool admit_register(const struct admit_job *job, const struct proto_msg *msg, st
 	if (reg->attempt.present && job->attempt > 0 && reg->attempt.value != job->attempt)
 		return reject(why, PROTO_REJECT_JOB_MISMATCH, "node %ld is from attempt %lld of the job, this is attempt %ld",
 			      index, (long long)reg->attempt.value, job->attempt);
-	/* The address becomes a line of the hostfile and an entry of BATCH_AGENT_NODES: a
-	 * newline or a comma in it would forge nodes. */
-	if (!address_valid_advertised(reg->address))
-		return reject(why, PROTO_REJECT_BAD_ADDRESS,
-			      "node %ld advertises %zu bytes that are not an IP address or a DNS name", index,
-			      strlen(reg->address));
-	return true;
+	char who[32];
+	snprintf(who, sizeof who, "node %ld", index);
+	return admit_address(reg->address, who, why);
 }

@@ -37,8 +37,9 @@ struct admit_job {
 	const char *job_id;     /* AWS_BATCH_JOB_ID, for messages; NULL when unknown */
 	const char *job_prefix; /* "<uuid>#" of this job, NULL when unknown */
 	size_t job_prefix_length;
-	long num_nodes;
+	long num_nodes;         /* MNP: the job's nodes; a pool: the workers it waits for */
 	long main_node_index;
+	bool pool;              /* a worker pool: any job may register; the pool checks who */
 	long attempt;           /* -1 when unknown */
 };
 
@@ -59,7 +60,8 @@ bool admit_hello(struct admission *a, const struct admit_job *job, const struct 
 bool admit_auth(struct admission *a, const struct admit_job *job, const struct proto_msg *msg, struct conn *c,
 		struct admit_refusal *why);
 
-/* The registration: true when it names a child of this job at a usable address. */
+/* The registration: true when it names a child of this job (for a pool: any job) at a
+ * usable address. */
 bool admit_register(const struct admit_job *job, const struct proto_msg *msg, struct admit_refusal *why);
 
 #endif

@@ -10,7 +10,8 @@
 
 /* Measured with strace -f over the worker and main tests (test_mnp_*), after the payload
  * is forked, then widened by what the rarer paths of the same code use: malloc (mmap,
- * madvise), the orphan sweep of /proc (openat, getdents64), the hostfile (unlink), the
+ * madvise), the orphan sweep of /proc (openat, getdents64), the hostfile (unlink), a
+ * pool's membership file (rename), the
  * spot-watch helper (clone, execve, wait4; it is forked before this filter is loaded,
  * and a program exec'd under it would need its own start-up calls added), signals, timers, the
  * late admissions of worker pools (accept4, getrandom), and libc's own calls. Names this
@@ -25,6 +26,8 @@ static const char *const steady_state[] = {
 	/* files: /proc, the hostfile */
 	"openat", "open", "getdents", "getdents64", "fstat", "newfstatat", "stat", "lstat", "statx", "readlink", "readlinkat",
 	"access", "faccessat", "faccessat2", "unlink", "unlinkat", "fsync", "umask", "getcwd",
+	/* a worker pool's membership file, replaced atomically, and its directory */
+	"rename", "renameat", "renameat2", "rmdir",
 	/* memory */
 	"brk", "mmap", "munmap", "mremap", "mprotect", "madvise",
 	/* processes: the payload, the spot-watch helper, the orphans */

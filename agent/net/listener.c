@@ -416,7 +416,7 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 	struct listener *ls = p->ls;
 	struct admit_refusal why;
 	long index = msg->u.reg.node_index.present ? (long)msg->u.reg.node_index.value : -1;
-	if (!admit_register(&ls->job, msg, &why) || !ls->hooks.admit(ls->hooks.ctx, p, index, &why)) {
+	if (!admit_register(&ls->job, msg, &why) || !ls->hooks.admit(ls->hooks.ctx, p, &msg->u.reg, &why)) {
 		if (why.reject)
 			log_warn("rejected registration from %s: %s", p->remote, why.text);
 		else
@@ -441,7 +441,7 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 	snprintf(p->address, sizeof p->address, "%s", msg->u.reg.address);
 	pending_remove(&ls->pend, &p->pending);
 	ls->registered++;
-	ls->hooks.registered(ls->hooks.ctx, p);
+	ls->hooks.registered(ls->hooks.ctx, p, &msg->u.reg);
 	if (p->in_service) {
 		p->in_service = false;
 		ls->serving--;
@@ -594,7 +594,7 @@ static enum ba_status listen_on(long port, int *fd_out)
  * is left after the children, so that accept(2) does not run out in the first place. */
 static enum ba_status size_pending(struct listener *ls)
 {
-	long num_nodes = ls->cfg->batch.num_nodes;
+	long num_nodes = ls->job.num_nodes;
 	size_t wanted = (size_t)num_nodes * 2 + 64;
 	size_t reserved = (size_t)num_nodes + FD_SLACK;
 	struct rlimit raised;
@@ -706,7 +706,19 @@ size_t listener_descriptors(const struct listener *ls)
 	return ls->pend.count + ls->registered;
 }
 
-const struct rlimit *listener_inherited_nofile(const struct listener *ls)
+/* The payload starts with the descriptor limit we inherited, not the one we raised for
+ * ourselves (some programs walk every possible descriptor), as long as what we hold
+ * leaves the spawn room to open its own. */
+enum ba_status listener_spawn_payload(const struct listener *ls, struct supervisor *sv, const struct payload *payload)
 {
-	return &ls->nofile;
+	const struct rlimit *inherited = &ls->nofile;
+	struct rlimit ours;
+	bool fits = inherited->rlim_cur == RLIM_INFINITY ||
+		    (rlim_t)(listener_descriptors(ls) + FD_SLACK) < inherited->rlim_cur;
+	bool swapped = fits && getrlimit(RLIMIT_NOFILE, &ours) == 0 && setrlimit(RLIMIT_NOFILE, inherited) == 0;
+	enum ba_status rc = supervise_spawn(sv, payload);
+	if (swapped && setrlimit(RLIMIT_NOFILE, &ours) < 0)
+		log_warn("cannot restore the raised descriptor limit: %m");
+	return rc;
 }
+

@@ -32,6 +32,7 @@
 #include "loop.h"
 #include "pending.h"
 #include "status.h"
+#include "supervise.h"
 
 /* PEER_QUEUED: its hello passed, our answer waits for a turn (listener.c, "serving"). */
 enum peer_state { PEER_HELLO, PEER_QUEUED, PEER_AUTH, PEER_REGISTER, PEER_REGISTERED };
@@ -52,6 +53,7 @@ struct peer {
 	bool in_service;  /* our hello sent, accept or reject not yet: counts in the window */
 	cJSON *held_hello; /* PEER_QUEUED: our hello, sent when its turn comes */
 	struct peer *queue_prev, *queue_next; /* PEER_QUEUED: the queue, oldest first */
+	void *member; /* the job's record of this peer, for the job logic */
 	bool dead; /* dropped and out of the job: freed by the next sweep, never inside a callback */
 	struct peer *next;
 };
@@ -61,9 +63,9 @@ struct listener_hooks {
 	void *ctx;
 	/* A registration passed admit_register: true to accept it, false with why (what
 	 * depends on the job: a second registration of one index, a closed rendezvous). */
-	bool (*admit)(void *ctx, struct peer *p, long node_index, struct admit_refusal *why);
-	/* accept is on its way: p is a registered child. */
-	void (*registered)(void *ctx, struct peer *p);
+	bool (*admit)(void *ctx, struct peer *p, const struct proto_register *reg, struct admit_refusal *why);
+	/* accept is on its way: p is a registered child (reg as admit saw it). */
+	void (*registered)(void *ctx, struct peer *p, const struct proto_register *reg);
 	/* A message from a registered child (heartbeats are the listener's). */
 	void (*message)(void *ctx, struct peer *p, const struct proto_msg *msg);
 	/* A registered child's connection ended. True lets the listener free p at its next
@@ -84,8 +86,9 @@ void listener_close_door(struct listener *ls, const char *why);
 struct peer *listener_peers(const struct listener *ls);
 /* Descriptors the listener holds for peers. */
 size_t listener_descriptors(const struct listener *ls);
-/* RLIMIT_NOFILE as the agent inherited it (the listener raised it to the hard limit). */
-const struct rlimit *listener_inherited_nofile(const struct listener *ls);
+/* Start the job's payload with the descriptor limit the agent inherited (the listener
+ * raised ours to the hard limit), when what we hold leaves it room. */
+enum ba_status listener_spawn_payload(const struct listener *ls, struct supervisor *sv, const struct payload *payload);
 
 /* Send msg built by build(arg) to every registered, connected child. */
 void listener_broadcast(struct listener *ls, enum proto_err (*build)(void *arg, cJSON **out), void *arg);

@@ -3,13 +3,16 @@
  *   config -> role -> discover -> dial -> handshake -> launch (exec | supervise) -> exit
  *
  *   worker.c      the worker: discover, dial, handshake, then session.c beside the payload
- *   rendezvous.c  the main role: listener.c admits the children (admit.c checks them),
- *                 then the main payload starts with the node list
+ *   rendezvous.c  the main role of an MNP job: listener.c admits the children (admit.c
+ *                 checks them), then the main payload starts with the node list
+ *   pool.c        the main role of a worker pool: the same listener; members.c keeps
+ *                 the membership, pooljobs.c submits and stops the workers' jobs
  *   conn.c        a protocol connection in the event loop, for both */
 #include <openssl/crypto.h>
 
 #include "config.h"
 #include "cookie.h"
+#include "pool.h"
 #include "rendezvous.h"
 #include "role.h"
 #include "signals.h"
@@ -41,6 +44,8 @@ int main(int argc, char **argv)
 	 * ChaCha20-Poly1305; randomness from getrandom): the system's openssl.cnf has
 	 * nothing to add, and reading it costs every worker a file parse. */
 	OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, NULL);
+	if (role == ROLE_MAIN && cfg.workers > 0)
+		return pool_run(&cfg);
 	if (role == ROLE_MAIN)
 		return rendezvous_run(&cfg);
 	return worker_run(&cfg);

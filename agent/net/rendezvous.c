@@ -26,7 +26,6 @@
 #include "util.h"
 
 #define REPORT_MARGIN_MS 1000 /* after the grace period, for the last exit reports to arrive */
-#define FD_SLACK 32           /* descriptors the main payload's spawn may open besides ours */
 
 enum phase { PHASE_WAITING, PHASE_RUNNING, PHASE_SHUTTING_DOWN };
 
@@ -56,9 +55,10 @@ static void maybe_stop(struct rendezvous *rv);
 
 /* What admit.c cannot know: whether the job still takes children, and whether this
  * index has one already. */
-static bool admit_child(void *ctx, struct peer *p, long index, struct admit_refusal *why)
+static bool admit_child(void *ctx, struct peer *p, const struct proto_register *reg, struct admit_refusal *why)
 {
 	struct rendezvous *rv = ctx;
+	long index = (long)reg->node_index.value; /* admit_register checked it */
 	*why = (struct admit_refusal){ .reject = true };
 	if (rv->phase == PHASE_SHUTTING_DOWN) {
 		why->code = PROTO_REJECT_SHUTTING_DOWN;
@@ -84,8 +84,9 @@ static bool admit_child(void *ctx, struct peer *p, long index, struct admit_refu
 	return true;
 }
 
-static void on_registered(void *ctx, struct peer *p)
+static void on_registered(void *ctx, struct peer *p, const struct proto_register *reg)
 {
+	(void)reg;
 	struct rendezvous *rv = ctx;
 	rv->by_index[p->node_index] = p;
 	rv->registered++;
@@ -241,33 +242,10 @@ static enum ba_status write_hostfile(struct rendezvous *rv, const char *lines)
 		return BA_EX_OSERR;
 	}
 	fchmod(fd, 0644);
-	size_t length = strlen(lines), done = 0;
-	while (done < length) {
-		ssize_t n = write(fd, lines + done, length - done);
-		if (n < 0) {
-			log_error("writing the hostfile %s: %m", rv->hostfile);
-			close(fd);
-			return BA_EX_OSERR;
-		}
-		done += (size_t)n;
-	}
+	enum ba_status rc = util_write_all(fd, lines, strlen(lines));
+	if (rc != BA_OK)
+		log_error("writing the hostfile %s: %m", rv->hostfile);
 	close(fd);
-	return BA_OK;
-}
-
-/* The payload starts with the descriptor limit we inherited, not the one we raised for
- * ourselves (some programs walk every possible descriptor), as long as what we hold
- * leaves the spawn room to open its own. */
-static enum ba_status spawn_with_inherited_nofile(struct rendezvous *rv, const struct payload *payload)
-{
-	const struct rlimit *inherited = listener_inherited_nofile(rv->ls);
-	struct rlimit ours;
-	bool fits = inherited->rlim_cur == RLIM_INFINITY ||
-		    (rlim_t)(listener_descriptors(rv->ls) + FD_SLACK) < inherited->rlim_cur;
-	bool swapped = fits && getrlimit(RLIMIT_NOFILE, &ours) == 0 && setrlimit(RLIMIT_NOFILE, inherited) == 0;
-	enum ba_status rc = supervise_spawn(rv->sv, payload);
-	if (swapped && setrlimit(RLIMIT_NOFILE, &ours) < 0)
-		log_warn("cannot restore the raised descriptor limit: %m");
 	return rc;
 }
 
@@ -303,7 +281,7 @@ static void start_main_payload(struct rendezvous *rv)
 	}
 	if (rc == BA_OK) {
 		log_info("all nodes present: starting the main payload with nodes %s", nodes);
-		rc = spawn_with_inherited_nofile(rv, &payload);
+		rc = listener_spawn_payload(rv->ls, rv->sv, &payload);
 	}
 	/* The main payload is forked and the listener is up: the steady state begins. */
 	if (rc == BA_OK)

@@ -1,0 +1,228 @@
+/* A worker pool's membership and its files. */
+#include "members.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+enum ba_status members_init(struct members *ms)
+{
+	*ms = (struct members){ 0 };
+	const char *tmp = getenv("TMPDIR") && getenv("TMPDIR")[0] ? getenv("TMPDIR") : "/tmp";
+	ms->by_index = calloc(MEMBERS_ARRAY_MAX, sizeof *ms->by_index);
+	if (ms->by_index == NULL)
+		return BA_EX_OSERR;
+	snprintf(ms->dir, sizeof ms->dir, "%s/batch-agent-pool.XXXXXX", tmp);
+	if (mkdtemp(ms->dir) == NULL) {
+		log_error("cannot create the pool's directory in %s: %m", tmp);
+		ms->dir[0] = '\0';
+		return BA_EX_OSERR;
+	}
+	/* PROGRAM may run as another user than the agent: it must read what is here. */
+	chmod(ms->dir, 0755);
+	snprintf(ms->path, sizeof ms->path, "%s/members.json", ms->dir);
+	snprintf(ms->hostfile, sizeof ms->hostfile, "%s/hostfile", ms->dir);
+	return BA_OK;
+}
+
+void members_free(struct members *ms)
+{
+	if (ms->dir[0]) {
+		char tmp[sizeof ms->path + 4];
+		snprintf(tmp, sizeof tmp, "%s.new", ms->path);
+		unlink(tmp);
+		unlink(ms->path);
+		unlink(ms->hostfile);
+		if (rmdir(ms->dir) < 0 && errno != ENOENT)
+			log_warn("cannot remove the pool's directory %s: %m", ms->dir);
+	}
+	for (size_t i = 0; i < ms->count; i++)
+		free(ms->all[i]);
+	free(ms->all);
+	free(ms->by_index);
+	*ms = (struct members){ 0 };
+}
+
+struct member *members_find(const struct members *ms, const char *job_id, long array_index)
+{
+	if (array_index >= 0)
+		return array_index < MEMBERS_ARRAY_MAX ? ms->by_index[array_index] : NULL;
+	/* Separate jobs are few (a pool is an array, plus replacements): a walk will do. */
+	for (size_t i = 0; i < ms->count; i++)
+		if (ms->all[i]->array_index < 0 && strcmp(ms->all[i]->job_id, job_id) == 0)
+			return ms->all[i];
+	return NULL;
+}
+
+enum ba_status members_add(struct members *ms, const char *job_id, long array_index, struct member **out)
+{
+	if (ms->count == ms->capacity) {
+		size_t capacity = ms->capacity ? ms->capacity * 2 : 64;
+		struct member **all = realloc(ms->all, capacity * sizeof *all);
+		if (all == NULL)
+			return BA_EX_OSERR;
+		ms->all = all;
+		ms->capacity = capacity;
+	}
+	struct member *m = calloc(1, sizeof *m);
+	if (m == NULL)
+		return BA_EX_OSERR;
+	snprintf(m->job_id, sizeof m->job_id, "%s", job_id);
+	m->array_index = array_index;
+	m->arrival = (long)ms->count;
+	m->state = MEMBER_LOST;
+	m->memory_bytes = -1;
+	ms->all[ms->count++] = m;
+	if (array_index >= 0 && array_index < MEMBERS_ARRAY_MAX)
+		ms->by_index[array_index] = m;
+	*out = m;
+	return BA_OK;
+}
+
+void members_set_state(struct members *ms, struct member *m, enum member_state state)
+{
+	ms->joined += (state == MEMBER_JOINED) - (m->state == MEMBER_JOINED);
+	m->state = state;
+}
+
+const char *members_state_name(enum member_state state)
+{
+	static const char *const names[] = { [MEMBER_JOINED] = "joined", [MEMBER_DRAINING] = "draining",
+					     [MEMBER_LOST] = "lost", [MEMBER_EXITED] = "exited" };
+	return names[state];
+}
+
+/* Array children by index, then separate jobs by arrival. */
+static int by_order(const void *a, const void *b)
+{
+	const struct member *x = *(struct member *const *)a, *y = *(struct member *const *)b;
+	if ((x->array_index < 0) != (y->array_index < 0))
+		return x->array_index < 0 ? 1 : -1;
+	if (x->array_index != y->array_index)
+		return x->array_index < y->array_index ? -1 : 1;
+	return x->arrival < y->arrival ? -1 : x->arrival > y->arrival;
+}
+
+static struct member **ordered(const struct members *ms)
+{
+	struct member **list = malloc((ms->count ? ms->count : 1) * sizeof *list);
+	if (list == NULL)
+		return NULL;
+	memcpy(list, ms->all, ms->count * sizeof *list);
+	qsort(list, ms->count, sizeof *list, by_order);
+	return list;
+}
+
+char *members_addresses(const struct members *ms, char sep, long *count)
+{
+	struct member **list = ordered(ms);
+	size_t capacity = ms->count * (ADDRESS_ADVERTISED_MAX + 1) + 1, used = 0;
+	char *text = list ? malloc(capacity) : NULL;
+	*count = 0;
+	if (text != NULL) {
+		text[0] = '\0';
+		for (size_t i = 0; i < ms->count; i++)
+			if (list[i]->state == MEMBER_JOINED) {
+				used += (size_t)snprintf(text + used, capacity - used, "%s%c", list[i]->address, sep);
+				++*count;
+			}
+	}
+	free(list);
+	return text;
+}
+
+enum ba_status members_write_hostfile(const struct members *ms, const char *lines)
+{
+	int fd = open(ms->hostfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	enum ba_status rc = fd < 0 ? BA_EX_OSERR : util_write_all(fd, lines, strlen(lines));
+	if (fd >= 0 && close(fd) < 0)
+		rc = BA_EX_OSERR;
+	if (rc != BA_OK)
+		log_error("cannot write the hostfile %s: %m", ms->hostfile);
+	return rc;
+}
+
+static cJSON *number_or_null(bool known, double value)
+{
+	return known ? cJSON_CreateNumber(value) : cJSON_CreateNull();
+}
+
+static cJSON *describe(const struct member *m)
+{
+	cJSON *o = cJSON_CreateObject();
+	if (o == NULL)
+		return NULL;
+	bool exited = m->exit_reported;
+	cJSON_AddStringToObject(o, "job_id", m->job_id);
+	cJSON_AddItemToObject(o, "array_index", number_or_null(m->array_index >= 0, (double)m->array_index));
+	cJSON_AddStringToObject(o, "address", m->address);
+	cJSON_AddStringToObject(o, "hostname", m->hostname);
+	cJSON_AddItemToObject(o, "cpus", number_or_null(m->cpus > 0, m->cpus));
+	cJSON_AddItemToObject(o, "memory_limit_bytes", number_or_null(m->memory_bytes >= 0, (double)m->memory_bytes));
+	cJSON_AddStringToObject(o, "state", members_state_name(m->state));
+	cJSON_AddItemToObject(o, "exit_code", number_or_null(exited && !m->signaled, m->exit_value));
+	cJSON_AddItemToObject(o, "exit_signal", number_or_null(exited && m->signaled, m->exit_value));
+	cJSON_AddItemToObject(o, "drain_reason",
+			      m->drain_reason[0] ? cJSON_CreateString(m->drain_reason) : cJSON_CreateNull());
+	return o;
+}
+
+static char *render(const struct members *ms, long wanted)
+{
+	struct member **list = ordered(ms);
+	cJSON *doc = cJSON_CreateObject();
+	cJSON *array = NULL;
+	char *text = NULL;
+	if (list == NULL || doc == NULL)
+		goto out;
+	cJSON_AddNumberToObject(doc, "generation", (double)ms->generation);
+	cJSON_AddNumberToObject(doc, "workers_wanted", (double)wanted);
+	cJSON_AddNumberToObject(doc, "joined", (double)ms->joined);
+	if ((array = cJSON_AddArrayToObject(doc, "members")) == NULL)
+		goto out;
+	for (size_t i = 0; i < ms->count; i++) {
+		cJSON *item = describe(list[i]);
+		if (item == NULL || !cJSON_AddItemToArray(array, item)) {
+			cJSON_Delete(item);
+			goto out;
+		}
+	}
+	text = cJSON_PrintUnformatted(doc);
+out:
+	cJSON_Delete(doc);
+	free(list);
+	return text;
+}
+
+enum ba_status members_write_file(struct members *ms, long wanted)
+{
+	char tmp[sizeof ms->path + 4];
+	ms->generation++;
+	char *text = render(ms, wanted);
+	if (text == NULL)
+		return BA_EX_OSERR;
+	snprintf(tmp, sizeof tmp, "%s.new", ms->path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	enum ba_status rc = fd < 0 ? BA_EX_OSERR : util_write_all(fd, text, strlen(text));
+	if (rc == BA_OK)
+		rc = util_write_all(fd, "\n", 1);
+	if (fd >= 0 && close(fd) < 0)
+		rc = BA_EX_OSERR;
+	/* rename(2) replaces the old file in one step: a reader has the old or the new. */
+	if (rc == BA_OK && rename(tmp, ms->path) < 0)
+		rc = BA_EX_OSERR;
+	if (rc != BA_OK) {
+		log_error("cannot write the membership file %s: %m", ms->path);
+		unlink(tmp);
+	}
+	cJSON_free(text);
+	return rc;
+}

@@ -24,6 +24,17 @@ worker, its peak RSS (VmHWM) and RSS per registered peer, next to the goals:
     /usr/bin/python3 bench/bench-rendezvous.py --loadgen [--workers 1000,4000,10000] [--runs 3]
         [--loadgen-bin build/release/tests/integration/loadgen] [--spread 0]
 
+--pool mode: a worker pool's manager (--role main --workers N, default 1,000) against
+loadgen's simulated array children (--array) joining over --spread seconds (default 10),
+a few runs each. Two ways per run: "live", where PROGRAM starts after 1 s with the first
+workers (--min-workers 1) and every later join rewrites the membership file, and
+"static", where PROGRAM starts only once all N joined (no rewrite while joining). Prints
+the manager's CPU in both until all N are in, the number of membership versions written,
+and the difference per version: what one membership update costs (rendering the JSON of
+up to N members, the write and the rename), and the membership file's size at N.
+
+    /usr/bin/python3 bench/bench-rendezvous.py --pool [--workers 1000] [--spread 10] [--runs 3]
+
 Safe on a small machine: worker payloads are `sleep`, every process started here is
 in a session of its own and killed at the end, descriptors are raised only for the
 main agent (RLIMIT_NOFILE up to the hard limit; loadgen raises its own).
@@ -125,9 +136,12 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="--loadgen: runs per N (medians are printed)")
     ap.add_argument("--spread", default="0", help="--loadgen: seconds over which loadgen dials its workers")
     ap.add_argument("--sources", default=None, help="--loadgen: loadgen's --sources (loopback range)")
+    ap.add_argument("--pool", action="store_true", help="a worker pool's manager against loadgen's array children")
     args = ap.parse_args()
     if args.loadgen:
         return loadgen_mode(args)
+    if args.pool:
+        return pool_mode(args)
     n = int(args.workers or 1000)
     wrapper = os.environ.get("BATCH_AGENT_WRAPPER", "").split()
     nofile = raise_nofile(n + 256)
@@ -453,6 +467,101 @@ def print_goals(medians):
     for n, m in medians.items():
         print(f"goal: RSS per registered peer <= {GOAL_KIB_PER_PEER:.0f} KiB at N={n:,}: {m['kib_per_peer'] * 1024:.0f} B: "
               f"{verdict(m['kib_per_peer'] <= GOAL_KIB_PER_PEER)}")
+
+
+# ------------------------------------------------------------------ --pool mode
+
+def one_pool_run(args, n, spread, live, work):
+    """One pool manager, one loadgen of n array children dialing over spread seconds.
+    live: PROGRAM starts after 1 s and waits, reading the membership file, until all n
+    joined; else PROGRAM starts once all n joined. Either way PROGRAM then samples the
+    manager's CPU and exits."""
+    port, cookie, array = free_port(), os.urandom(32).hex(), str(uuid.uuid4())
+    out = os.path.join(work, f"pool-{'live' if live else 'static'}-{port}")
+    os.mkdir(out)
+    wait = ('while ! grep -q \'"joined":%d,\' "$BATCH_AGENT_MEMBERS"; do sleep 0.1; done; ' % n) if live else ''
+    script = ('o="$1"; ' + wait + 'cat /proc/$PPID/stat > "$o/stat"; cat /proc/$PPID/schedstat > "$o/schedstat" 2>/dev/null; '
+              'cat /proc/$PPID/status > "$o/status"; cp "$BATCH_AGENT_MEMBERS" "$o/members.json"; : > "$o/done"')
+    pool_args = ["--min-workers", "1", "--wait-timeout", "1"] if live else ["--wait-timeout", "120"]
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "BATCH_AGENT_COOKIE": cookie,
+           "AWS_BATCH_JOB_ID": "pool-manager-job"}
+    wrapper = os.environ.get("BATCH_AGENT_WRAPPER", "").split()
+    with open(os.path.join(out, "manager.stderr"), "wb") as err, open(os.path.join(out, "loadgen.stderr"), "wb") as lerr:
+        manager = subprocess.Popen(wrapper + [args.bin, "--role", "main", "--workers", str(n), *pool_args,
+                                              "--port", str(port), "--heartbeat", args.heartbeat, "--grace", "5",
+                                              "--log-level", "warn", "--", "/bin/sh", "-c", script, "program", out],
+                                   env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                   start_new_session=True)
+        loadgen = None
+        try:
+            deadline = time.monotonic() + 10
+            while not mnp.listening(port):
+                if time.monotonic() > deadline or manager.poll() is not None:
+                    return None, f"the manager does not listen (exit {manager.poll()}); see {out}"
+                time.sleep(0.01)
+            cpu_before = cpu_s(f"/proc/{manager.pid}/stat")
+            argv = [args.loadgen_bin, "--workers", str(n), "--manager", f"127.0.0.1:{port}", "--job", array, "--array",
+                    "--first-index", "0", "--spread", str(spread), "--connect-timeout", "60", "--deadline", "150"]
+            loadgen = subprocess.Popen(argv, env={"BATCH_AGENT_COOKIE": cookie}, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=lerr, start_new_session=True)
+            summary_text, _ = loadgen.communicate(timeout=spread + 180)
+            rc = manager.wait(timeout=60)
+        finally:
+            for p in (manager, loadgen):
+                if p is not None and p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+    if not os.path.exists(os.path.join(out, "done")):
+        return None, f"PROGRAM did not see {n} workers (manager exit {rc}); see {out}"
+    with open(os.path.join(out, "members.json")) as f:
+        doc = json.load(f)
+    summary = json.loads(summary_text)
+    if rc != 0 or doc["joined"] != n or summary["registered"] != n:
+        return None, f"manager exit {rc}, {doc['joined']} joined, loadgen: {summary_text.decode().strip()}; see {out}"
+    return {"cpu_s": cpu_s(os.path.join(out, "stat")) - cpu_before, "versions": doc["generation"],
+            "file_bytes": os.path.getsize(os.path.join(out, "members.json")),
+            "hwm_kib": status_kib_file(os.path.join(out, "status"), "VmHWM")}, None
+
+
+def pool_mode(args):
+    n = int(args.workers or 1000)
+    spread = float(args.spread) if args.spread != "0" else 10.0
+    for exe in (args.bin, args.loadgen_bin):
+        if not os.access(exe, os.X_OK):
+            sys.exit(f"{exe} is not an executable (build first: ninja -C build/release)")
+    work = tempfile.mkdtemp(prefix="bench-pool-")
+    print(f"pool manager {args.bin}, {n:,} simulated array children joining over {spread:g} s, "
+          f"{os.cpu_count()} CPUs, {args.runs} run(s) of each kind, medians")
+    medians, failures = {}, 0
+    for live in (False, True):
+        runs = []
+        for _ in range(args.runs):
+            figures, error = one_pool_run(args, n, spread, live, work)
+            if error:
+                failures += 1
+                print(f"{'live' if live else 'static'}: run FAILED: {error}", flush=True)
+            else:
+                runs.append(figures)
+        if runs:
+            medians[live] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    print()
+    print("| PROGRAM starts | manager CPU until all joined | membership versions | peak RSS | membership file |")
+    print("|---|---|---|---|---|")
+    for live, m in medians.items():
+        print(f"| {'after 1 s (live)' if live else 'once all joined'} | {m['cpu_s']:.3f} s | {m['versions']:.0f} | "
+              f"{m['hwm_kib'] / 1024:.1f} MiB | {m['file_bytes'] / 1024:.0f} KiB |")
+    if True in medians and False in medians:
+        live, static = medians[True], medians[False]
+        extra = live["cpu_s"] - static["cpu_s"]
+        updates = max(live["versions"] - 1, 1)
+        print(f"\nmembership updates: {extra:.3f} s of the manager's CPU for {updates:.0f} versions: "
+              f"{extra / updates * 1e6:.0f} µs per update at up to {n:,} members "
+              f"({extra / n * 1e6:.0f} µs per joining worker)")
+    if failures:
+        print(f"{failures} run(s) failed; their files are kept in {work}")
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ void members_free(struct members *ms)
 		if (rmdir(ms->dir) < 0 && errno != ENOENT)
 			log_warn("cannot remove the pool's directory %s: %m", ms->dir);
 	}
-	for (size_t i = 0; i < ms->count; i++)
+	for (size_t i = 0; i < ms->count; i++) {
+		cJSON_free(ms->all[i]->json);
 		free(ms->all[i]);
+	}
 	free(ms->all);
 	free(ms->by_index);
 	*ms = (struct members){ 0 };
@@ -91,6 +93,13 @@ void members_set_state(struct members *ms, struct member *m, enum member_state s
 {
 	ms->joined += (state == MEMBER_JOINED) - (m->state == MEMBER_JOINED);
 	m->state = state;
+	members_touch(m);
+}
+
+void members_touch(struct member *m)
+{
+	cJSON_free(m->json);
+	m->json = NULL;
 }
 
 const char *members_state_name(enum member_state state)
@@ -175,29 +184,56 @@ static cJSON *describe(const struct member *m)
 	return o;
 }
 
+/* The document with an empty member list: {"generation":G,...,"members":[]}. */
+static char *render_head(const struct members *ms, long wanted)
+{
+	cJSON *doc = cJSON_CreateObject();
+	char *text = NULL;
+	if (doc != NULL && cJSON_AddNumberToObject(doc, "generation", (double)ms->generation) &&
+	    cJSON_AddNumberToObject(doc, "workers_wanted", (double)wanted) &&
+	    cJSON_AddNumberToObject(doc, "joined", (double)ms->joined) && cJSON_AddArrayToObject(doc, "members"))
+		text = cJSON_PrintUnformatted(doc);
+	cJSON_Delete(doc);
+	return text;
+}
+
+static bool render_member(struct member *m)
+{
+	if (m->json != NULL)
+		return true;
+	cJSON *item = describe(m);
+	m->json = item ? cJSON_PrintUnformatted(item) : NULL;
+	m->json_length = m->json ? strlen(m->json) : 0;
+	cJSON_Delete(item);
+	return m->json != NULL;
+}
+
+/* Each member's entry is rendered once per change of that member and kept: a join
+ * among a thousand members renders one entry and copies the others, rather than
+ * building the whole document again. The entries go where the head's empty list is. */
 static char *render(const struct members *ms, long wanted)
 {
 	struct member **list = ordered(ms);
-	cJSON *doc = cJSON_CreateObject();
-	cJSON *array = NULL;
-	char *text = NULL;
-	if (list == NULL || doc == NULL)
-		goto out;
-	cJSON_AddNumberToObject(doc, "generation", (double)ms->generation);
-	cJSON_AddNumberToObject(doc, "workers_wanted", (double)wanted);
-	cJSON_AddNumberToObject(doc, "joined", (double)ms->joined);
-	if ((array = cJSON_AddArrayToObject(doc, "members")) == NULL)
-		goto out;
-	for (size_t i = 0; i < ms->count; i++) {
-		cJSON *item = describe(list[i]);
-		if (item == NULL || !cJSON_AddItemToArray(array, item)) {
-			cJSON_Delete(item);
+	char *head = list ? render_head(ms, wanted) : NULL, *text = NULL;
+	size_t length = head ? strlen(head) + 2 : 0, used;
+	for (size_t i = 0; head && i < ms->count; i++) {
+		if (!render_member(list[i]))
 			goto out;
-		}
+		length += list[i]->json_length + 1;
 	}
-	text = cJSON_PrintUnformatted(doc);
+	if (head == NULL || (text = malloc(length)) == NULL)
+		goto out;
+	used = strlen(head) - 2; /* the head up to and with the "[" of its "[]}" */
+	memcpy(text, head, used);
+	for (size_t i = 0; i < ms->count; i++) {
+		if (i > 0)
+			text[used++] = ',';
+		memcpy(text + used, list[i]->json, list[i]->json_length);
+		used += list[i]->json_length;
+	}
+	memcpy(text + used, "]}\n", 4);
 out:
-	cJSON_Delete(doc);
+	cJSON_free(head);
 	free(list);
 	return text;
 }
@@ -212,8 +248,6 @@ enum ba_status members_write_file(struct members *ms, long wanted)
 	snprintf(tmp, sizeof tmp, "%s.new", ms->path);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	enum ba_status rc = fd < 0 ? BA_EX_OSERR : util_write_all(fd, text, strlen(text));
-	if (rc == BA_OK)
-		rc = util_write_all(fd, "\n", 1);
 	if (fd >= 0 && close(fd) < 0)
 		rc = BA_EX_OSERR;
 	/* rename(2) replaces the old file in one step: a reader has the old or the new. */
@@ -223,6 +257,6 @@ enum ba_status members_write_file(struct members *ms, long wanted)
 		log_error("cannot write the membership file %s: %m", ms->path);
 		unlink(tmp);
 	}
-	cJSON_free(text);
+	free(text);
 	return rc;
 }

@@ -41,6 +41,8 @@ struct member {
 	bool signaled;
 	int exit_value; /* the payload's exit code, or its signal */
 	char drain_reason[96];
+	char *json; /* this member's entry of the membership file, until it changes */
+	size_t json_length;
 };
 
 struct members {
@@ -64,6 +66,8 @@ struct member *members_find(const struct members *ms, const char *job_id, long a
 /* A new member, in state MEMBER_LOST until members_set_state. */
 enum ba_status members_add(struct members *ms, const char *job_id, long array_index, struct member **out);
 void members_set_state(struct members *ms, struct member *m, enum member_state state);
+/* m changed otherwise (its fields were written): its entry is rendered again. */
+void members_touch(struct member *m);
 const char *members_state_name(enum member_state state);
 
 /* The joined members' addresses, in order, separated by sep (a trailing one after

@@ -172,6 +172,7 @@ static void fill_member(struct member *m, struct peer *p, const struct proto_reg
 	m->peer = p;
 	m->exit_reported = false;
 	m->drain_reason[0] = '\0';
+	members_touch(m);
 	p->member = m;
 }
 
@@ -220,6 +221,7 @@ static void on_draining(struct pool *pl, struct member *m, const struct proto_ms
 {
 	const char *deadline = msg->u.draining.deadline;
 	snprintf(m->drain_reason, sizeof m->drain_reason, "%s", msg->u.draining.reason);
+	members_touch(m);
 	log_warn("worker %s is draining: %s%s%s", m->job_id, m->drain_reason, deadline ? ", deadline " : "",
 		 deadline ? deadline : "");
 	if (m->state != MEMBER_JOINED)

@@ -115,6 +115,7 @@ struct options {
 	double cpus;
 	long long memory_bytes;
 	int exit_code;
+	bool array; /* --array: children "<job>:<i>" of an array job, for a worker pool */
 };
 
 struct loadgen {
@@ -355,14 +356,14 @@ static bool send_registration(struct loadgen *lg, struct worker *w, int64_t now)
 	/* What a real worker advertises: the address it reaches the manager from. */
 	if (getsockname(w->conn.fd, (struct sockaddr *)&local, &length) == 0)
 		inet_ntop(AF_INET, &local.sin_addr, address, sizeof address);
-	snprintf(job_id, sizeof job_id, "%s#%ld", lg->opt.job, w->index);
+	snprintf(job_id, sizeof job_id, lg->opt.array ? "%s:%ld" : "%s#%ld", lg->opt.job, w->index);
 	snprintf(hostname, sizeof hostname, "loadgen-%ld", w->index);
 	struct proto_register reg = {
 		.job_id = job_id,
 		.attempt = { true, lg->opt.attempt },
-		.array_index = { false, 0 },
-		.node_index = { true, w->index },
-		.num_nodes = { true, lg->opt.num_nodes },
+		.array_index = { lg->opt.array, w->index },
+		.node_index = { !lg->opt.array, w->index },
+		.num_nodes = { !lg->opt.array, lg->opt.num_nodes },
 		.queue = "loadgen-queue",
 		.compute_environment = "loadgen-ce",
 		.hostname = hostname,
@@ -769,6 +770,8 @@ static void usage(FILE *out)
 		"  --cpus X, --memory-bytes B   what each worker registers (default 1, 2 GiB)\n"
 		"  --exit-code N          the payload_exited status each worker reports (default 0)\n"
 		"  --deadline S           give up on everything after S seconds (default 300)\n"
+		"  --array                workers are children --job:I of an array job (array_index I,\n"
+		"                         no node index), as a worker pool's (--first-index 0 fits)\n"
 		"\n"
 		"Writes one JSON object to stdout: workers, registered, completed, redials,\n"
 		"redial_reasons, rejected (by code), errors (by kind), first_connect and last_accept\n"
@@ -846,7 +849,7 @@ static bool parse_sources(const char *text, struct options *opt)
 }
 
 enum opt_id { O_WORKERS = 256, O_MANAGER, O_JOB, O_NUM_NODES, O_FIRST_INDEX, O_ATTEMPT, O_COOKIE_FILE, O_SPREAD,
-	      O_NO_REDIAL, O_CONNECT_TIMEOUT, O_SOURCES, O_CPUS, O_MEMORY, O_EXIT_CODE, O_DEADLINE, O_HELP };
+	      O_NO_REDIAL, O_CONNECT_TIMEOUT, O_SOURCES, O_CPUS, O_MEMORY, O_EXIT_CODE, O_DEADLINE, O_ARRAY, O_HELP };
 
 static const struct option long_options[] = {
 	{ "workers", required_argument, NULL, O_WORKERS },
@@ -864,6 +867,7 @@ static const struct option long_options[] = {
 	{ "memory-bytes", required_argument, NULL, O_MEMORY },
 	{ "exit-code", required_argument, NULL, O_EXIT_CODE },
 	{ "deadline", required_argument, NULL, O_DEADLINE },
+	{ "array", no_argument, NULL, O_ARRAY },
 	{ "help", no_argument, NULL, O_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -897,6 +901,7 @@ static bool set_option(struct options *opt, int id, const char *arg, const char 
 		return ok;
 	}
 	case O_DEADLINE: return parse_number(arg, 0.1, 86400, &opt->deadline_s);
+	case O_ARRAY: opt->array = true; return true;
 	default: return false;
 	}
 }

@@ -16,42 +16,29 @@
 #include "address.h"
 #include "admit.h"
 #include "confine.h"
-#include "cookie.h"
 #include "launch.h"
 #include "listener.h"
 #include "log.h"
+#include "manager.h"
 #include "members.h"
 #include "pooljobs.h"
 #include "proto.h"
 #include "self.h"
-#include "supervise.h"
 #include "util.h"
 
-#define REPORT_MARGIN_MS 1000 /* after the grace period, for the last exit reports to arrive */
-
-enum phase { PHASE_WAITING, PHASE_RUNNING, PHASE_SHUTTING_DOWN };
-
 struct pool {
+	struct manager m; /* the loop, the listener, PROGRAM, the end */
 	const struct config *cfg;
-	struct loop *loop;
-	struct supervisor *sv;
-	struct listener *ls;
-	struct cookie cookie;
-	enum phase phase;
 	struct members members;
 	struct pool_jobs jobs;
 	bool submitted;                         /* jobs.pool_id is ours to stop */
 	char array_id[MEMBERS_JOB_ID_MAX + 1];  /* the array the workers are children of; "" until known */
-	struct loop_timer wait_timer, report_timer, publish_timer;
+	struct loop_timer publish_timer;
 	bool publish_pending;
 	char manager_addr[64];
-	bool main_finished;
-	enum ba_status exit_status;
 };
 
 static void start_program(struct pool *pl, const char *why);
-static void begin_shutdown(struct pool *pl, const char *reason);
-static void maybe_stop(struct pool *pl);
 
 /* ---- who may join ---- */
 
@@ -110,7 +97,7 @@ static bool admit_worker(void *ctx, struct peer *p, const struct proto_register 
 	struct pool *pl = ctx;
 	long index = reg->array_index.present ? (long)reg->array_index.value : -1;
 	(void)p;
-	if (pl->phase == PHASE_SHUTTING_DOWN)
+	if (pl->m.phase == MANAGER_ENDING)
 		return refuse(why, PROTO_REJECT_SHUTTING_DOWN, "the pool's manager is shutting down");
 	if (!check_identity(pl, reg, why))
 		return false;
@@ -144,23 +131,23 @@ static void on_publish(struct loop *loop, void *ctx)
 	char name[32];
 	(void)loop;
 	pl->publish_pending = false;
-	if (pl->phase != PHASE_RUNNING || members_write_file(&pl->members, pl->cfg->workers) != BA_OK)
+	if (pl->m.phase != MANAGER_RUNNING || members_write_file(&pl->members, pl->cfg->workers) != BA_OK)
 		return;
 	count_states(&pl->members, counts);
 	log_info("membership %ld: %ld joined, %ld draining, %ld lost, %ld exited (%s)", pl->members.generation,
 		 counts[MEMBER_JOINED], counts[MEMBER_DRAINING], counts[MEMBER_LOST], counts[MEMBER_EXITED], pl->members.path);
 	if (pl->cfg->notify_signal) {
 		log_debug("notifying PROGRAM with %s", util_signal_name(pl->cfg->notify_signal, name, sizeof name));
-		supervise_signal(pl->sv, pl->cfg->notify_signal);
+		supervise_signal(pl->m.sv, pl->cfg->notify_signal);
 	}
 }
 
 static void changed(struct pool *pl)
 {
-	if (pl->phase != PHASE_RUNNING || pl->publish_pending)
+	if (pl->m.phase != MANAGER_RUNNING || pl->publish_pending)
 		return;
 	pl->publish_pending = true;
-	loop_timer_arm(pl->loop, &pl->publish_timer, 0, on_publish, pl);
+	loop_timer_arm(pl->m.loop, &pl->publish_timer, 0, on_publish, pl);
 }
 
 static void fill_member(struct member *m, struct peer *p, const struct proto_register *reg)
@@ -180,7 +167,7 @@ static void on_registered(void *ctx, struct peer *p, const struct proto_register
 {
 	struct pool *pl = ctx;
 	long index = reg->array_index.present ? (long)reg->array_index.value : -1;
-	bool running = pl->phase == PHASE_RUNNING;
+	bool running = pl->m.phase == MANAGER_RUNNING;
 	struct member *m = members_find(&pl->members, reg->job_id, index);
 	if (m == NULL && members_add(&pl->members, reg->job_id, index, &m) != BA_OK) {
 		log_error("out of memory for worker %s", reg->job_id);
@@ -195,7 +182,7 @@ static void on_registered(void *ctx, struct peer *p, const struct proto_register
 	}
 	log_info("worker %s joined from %s (advertises %s): %ld of %ld", m->job_id, p->remote, m->address,
 		 pl->members.joined, pl->cfg->workers);
-	if (pl->phase == PHASE_WAITING && pl->members.joined == pl->cfg->workers)
+	if (pl->m.phase == MANAGER_WAITING && pl->members.joined == pl->cfg->workers)
 		start_program(pl, "every worker joined");
 	if (running)
 		changed(pl);
@@ -207,14 +194,14 @@ static void on_exited(struct pool *pl, struct member *m, const struct proto_msg 
 	m->signaled = msg->u.payload_exited.signaled;
 	m->exit_value = m->signaled ? msg->u.payload_exited.signal : msg->u.payload_exited.exit_code;
 	members_set_state(&pl->members, m, MEMBER_EXITED);
-	if (pl->phase == PHASE_SHUTTING_DOWN)
+	if (pl->m.phase == MANAGER_ENDING)
 		log_info("worker %s's payload ended (%s %d) after the shutdown request", m->job_id,
 			 m->signaled ? "signal" : "status", m->exit_value);
 	else
 		log_warn("worker %s's payload ended (%s %d) while the pool runs", m->job_id, m->signaled ? "signal" : "status",
 			 m->exit_value);
 	changed(pl);
-	maybe_stop(pl);
+	manager_maybe_stop(&pl->m);
 }
 
 static void on_draining(struct pool *pl, struct member *m, const struct proto_msg *msg)
@@ -228,7 +215,7 @@ static void on_draining(struct pool *pl, struct member *m, const struct proto_ms
 		return;
 	members_set_state(&pl->members, m, MEMBER_DRAINING);
 	changed(pl);
-	if (pl->cfg->replace_drained && pl->submitted && pl->phase != PHASE_SHUTTING_DOWN)
+	if (pl->cfg->replace_drained && pl->submitted && pl->m.phase != MANAGER_ENDING)
 		pooljobs_submit_replacement(pl->cfg, &pl->jobs);
 }
 
@@ -273,7 +260,7 @@ static bool on_worker_lost(void *ctx, struct peer *p, const char *why)
 		members_set_state(&pl->members, m, MEMBER_LOST);
 		changed(pl);
 	}
-	maybe_stop(pl);
+	manager_maybe_stop(&pl->m);
 	return true;
 }
 
@@ -307,7 +294,7 @@ static enum ba_status launch_program(struct pool *pl, const char *nodes)
 				    .handover_fd = -1, .extra_env = extra };
 	enum ba_status rc = launch_prepare(&payload, pl->cfg, &vars);
 	if (rc == BA_OK)
-		rc = listener_spawn_payload(pl->ls, pl->sv, &payload);
+		rc = manager_spawn(&pl->m, &payload);
 	launch_release(&payload);
 	return rc;
 }
@@ -316,8 +303,7 @@ static void start_program(struct pool *pl, const char *why)
 {
 	long count = 0;
 	char *lines = NULL, *nodes = NULL;
-	pl->phase = PHASE_RUNNING;
-	loop_timer_cancel(pl->loop, &pl->wait_timer);
+	loop_timer_cancel(pl->m.loop, &pl->m.wait_timer);
 	enum ba_status rc = manager_address(pl);
 	if (rc == BA_OK) {
 		lines = members_addresses(&pl->members, '\n', &count);
@@ -336,11 +322,8 @@ static void start_program(struct pool *pl, const char *why)
 	 * starts it again may narrow itself to the event loop's calls. */
 	if (rc == BA_OK && !pl->submitted)
 		confine_steady_state();
-	if (rc != BA_OK) {
-		pl->exit_status = rc;
-		pl->main_finished = true;
-		begin_shutdown(pl, "PROGRAM could not start");
-	}
+	if (rc != BA_OK)
+		manager_fail(&pl->m, rc, "PROGRAM could not start");
 	free(lines);
 	free(nodes);
 }
@@ -381,84 +364,28 @@ static void on_wait_timer(struct loop *loop, void *ctx)
 	}
 	log_error("%ld of %ld workers joined within %.3g s, %ld needed (--min-workers)%s", pl->members.joined,
 		  pl->cfg->workers, (double)pl->cfg->wait_timeout_ms / 1000.0, needed, detail);
-	pl->exit_status = BA_EX_UNAVAILABLE;
-	pl->main_finished = true;
-	begin_shutdown(pl, "too few workers");
+	manager_fail(&pl->m, BA_EX_UNAVAILABLE, "too few workers");
 }
 
 /* ---- the end ---- */
 
-static enum proto_err build_shutdown(void *arg, cJSON **out)
-{
-	struct pool *pl = arg;
-	return proto_msg_shutdown(pl->cfg->grace_ms, "the pool's manager is finishing", out);
-}
-
-static long awaiting_reports(const struct pool *pl)
-{
-	long awaiting = 0;
-	for (size_t i = 0; i < pl->members.count; i++)
-		awaiting += pl->members.all[i]->peer != NULL && !pl->members.all[i]->exit_reported;
-	return awaiting;
-}
-
-static void on_report_timer(struct loop *loop, void *ctx)
+static long owing(void *ctx)
 {
 	struct pool *pl = ctx;
-	(void)loop;
+	long count = 0;
+	for (size_t i = 0; i < pl->members.count; i++)
+		count += pl->members.all[i]->peer != NULL && !pl->members.all[i]->exit_reported;
+	return count;
+}
+
+static void report_silent(void *ctx)
+{
+	struct pool *pl = ctx;
 	for (size_t i = 0; i < pl->members.count; i++) {
 		const struct member *m = pl->members.all[i];
 		if (m->peer != NULL && !m->exit_reported)
 			log_warn("worker %s (%s) sent no exit report within the grace period", m->job_id, m->address);
 	}
-	loop_stop(pl->loop, pl->exit_status);
-}
-
-static void maybe_stop(struct pool *pl)
-{
-	if (pl->phase == PHASE_SHUTTING_DOWN && pl->main_finished && awaiting_reports(pl) == 0)
-		loop_stop(pl->loop, pl->exit_status);
-}
-
-static void begin_shutdown(struct pool *pl, const char *reason)
-{
-	if (pl->phase == PHASE_SHUTTING_DOWN)
-		return;
-	pl->phase = PHASE_SHUTTING_DOWN;
-	loop_timer_cancel(pl->loop, &pl->wait_timer);
-	listener_close_door(pl->ls, reason);
-	cookie_wipe(&pl->cookie);
-	long connected = awaiting_reports(pl);
-	if (connected > 0)
-		log_info("%s: telling %ld worker%s to shut down", reason, connected, connected == 1 ? "" : "s");
-	listener_broadcast(pl->ls, build_shutdown, pl);
-	loop_timer_arm(pl->loop, &pl->report_timer, pl->cfg->grace_ms + REPORT_MARGIN_MS, on_report_timer, pl);
-	maybe_stop(pl);
-}
-
-static void on_program_exited(void *ctx, int exit_status, int wait_status)
-{
-	struct pool *pl = ctx;
-	(void)wait_status;
-	log_info("PROGRAM exited with status %d", exit_status);
-	pl->exit_status = (enum ba_status)exit_status;
-	begin_shutdown(pl, "PROGRAM ended");
-}
-
-static void on_program_finished(void *ctx, int exit_status)
-{
-	struct pool *pl = ctx;
-	pl->exit_status = (enum ba_status)exit_status;
-	pl->main_finished = true;
-	maybe_stop(pl);
-}
-
-static void on_interrupted(void *ctx, int sig)
-{
-	struct pool *pl = ctx;
-	pl->exit_status = BA_EX_SIGNAL_BASE + sig;
-	pl->main_finished = true;
-	begin_shutdown(pl, "interrupted");
 }
 
 /* A submitted job is over when the worker it ran reported its payload's exit (its
@@ -515,22 +442,17 @@ static void stop_leftovers(struct pool *pl, const char *reason)
 
 static enum ba_status set_up(struct pool *pl)
 {
-	struct supervise_opts opts = supervise_opts_from_config(pl->cfg);
-	struct supervise_hooks hooks = { .ctx = pl, .exited = on_program_exited, .finished = on_program_finished,
-					 .interrupted = on_interrupted };
 	struct listener_hooks peer_hooks = { .ctx = pl, .admit = admit_worker, .registered = on_registered,
 					     .message = on_worker_message, .lost = on_worker_lost };
-	struct admit_job job = { .cookie = &pl->cookie, .job_id = pl->cfg->batch.job_id, .num_nodes = pl->cfg->workers,
-				 .main_node_index = -1, .attempt = -1, .pool = true };
+	struct admit_job job = { .job_id = pl->cfg->batch.job_id, .num_nodes = pl->cfg->workers, .main_node_index = -1,
+				 .attempt = -1, .pool = true };
+	pl->m.payload_name = "PROGRAM";
+	pl->m.farewell = "the pool's manager is finishing";
+	pl->m.peer_noun = "worker";
+	pl->m.hooks = (struct manager_hooks){ .ctx = pl, .owing = owing, .silent = report_silent };
 	enum ba_status rc = members_init(&pl->members);
 	if (rc == BA_OK)
-		rc = cookie_load(pl->cfg, &pl->cookie);
-	if (rc == BA_OK)
-		rc = loop_create(&pl->loop);
-	if (rc == BA_OK)
-		rc = supervise_create(&pl->sv, pl->loop, &opts, &hooks);
-	if (rc == BA_OK)
-		rc = listener_start(&pl->ls, pl->loop, pl->cfg, &job, &peer_hooks);
+		rc = manager_set_up(&pl->m, pl->cfg, &job, &peer_hooks);
 	return rc;
 }
 
@@ -568,14 +490,11 @@ enum ba_status pool_run(const struct config *cfg)
 	if (rc == BA_OK) {
 		log_info("pool manager listening on port %ld for %ld worker%s (wait up to %.3g s)", cfg->port, cfg->workers,
 			 cfg->workers == 1 ? "" : "s", (double)cfg->wait_timeout_ms / 1000.0);
-		loop_timer_arm(pl.loop, &pl.wait_timer, cfg->wait_timeout_ms, on_wait_timer, &pl);
-		rc = loop_run(pl.loop);
+		loop_timer_arm(pl.m.loop, &pl.m.wait_timer, cfg->wait_timeout_ms, on_wait_timer, &pl);
+		rc = loop_run(pl.m.loop);
 	}
-	listener_free(pl.ls);
 	stop_leftovers(&pl, "the pool's manager ended");
-	supervise_free(pl.sv);
-	loop_destroy(pl.loop);
-	cookie_wipe(&pl.cookie);
+	manager_free(&pl.m);
 	members_free(&pl.members);
 	pooljobs_release(&pl.jobs);
 	return rc;

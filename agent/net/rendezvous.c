@@ -5,51 +5,36 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "confine.h"
 #include "address.h"
 #include "admit.h"
-#include "cookie.h"
+#include "confine.h"
 #include "launch.h"
 #include "listener.h"
 #include "log.h"
+#include "manager.h"
 #include "proto.h"
-#include "supervise.h"
 #include "util.h"
 
-#define REPORT_MARGIN_MS 1000 /* after the grace period, for the last exit reports to arrive */
-
-enum phase { PHASE_WAITING, PHASE_RUNNING, PHASE_SHUTTING_DOWN };
-
 struct rendezvous {
+	struct manager m;       /* first: the loop, the listener, the payload, the end */
 	const struct config *cfg;
-	struct loop *loop;
-	struct supervisor *sv;
-	struct listener *ls;
-	struct cookie cookie;
-	enum phase phase;
 	struct peer **by_index; /* registered children by node index */
 	long registered;
 	long awaiting;          /* registered children, connected, with no exit report yet */
 	long children;          /* AWS_BATCH_JOB_NUM_NODES - 1 */
 	char job_prefix[256];   /* "<uuid>#" of this job */
-	struct loop_timer wait_timer, report_timer;
 	char main_addr[64];
 	char hostfile[128];
-	bool main_finished;
-	enum ba_status exit_status;
 };
 
 static void start_main_payload(struct rendezvous *rv);
-static void maybe_stop(struct rendezvous *rv);
 
 /* ---- registration ---- */
 
@@ -60,12 +45,12 @@ static bool admit_child(void *ctx, struct peer *p, const struct proto_register *
 	struct rendezvous *rv = ctx;
 	long index = (long)reg->node_index.value; /* admit_register checked it */
 	*why = (struct admit_refusal){ .reject = true };
-	if (rv->phase == PHASE_SHUTTING_DOWN) {
+	if (rv->m.phase == MANAGER_ENDING) {
 		why->code = PROTO_REJECT_SHUTTING_DOWN;
 		snprintf(why->text, sizeof why->text, "the main node is shutting down");
 		return false;
 	}
-	if (rv->phase != PHASE_WAITING) {
+	if (rv->m.phase != MANAGER_WAITING) {
 		why->code = PROTO_REJECT_RENDEZVOUS_CLOSED;
 		snprintf(why->text, sizeof why->text, "the main payload has already started without this node");
 		return false;
@@ -111,7 +96,7 @@ static void on_child_exited(struct rendezvous *rv, struct peer *p, const struct 
 	stop_awaiting(rv, p);
 	bool signaled = msg->u.payload_exited.signaled;
 	int value = signaled ? msg->u.payload_exited.signal : msg->u.payload_exited.exit_code;
-	if (rv->phase == PHASE_SHUTTING_DOWN)
+	if (rv->m.phase == MANAGER_ENDING)
 		log_info("node %ld's payload ended (%s %d) after the shutdown request", p->node_index,
 			 signaled ? "signal" : "status", value);
 	else if (signaled)
@@ -120,7 +105,7 @@ static void on_child_exited(struct rendezvous *rv, struct peer *p, const struct 
 		log_warn("node %ld's payload failed with status %d", p->node_index, value);
 	else
 		log_info("node %ld's payload exited with status 0", p->node_index);
-	maybe_stop(rv);
+	manager_maybe_stop(&rv->m);
 }
 
 static void on_child_message(void *ctx, struct peer *p, const struct proto_msg *msg)
@@ -153,7 +138,7 @@ static void on_child_message(void *ctx, struct peer *p, const struct proto_msg *
 static bool on_child_lost(void *ctx, struct peer *p, const char *why)
 {
 	struct rendezvous *rv = ctx;
-	if (rv->phase == PHASE_WAITING) {
+	if (rv->m.phase == MANAGER_WAITING) {
 		/* Free its slot: a restarted node may register again. */
 		log_warn("node %ld (%s) left before the main payload started: %s", p->node_index, p->address, why);
 		rv->by_index[p->node_index] = NULL;
@@ -163,14 +148,14 @@ static bool on_child_lost(void *ctx, struct peer *p, const char *why)
 	}
 	/* A worker may close as soon as its exit report is out; the close then often reads
 	 * as a reset (heartbeats of ours it never read): nothing is lost. */
-	if (p->exit_reported && rv->phase == PHASE_SHUTTING_DOWN)
+	if (p->exit_reported && rv->m.phase == MANAGER_ENDING)
 		log_debug("node %ld (%s) disconnected after its exit report: %s", p->node_index, p->address, why);
 	else if (p->exit_reported)
 		log_info("node %ld (%s) disconnected after its exit report: %s", p->node_index, p->address, why);
 	else
 		log_warn("node %ld (%s) lost: %s", p->node_index, p->address, why);
 	stop_awaiting(rv, p);
-	maybe_stop(rv);
+	manager_maybe_stop(&rv->m);
 	return false;
 }
 
@@ -249,24 +234,13 @@ static enum ba_status write_hostfile(struct rendezvous *rv, const char *lines)
 	return rc;
 }
 
-static void begin_shutdown(struct rendezvous *rv, const char *reason);
-
-/* No node can join once the main payload starts or the job ends, so nobody needs the
- * cookie any more: no admission is left to check it (worker pools, which admit late,
- * will keep theirs). */
-static void close_door(struct rendezvous *rv, const char *why)
-{
-	listener_close_door(rv->ls, why);
-	cookie_wipe(&rv->cookie);
-}
-
 static void start_main_payload(struct rendezvous *rv)
 {
 	char *lines = NULL, *nodes = NULL;
 	struct payload payload = { 0 };
-	rv->phase = PHASE_RUNNING;
-	loop_timer_cancel(rv->loop, &rv->wait_timer);
-	close_door(rv, rv->registered == rv->children ? "every node registered" : "--wait-timeout");
+	loop_timer_cancel(rv->m.loop, &rv->m.wait_timer);
+	/* No node can join once the main payload starts: nobody needs the cookie any more. */
+	manager_close_door(&rv->m, rv->registered == rv->children ? "every node registered" : "--wait-timeout");
 	enum ba_status rc = main_address(rv);
 	if (rc == BA_OK) {
 		lines = node_list(rv, '\n');
@@ -281,16 +255,13 @@ static void start_main_payload(struct rendezvous *rv)
 	}
 	if (rc == BA_OK) {
 		log_info("all nodes present: starting the main payload with nodes %s", nodes);
-		rc = listener_spawn_payload(rv->ls, rv->sv, &payload);
+		rc = manager_spawn(&rv->m, &payload);
 	}
 	/* The main payload is forked and the listener is up: the steady state begins. */
 	if (rc == BA_OK)
 		confine_steady_state();
-	if (rc != BA_OK) {
-		rv->exit_status = rc;
-		rv->main_finished = true;
-		begin_shutdown(rv, "the main payload could not start");
-	}
+	if (rc != BA_OK)
+		manager_fail(&rv->m, rc, "the main payload could not start");
 	launch_release(&payload);
 	free(lines);
 	free(nodes);
@@ -314,79 +285,23 @@ static void on_wait_timer(struct loop *loop, void *ctx)
 	log_error("node%s %s did not register within %.3g s: %ld of %ld nodes present, %ld needed (--min-nodes)",
 		  strchr(missing, ',') ? "s" : "", missing, (double)rv->cfg->wait_timeout_ms / 1000.0, present,
 		  rv->cfg->batch.num_nodes, needed);
-	rv->exit_status = BA_EX_UNAVAILABLE;
-	rv->main_finished = true;
-	begin_shutdown(rv, "the rendezvous timed out");
+	manager_fail(&rv->m, BA_EX_UNAVAILABLE, "the rendezvous timed out");
 }
 
-/* ---- shutdown ---- */
+/* ---- the end (manager.c): who still owes an exit report ---- */
 
-static enum proto_err build_shutdown(void *arg, cJSON **out)
-{
-	struct rendezvous *rv = arg;
-	return proto_msg_shutdown(rv->cfg->grace_ms, "the main node is finishing", out);
-}
-
-static bool awaiting_report(const struct peer *p)
-{
-	return p->state == PEER_REGISTERED && p->conn.attached && !p->exit_reported;
-}
-
-static void on_report_timer(struct loop *loop, void *ctx)
+static long owing(void *ctx)
 {
 	struct rendezvous *rv = ctx;
-	(void)loop;
-	for (struct peer *p = listener_peers(rv->ls); p; p = p->next)
-		if (awaiting_report(p))
+	return rv->awaiting;
+}
+
+static void report_silent(void *ctx)
+{
+	struct rendezvous *rv = ctx;
+	for (struct peer *p = listener_peers(rv->m.ls); p; p = p->next)
+		if (p->state == PEER_REGISTERED && p->conn.attached && !p->exit_reported)
 			log_warn("node %ld (%s) sent no exit report within the grace period", p->node_index, p->address);
-	loop_stop(rv->loop, rv->exit_status);
-}
-
-static void maybe_stop(struct rendezvous *rv)
-{
-	if (rv->phase == PHASE_SHUTTING_DOWN && rv->main_finished && rv->awaiting == 0)
-		loop_stop(rv->loop, rv->exit_status);
-}
-
-static void begin_shutdown(struct rendezvous *rv, const char *reason)
-{
-	if (rv->phase == PHASE_SHUTTING_DOWN)
-		return;
-	rv->phase = PHASE_SHUTTING_DOWN;
-	loop_timer_cancel(rv->loop, &rv->wait_timer);
-	close_door(rv, reason);
-	if (rv->registered > 0)
-		log_info("%s: telling %ld node%s to shut down", reason, rv->registered, rv->registered == 1 ? "" : "s");
-	listener_broadcast(rv->ls, build_shutdown, rv);
-	loop_timer_arm(rv->loop, &rv->report_timer, rv->cfg->grace_ms + REPORT_MARGIN_MS, on_report_timer, rv);
-	maybe_stop(rv);
-}
-
-static void on_main_exited(void *ctx, int exit_status, int wait_status)
-{
-	struct rendezvous *rv = ctx;
-	(void)wait_status;
-	log_info("the main payload exited with status %d", exit_status);
-	/* The report timer may stop us before on_main_finished, while what the payload
-	 * left behind is still being killed: its status must be ours by then. */
-	rv->exit_status = (enum ba_status)exit_status;
-	begin_shutdown(rv, "the main payload ended");
-}
-
-static void on_main_finished(void *ctx, int exit_status)
-{
-	struct rendezvous *rv = ctx;
-	rv->exit_status = (enum ba_status)exit_status;
-	rv->main_finished = true;
-	maybe_stop(rv);
-}
-
-static void on_interrupted(void *ctx, int sig)
-{
-	struct rendezvous *rv = ctx;
-	rv->exit_status = BA_EX_SIGNAL_BASE + sig;
-	rv->main_finished = true;
-	begin_shutdown(rv, "interrupted");
 }
 
 /* ---- set-up ---- */
@@ -395,7 +310,7 @@ static void on_interrupted(void *ctx, int sig)
 static struct admit_job job_of(struct rendezvous *rv)
 {
 	const struct batch_env *batch = &rv->cfg->batch;
-	struct admit_job job = { .cookie = &rv->cookie, .job_id = batch->job_id, .num_nodes = batch->num_nodes,
+	struct admit_job job = { .job_id = batch->job_id, .num_nodes = batch->num_nodes,
 				 .main_node_index = batch->main_node_index, .attempt = batch->attempt };
 	if (batch->job_id == NULL) {
 		log_warn("AWS_BATCH_JOB_ID is not set: registrations are not checked against the job id");
@@ -411,22 +326,17 @@ static struct admit_job job_of(struct rendezvous *rv)
 
 static enum ba_status set_up(struct rendezvous *rv)
 {
-	struct supervise_opts opts = supervise_opts_from_config(rv->cfg);
-	struct supervise_hooks hooks = { .ctx = rv, .exited = on_main_exited, .finished = on_main_finished,
-					 .interrupted = on_interrupted };
 	struct listener_hooks peer_hooks = { .ctx = rv, .admit = admit_child, .registered = on_registered,
 					     .message = on_child_message, .lost = on_child_lost };
+	rv->m.payload_name = "the main payload";
+	rv->m.farewell = "the main node is finishing";
+	rv->m.peer_noun = "node";
+	rv->m.hooks = (struct manager_hooks){ .ctx = rv, .owing = owing, .silent = report_silent };
 	rv->by_index = calloc((size_t)rv->cfg->batch.num_nodes, sizeof *rv->by_index);
-	enum ba_status rc = rv->by_index ? cookie_load(rv->cfg, &rv->cookie) : BA_EX_OSERR;
-	if (rc == BA_OK)
-		rc = loop_create(&rv->loop);
-	if (rc == BA_OK)
-		rc = supervise_create(&rv->sv, rv->loop, &opts, &hooks);
-	if (rc == BA_OK) {
-		struct admit_job job = job_of(rv);
-		rc = listener_start(&rv->ls, rv->loop, rv->cfg, &job, &peer_hooks);
-	}
-	return rc;
+	if (rv->by_index == NULL)
+		return BA_EX_OSERR;
+	struct admit_job job = job_of(rv);
+	return manager_set_up(&rv->m, rv->cfg, &job, &peer_hooks);
 }
 
 enum ba_status rendezvous_run(const struct config *cfg)
@@ -436,17 +346,14 @@ enum ba_status rendezvous_run(const struct config *cfg)
 	if (rc == BA_OK) {
 		log_info("rendezvous listening on port %ld for %ld child node%s (wait up to %.3g s)", cfg->port,
 			 rv.children, rv.children == 1 ? "" : "s", (double)cfg->wait_timeout_ms / 1000.0);
-		loop_timer_arm(rv.loop, &rv.wait_timer, cfg->wait_timeout_ms, on_wait_timer, &rv);
+		loop_timer_arm(rv.m.loop, &rv.m.wait_timer, cfg->wait_timeout_ms, on_wait_timer, &rv);
 		if (rv.children == 0)
 			start_main_payload(&rv);
-		rc = loop_run(rv.loop);
+		rc = loop_run(rv.m.loop);
 	}
-	listener_free(rv.ls);
+	manager_free(&rv.m);
 	if (rv.hostfile[0])
 		unlink(rv.hostfile);
-	supervise_free(rv.sv);
-	loop_destroy(rv.loop);
-	cookie_wipe(&rv.cookie);
 	free(rv.by_index);
 	return rc;
 }

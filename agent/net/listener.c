@@ -372,6 +372,13 @@ void listener_drop(struct peer *p, const char *why)
 	p->dead = ls->hooks.lost(ls->hooks.ctx, p, why);
 }
 
+void listener_refuse_unexpected(struct peer *p, const struct proto_msg *msg)
+{
+	struct admit_refusal why = { .code = PROTO_CODE_UNEXPECTED };
+	snprintf(why.text, sizeof why.text, "sent an unexpected \"%s\"", proto_msg_type_name(msg->type));
+	listener_refuse(p, &why);
+}
+
 void listener_refuse(struct peer *p, const struct admit_refusal *why)
 {
 	cJSON *msg = NULL;

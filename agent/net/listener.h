@@ -94,6 +94,9 @@ enum ba_status listener_spawn_payload(const struct listener *ls, struct supervis
 void listener_broadcast(struct listener *ls, enum proto_err (*build)(void *arg, cJSON **out), void *arg);
 /* Tell p why (error, or reject with code), then drop it. */
 void listener_refuse(struct peer *p, const struct admit_refusal *why);
+/* A registered peer sent a valid message that is not its to send (PROTOCOL.md §4:
+ * accept, a second register...): answer unexpected_message, then drop it. */
+void listener_refuse_unexpected(struct peer *p, const struct proto_msg *msg);
 /* End p's connection: why is for the log. */
 void listener_drop(struct peer *p, const char *why);
 /* Handle what p has sent already, before judging it (a duplicate registration may

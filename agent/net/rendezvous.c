@@ -125,13 +125,9 @@ static void on_child_message(void *ctx, struct peer *p, const struct proto_msg *
 		log_warn("node %ld reports an error: %s %s", p->node_index, msg->u.error.code, msg->u.error.message);
 		listener_drop(p, "it reported an error");
 		return;
-	default: {
-		/* PROTOCOL.md §4: valid but not ours to receive (accept, a second register...). */
-		struct admit_refusal why = { .code = PROTO_CODE_UNEXPECTED };
-		snprintf(why.text, sizeof why.text, "sent an unexpected \"%s\"", proto_msg_type_name(msg->type));
-		listener_refuse(p, &why);
+	default:
+		listener_refuse_unexpected(p, msg);
 		return;
-	}
 	}
 }
 

@@ -43,6 +43,14 @@ static enum ba_status check_pool(const struct config *cfg, enum role role)
 		log_error("--workers (BATCH_AGENT_WORKERS) makes the main role, not %s", role == ROLE_WORKER ? "worker" : "init");
 		return conflict(cfg, "workers", "role");
 	}
+	if (cfg->workers > 0 && cfg->manager != NULL) {
+		log_error("--manager (BATCH_AGENT_MANAGER) with --workers: a pool's manager is dialed, it dials nobody");
+		return conflict(cfg, "manager", "workers");
+	}
+	if (cfg->workers > 0 && cfg->min_nodes > 0) {
+		log_error("--min-nodes (BATCH_AGENT_MIN_NODES) is for MNP jobs: a pool takes --min-workers");
+		return conflict(cfg, "min-nodes", "workers");
+	}
 	for (size_t i = 0; needs_pool[i]; i++)
 		if (set[i] && cfg->workers == 0) {
 			log_error("--%s needs a worker pool (--workers N)", needs_pool[i]);

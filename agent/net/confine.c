@@ -27,7 +27,7 @@ static const char *const steady_state[] = {
 	"openat", "open", "getdents", "getdents64", "fstat", "newfstatat", "stat", "lstat", "statx", "readlink", "readlinkat",
 	"access", "faccessat", "faccessat2", "unlink", "unlinkat", "fsync", "umask", "getcwd",
 	/* a worker pool's membership file, replaced atomically, and its directory */
-	"rename", "renameat", "renameat2", "rmdir",
+	"rename", "renameat", "renameat2", "rmdir", "fchmod",
 	/* memory */
 	"brk", "mmap", "munmap", "mremap", "mprotect", "madvise",
 	/* processes: the payload, the spot-watch helper, the orphans */

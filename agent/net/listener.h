@@ -38,6 +38,7 @@
 enum peer_state { PEER_HELLO, PEER_QUEUED, PEER_AUTH, PEER_REGISTER, PEER_REGISTERED };
 
 struct listener;
+struct member;
 
 /* One connection to the manager; registered ones are the job's children. */
 struct peer {
@@ -53,7 +54,7 @@ struct peer {
 	bool in_service;  /* our hello sent, accept or reject not yet: counts in the window */
 	cJSON *held_hello; /* PEER_QUEUED: our hello, sent when its turn comes */
 	struct peer *queue_prev, *queue_next; /* PEER_QUEUED: the queue, oldest first */
-	void *member; /* the job's record of this peer, for the job logic */
+	struct member *member; /* a worker pool's record of this peer (pool.c, members.h) */
 	bool dead; /* dropped and out of the job: freed by the next sweep, never inside a callback */
 	struct peer *next;
 };

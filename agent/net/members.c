@@ -18,8 +18,14 @@ enum ba_status members_init(struct members *ms)
 	*ms = (struct members){ 0 };
 	const char *tmp = getenv("TMPDIR") && getenv("TMPDIR")[0] ? getenv("TMPDIR") : "/tmp";
 	ms->by_index = calloc(MEMBERS_ARRAY_MAX, sizeof *ms->by_index);
-	if (ms->by_index == NULL)
+	if (ms->by_index == NULL) {
+		log_error("out of memory for the pool's members");
 		return BA_EX_OSERR;
+	}
+	if (strlen(tmp) + sizeof "/batch-agent-pool.XXXXXX" > sizeof ms->dir) {
+		log_error("TMPDIR (%zu bytes) is too long for the pool's directory", strlen(tmp));
+		return BA_EX_CONFIG;
+	}
 	snprintf(ms->dir, sizeof ms->dir, "%s/batch-agent-pool.XXXXXX", tmp);
 	if (mkdtemp(ms->dir) == NULL) {
 		log_error("cannot create the pool's directory in %s: %m", tmp);
@@ -151,7 +157,8 @@ char *members_addresses(const struct members *ms, char sep, long *count)
 enum ba_status members_write_hostfile(const struct members *ms, const char *lines)
 {
 	int fd = open(ms->hostfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	enum ba_status rc = fd < 0 ? BA_EX_OSERR : util_write_all(fd, lines, strlen(lines));
+	/* Readable by PROGRAM whatever our umask (it may run as another user). */
+	enum ba_status rc = fd < 0 || fchmod(fd, 0644) < 0 ? BA_EX_OSERR : util_write_all(fd, lines, strlen(lines));
 	if (fd >= 0 && close(fd) < 0)
 		rc = BA_EX_OSERR;
 	if (rc != BA_OK)
@@ -243,11 +250,14 @@ enum ba_status members_write_file(struct members *ms, long wanted)
 	char tmp[sizeof ms->path + 4];
 	ms->generation++;
 	char *text = render(ms, wanted);
-	if (text == NULL)
+	if (text == NULL) {
+		ms->generation--;
+		log_error("out of memory for the membership file");
 		return BA_EX_OSERR;
+	}
 	snprintf(tmp, sizeof tmp, "%s.new", ms->path);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	enum ba_status rc = fd < 0 ? BA_EX_OSERR : util_write_all(fd, text, strlen(text));
+	enum ba_status rc = fd < 0 || fchmod(fd, 0644) < 0 ? BA_EX_OSERR : util_write_all(fd, text, strlen(text));
 	if (fd >= 0 && close(fd) < 0)
 		rc = BA_EX_OSERR;
 	/* rename(2) replaces the old file in one step: a reader has the old or the new. */
@@ -256,6 +266,7 @@ enum ba_status members_write_file(struct members *ms, long wanted)
 	if (rc != BA_OK) {
 		log_error("cannot write the membership file %s: %m", ms->path);
 		unlink(tmp);
+		ms->generation--; /* PROGRAM never saw this one */
 	}
 	free(text);
 	return rc;

@@ -23,7 +23,7 @@
 #define MEMBERS_JOB_ID_MAX 128
 #define MEMBERS_ARRAY_MAX 10000 /* children of one Batch array job */
 
-enum member_state { MEMBER_JOINED, MEMBER_DRAINING, MEMBER_LOST, MEMBER_EXITED };
+enum member_state { MEMBER_JOINED, MEMBER_DRAINING, MEMBER_LOST, MEMBER_EXITED, MEMBER_STATE_COUNT };
 
 struct peer;
 
@@ -35,9 +35,11 @@ struct member {
 	char hostname[256];
 	double cpus;          /* 0: unknown */
 	int64_t memory_bytes; /* -1: unknown */
+	long attempt;         /* AWS_BATCH_JOB_ATTEMPT as registered; 0: unknown */
 	enum member_state state;
 	struct peer *peer; /* while connected */
 	bool exit_reported;
+	bool stopped_by_us; /* its payload's end was reported after our shutdown */
 	bool signaled;
 	int exit_value; /* the payload's exit code, or its signal */
 	char drain_reason[96];

@@ -74,6 +74,9 @@ static bool check_identity(const struct pool *pl, const struct proto_register *r
 	if (reg->job_id[0] == '\0' || strlen(reg->job_id) > MEMBERS_JOB_ID_MAX)
 		return refuse(why, PROTO_REJECT_JOB_MISMATCH, "a job id of %zu bytes is not a Batch job id",
 			      strlen(reg->job_id));
+	if (index >= 0 && pl->submitted && !pl->jobs.pool_is_array)
+		return refuse(why, PROTO_REJECT_JOB_MISMATCH, "worker %.100s is an array child; this pool submitted the "
+			      "single job %.100s", reg->job_id, pl->jobs.pool_id);
 	if (index >= 0) {
 		if (!array_of(reg->job_id, index, array, sizeof array))
 			return refuse(why, PROTO_REJECT_JOB_MISMATCH, "job id \"%.100s\" is not child %ld of an array job",
@@ -87,8 +90,11 @@ static bool check_identity(const struct pool *pl, const struct proto_register *r
 				      index, pl->cfg->workers);
 		return true;
 	}
-	if (pl->submitted && strcmp(reg->job_id, pl->jobs.pool_id) != 0 && !pooljobs_is_replacement(&pl->jobs, reg->job_id))
-		return refuse(why, PROTO_REJECT_JOB_MISMATCH, "job %.100s is not one this pool submitted", reg->job_id);
+	bool ours = (!pl->jobs.pool_is_array && strcmp(reg->job_id, pl->jobs.pool_id) == 0) ||
+		    pooljobs_is_replacement(&pl->jobs, reg->job_id);
+	if (pl->submitted && !ours)
+		return refuse(why, PROTO_REJECT_JOB_MISMATCH, "job %.100s is not one this pool submitted%s", reg->job_id,
+			      strcmp(reg->job_id, pl->jobs.pool_id) == 0 ? " (an array's parent runs no container)" : "");
 	return true;
 }
 
@@ -106,6 +112,13 @@ static bool admit_worker(void *ctx, struct peer *p, const struct proto_register 
 	 * read: read it now. */
 	if (m != NULL && m->peer != NULL)
 		listener_read_now(m->peer);
+	/* Batch retries a child under its own id, with a higher attempt: the old
+	 * connection is a dead container's that we have not noticed yet. */
+	if (m != NULL && m->peer != NULL && reg->attempt.present && reg->attempt.value > m->attempt) {
+		log_warn("worker %s: attempt %lld replaces attempt %ld (%s)", m->job_id, (long long)reg->attempt.value,
+			 m->attempt, m->peer->remote);
+		listener_drop(m->peer, "a later attempt of its job registered");
+	}
 	if (m != NULL && m->peer != NULL)
 		return refuse(why, PROTO_REJECT_DUPLICATE_NODE, "worker %.100s is already a member, from %s", reg->job_id,
 			      m->peer->remote);
@@ -116,9 +129,9 @@ static bool admit_worker(void *ctx, struct peer *p, const struct proto_register 
 
 /* ---- membership ---- */
 
-static void count_states(const struct members *ms, long counts[4])
+static void count_states(const struct members *ms, long counts[MEMBER_STATE_COUNT])
 {
-	memset(counts, 0, 4 * sizeof counts[0]);
+	memset(counts, 0, MEMBER_STATE_COUNT * sizeof counts[0]);
 	for (size_t i = 0; i < ms->count; i++)
 		counts[ms->all[i]->state]++;
 }
@@ -127,7 +140,7 @@ static void count_states(const struct members *ms, long counts[4])
 static void on_publish(struct loop *loop, void *ctx)
 {
 	struct pool *pl = ctx;
-	long counts[4];
+	long counts[MEMBER_STATE_COUNT];
 	char name[32];
 	(void)loop;
 	pl->publish_pending = false;
@@ -156,8 +169,9 @@ static void fill_member(struct member *m, struct peer *p, const struct proto_reg
 	snprintf(m->hostname, sizeof m->hostname, "%s", reg->hostname);
 	m->cpus = reg->has_cpus ? reg->cpus : 0;
 	m->memory_bytes = reg->memory_limit_bytes.present ? reg->memory_limit_bytes.value : -1;
+	m->attempt = reg->attempt.present ? (long)reg->attempt.value : 0;
 	m->peer = p;
-	m->exit_reported = false;
+	m->exit_reported = m->stopped_by_us = false;
 	m->drain_reason[0] = '\0';
 	members_touch(m);
 	p->member = m;
@@ -191,6 +205,7 @@ static void on_registered(void *ctx, struct peer *p, const struct proto_register
 static void on_exited(struct pool *pl, struct member *m, const struct proto_msg *msg)
 {
 	m->exit_reported = true;
+	m->stopped_by_us = pl->m.phase == MANAGER_ENDING;
 	m->signaled = msg->u.payload_exited.signaled;
 	m->exit_value = m->signaled ? msg->u.payload_exited.signal : msg->u.payload_exited.exit_code;
 	members_set_state(&pl->members, m, MEMBER_EXITED);
@@ -207,12 +222,16 @@ static void on_exited(struct pool *pl, struct member *m, const struct proto_msg 
 static void on_draining(struct pool *pl, struct member *m, const struct proto_msg *msg)
 {
 	const char *deadline = msg->u.draining.deadline;
+	bool news = strncmp(m->drain_reason, msg->u.draining.reason, sizeof m->drain_reason - 1) != 0;
 	snprintf(m->drain_reason, sizeof m->drain_reason, "%s", msg->u.draining.reason);
 	members_touch(m);
 	log_warn("worker %s is draining: %s%s%s", m->job_id, m->drain_reason, deadline ? ", deadline " : "",
 		 deadline ? deadline : "");
-	if (m->state != MEMBER_JOINED)
+	if (m->state != MEMBER_JOINED) {
+		if (news) /* a rebalance recommendation, then the interruption itself */
+			changed(pl);
 		return;
+	}
 	members_set_state(&pl->members, m, MEMBER_DRAINING);
 	changed(pl);
 	if (pl->cfg->replace_drained && pl->submitted && pl->m.phase != MANAGER_ENDING)
@@ -248,6 +267,8 @@ static bool on_worker_lost(void *ctx, struct peer *p, const char *why)
 {
 	struct pool *pl = ctx;
 	struct member *m = p->member;
+	if (m == NULL) /* it was dropped before it became a member (out of memory) */
+		return true;
 	m->peer = NULL;
 	if (m->exit_reported) {
 		log_debug("worker %s (%s) disconnected after its exit report: %s", m->job_id, m->address, why);
@@ -324,21 +345,21 @@ static void start_program(struct pool *pl, const char *why)
 	free(nodes);
 }
 
-/* The array indexes still missing, as "3, 5, 9" cut with "..." to fit. */
+/* The array's indexes 0..N-1 that have not joined, as "3, 5, 9", cut with "..." to
+ * fit (an array we did not submit is assumed to have N children). */
 static void list_missing(const struct pool *pl, char *out, size_t size)
 {
 	size_t used = 0;
 	out[0] = '\0';
-	for (long i = 0; pl->array_id[0] && i < MEMBERS_ARRAY_MAX && (pl->submitted ? i < pl->cfg->workers : true); i++) {
+	for (long i = 0; pl->array_id[0] && i < pl->cfg->workers; i++) {
 		const struct member *m = pl->members.by_index[i];
 		if (m != NULL && m->state == MEMBER_JOINED)
 			continue;
-		if (!pl->submitted && i >= pl->cfg->workers + 16)
-			break; /* an array we did not submit: its size is not ours to know */
-		if (used + 16 < size)
-			used += (size_t)snprintf(out + used, size - used, "%s%ld", used ? ", " : "", i);
-		else
-			break;
+		if (used + 24 >= size) {
+			snprintf(out + used, size - used, ", ...");
+			return;
+		}
+		used += (size_t)snprintf(out + used, size - used, "%s%ld", used ? ", " : "", i);
 	}
 }
 
@@ -347,9 +368,10 @@ static void on_wait_timer(struct loop *loop, void *ctx)
 	struct pool *pl = ctx;
 	char missing[512], detail[800] = "";
 	(void)loop;
-	long needed = pl->cfg->min_workers > 0 ? pl->cfg->min_workers : pl->cfg->workers;
+	bool minimum = pl->cfg->min_workers > 0;
+	long needed = minimum ? pl->cfg->min_workers : pl->cfg->workers;
 	list_missing(pl, missing, sizeof missing);
-	if (pl->submitted && missing[0])
+	if (missing[0])
 		snprintf(detail, sizeof detail, "; missing array index%s %s of %s", strchr(missing, ',') ? "es" : "",
 			 missing, pl->array_id);
 	if (pl->members.joined >= needed) {
@@ -358,8 +380,8 @@ static void on_wait_timer(struct loop *loop, void *ctx)
 		start_program(pl, "--wait-timeout");
 		return;
 	}
-	log_error("%ld of %ld workers joined within %.3g s, %ld needed (--min-workers)%s", pl->members.joined,
-		  pl->cfg->workers, (double)pl->cfg->wait_timeout_ms / 1000.0, needed, detail);
+	log_error("%ld of %ld workers joined within %.3g s, %ld needed%s%s", pl->members.joined, pl->cfg->workers,
+		  (double)pl->cfg->wait_timeout_ms / 1000.0, needed, minimum ? " (--min-workers)" : "", detail);
 	manager_fail(&pl->m, BA_EX_UNAVAILABLE, "too few workers");
 }
 
@@ -384,46 +406,50 @@ static void report_silent(void *ctx)
 	}
 }
 
-/* A submitted job is over when the worker it ran reported its payload's exit (its
- * agent ends right after): stopping it then would only turn a success into a failure.
- * The rest (never started, still starting, silent, lost) is stopped. */
+/* A submitted job is over when the worker it ran reported that its payload succeeded,
+ * or ended because we asked (its agent then exits 0): stopping it then would only turn
+ * a success into a failure. The rest (never started, still starting, silent, lost, or
+ * failed on its own, which Batch may retry) is stopped. */
 static bool finished(const struct member *m)
 {
-	return m != NULL && m->exit_reported;
+	return m != NULL && m->exit_reported && (m->stopped_by_us || (!m->signaled && m->exit_value == 0));
 }
 
-/* Stop exactly the unfinished children when they fit in one call, else the whole
- * array: TerminateJob on a child that is ending by itself could still mark it failed. */
-static size_t unfinished_children(const struct pool *pl, char (*ids)[POOLJOBS_ID_MAX + 24], size_t room)
+/* The children to stop, when they are few and some finished: TerminateJob on a child
+ * that is ending by itself could still mark it failed. Else the array parent, which
+ * covers every child, even those Batch has not created yet. */
+#define STOP_ONE_BY_ONE_MAX 4
+
+static size_t unfinished_children(const struct pool *pl, char (*ids)[POOLJOBS_ID_MAX + 24])
 {
-	size_t count = 0;
+	size_t count = 0, done = 0;
 	for (long i = 0; i < pl->cfg->workers; i++) {
-		if (finished(pl->members.by_index[i]))
+		if (finished(pl->members.by_index[i])) {
+			done++;
 			continue;
-		if (count == room)
-			return room + 1;
+		}
+		if (count == STOP_ONE_BY_ONE_MAX)
+			return STOP_ONE_BY_ONE_MAX + 1;
 		snprintf(ids[count++], POOLJOBS_ID_MAX + 24, "%s:%ld", pl->jobs.pool_id, i);
 	}
-	return count;
+	return done == 0 && count > 0 ? STOP_ONE_BY_ONE_MAX + 1 : count;
 }
 
 static void stop_leftovers(struct pool *pl, const char *reason)
 {
-	enum { ROOM = 16 };
-	const char *ids[ROOM];
-	char children[ROOM][POOLJOBS_ID_MAX + 24];
+	const char *ids[STOP_ONE_BY_ONE_MAX + POOLJOBS_REPLACEMENTS_MAX];
+	char children[STOP_ONE_BY_ONE_MAX][POOLJOBS_ID_MAX + 24];
 	size_t count = 0;
 	if (!pl->submitted)
 		return;
-	size_t room = ROOM - pl->jobs.replacement_count;
 	if (!pl->jobs.pool_is_array) {
 		if (!finished(members_find(&pl->members, pl->jobs.pool_id, -1)))
 			ids[count++] = pl->jobs.pool_id;
 	} else {
-		size_t n = unfinished_children(pl, children, room);
-		if (n > room)
+		size_t n = unfinished_children(pl, children);
+		if (n > STOP_ONE_BY_ONE_MAX)
 			ids[count++] = pl->jobs.pool_id;
-		for (size_t i = 0; n <= room && i < n; i++)
+		for (size_t i = 0; n <= STOP_ONE_BY_ONE_MAX && i < n; i++)
 			ids[count++] = children[i];
 	}
 	for (size_t i = 0; i < pl->jobs.replacement_count; i++)
@@ -489,8 +515,9 @@ enum ba_status pool_run(const struct config *cfg)
 		loop_timer_arm(pl.m.loop, &pl.m.wait_timer, cfg->wait_timeout_ms, on_wait_timer, &pl);
 		rc = loop_run(pl.m.loop);
 	}
-	stop_leftovers(&pl, "the pool's manager ended");
+	/* The workers' connections first: what is queued for them (shutdown) goes out now. */
 	manager_free(&pl.m);
+	stop_leftovers(&pl, "the pool's manager ended");
 	members_free(&pl.members);
 	pooljobs_release(&pl.jobs);
 	return rc;

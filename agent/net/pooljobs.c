@@ -53,15 +53,15 @@ static void derive_job_name(struct pool_jobs *jobs, const char *manager_name)
 }
 
 /* The manager's own job: its name, and the defaults for the workers' definition and
- * queue. Needed only when a default is used, or for the name. */
-static enum ba_status describe_self(const struct config *cfg, struct pool_jobs *jobs, int *held)
+ * queue. Nothing is submitted yet: a terminating signal meanwhile simply ends us. */
+static enum ba_status describe_self(const struct config *cfg, struct pool_jobs *jobs)
 {
 	struct aws_args a = { 0 };
 	cJSON *self = NULL;
 	arg(&a, "job-parameters");
 	endpoint(&a, cfg);
 	log_info("reading this job's definition and queue from the Batch API (DescribeJobs %s)", cfg->batch.job_id);
-	enum ba_status rc = awsquery_run_holding(a.v, DESCRIBE_TIMEOUT_MS, &self, held);
+	enum ba_status rc = awsquery_run(a.v, DESCRIBE_TIMEOUT_MS, &self);
 	if (rc != BA_OK)
 		return rc;
 	char *name = string_field(self, "jobName");
@@ -75,7 +75,7 @@ static enum ba_status describe_self(const struct config *cfg, struct pool_jobs *
 	return BA_OK;
 }
 
-static enum ba_status resolve(const struct config *cfg, struct pool_jobs *jobs, int *held)
+static enum ba_status resolve(const struct config *cfg, struct pool_jobs *jobs)
 {
 	if (cfg->worker_job_definition && (jobs->definition = strdup(cfg->worker_job_definition)) == NULL)
 		return BA_EX_OSERR;
@@ -84,9 +84,13 @@ static enum ba_status resolve(const struct config *cfg, struct pool_jobs *jobs, 
 		return BA_EX_OSERR;
 	derive_job_name(jobs, NULL);
 	if (cfg->batch.job_id != NULL) {
-		enum ba_status rc = describe_self(cfg, jobs, held);
-		if (rc != BA_OK)
+		enum ba_status rc = describe_self(cfg, jobs);
+		bool needed = jobs->definition == NULL || jobs->queue == NULL;
+		/* Given both, DescribeJobs would only have named the jobs after ours. */
+		if (rc != BA_OK && (needed || rc > BA_EX_SIGNAL_BASE))
 			return rc;
+		if (rc != BA_OK)
+			log_warn("naming the workers %s: this job's name is unknown", jobs->job_name);
 	}
 	if (jobs->definition == NULL || jobs->queue == NULL) {
 		log_error("--submit-workers needs the workers' job %s: give --worker-job-%s (the default, this job's own, "
@@ -133,7 +137,7 @@ enum ba_status pooljobs_submit_pool(const struct config *cfg, const char *manage
 {
 	snprintf(jobs->manager, sizeof jobs->manager, strchr(manager_addr, ':') ? "[%s]:%ld" : "%s:%ld", manager_addr,
 		 cfg->port);
-	enum ba_status rc = resolve(cfg, jobs, held);
+	enum ba_status rc = resolve(cfg, jobs);
 	if (rc != BA_OK)
 		return rc;
 	jobs->pool_is_array = cfg->workers > 1;

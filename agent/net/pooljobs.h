@@ -17,7 +17,7 @@
 #include "status.h"
 
 #define POOLJOBS_ID_MAX 128       /* Batch job ids are a UUID, plus ":index" for array children */
-#define POOLJOBS_REPLACEMENTS_MAX 15 /* stop-jobs takes 16 ids: the array and these */
+#define POOLJOBS_REPLACEMENTS_MAX 11 /* stop-jobs takes 16 ids: up to 4 children (or the array) and these */
 
 struct pool_jobs {
 	/* What SubmitJob needs, resolved once. */
@@ -32,10 +32,10 @@ struct pool_jobs {
 	size_t replacement_count;
 };
 
-/* Resolve the job definition, queue and job name (DescribeJobs on our own job when a
- * default is needed), then submit the pool of cfg->workers. *held: a terminating signal
- * that arrived meanwhile (the submission still ran to its end, so that its job id is
- * known and can be stopped). */
+/* Resolve the job definition, queue and job name (DescribeJobs on our own job), then
+ * submit the pool of cfg->workers. A terminating signal before the submission ends us
+ * (128+N, nothing submitted); one during it is stored in *held, and the submission
+ * still runs to its end, so that its job id is known and can be stopped. */
 enum ba_status pooljobs_submit_pool(const struct config *cfg, const char *manager_addr, struct pool_jobs *jobs,
 				    int *held);
 /* One more worker, a single job, in place of a drained one. */

@@ -58,16 +58,20 @@ static int64_t cgroup_memory(void)
 	return -1;
 }
 
-/* Task metadata is a help, not a need: when it fails, what the container sees will do. */
-static void from_task_metadata(const struct config *cfg, struct node_self *out, bool *have_address)
+/* Task metadata is a help, not a need: when it fails, what the container sees will do.
+ * A terminating signal while we ask is not a failure of the metadata: it ends us. */
+static enum ba_status from_task_metadata(const struct config *cfg, struct node_self *out, bool *have_address)
 {
 	static const char *const args[] = { "task-metadata", NULL };
 	cJSON *task = NULL;
 	if (getenv("ECS_CONTAINER_METADATA_URI_V4") == NULL)
-		return;
-	if (awsquery_run(args, TASK_METADATA_TIMEOUT_MS, &task) != BA_OK) {
+		return BA_OK;
+	enum ba_status rc = awsquery_run(args, TASK_METADATA_TIMEOUT_MS, &task);
+	if (rc > BA_EX_SIGNAL_BASE)
+		return rc;
+	if (rc != BA_OK) {
 		log_warn("task metadata unavailable: using the container's own view of its address and limits");
-		return;
+		return BA_OK;
 	}
 	const cJSON *ipv4 = cJSON_GetObjectItemCaseSensitive(task, "ipv4");
 	const cJSON *mode = cJSON_GetObjectItemCaseSensitive(task, "networkMode");
@@ -86,6 +90,7 @@ static void from_task_metadata(const struct config *cfg, struct node_self *out, 
 	if (cJSON_IsNumber(memory) && memory->valuedouble > 0)
 		out->memory_bytes = (int64_t)memory->valuedouble;
 	cJSON_Delete(task);
+	return BA_OK;
 }
 
 enum ba_status self_describe_node(const struct config *cfg, struct node_self *out)
@@ -93,8 +98,7 @@ enum ba_status self_describe_node(const struct config *cfg, struct node_self *ou
 	memset(out, 0, sizeof *out);
 	out->cpus = cgroup_cpus();
 	out->memory_bytes = cgroup_memory();
-	from_task_metadata(cfg, out, &out->have_address);
-	return BA_OK;
+	return from_task_metadata(cfg, out, &out->have_address);
 }
 
 enum ba_status self_fill_address(const struct config *cfg, int manager_fd, struct node_self *out)

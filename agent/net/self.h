@@ -23,7 +23,8 @@ struct node_self {
 
 /* Limits and, from the task metadata (which may take up to 15 s to answer), the
  * address: once, before dialing, so that it never eats into the manager's 10 s
- * handshake deadline nor repeats on each redial. */
+ * handshake deadline nor repeats on each redial. BA_OK, or 128+N when a terminating
+ * signal came meanwhile. */
 enum ba_status self_describe_node(const struct config *cfg, struct node_self *out);
 /* After connecting: the address from --advertise-addr or the connection, unless
  * self_describe_node already chose one. */

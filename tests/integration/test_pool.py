@@ -186,6 +186,44 @@ def duplicate_foreign_and_surplus_workers_are_refused(workdir):
 
 
 @runner.case
+def a_later_attempt_replaces_its_predecessor(workdir):
+    """Batch retries a child under its own id with a higher attempt: the new attempt
+    takes the place of a connection the manager still holds (a dead container's), while
+    a second connection of the same attempt is a duplicate."""
+    out, port, cookie, array = outdir(workdir), mnp.free_port(), mnp.new_cookie(), str(uuid.uuid4())
+    beat = "%.3g" % (0.5 * mnp.SLOW)
+    manager = start_manager(workdir, port, cookie, 2, args=["--heartbeat", beat], prog=program(out, gate=True))
+    manager.wait_for_log("pool manager listening", 20)
+
+    def register(attempt):
+        return np.register_msg(f"{array}:0", "py-worker", "127.0.5.1", attempt=attempt, array_index=0)
+
+    first = PyWorker(port, cookie, register(1), float(beat))
+    second = PyWorker(port, cookie, register(2), float(beat))
+    manager.wait_for_log(f"worker {array}:0: attempt 2 replaces attempt 1", 20)
+    try:
+        PyWorker(port, cookie, register(2), float(beat))
+        raise mnp.Failure("a second connection of attempt 2 was admitted")
+    except np.ProtocolError as e:
+        check(e.code == "duplicate_node", f"refused with {e.code}")
+    with first.lock:
+        try:
+            msg = first.conn.recv_msg(timeout=10 * mnp.SLOW)
+            raise mnp.Failure(f"the replaced connection got {msg}")
+        except (np.ConnectionClosed, OSError, np.ProtocolError):
+            pass
+    w1 = start_worker(workdir, port, array_env(cookie, array, 1), "w1", args=["--heartbeat", beat])
+    wait_for_file(os.path.join(out, "started"), 30)
+    doc = members(os.path.join(out, "members.json"))
+    check(doc["joined"] == 2 and doc["members"][0]["address"] == "127.0.5.1", doc)
+    first.silence()
+    second.close()
+    open(os.path.join(out, "go"), "w").close()
+    expect_exit(manager, 0, 30)
+    expect_exit(w1, 0, 15)
+
+
+@runner.case
 def min_workers_start_after_the_timeout(workdir):
     out, port, cookie, array = outdir(workdir), mnp.free_port(), mnp.new_cookie(), str(uuid.uuid4())
     manager = start_manager(workdir, port, cookie, 3, args=["--wait-timeout", wait_s(3), "--min-workers", "2"], out=out)
@@ -296,6 +334,8 @@ def bad_pool_settings(workdir):
         (["--role", "worker", "--workers", "2"], {}, 64, "makes the main role"),
         (["--role", "main", "--workers", "2", "--notify", "KILL"], {}, 64, "--notify"),
         (["--role", "main", "--workers", "2", "--exec"], {}, 64, "--exec"),
+        (["--workers", "2", "--manager", "127.0.0.1:1"], {}, 64, "--manager (BATCH_AGENT_MANAGER) with --workers"),
+        (["--workers", "2", "--min-nodes", "2"], {}, 64, "a pool takes --min-workers"),
         ([], {"BATCH_AGENT_WORKERS": "many"}, 78, "BATCH_AGENT_WORKERS"),
         ([], {"BATCH_AGENT_WORKERS": "2", "AWS_BATCH_JOB_NUM_NODES": "3", "AWS_BATCH_JOB_NODE_INDEX": "0",
               "AWS_BATCH_JOB_MAIN_NODE_INDEX": "0", "AWS_BATCH_JOB_ID": "x#0"}, 78, "multi-node parallel job"),

@@ -13,6 +13,7 @@ and on SIGTERM."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -22,6 +23,7 @@ import mnp  # noqa: E402
 from mnp import Agent, check, expect_exit, read, wait_for_file, wait_s  # noqa: E402
 from fake_batch import FakeBatch  # noqa: E402
 import fake_batch  # noqa: E402
+import nativeproto as np  # noqa: E402
 
 runner = mnp.Runner()
 PEERS = os.path.join(mnp.SOURCE_DIR, "tests", "peers")
@@ -249,7 +251,18 @@ def one_worker_with_explicit_definition_queue_and_parameter(workdir, out):
     pool = new_pool(workdir, worker_env={"BATCH_AGENT_MANAGER_PARAM": "poolmgr"})
     try:
         manager = pool.manager(out, ["--workers", "1", "--worker-job-definition", "pool-worker:3",
-                                     "--worker-job-queue", "other-queue", "--manager-param", "poolmgr"])
+                                     "--worker-job-queue", "other-queue", "--manager-param", "poolmgr"],
+                               prog=program(out, gate=True))
+        manager.wait_for_log("pool manager listening", 60)
+        # A child of some array is not the single job this pool submitted.
+        try:
+            conn = np.Conn(socket.create_connection(("127.0.0.1", pool.port), timeout=30 * mnp.SLOW))
+            np.worker_handshake(conn, pool.cookie, np.register_msg("other-array:0", "stranger", "127.0.6.1",
+                                                                   attempt=1, array_index=0), timeout=30 * mnp.SLOW)
+            raise mnp.Failure("an array child joined a pool of one submitted job")
+        except np.ProtocolError as e:
+            check(e.code == "job_mismatch", f"refused with {e.code}")
+        open(os.path.join(out, "go"), "w").close()
         expect_exit(manager, 0, 90)
         [submit] = pool.submits()
         check(submit == {"jobName": "pool-manager-workers", "jobQueue": "other-queue", "jobDefinition": "pool-worker:3",

@@ -91,6 +91,12 @@ static enum ba_status run(const char *const *args, int64_t timeout_ms, cJSON **o
 	char *output = NULL;
 	size_t length = 0;
 	int64_t deadline = util_now_ms() + timeout_ms;
+	const char *command = args[0]; /* for the log: the first argument that is no option's */
+	for (size_t i = 0; args[i]; i++)
+		if (args[i][0] != '-' && (i == 0 || args[i - 1][0] != '-')) {
+			command = args[i];
+			break;
+		}
 	/* Room for the whole answer first: a helper we could not read from is one to kill. */
 	if ((output = malloc(MAX_OUTPUT + 1)) == NULL)
 		return BA_EX_OSERR;
@@ -102,7 +108,7 @@ static enum ba_status run(const char *const *args, int64_t timeout_ms, cJSON **o
 	for (;;) {
 		int64_t left = deadline - util_now_ms();
 		if (left <= 0) {
-			log_error("batch-agent-aws %s did not finish within %.1f s", args[0], (double)timeout_ms / 1000.0);
+			log_error("batch-agent-aws %s did not finish within %.1f s", command, (double)timeout_ms / 1000.0);
 			rc = BA_EX_UNAVAILABLE;
 			goto reap;
 		}
@@ -120,7 +126,7 @@ static enum ba_status run(const char *const *args, int64_t timeout_ms, cJSON **o
 		if (got < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
 		if (got < 0 || (length += (size_t)got) >= MAX_OUTPUT) {
-			log_error("batch-agent-aws %s: unreadable or oversized output", args[0]);
+			log_error("batch-agent-aws %s: unreadable or oversized output", command);
 			rc = BA_EX_SOFTWARE;
 			goto reap;
 		}
@@ -146,10 +152,10 @@ reap:
 		} else if (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) != 0) {
 			rc = WEXITSTATUS(wait_status); /* the helper said why, on stderr */
 		} else if (!WIFEXITED(wait_status)) {
-			log_error("batch-agent-aws %s died of signal %d", args[0], WTERMSIG(wait_status));
+			log_error("batch-agent-aws %s died of signal %d", command, WTERMSIG(wait_status));
 			rc = BA_EX_SOFTWARE;
 		} else if ((*out = cJSON_Parse(output)) == NULL) {
-			log_error("batch-agent-aws %s printed no JSON", args[0]);
+			log_error("batch-agent-aws %s printed no JSON", command);
 			rc = BA_EX_SOFTWARE;
 		}
 	}

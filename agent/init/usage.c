@@ -37,7 +37,7 @@ static const char usage_text[] =
 "\n"
 "Connect back (worker and main roles):\n"
 "  --manager HOST:PORT     [MANAGER] the manager: IPv4, [IPv6]:PORT or a DNS name\n"
-"  --port PORT             [PORT] the rendezvous port (default 49152)\n"
+"  --port PORT             [PORT] the manager's port (default 49152)\n"
 "  --cookie-file FILE      [COOKIE_FILE] the shared cookie; else BATCH_AGENT_COOKIE,\n"
 "                          which is removed from PROGRAM's environment; at least\n"
 "                          16 bytes (32 recommended; Julia takes at most 16)\n"

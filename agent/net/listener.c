@@ -265,8 +265,8 @@ void listener_close_door(struct listener *ls, const char *why)
 			/* busy, not a bare close: a worker that already has our hello would read
 			 * a bare close as a broken protocol (76); busy makes it dial again, find
 			 * the port closed, and end as a late node does (69). */
-			conn_end(&p->conn, PROTO_CODE_BUSY, "the rendezvous port closed");
-			listener_drop(p, "the rendezvous port closed");
+			conn_end(&p->conn, PROTO_CODE_BUSY, "the manager's port closed");
+			listener_drop(p, "the manager's port closed");
 			ended++;
 		}
 	}

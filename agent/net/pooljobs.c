@@ -12,6 +12,10 @@
 
 #define DESCRIBE_TIMEOUT_MS 60000
 #define SUBMIT_TIMEOUT_MS 60000
+/* A replacement is submitted from inside the event loop: within 1.5 heartbeat
+ * intervals, at most 15 s; under 1 s there is no time for it. */
+#define REPLACE_TIMEOUT_MS 15000
+#define REPLACE_TIMEOUT_MIN_MS 1000
 /* Batch SIGKILLs 30 s after its SIGTERM, and the workers' reports come first. */
 #define STOP_TIMEOUT_MS 15000
 
@@ -102,14 +106,26 @@ static enum ba_status resolve(const struct config *cfg, struct pool_jobs *jobs)
 	return BA_OK;
 }
 
-/* SubmitJob through the helper; the new job's id into id. */
-static enum ba_status submit(const struct config *cfg, const struct pool_jobs *jobs, long size, char *id, int *held)
+/* SubmitJob through the helper; the new job's id into id. budget_ms 0: the helper's
+ * own retries and SUBMIT_TIMEOUT_MS; else one attempt that ends by itself within the
+ * budget (we never kill a helper that may have created a job). */
+static enum ba_status submit(const struct config *cfg, const struct pool_jobs *jobs, long size, char *id,
+			     int64_t budget_ms, int *held)
 {
 	struct aws_args a = { 0 };
-	char size_text[24], parameter[sizeof jobs->manager + 300];
+	char size_text[24], parameter[sizeof jobs->manager + 300], attempt_s[32], connect_s[32];
 	cJSON *answer = NULL;
 	snprintf(size_text, sizeof size_text, "%ld", size);
 	snprintf(parameter, sizeof parameter, "%s=%s", cfg->manager_param, jobs->manager);
+	if (budget_ms > 0) {
+		/* Room besides the attempt: the helper's start and the credentials. */
+		int64_t attempt_ms = budget_ms * 2 / 3;
+		snprintf(attempt_s, sizeof attempt_s, "%.3f", (double)attempt_ms / 1000.0);
+		snprintf(connect_s, sizeof connect_s, "%.3f", (double)(attempt_ms < 3000 ? attempt_ms : 3000) / 1000.0);
+		arg(&a, "--max-attempts"), arg(&a, "1");
+		arg(&a, "--timeout"), arg(&a, attempt_s);
+		arg(&a, "--connect-timeout"), arg(&a, connect_s);
+	}
 	arg(&a, "submit-job");
 	arg(&a, "--job-name"), arg(&a, jobs->job_name);
 	arg(&a, "--job-queue"), arg(&a, jobs->queue);
@@ -118,7 +134,7 @@ static enum ba_status submit(const struct config *cfg, const struct pool_jobs *j
 		arg(&a, "--array-size"), arg(&a, size_text);
 	arg(&a, "--parameter"), arg(&a, parameter);
 	endpoint(&a, cfg);
-	enum ba_status rc = awsquery_run_holding(a.v, SUBMIT_TIMEOUT_MS, &answer, held);
+	enum ba_status rc = awsquery_run_holding(a.v, budget_ms > 0 ? budget_ms : SUBMIT_TIMEOUT_MS, &answer, held);
 	if (rc != BA_OK)
 		return rc;
 	const cJSON *job_id = cJSON_GetObjectItemCaseSensitive(answer, "jobId");
@@ -144,7 +160,7 @@ enum ba_status pooljobs_submit_pool(const struct config *cfg, const char *manage
 	log_info("submitting %ld worker%s: job %s, definition %s, queue %s, parameter %s=%s", cfg->workers,
 		 cfg->workers == 1 ? "" : "s (an array job)", jobs->job_name, jobs->definition, jobs->queue,
 		 cfg->manager_param, jobs->manager);
-	rc = submit(cfg, jobs, cfg->workers, jobs->pool_id, held);
+	rc = submit(cfg, jobs, cfg->workers, jobs->pool_id, 0, held);
 	if (rc == BA_OK)
 		log_info("submitted the workers: job %s", jobs->pool_id);
 	return rc;
@@ -157,11 +173,24 @@ enum ba_status pooljobs_submit_replacement(const struct config *cfg, struct pool
 		return BA_EX_UNAVAILABLE;
 	}
 	char *id = jobs->replacements[jobs->replacement_count];
-	/* Inside the event loop: signals (a SIGCHLD, Batch's SIGTERM) stay for it. */
-	enum ba_status rc = submit(cfg, jobs, 1, id, NULL);
+	/* Inside the event loop, which waits meanwhile: signals (a SIGCHLD, Batch's
+	 * SIGTERM) stay pending for it, and the wait ends well before the workers would
+	 * miss three of our heartbeats. */
+	int64_t budget_ms = cfg->heartbeat_ms * 3 / 2;
+	if (budget_ms > REPLACE_TIMEOUT_MS)
+		budget_ms = REPLACE_TIMEOUT_MS;
+	if (budget_ms < REPLACE_TIMEOUT_MIN_MS) {
+		log_warn("no replacement for the drained worker: --heartbeat %.3g s leaves no time to wait for SubmitJob",
+			 (double)cfg->heartbeat_ms / 1000.0);
+		return BA_EX_UNAVAILABLE;
+	}
+	enum ba_status rc = submit(cfg, jobs, 1, id, budget_ms, NULL);
 	if (rc == BA_OK) {
 		jobs->replacement_count++;
 		log_info("submitted a replacement worker: job %s", id);
+	} else {
+		log_warn("no replacement for the drained worker: SubmitJob failed within %.3g s (status %d)",
+			 (double)budget_ms / 1000.0, rc);
 	}
 	return rc;
 }

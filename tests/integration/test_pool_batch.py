@@ -284,8 +284,10 @@ def a_drained_worker_is_replaced(workdir, out):
     file, and at the end no job of the pool or its replacement is left."""
     pool = new_pool(workdir, drain={1})
     try:
+        # The replacement is submitted within 1.5 heartbeat intervals (the loop waits for it).
         manager = pool.manager(out, ["--workers", "2", "--min-workers", "1", "--wait-timeout", wait_s(2),
-                                     "--replace-drained"], prog=program(out, gate=True))
+                                     "--replace-drained", "--heartbeat", "%.3g" % (2 * mnp.SLOW)],
+                               prog=program(out, gate=True))
         wait_for_file(os.path.join(out, "started"), 60)
         err = manager.wait_for_log("submitted a replacement worker: job ", 60)
         replacement = err.split("submitted a replacement worker: job ", 1)[1].split()[0]

@@ -183,18 +183,31 @@ static enum proto_err scan_text(const unsigned char *text, size_t len)
 	return err;
 }
 
-static bool has_duplicate_names(const cJSON *item)
+static int by_name(const void *a, const void *b)
 {
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* An object over PROTO_MAX_MEMBERS, or with a name twice, at any depth. The names of
+ * each object are sorted, so a frame costs O(n log n) in its members: a peer that
+ * repeats a 64 KiB frame of thousands of names cannot make every frame quadratic. */
+static bool bad_members(const cJSON *item)
+{
+	const char *names[PROTO_MAX_MEMBERS];
+	size_t count = 0;
 	for (const cJSON *a = item->child; a != NULL; a = a->next) {
 		if (cJSON_IsObject(item)) {
-			for (const cJSON *b = a->next; b != NULL; b = b->next) {
-				if (strcmp(a->string, b->string) == 0)
-					return true;
-			}
+			if (count == PROTO_MAX_MEMBERS)
+				return true;
+			names[count++] = a->string;
 		}
-		if ((cJSON_IsObject(a) || cJSON_IsArray(a)) && has_duplicate_names(a))
+		if ((cJSON_IsObject(a) || cJSON_IsArray(a)) && bad_members(a))
 			return true;
 	}
+	qsort(names, count, sizeof names[0], by_name);
+	for (size_t i = 1; i < count; i++)
+		if (strcmp(names[i - 1], names[i]) == 0)
+			return true;
 	return false;
 }
 
@@ -212,7 +225,7 @@ static enum proto_err decode_in_place(unsigned char *payload, size_t len, cJSON 
 	payload[len] = '\0';
 	obj = cJSON_ParseWithOpts((const char *)payload, NULL, 1);
 	payload[len] = saved;
-	if (obj == NULL || !cJSON_IsObject(obj) || has_duplicate_names(obj))
+	if (obj == NULL || !cJSON_IsObject(obj) || bad_members(obj))
 		goto out;
 	*out = obj;
 	obj = NULL;

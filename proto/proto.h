@@ -26,6 +26,7 @@
 #define PROTO_MAX_FRAME 65536            /* payload bytes, after authentication */
 #define PROTO_MAX_HANDSHAKE_FRAME 4096   /* payload bytes, until the peer proved the cookie */
 #define PROTO_MAX_DEPTH 32               /* nesting of objects/arrays; the top object is 1 */
+#define PROTO_MAX_MEMBERS 64             /* members of one object (messages have at most 14) */
 #define PROTO_MAX_VERSIONS 32            /* entries in a worker hello's "versions" */
 #define PROTO_HANDSHAKE_TIMEOUT_MS 10000 /* handshake step, from the peer's last frame, either side */
 #define PROTO_HEARTBEAT_MISSES 3         /* intervals of silence after which a peer is lost */

@@ -95,7 +95,12 @@ class ConnectionClosed(ProtocolError):
 # ----------------------------------------------------------------------------------
 # Framing
 
+MAX_MEMBERS = 64  # PROTOCOL.md 1: members of one object, at any depth
+
+
 def _no_duplicates(pairs):
+    if len(pairs) > MAX_MEMBERS:
+        raise ValueError(f"an object of {len(pairs)} members (at most {MAX_MEMBERS})")
     obj = {}
     for key, value in pairs:
         if key in obj:

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -429,6 +430,43 @@ static void test_depth(void **state)
 	}
 }
 
+/* names members "m0", "m1"...: count of them, the last named like the first when dup. */
+static size_t object_of(char *text, size_t size, size_t count, bool dup)
+{
+	size_t n = (size_t)snprintf(text, size, "{");
+	for (size_t i = 0; i < count && n < size; i++)
+		n += (size_t)snprintf(text + n, size - n, "%s\"m%zu\":1", i ? "," : "", dup && i == count - 1 ? 0 : i);
+	assert_true(n + 2 <= size);
+	n += (size_t)snprintf(text + n, size - n, "}");
+	return n;
+}
+
+static void test_members(void **state)
+{
+	static char text[PROTO_MAX_FRAME + 64];
+	cJSON *got = NULL;
+	(void)state;
+	/* 64 members pass; 65, or a duplicate among 64 (first and last), do not. */
+	size_t n = object_of(text, sizeof text, PROTO_MAX_MEMBERS, false);
+	assert_int_equal(proto_frame_decode((unsigned char *)text, n, &got), PROTO_OK);
+	cJSON_Delete(got);
+	n = object_of(text, sizeof text, PROTO_MAX_MEMBERS + 1, false);
+	assert_int_equal(proto_frame_decode((unsigned char *)text, n, &got), PROTO_ERR_BAD_JSON);
+	n = object_of(text, sizeof text, PROTO_MAX_MEMBERS, true);
+	assert_int_equal(proto_frame_decode((unsigned char *)text, n, &got), PROTO_ERR_BAD_JSON);
+	/* Nested: a heartbeat padded with an object of 65 members. */
+	n = (size_t)snprintf(text, sizeof text, "{\"type\":\"heartbeat\",\"pad\":");
+	n += object_of(text + n, sizeof text - n, PROTO_MAX_MEMBERS + 1, false);
+	n += (size_t)snprintf(text + n, sizeof text - n, "}");
+	assert_int_equal(proto_frame_decode((unsigned char *)text, n, &got), PROTO_ERR_BAD_JSON);
+	/* The fuzzing finding: a 64 KiB frame of thousands of distinct names (8,687 there)
+	 * was accepted after a quadratic check (~200 ms); it is a framing error now. */
+	n = object_of(text, sizeof text, 6000, false);
+	assert_true(n <= PROTO_MAX_FRAME);
+	assert_int_equal(proto_frame_decode((unsigned char *)text, n, &got), PROTO_ERR_BAD_JSON);
+	assert_null(got);
+}
+
 static void test_garbage_on_the_wire(void **state)
 {
 	struct pair *p = *state;
@@ -610,6 +648,7 @@ int main(void)
 		cmocka_unit_test(test_garbage_payloads),
 		cmocka_unit_test(test_good_payloads),
 		cmocka_unit_test(test_depth),
+		cmocka_unit_test(test_members),
 		cmocka_unit_test_setup_teardown(test_garbage_on_the_wire, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_partial_writes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wait_hook, setup, teardown),

@@ -100,8 +100,9 @@ static void usage(FILE *out)
 "  0 success; 64 bad command line; 69 endpoint unreachable or still failing after\n"
 "  retries (IMDS: unavailable or disabled); 70 internal error; 71 out of memory or\n"
 "  cannot write stdout;\n"
-"  76 bad response from the endpoint (not JSON, a field of the wrong type, job not\n"
-"  found, unexpected HTTP status); 77 credentials or permission refused (HTTP 401/403);\n"
+"  76 bad response from the endpoint (not HTTP at all, headers over 64 KiB, a body\n"
+"  over the limit, not JSON, a field of the wrong type, job not found, unexpected\n"
+"  HTTP status); 77 credentials or permission refused (HTTP 401/403);\n"
 "  78 bad configuration or environment (no credentials, no region, not under ECS, ...).\n",
 	      out);
 }

@@ -165,8 +165,15 @@ struct transfer {
 	size_t cap;
 	size_t max;
 	bool too_large;
+	size_t header_bytes;
+	bool headers_too_large;
 	char error_type[128]; /* x-amzn-ErrorType */
+	char curl_error[CURL_ERROR_SIZE]; /* libcurl's own words for a failure */
 };
+
+/* AWS answers carry a few hundred bytes of headers; libcurl alone refuses only one line
+ * over 100 KiB, after buffering it. */
+#define MAX_HEADER_BYTES (64 * 1024)
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
@@ -205,6 +212,11 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 	struct transfer *t = arg;
 	size_t n = size * nmemb;
 	static const char name[] = "x-amzn-errortype:";
+	if (n > MAX_HEADER_BYTES - t->header_bytes) {
+		t->headers_too_large = true;
+		return 0; /* CURLE_WRITE_ERROR */
+	}
+	t->header_bytes += n;
 	if (n > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0) {
 		const char *v = data + sizeof name - 1;
 		size_t vlen = n - (sizeof name - 1);
@@ -376,6 +388,7 @@ static enum ba_status configure(CURL *h, const struct http_request *req, struct 
 	SET(CURLOPT_WRITEDATA, t);
 	SET(CURLOPT_HEADERFUNCTION, on_header);
 	SET(CURLOPT_HEADERDATA, t);
+	SET(CURLOPT_ERRORBUFFER, t->curl_error);
 	SET(CURLOPT_NOPROGRESS, 0L);
 	SET(CURLOPT_XFERINFOFUNCTION, on_progress);
 	SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)t->max);
@@ -491,6 +504,19 @@ static enum ba_status transfer_failed(const struct http_request *req, CURLcode c
 		snprintf(resp->error, sizeof resp->error, "%s (%s): stopped by a signal", req->what, shown);
 		return BA_EX_UNAVAILABLE;
 	}
+	/* libcurl says "out of memory" for a header line over its 100 KiB limit. */
+	if (t->headers_too_large || (curl_code == CURLE_OUT_OF_MEMORY && strcasestr(t->curl_error, "header"))) {
+		snprintf(resp->error, sizeof resp->error, "%s (%s): response headers larger than %d KiB, refused",
+		         req->what, shown, MAX_HEADER_BYTES / 1024);
+		return BA_EX_PROTOCOL;
+	}
+	/* Our URLs are http or https (checked before): an "unsupported protocol" now is
+	 * the answer's, bytes that are not HTTP (libcurl 7.88 reads them as HTTP/0.9). */
+	if (curl_code == CURLE_UNSUPPORTED_PROTOCOL || curl_code == CURLE_WEIRD_SERVER_REPLY) {
+		snprintf(resp->error, sizeof resp->error, "%s (%s): the answer is not HTTP (%s)", req->what, shown,
+		         t->curl_error[0] ? t->curl_error : curl_easy_strerror(curl_code));
+		return BA_EX_PROTOCOL;
+	}
 	const char *hint = "";
 	if (curl_code == CURLE_OPERATION_TIMEDOUT)
 		hint = " (no answer in time)";
@@ -498,8 +524,7 @@ static enum ba_status transfer_failed(const struct http_request *req, CURLcode c
 		hint = " (TLS certificate not trusted; AWS_CA_BUNDLE names a CA bundle)";
 	snprintf(resp->error, sizeof resp->error, "%s (%s): %s%s after %d attempt%s", req->what, shown,
 	         curl_easy_strerror(curl_code), hint, attempt, attempt == 1 ? "" : "s");
-	if (curl_code == CURLE_SSL_CACERT_BADFILE || curl_code == CURLE_URL_MALFORMAT ||
-	    curl_code == CURLE_UNSUPPORTED_PROTOCOL)
+	if (curl_code == CURLE_SSL_CACERT_BADFILE || curl_code == CURLE_URL_MALFORMAT)
 		return BA_EX_CONFIG;
 	*retry = retryable_curl_error(curl_code);
 	if (*retry && attempt < attempts)
@@ -524,6 +549,7 @@ static enum ba_status attempt_once(const struct http_request *req, struct curl_s
 	curl_easy_setopt(shared_handle, CURLOPT_USERNAME, NULL);
 	curl_easy_setopt(shared_handle, CURLOPT_PASSWORD, NULL);
 	curl_easy_setopt(shared_handle, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(shared_handle, CURLOPT_ERRORBUFFER, NULL); /* t is this attempt's */
 	if (curl_code == CURLE_OK)
 		rc = take_answer(req, &t, resp, attempt, attempts, shown, retry);
 	else

@@ -42,7 +42,8 @@ static enum ba_status run_native_worker(const struct config *cfg, const struct m
 		fd = -1;
 		int64_t pause_ms = dial_backoff_ms(redials);
 		if (util_now_ms() + pause_ms >= deadline) {
-			log_error("manager %s closed or stayed silent before its hello, or refused us for load, "
+			log_error("manager %s closed or stayed silent before its hello, stopped answering during the "
+				  "handshake, or refused us for load, "
 				  "for %.3g s (--connect-timeout): overloaded, or not a batch-agent manager?",
 				  manager->display, (double)cfg->connect_timeout_ms / 1000.0);
 			return BA_EX_UNAVAILABLE;

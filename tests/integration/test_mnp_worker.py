@@ -448,6 +448,48 @@ def peer_closing_before_hello_is_named(workdir):
 
 
 @runner.case
+def manager_silent_after_its_hello_is_unavailable(workdir):
+    """The silence rule (PROTOCOL.md 3, "Timeouts"): a manager that sends a valid hello
+    and then says nothing is unavailable, as one that says nothing at all: the worker
+    gives up the attempt after 10 s, dials again while --connect-timeout allows, then
+    exits 69 (it was 76, as if the manager had broken the protocol)."""
+    job = Job(2)
+    srv = socket.create_server(("127.0.0.1", 0))
+    stop, held = threading.Event(), []
+
+    def hello_then_silence():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                sock = srv.accept()[0]
+            except OSError:
+                continue
+            conn = npr.Conn(sock)
+            hs = npr.ManagerHandshake(conn, job.cookie)
+            try:
+                hs.recv_hello(10 * mnp.SLOW)
+                hs.send_hello()
+            except (npr.ProtocolError, OSError, TimeoutError):
+                pass
+            held.append(conn)  # open, and silent
+
+    t = threading.Thread(target=hello_then_silence, daemon=True)
+    t.start()
+    try:
+        w = worker(job, workdir, ["--port", str(srv.getsockname()[1]), "--connect-timeout", "2"], ["true"])
+        expect_exit(w, mnp.EX_UNAVAILABLE, 40)
+        err = w.stderr()
+        check("did not answer" in err and "within 10 s" in err, err)
+        check("stopped answering during the handshake" in err, err)
+    finally:
+        stop.set()
+        t.join(2)
+        srv.close()
+        for conn in held:
+            conn.close()
+
+
+@runner.case
 def julia_cookie_line_with_control_byte_exits_76(workdir):
     """--protocol julia: a NUL (or another control byte) inside the manager's cookie line
     would silently truncate the cookie; the worker refuses the line with 76, naming it,

@@ -187,13 +187,35 @@ class Agent:
 
     def close(self):
         self.kill()
-        # Payloads in the agent's session that outlived it.
+        # Payloads in the agent's session that outlived it: its own process group, and
+        # the payload's (a payload leads a group of its own in the agent's session).
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        for pid in session_members(self.proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self._err.close()
         self._out.close()
+
+
+def session_members(sid):
+    """Pids of the processes in session sid (field 6 of /proc/PID/stat)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:
+            pids.append(int(entry))
+    return pids
 
 
 def expect_exit(agent, code, timeout):

@@ -35,6 +35,7 @@ struct pool {
 	char array_id[MEMBERS_JOB_ID_MAX + 1];  /* the array the workers are children of; "" until known */
 	struct loop_timer publish_timer;
 	bool publish_pending;
+	int64_t published_ms; /* when the last version was written */
 	char manager_addr[64];
 };
 
@@ -136,7 +137,12 @@ static void count_states(const struct members *ms, long counts[MEMBER_STATE_COUN
 		counts[ms->all[i]->state]++;
 }
 
-/* Changes that arrive together (a burst of joins) make one new version of the file. */
+/* Changes that arrive together (a burst of joins: an array filling up) make one new
+ * version of the file: each costs the file system a create and a rename over the old
+ * one (most of the ~0.7 ms a version takes at 1,000 members), so versions come at most
+ * every PUBLISH_INTERVAL_MS. */
+#define PUBLISH_INTERVAL_MS 50
+
 static void on_publish(struct loop *loop, void *ctx)
 {
 	struct pool *pl = ctx;
@@ -144,6 +150,7 @@ static void on_publish(struct loop *loop, void *ctx)
 	char name[32];
 	(void)loop;
 	pl->publish_pending = false;
+	pl->published_ms = util_now_ms();
 	if (pl->m.phase != MANAGER_RUNNING || members_write_file(&pl->members, pl->cfg->workers) != BA_OK)
 		return;
 	count_states(&pl->members, counts);
@@ -160,7 +167,8 @@ static void changed(struct pool *pl)
 	if (pl->m.phase != MANAGER_RUNNING || pl->publish_pending)
 		return;
 	pl->publish_pending = true;
-	loop_timer_arm(pl->m.loop, &pl->publish_timer, 0, on_publish, pl);
+	int64_t wait_ms = pl->published_ms + PUBLISH_INTERVAL_MS - util_now_ms();
+	loop_timer_arm(pl->m.loop, &pl->publish_timer, wait_ms > 0 ? wait_ms : 0, on_publish, pl);
 }
 
 static void fill_member(struct member *m, struct peer *p, const struct proto_register *reg)
@@ -329,6 +337,7 @@ static void start_program(struct pool *pl, const char *why)
 	}
 	if (rc == BA_OK)
 		rc = members_write_file(&pl->members, pl->cfg->workers);
+	pl->published_ms = util_now_ms();
 	if (rc == BA_OK) {
 		if (count > 0)
 			nodes[strlen(nodes) - 1] = '\0'; /* the last comma */

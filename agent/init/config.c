@@ -133,6 +133,44 @@ static bool parse_min_nodes(struct config *cfg, const char *text)
 	return util_parse_long(text, 1, 100000, &cfg->min_nodes);
 }
 
+/* "0:3,4:,:2,5": Batch's targetNodes ranges, comma-separated. */
+static bool parse_nodes(struct config *cfg, const char *text)
+{
+	cfg->node_range_count = 0;
+	cfg->nodes_text = text;
+	for (const char *p = text;;) {
+		size_t length = strcspn(p, ",");
+		char part[32];
+		if (length == 0 || length >= sizeof part || cfg->node_range_count == CONFIG_NODE_RANGES_MAX)
+			return false;
+		memcpy(part, p, length);
+		part[length] = '\0';
+		struct node_range r = { 0, -1 };
+		char *colon = strchr(part, ':');
+		if (colon == NULL && !util_parse_long(part, 0, 99999, &r.lo))
+			return false;
+		if (colon == NULL)
+			r.hi = r.lo;
+		if (colon != NULL) {
+			*colon = '\0';
+			if ((part[0] && !util_parse_long(part, 0, 99999, &r.lo)) ||
+			    (colon[1] && !util_parse_long(colon + 1, 0, 99999, &r.hi)) || (r.hi >= 0 && r.hi < r.lo))
+				return false;
+		}
+		cfg->node_ranges[cfg->node_range_count++] = r;
+		if (p[length] == '\0')
+			return true;
+		p += length + 1;
+	}
+}
+
+static bool parse_on_node_loss(struct config *cfg, const char *text)
+{
+	static const char *const names[] = { [NODE_LOSS_FAIL] = "fail", [NODE_LOSS_CONTINUE] = "continue" };
+	size_t i;
+	return parse_choice(text, names, sizeof names / sizeof names[0], &i) && (cfg->on_node_loss = (enum node_loss)i, true);
+}
+
 static bool parse_on_manager_loss(struct config *cfg, const char *text)
 {
 	static const char *const names[] = { [MANAGER_LOSS_EXIT] = "exit", [MANAGER_LOSS_CONTINUE] = "continue" };
@@ -240,6 +278,85 @@ static bool parse_spot_signal(struct config *cfg, const char *text)
 	return true;
 }
 
+int config_pairs_map(const struct config_pairs *pairs, int from)
+{
+	for (size_t i = 0; i < pairs->count; i++)
+		if (pairs->pair[i].from == from)
+			return pairs->pair[i].to;
+	return from;
+}
+
+/* One side of a FROM:TO pair, as a number; false when it is not valid there. */
+typedef bool (*pair_side)(const char *text, bool is_to, int *out);
+
+/* "FROM:TO[,FROM:TO...]", appended to pairs: the environment's comma-separated list
+ * and each occurrence of the flag (which may be a list too) mean the same. */
+static bool parse_pairs(struct config_pairs *pairs, const char *text, pair_side side)
+{
+	for (const char *p = text;;) {
+		size_t length = strcspn(p, ",");
+		char item[64];
+		if (length == 0 || length >= sizeof item || pairs->count == CONFIG_PAIRS_MAX)
+			return false;
+		memcpy(item, p, length);
+		item[length] = '\0';
+		char *colon = strchr(item, ':');
+		struct config_pair pair;
+		if (colon == NULL)
+			return false;
+		*colon = '\0';
+		if (!side(item, false, &pair.from) || !side(colon + 1, true, &pair.to))
+			return false;
+		/* Two pairs for one FROM would leave the reader guessing which one applies. */
+		for (size_t i = 0; i < pairs->count; i++)
+			if (pairs->pair[i].from == pair.from)
+				return false;
+		pairs->pair[pairs->count++] = pair;
+		if (p[length] == '\0')
+			return true;
+		p += length + 1;
+	}
+}
+
+static bool exit_side(const char *text, bool is_to, int *out)
+{
+	long value;
+	(void)is_to;
+	if (!util_parse_long(text, 0, 255, &value))
+		return false;
+	*out = (int)value;
+	return true;
+}
+
+/* FROM must be a signal the agent receives and forwards: never KILL or STOP (they
+ * never reach it) nor CHLD (its own, for reaping). TO 0 drops FROM. */
+static bool signal_side(const char *text, bool is_to, int *out)
+{
+	if (is_to && strcmp(text, "0") == 0) {
+		*out = 0;
+		return true;
+	}
+	int sig = util_signal_parse(text);
+	if (sig == 0 || (!is_to && (sig == SIGKILL || sig == SIGSTOP || sig == SIGCHLD)))
+		return false;
+	*out = sig;
+	return true;
+}
+
+static bool parse_remap_exit(struct config *cfg, const char *text)
+{
+	return parse_pairs(&cfg->remap_exit, text, exit_side);
+}
+
+static bool parse_rewrite_signal(struct config *cfg, const char *text)
+{
+	if (!parse_pairs(&cfg->rewrite_signal, text, signal_side))
+		return false;
+	/* Dropping SIGTERM would make Batch's stop (and the agent's) do nothing until the
+	 * SIGKILL: the payload must hear some signal. */
+	return config_pairs_map(&cfg->rewrite_signal, SIGTERM) != 0;
+}
+
 static const struct setting settings[] = {
 	{ "role", 0, true, "BATCH_AGENT_ROLE", parse_role, "auto, init, worker or main" },
 	{ "exec", 0, false, "BATCH_AGENT_EXEC", parse_exec, "a boolean (1/0, true/false)" },
@@ -247,6 +364,11 @@ static const struct setting settings[] = {
 	{ "seccomp-profile", 0, true, "BATCH_AGENT_SECCOMP_PROFILE", parse_seccomp_profile, "a file name" },
 	{ "no-new-privs", 0, false, "BATCH_AGENT_NO_NEW_PRIVS", parse_no_new_privs, "a boolean (1/0, true/false)" },
 	{ "grace", 0, true, "BATCH_AGENT_GRACE", parse_grace, "seconds up to 86400, e.g. 10 or 2.5" },
+	{ "remap-exit", 0, true, "BATCH_AGENT_REMAP_EXIT", parse_remap_exit,
+	  "FROM:TO exit statuses from 0 to 255, e.g. 143:0 (comma-separated; at most 16 pairs, each FROM once)" },
+	{ "rewrite-signal", 0, true, "BATCH_AGENT_REWRITE_SIGNAL", parse_rewrite_signal,
+	  "FROM:TO signal names or numbers, e.g. TERM:QUIT, TO 0 to drop FROM (comma-separated; at most 16 "
+	  "pairs, each FROM once; FROM not KILL, STOP or CHLD; TERM cannot be dropped)" },
 	{ "log-level", 0, true, "BATCH_AGENT_LOG_LEVEL", parse_log_level, "error, warn, info or debug" },
 	{ "log-format", 0, true, "BATCH_AGENT_LOG_FORMAT", parse_log_format, "text or json" },
 	{ "print-config", 0, false, "BATCH_AGENT_PRINT_CONFIG", parse_print_config, "a boolean (1/0, true/false)" },
@@ -256,6 +378,8 @@ static const struct setting settings[] = {
 	{ "connect-timeout", 0, true, "BATCH_AGENT_CONNECT_TIMEOUT", parse_connect_timeout, "seconds" },
 	{ "wait-timeout", 0, true, "BATCH_AGENT_WAIT_TIMEOUT", parse_wait_timeout, "seconds" },
 	{ "min-nodes", 0, true, "BATCH_AGENT_MIN_NODES", parse_min_nodes, "a node count from 1" },
+	{ "nodes", 0, true, "BATCH_AGENT_NODE_RANGES", parse_nodes, "node index ranges, e.g. 0:3,5 or 4:" },
+	{ "on-node-loss", 0, true, "BATCH_AGENT_ON_NODE_LOSS", parse_on_node_loss, "fail or continue" },
 	{ "on-manager-loss", 0, true, "BATCH_AGENT_ON_MANAGER_LOSS", parse_on_manager_loss, "exit or continue" },
 	{ "heartbeat", 0, true, "BATCH_AGENT_HEARTBEAT", parse_heartbeat, "seconds from 0.01 to 3600" },
 	{ "protocol", 0, true, "BATCH_AGENT_PROTOCOL", parse_protocol, "native or julia" },
@@ -299,6 +423,7 @@ static void set_defaults(struct config *cfg)
 	cfg->wait_timeout_ms = 300 * 1000;
 	cfg->min_nodes = -1;
 	cfg->min_workers = -1;
+	cfg->on_node_loss = NODE_LOSS_FAIL;
 	cfg->on_manager_loss = MANAGER_LOSS_EXIT;
 	cfg->heartbeat_ms = 10 * 1000;
 	cfg->protocol = PROTOCOL_NATIVE;
@@ -320,6 +445,14 @@ static enum ba_status apply_environment(struct config *cfg)
 		}
 	}
 	return BA_OK;
+}
+
+static void clear_list(struct config *cfg, const struct setting *setting)
+{
+	if (setting->parse == parse_remap_exit)
+		cfg->remap_exit.count = 0;
+	else if (setting->parse == parse_rewrite_signal)
+		cfg->rewrite_signal.count = 0;
 }
 
 static enum ba_status apply_flags(struct config *cfg, int argc, char **argv)
@@ -375,6 +508,10 @@ static enum ba_status apply_flags(struct config *cfg, int argc, char **argv)
 		if (setting == NULL)
 			return BA_EX_SOFTWARE;
 		const char *value = setting->takes_value ? optarg : "1";
+		/* A list's flags replace its environment twin's list as a whole, as any flag
+		 * replaces its twin; their own occurrences add up. */
+		if (!config_flagged(cfg, setting->flag))
+			clear_list(cfg, setting);
 		if (!setting->parse(cfg, value)) {
 			log_error("option --%s \"%s\" is invalid: expected %s", setting->flag, value,
 				  setting->expected);
@@ -385,6 +522,19 @@ static enum ba_status apply_flags(struct config *cfg, int argc, char **argv)
 	cfg->payload_argc = argc - optind;
 	cfg->payload_argv = argv + optind;
 	return BA_OK;
+}
+
+/* With --exec no agent is left to see the payload's status or its signals: a remap
+ * or a rewrite would be silently ignored. */
+static enum ba_status check_exec_conflicts(const struct config *cfg)
+{
+	const char *flag = cfg->remap_exit.count ? "remap-exit" : cfg->rewrite_signal.count ? "rewrite-signal" : NULL;
+	if (!cfg->exec || flag == NULL)
+		return BA_OK;
+	log_error("--%s (BATCH_AGENT_%s) with --exec (BATCH_AGENT_EXEC): PROGRAM replaces the agent, which "
+		  "could neither remap its exit status nor rewrite its signals", flag,
+		  cfg->remap_exit.count ? "REMAP_EXIT" : "REWRITE_SIGNAL");
+	return config_flagged(cfg, flag) && config_flagged(cfg, "exec") ? BA_EX_USAGE : BA_EX_CONFIG;
 }
 
 enum ba_status config_load(struct config *cfg, int argc, char **argv)
@@ -404,6 +554,9 @@ enum ba_status config_load(struct config *cfg, int argc, char **argv)
 	rc = apply_flags(cfg, argc, argv);
 	log_setup("batch-agent", cfg->log_level, cfg->log_format);
 	if (rc != BA_OK || cfg->answered)
+		return rc;
+	rc = check_exec_conflicts(cfg);
+	if (rc != BA_OK)
 		return rc;
 	/* A bad profile is found now, before any payload starts (the main's starts only
 	 * after the rendezvous); the payload's launch builds it again. */
@@ -457,6 +610,25 @@ static cJSON *string_or_null(const char *value)
 	return value == NULL ? cJSON_CreateNull() : cJSON_CreateString(value);
 }
 
+/* {"FROM": TO, ...}; signals by name, a dropped one as null. */
+static cJSON *describe_pairs(const struct config_pairs *pairs, bool signals)
+{
+	char from[32], to[32];
+	cJSON *object = cJSON_CreateObject();
+	for (size_t i = 0; object != NULL && i < pairs->count; i++) {
+		const struct config_pair *pair = &pairs->pair[i];
+		if (!signals) {
+			snprintf(from, sizeof from, "%d", pair->from);
+			cJSON_AddNumberToObject(object, from, pair->to);
+			continue;
+		}
+		util_signal_name(pair->from, from, sizeof from);
+		cJSON_AddItemToObject(object, from,
+				      pair->to ? cJSON_CreateString(util_signal_name(pair->to, to, sizeof to)) : cJSON_CreateNull());
+	}
+	return object;
+}
+
 static cJSON *describe_batch_env(const struct batch_env *batch)
 {
 	cJSON *object = cJSON_CreateObject();
@@ -492,6 +664,8 @@ enum ba_status config_print(const struct config *cfg, enum role resolved_role, F
 	cJSON_AddItemToObject(object, "seccomp_profile", string_or_null(cfg->seccomp_profile));
 	cJSON_AddBoolToObject(object, "no_new_privs", cfg->no_new_privs);
 	cJSON_AddNumberToObject(object, "grace_seconds", (double)cfg->grace_ms / 1000.0);
+	cJSON_AddItemToObject(object, "remap_exit", describe_pairs(&cfg->remap_exit, false));
+	cJSON_AddItemToObject(object, "rewrite_signal", describe_pairs(&cfg->rewrite_signal, true));
 	cJSON_AddStringToObject(object, "log_level", log_level_name(cfg->log_level));
 	cJSON_AddStringToObject(object, "log_format", log_format_name(cfg->log_format));
 	cJSON_AddItemToObject(object, "manager", string_or_null(cfg->manager));
@@ -505,6 +679,8 @@ enum ba_status config_print(const struct config *cfg, enum role resolved_role, F
 	cJSON_AddNumberToObject(object, "connect_timeout_seconds", (double)cfg->connect_timeout_ms / 1000.0);
 	cJSON_AddNumberToObject(object, "wait_timeout_seconds", (double)cfg->wait_timeout_ms / 1000.0);
 	cJSON_AddItemToObject(object, "min_nodes", number_or_null(cfg->min_nodes));
+	cJSON_AddItemToObject(object, "nodes", string_or_null(cfg->nodes_text));
+	cJSON_AddStringToObject(object, "on_node_loss", cfg->on_node_loss == NODE_LOSS_FAIL ? "fail" : "continue");
 	cJSON_AddStringToObject(object, "on_manager_loss",
 				cfg->on_manager_loss == MANAGER_LOSS_EXIT ? "exit" : "continue");
 	cJSON_AddNumberToObject(object, "heartbeat_seconds", (double)cfg->heartbeat_ms / 1000.0);

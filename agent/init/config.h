@@ -20,8 +20,30 @@ enum role { ROLE_AUTO, ROLE_INIT, ROLE_WORKER, ROLE_MAIN };
 enum protocol { PROTOCOL_NATIVE, PROTOCOL_JULIA };
 enum manager_loss { MANAGER_LOSS_EXIT, MANAGER_LOSS_CONTINUE };
 enum spot_watch { SPOT_WATCH_AUTO, SPOT_WATCH_ON, SPOT_WATCH_OFF };
+enum node_loss { NODE_LOSS_FAIL, NODE_LOSS_CONTINUE };
+
+#define CONFIG_NODE_RANGES_MAX 16
+
+/* --nodes: node index ranges in Batch's syntax ("0:3", "4:", ":2", "5"); hi -1: open. */
+struct node_range {
+	long lo, hi;
+};
 
 #define CONFIG_DEFAULT_PORT 49152 /* the port AWSClusterManagers.jl uses */
+
+/* --remap-exit and --rewrite-signal: FROM:TO pairs, each FROM at most once. A fixed
+ * table: a job needs a handful, and a 17th pair is refused rather than allocated. */
+#define CONFIG_PAIRS_MAX 16
+struct config_pair {
+	int from, to;
+};
+struct config_pairs {
+	struct config_pair pair[CONFIG_PAIRS_MAX];
+	size_t count;
+};
+
+/* TO for FROM, or FROM itself when no pair starts with it (one lookup, no chaining). */
+int config_pairs_map(const struct config_pairs *pairs, int from);
 
 struct config {
 	/* init and launch (issue: foundation) */
@@ -35,6 +57,8 @@ struct config {
 	bool answered;          /* --help or --version printed: nothing more to do */
 	const char *seccomp_profile; /* --seccomp-profile: the payload's, Docker format */
 	bool no_new_privs;           /* --no-new-privs: for the payload */
+	struct config_pairs remap_exit;     /* --remap-exit: the payload's status -> the agent's */
+	struct config_pairs rewrite_signal; /* --rewrite-signal: received -> forwarded; TO 0 drops */
 
 	/* connect-back (native protocol, worker and main roles) */
 	const char *manager;     /* --manager HOST:PORT as given, or NULL */
@@ -43,6 +67,10 @@ struct config {
 	int64_t connect_timeout_ms;
 	int64_t wait_timeout_ms;
 	long min_nodes;          /* --min-nodes; -1 means all nodes */
+	const char *nodes_text;  /* --nodes as given, or NULL: every node runs the agent */
+	struct node_range node_ranges[CONFIG_NODE_RANGES_MAX];
+	size_t node_range_count;
+	enum node_loss on_node_loss; /* --on-node-loss */
 	enum manager_loss on_manager_loss;
 	int64_t heartbeat_ms;    /* --heartbeat: interval; loss after 3 intervals of silence */
 	enum protocol protocol;

@@ -57,6 +57,8 @@ struct supervise_opts supervise_opts_from_config(const struct config *cfg)
 		.spot_watch = spotwatch_wanted(cfg, true),
 		.spot_required = cfg->spot_watch == SPOT_WATCH_ON,
 		.spot_signal = cfg->spot_signal,
+		.remap_exit = cfg->remap_exit,
+		.rewrite_signal = cfg->rewrite_signal,
 	};
 }
 
@@ -137,6 +139,12 @@ enum ba_status supervise_spawn(struct supervisor *sv, const struct payload *payl
 	if (rc != BA_OK)
 		return rc;
 	sv->phase = PHASE_RUNNING;
+	/* The payload has its working directory (exec has happened: launch_spawn waited
+	 * for it); ours would keep the mount under it busy, so that it could not be
+	 * unmounted, for no use: everything the agent opens from now on is absolute. Before
+	 * the started hook, whose seccomp filter would refuse chdir. */
+	if (chdir("/") < 0)
+		log_warn("cannot change to the directory /: %m; the agent keeps its working directory");
 	/* After the payload, so that watching never delays it; a watcher that cannot
 	 * start costs a warning, not the job. */
 	if (sv->opts.spot_watch &&
@@ -279,9 +287,11 @@ void supervise_terminate(struct supervisor *sv, int sig, int64_t grace_ms, const
 	char name[32];
 	if (sv->phase != PHASE_RUNNING)
 		return;
+	int sent = config_pairs_map(&sv->opts.rewrite_signal, sig);
 	log_info("%s: sending %s to the payload, SIGKILL in %.1f s if it has not exited", reason,
-		 util_signal_name(sig, name, sizeof name), (double)grace_ms / 1000.0);
-	supervise_signal(sv, sig);
+		 sent ? util_signal_name(sent, name, sizeof name) : "nothing (--rewrite-signal)", (double)grace_ms / 1000.0);
+	if (sent != 0)
+		supervise_signal(sv, sent);
 	continue_if_stopped(sv);
 	arm_grace(sv, grace_ms);
 }
@@ -378,12 +388,15 @@ static void on_watcher_timer(struct loop *loop, void *ctx)
 static void begin_cleanup(struct supervisor *sv, int wait_status)
 {
 	char name[32];
+	int status = status_from_wait(wait_status);
 	sv->phase = PHASE_CLEANUP;
-	sv->exit_status = status_from_wait(wait_status);
+	sv->exit_status = config_pairs_map(&sv->opts.remap_exit, status);
 	if (WIFSIGNALED(wait_status))
 		log_info("payload was killed by %s", util_signal_name(WTERMSIG(wait_status), name, sizeof name));
 	else
-		log_debug("payload exited with status %d", sv->exit_status);
+		log_debug("payload exited with status %d", status);
+	if (sv->exit_status != status)
+		log_info("the payload's status %d is the agent's %d (--remap-exit)", status, sv->exit_status);
 	/* Take the terminal back, so that our parent's shell finds it where it left it. */
 	if (sv->terminal && tcgetpgrp(STDIN_FILENO) == sv->pid)
 		tcsetpgrp(STDIN_FILENO, getpgrp());
@@ -448,6 +461,33 @@ static void reap(struct supervisor *sv)
 
 /* ---- signals to the agent ---- */
 
+/* A signal the agent received, to the payload as --rewrite-signal spells it (0: not at
+ * all). Job control follows what is sent: a payload not sent SIGCONT stays stopped. */
+static void forward(struct supervisor *sv, int sig)
+{
+	char name[32], sent_name[32];
+	int sent = config_pairs_map(&sv->opts.rewrite_signal, sig);
+	/* A continued agent was stopped with its payload: give the terminal back before
+	 * waking the payload, or it would stop again on its first read. */
+	if (sent == SIGCONT && sv->terminal && getpid() != 1 && launch_in_foreground())
+		tcsetpgrp(STDIN_FILENO, sv->pid);
+	if (sent == 0) {
+		log_debug("dropping %s (--rewrite-signal)", util_signal_name(sig, name, sizeof name));
+		return;
+	}
+	if (sent != sig)
+		log_debug("forwarding %s to the payload as %s (--rewrite-signal)", util_signal_name(sig, name, sizeof name),
+			  util_signal_name(sent, sent_name, sizeof sent_name));
+	else
+		log_debug("forwarding %s to the payload", util_signal_name(sig, name, sizeof name));
+	supervise_signal(sv, sent);
+	/* A job stopped by job control is stopped as a whole group. */
+	if (sent == SIGCONT && sv->payload_stopped && !sv->opts.group)
+		kill(-sv->pid, SIGCONT);
+	if (sent == SIGCONT)
+		sv->payload_stopped = false;
+}
+
 static void handle_signal(struct supervisor *sv, int sig)
 {
 	char name[32];
@@ -466,17 +506,9 @@ static void handle_signal(struct supervisor *sv, int sig)
 			loop_stop(sv->loop, BA_EX_SIGNAL_BASE + sig);
 		return;
 	case PHASE_RUNNING:
-		/* A continued agent was stopped with its payload: give the terminal back
-		 * before waking the payload, or it would stop again on its first read. */
-		if (sig == SIGCONT && sv->terminal && getpid() != 1 && launch_in_foreground())
-			tcsetpgrp(STDIN_FILENO, sv->pid);
-		log_debug("forwarding %s to the payload", util_signal_name(sig, name, sizeof name));
-		supervise_signal(sv, sig);
-		/* A job stopped by job control is stopped as a whole group. */
-		if (sig == SIGCONT && sv->payload_stopped && !sv->opts.group)
-			kill(-sv->pid, SIGCONT);
-		if (sig == SIGCONT)
-			sv->payload_stopped = false;
+		forward(sv, sig);
+		/* Batch's SIGKILL comes whatever the payload was sent: the grace period starts
+		 * on the SIGTERM received, rewritten or not. */
 		if (sig == SIGTERM) {
 			continue_if_stopped(sv);
 			arm_grace(sv, sv->opts.grace_ms);

@@ -2,9 +2,11 @@
  *
  * It reaps every child, orphans included (as PID 1, or as a child subreaper when it is
  * not PID 1); forwards every signal it receives to the payload (or its process group
- * with -g), except SIGCHLD; on SIGTERM forwards it and SIGKILLs the payload's group
- * after the grace period; when the payload exits, terminates whatever it left running
- * (SIGTERM, then SIGKILL after the grace period) and reports the payload's status.
+ * with -g), except SIGCHLD, after --rewrite-signal; on SIGTERM forwards it (rewritten or
+ * not) and SIGKILLs the payload's group after the grace period; when the payload exits,
+ * terminates whatever it left running (SIGTERM, then SIGKILL after the grace period)
+ * and reports the payload's status after --remap-exit. Once the payload runs, the agent
+ * works from "/", so that it pins no mount the payload's directory is on.
  *
  * Everything happens in the caller's loop, so roles with a network side (the worker's
  * session, the main node's rendezvous) share the agent's single blocking wait. */
@@ -26,6 +28,8 @@ struct supervise_opts {
 	bool spot_watch;    /* watch for Spot notices while the payload runs */
 	bool spot_required; /* --spot-watch on: say so when it cannot */
 	int spot_signal;    /* --spot-signal, sent on an interruption notice */
+	struct config_pairs remap_exit;     /* --remap-exit */
+	struct config_pairs rewrite_signal; /* --rewrite-signal */
 };
 
 /* The options every role uses, from the configuration. */
@@ -35,10 +39,12 @@ struct supervise_opts supervise_opts_from_config(const struct config *cfg);
 struct supervise_hooks {
 	void *ctx;
 	void (*started)(void *ctx, pid_t pid);
-	/* The payload ended (exit_status: its code, or 128+signal; wait_status as from
-	 * waitpid); what it left may still run. */
+	/* The payload ended; what it left may still run. exit_status is the agent's for
+	 * it: its code, or 128+signal, after --remap-exit; wait_status, as from waitpid, is
+	 * what really happened (what a worker reports to its manager). */
 	void (*exited)(void *ctx, int exit_status, int wait_status);
-	/* The payload and everything it left are gone: the agent may exit now. */
+	/* The payload and everything it left are gone: the agent may exit now, with
+	 * exit_status (remapped as for exited). */
 	void (*finished)(void *ctx, int exit_status);
 	/* A terminating signal (TERM, INT, HUP, QUIT) while no payload runs. Without
 	 * this hook the loop stops with 128+sig. */
@@ -61,7 +67,8 @@ enum ba_status supervise_spawn(struct supervisor *sv, const struct payload *payl
 /* Send sig to the payload (its group with -g), if it runs. */
 void supervise_signal(struct supervisor *sv, int sig);
 
-/* Ask the payload to stop: send sig, SIGKILL its group after grace_ms. */
+/* Ask the payload to stop: send sig (after --rewrite-signal: the agent's own stop
+ * requests mean what Batch's SIGTERM means), SIGKILL its group after grace_ms. */
 void supervise_terminate(struct supervisor *sv, int sig, int64_t grace_ms, const char *reason);
 
 bool supervise_running(const struct supervisor *sv);

@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,4 +311,16 @@ enum ba_status util_write_all(int fd, const void *data, size_t length)
 		done += (size_t)n;
 	}
 	return BA_OK;
+}
+
+const char *util_temp_dir(char *buf, size_t size)
+{
+	const char *dir = getenv("TMPDIR") && getenv("TMPDIR")[0] ? getenv("TMPDIR") : "/tmp";
+	char resolved[PATH_MAX];
+	/* Absolute, whatever TMPDIR says: the agent moves to / once the payload runs, and
+	 * removes its files from there. */
+	if (dir[0] != '/' && realpath(dir, resolved) != NULL)
+		dir = resolved;
+	snprintf(buf, size, "%s", dir);
+	return buf;
 }

@@ -1,6 +1,7 @@
 /* The manager roles' shared loop and end; see manager.h. */
 #include "manager.h"
 
+#include <signal.h>
 #include <stdio.h>
 
 #include "log.h"
@@ -64,7 +65,7 @@ static void on_payload_exited(void *ctx, int exit_status, int wait_status)
 	log_info("%s exited with status %d", m->payload_name, exit_status);
 	/* The report timer may stop us before on_payload_finished, while what the payload
 	 * left behind is still being killed: its status must be ours by then. */
-	m->exit_status = (enum ba_status)exit_status;
+	m->exit_status = m->forced_status != BA_OK ? m->forced_status : (enum ba_status)exit_status;
 	snprintf(reason, sizeof reason, "%s ended", m->payload_name);
 	begin_shutdown(m, reason);
 }
@@ -72,7 +73,7 @@ static void on_payload_exited(void *ctx, int exit_status, int wait_status)
 static void on_payload_finished(void *ctx, int exit_status)
 {
 	struct manager *m = ctx;
-	m->exit_status = (enum ba_status)exit_status;
+	m->exit_status = m->forced_status != BA_OK ? m->forced_status : (enum ba_status)exit_status;
 	m->payload_finished = true;
 	manager_maybe_stop(m);
 }
@@ -81,6 +82,13 @@ static void on_interrupted(void *ctx, int sig)
 {
 	struct manager *m = ctx;
 	manager_fail(m, BA_EX_SIGNAL_BASE + sig, "interrupted");
+}
+
+void manager_stop_payload(struct manager *m, enum ba_status rc, const char *reason)
+{
+	if (m->forced_status == BA_OK)
+		m->forced_status = rc;
+	supervise_terminate(m->sv, SIGTERM, m->cfg->grace_ms, reason);
 }
 
 enum ba_status manager_spawn(struct manager *m, const struct payload *payload)

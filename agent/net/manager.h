@@ -44,6 +44,7 @@ struct manager {
 	struct loop_timer wait_timer, report_timer;
 	bool payload_finished;
 	enum ba_status exit_status;
+	enum ba_status forced_status; /* BA_OK, or the job's status whatever the payload's */
 	const char *payload_name; /* "the main payload", "PROGRAM": for the log */
 	const char *farewell;     /* the shutdown message's reason, for the peers */
 	const char *peer_noun;    /* "node", "worker" */
@@ -62,6 +63,9 @@ void manager_close_door(struct manager *m, const char *why);
 enum ba_status manager_spawn(struct manager *m, const struct payload *payload);
 /* The job ends with status rc (no payload to wait for). */
 void manager_fail(struct manager *m, enum ba_status rc, const char *reason);
+/* The job fails with rc: the payload is asked to stop (SIGTERM, SIGKILL after the
+ * grace period), and rc is the job's status, not the payload's. */
+void manager_stop_payload(struct manager *m, enum ba_status rc, const char *reason);
 /* A peer's report or departure: stop the loop when nothing is left to wait for. */
 void manager_maybe_stop(struct manager *m);
 

@@ -4,6 +4,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,8 @@
 enum ba_status members_init(struct members *ms)
 {
 	*ms = (struct members){ 0 };
-	const char *tmp = getenv("TMPDIR") && getenv("TMPDIR")[0] ? getenv("TMPDIR") : "/tmp";
+	char tmp_buf[PATH_MAX];
+	const char *tmp = util_temp_dir(tmp_buf, sizeof tmp_buf);
 	ms->by_index = calloc(MEMBERS_ARRAY_MAX, sizeof *ms->by_index);
 	if (ms->by_index == NULL) {
 		log_error("out of memory for the pool's members");

@@ -4,6 +4,7 @@
 #include "rendezvous.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,10 +29,12 @@ struct rendezvous {
 	struct peer **by_index; /* registered children by node index */
 	long registered;
 	long awaiting;          /* registered children, connected, with no exit report yet */
-	long children;          /* AWS_BATCH_JOB_NUM_NODES - 1 */
+	bool *runs_agent;       /* by node index: in --nodes (default: every node) */
+	long agent_nodes;       /* how many, main included */
+	long children;          /* agent_nodes - 1 */
 	char job_prefix[256];   /* "<uuid>#" of this job */
 	char main_addr[64];
-	char hostfile[128];
+	char hostfile[PATH_MAX];
 };
 
 static void start_main_payload(struct rendezvous *rv);
@@ -48,6 +51,12 @@ static bool admit_child(void *ctx, struct peer *p, const struct proto_register *
 	if (rv->m.phase == MANAGER_ENDING) {
 		why->code = PROTO_REJECT_SHUTTING_DOWN;
 		snprintf(why->text, sizeof why->text, "the main node is shutting down");
+		return false;
+	}
+	if (!rv->runs_agent[index]) {
+		why->code = PROTO_REJECT_NODE_OUT_OF_RANGE;
+		snprintf(why->text, sizeof why->text, "node %ld is not one of the nodes that run the agent (--nodes %s)",
+			 index, rv->cfg->nodes_text);
 		return false;
 	}
 	if (rv->m.phase != MANAGER_WAITING) {
@@ -91,6 +100,23 @@ static void stop_awaiting(struct rendezvous *rv, struct peer *p)
 	p->exit_reported = true;
 }
 
+/* --on-node-loss fail: a child lost, or its payload failed, while the main payload
+ * runs: the job cannot be what it was asked to be, so end it as a failure (69), which
+ * a retry strategy can retry, rather than let the main payload wait on a dead node. */
+static void node_failed(struct rendezvous *rv, long index, const char *what)
+{
+	if (rv->m.phase != MANAGER_RUNNING)
+		return;
+	if (rv->cfg->on_node_loss == NODE_LOSS_CONTINUE) {
+		log_warn("node %ld %s: the main payload goes on (--on-node-loss continue)", index, what);
+		return;
+	}
+	char reason[160];
+	snprintf(reason, sizeof reason, "node %ld %s (--on-node-loss fail)", index, what);
+	log_error("%s: stopping the main payload; the job fails with 69", reason);
+	manager_stop_payload(&rv->m, BA_EX_UNAVAILABLE, reason);
+}
+
 static void on_child_exited(struct rendezvous *rv, struct peer *p, const struct proto_msg *msg)
 {
 	stop_awaiting(rv, p);
@@ -105,6 +131,8 @@ static void on_child_exited(struct rendezvous *rv, struct peer *p, const struct 
 		log_warn("node %ld's payload failed with status %d", p->node_index, value);
 	else
 		log_info("node %ld's payload exited with status 0", p->node_index);
+	if (rv->m.phase != MANAGER_ENDING && (signaled || value != 0))
+		node_failed(rv, p->node_index, "failed");
 	manager_maybe_stop(&rv->m);
 }
 
@@ -150,6 +178,8 @@ static bool on_child_lost(void *ctx, struct peer *p, const char *why)
 		log_info("node %ld (%s) disconnected after its exit report: %s", p->node_index, p->address, why);
 	else
 		log_warn("node %ld (%s) lost: %s", p->node_index, p->address, why);
+	if (!p->exit_reported)
+		node_failed(rv, p->node_index, "was lost");
 	stop_awaiting(rv, p);
 	manager_maybe_stop(&rv->m);
 	return false;
@@ -164,7 +194,7 @@ static long list_missing(const struct rendezvous *rv, char *out, size_t size)
 	long missing = 0;
 	out[0] = '\0';
 	for (long i = 0; i < rv->cfg->batch.num_nodes; i++) {
-		if (i == rv->cfg->batch.main_node_index || rv->by_index[i] != NULL)
+		if (i == rv->cfg->batch.main_node_index || rv->by_index[i] != NULL || !rv->runs_agent[i])
 			continue;
 		missing++;
 		if (used + 16 < size)
@@ -214,7 +244,8 @@ static char *node_list(const struct rendezvous *rv, char sep)
  * MPICH (Hydra) accept as a hostfile. Written with one write(2). */
 static enum ba_status write_hostfile(struct rendezvous *rv, const char *lines)
 {
-	const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	char dir_buf[PATH_MAX];
+	const char *dir = util_temp_dir(dir_buf, sizeof dir_buf);
 	snprintf(rv->hostfile, sizeof rv->hostfile, "%s/batch-agent-hostfile.XXXXXX", dir);
 	int fd = mkstemp(rv->hostfile);
 	if (fd < 0) {
@@ -269,18 +300,18 @@ static void on_wait_timer(struct loop *loop, void *ctx)
 	char missing[512];
 	(void)loop;
 	long present = rv->registered + 1;
-	long needed = rv->cfg->min_nodes > 0 ? rv->cfg->min_nodes : rv->cfg->batch.num_nodes;
+	long needed = rv->cfg->min_nodes > 0 ? rv->cfg->min_nodes : rv->agent_nodes;
 	list_missing(rv, missing, sizeof missing);
 	if (present >= needed) {
 		log_warn("starting with %ld of %ld nodes after %.3g s (--min-nodes %ld); missing node%s %s", present,
-			 rv->cfg->batch.num_nodes, (double)rv->cfg->wait_timeout_ms / 1000.0, needed,
+			 rv->agent_nodes, (double)rv->cfg->wait_timeout_ms / 1000.0, needed,
 			 strchr(missing, ',') ? "s" : "", missing);
 		start_main_payload(rv);
 		return;
 	}
 	log_error("node%s %s did not register within %.3g s: %ld of %ld nodes present, %ld needed (--min-nodes)",
 		  strchr(missing, ',') ? "s" : "", missing, (double)rv->cfg->wait_timeout_ms / 1000.0, present,
-		  rv->cfg->batch.num_nodes, needed);
+		  rv->agent_nodes, needed);
 	manager_fail(&rv->m, BA_EX_UNAVAILABLE, "the rendezvous timed out");
 }
 
@@ -320,6 +351,33 @@ static struct admit_job job_of(struct rendezvous *rv)
 	return job;
 }
 
+/* Which nodes run the agent: --nodes in Batch's range syntax, else all. The ranges
+ * of a job's node groups whose image runs something else are simply not listed. */
+static enum ba_status node_groups(struct rendezvous *rv)
+{
+	const struct config *cfg = rv->cfg;
+	long n = cfg->batch.num_nodes;
+	for (long i = 0; i < n; i++)
+		rv->runs_agent[i] = cfg->node_range_count == 0;
+	for (size_t r = 0; r < cfg->node_range_count; r++) {
+		long hi = cfg->node_ranges[r].hi < 0 || cfg->node_ranges[r].hi >= n ? n - 1 : cfg->node_ranges[r].hi;
+		for (long i = cfg->node_ranges[r].lo; i <= hi; i++)
+			rv->runs_agent[i] = true;
+	}
+	if (!rv->runs_agent[cfg->batch.main_node_index]) {
+		log_error("--nodes %s leaves out the main node %ld, which runs the agent", cfg->nodes_text,
+			  cfg->batch.main_node_index);
+		return config_flagged(cfg, "nodes") ? BA_EX_USAGE : BA_EX_CONFIG;
+	}
+	rv->agent_nodes = 0;
+	for (long i = 0; i < n; i++)
+		rv->agent_nodes += rv->runs_agent[i];
+	rv->children = rv->agent_nodes - 1;
+	if (cfg->node_range_count > 0)
+		log_info("nodes that run the agent (--nodes %s): %ld of %ld", cfg->nodes_text, rv->agent_nodes, n);
+	return BA_OK;
+}
+
 static enum ba_status set_up(struct rendezvous *rv)
 {
 	struct listener_hooks peer_hooks = { .ctx = rv, .admit = admit_child, .registered = on_registered,
@@ -329,15 +387,19 @@ static enum ba_status set_up(struct rendezvous *rv)
 	rv->m.peer_noun = "node";
 	rv->m.hooks = (struct manager_hooks){ .ctx = rv, .owing = owing, .silent = report_silent };
 	rv->by_index = calloc((size_t)rv->cfg->batch.num_nodes, sizeof *rv->by_index);
-	if (rv->by_index == NULL)
+	rv->runs_agent = calloc((size_t)rv->cfg->batch.num_nodes, sizeof *rv->runs_agent);
+	if (rv->by_index == NULL || rv->runs_agent == NULL)
 		return BA_EX_OSERR;
+	enum ba_status rc = node_groups(rv);
+	if (rc != BA_OK)
+		return rc;
 	struct admit_job job = job_of(rv);
 	return manager_set_up(&rv->m, rv->cfg, &job, &peer_hooks);
 }
 
 enum ba_status rendezvous_run(const struct config *cfg)
 {
-	struct rendezvous rv = { .cfg = cfg, .children = cfg->batch.num_nodes - 1 };
+	struct rendezvous rv = { .cfg = cfg };
 	enum ba_status rc = set_up(&rv);
 	if (rc == BA_OK) {
 		log_info("rendezvous listening on port %ld for %ld child node%s (wait up to %.3g s)", cfg->port,
@@ -351,5 +413,6 @@ enum ba_status rendezvous_run(const struct config *cfg)
 	if (rv.hostfile[0])
 		unlink(rv.hostfile);
 	free(rv.by_index);
+	free(rv.runs_agent);
 	return rc;
 }

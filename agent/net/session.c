@@ -156,12 +156,15 @@ static void on_started(void *ctx, pid_t pid)
 	send_or_lose(s, msg, err);
 }
 
+/* The manager hears what really happened: --remap-exit is about the container's exit
+ * status (what Batch sees), not about what the payload did. */
 static void on_exited(void *ctx, int exit_status, int wait_status)
 {
 	struct session *s = ctx;
 	cJSON *msg = NULL;
+	(void)exit_status;
 	enum proto_err err = WIFSIGNALED(wait_status) ? proto_msg_payload_exited_signal(WTERMSIG(wait_status), &msg)
-					   : proto_msg_payload_exited_code(exit_status, &msg);
+					   : proto_msg_payload_exited_code(WEXITSTATUS(wait_status), &msg);
 	send_or_lose(s, msg, err);
 }
 

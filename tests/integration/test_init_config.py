@@ -210,6 +210,8 @@ def help_and_version(mode):
         rc, out, err = _agent([flag])
         check_eq(rc, 0, "%s status" % flag)
         check(b"--grace" in out and b"--role" in out, "%s output lacks the options: %r" % (flag, out[:300]))
+        check(b"--remap-exit FROM:TO" in out and b"--rewrite-signal FROM:TO" in out,
+              "%s output lacks --remap-exit or --rewrite-signal" % flag)
     for flag in ("-V", "--version"):
         rc, out, err = _agent([flag])
         check_eq(rc, 0, "%s status" % flag)
@@ -247,6 +249,78 @@ def log_level_error_is_quiet_on_success(mode):
     rc, out, err = _agent(["--role", "init", "--log-level", "error", "--", "/bin/true"])
     check_eq(rc, 0, "status")
     check_eq(agent_stderr(err), b"", "stderr at --log-level error")
+
+
+SEVENTEEN_PAIRS = ",".join("%d:0" % i for i in range(17))
+BAD_LISTS = [
+    ("remap-exit", "256:0"), ("remap-exit", "3:256"), ("remap-exit", "-1:0"), ("remap-exit", "3"),
+    ("remap-exit", "3:"), ("remap-exit", ":0"), ("remap-exit", "a:b"), ("remap-exit", "3:0,"),
+    ("remap-exit", "3:0,3:1"), ("remap-exit", SEVENTEEN_PAIRS),
+    ("rewrite-signal", "KILL:TERM"), ("rewrite-signal", "STOP:TERM"), ("rewrite-signal", "CHLD:TERM"),
+    ("rewrite-signal", "TERM:0"), ("rewrite-signal", "NOPE:TERM"), ("rewrite-signal", "TERM:NOPE"),
+    ("rewrite-signal", "TERM:-1"), ("rewrite-signal", "0:TERM"), ("rewrite-signal", "USR1"),
+    ("rewrite-signal", "USR1:0,USR1:HUP"),
+]
+
+
+@case(agent_only=True, modes=("sub",))
+def bad_remap_and_rewrite_are_64_or_78_naming_the_setting(mode):
+    # As a flag: 64 naming the flag; in the environment: 78 naming the variable. Nothing
+    # runs. A 17th pair is refused, not cut.
+    bad = []
+    with TempDir() as d:
+        marker, payload = _marker_payload(d)
+        for flag, value in BAD_LISTS:
+            var = "BATCH_AGENT_" + flag.upper().replace("-", "_")
+            for args, env, want, says in ((["--" + flag, value], {}, EX_USAGE, "--" + flag),
+                                         ([], {var: value}, EX_CONFIG, var)):
+                rc, out, err = _agent(["--role", "init"] + args + ["--"] + payload, env=clean_env(**env))
+                if rc != want or says.encode() not in err:
+                    bad.append("%s %s: status %r, want %d naming %s (stderr %r)" % (
+                        args, env, rc, want, says, err[-200:]))
+                if os.path.exists(marker):
+                    bad.append("%s %s: the payload ran" % (args, env))
+                    os.unlink(marker)
+    check(not bad, "; ".join(bad))
+
+
+@case(agent_only=True, modes=("sub",))
+def remap_and_rewrite_refuse_exec(mode):
+    # With --exec nothing is left to remap or rewrite: refused rather than ignored.
+    tries = [
+        (["--exec", "--remap-exit", "1:0"], {}, EX_USAGE, b"--remap-exit"),
+        (["--exec", "--rewrite-signal", "TERM:QUIT"], {}, EX_USAGE, b"--rewrite-signal"),
+        (["--remap-exit", "1:0"], {"BATCH_AGENT_EXEC": "1"}, EX_CONFIG, b"BATCH_AGENT_EXEC"),
+        (["--exec"], {"BATCH_AGENT_REWRITE_SIGNAL": "TERM:QUIT"}, EX_CONFIG, b"BATCH_AGENT_REWRITE_SIGNAL"),
+    ]
+    bad = []
+    with TempDir() as d:
+        marker, payload = _marker_payload(d)
+        for flags, env, want, says in tries:
+            rc, out, err = _agent(["--role", "init"] + flags + ["--"] + payload, env=clean_env(**env))
+            if rc != want or says not in err:
+                bad.append("%s %s: status %r, want %d naming %r (stderr %r)" % (flags, env, rc, want, says, err[-200:]))
+            if os.path.exists(marker):
+                bad.append("%s %s: the payload ran" % (flags, env))
+                os.unlink(marker)
+    check(not bad, "; ".join(bad))
+
+
+@case(agent_only=True, modes=("sub",))
+def print_config_shows_remap_and_rewrite(mode):
+    cfg = _print_config(["--role", "init"])
+    check_eq((cfg.get("remap_exit"), cfg.get("rewrite_signal")), ({}, {}), "defaults in --print-config")
+    sixteen = ",".join("%d:%d" % (i, 255 - i) for i in range(16))
+    cfg = _print_config(["--role", "init", "--remap-exit", "3:0", "--remap-exit", "143:0",
+                         "--rewrite-signal", "TERM:QUIT", "--rewrite-signal", "usr1:0,12:RTMIN+1"],
+                        env=clean_env(BATCH_AGENT_REMAP_EXIT=sixteen, BATCH_AGENT_REWRITE_SIGNAL="HUP:INT"))
+    # The flags replace the variables' lists (each is parsed, so a bad variable is still 78).
+    check_eq(cfg.get("remap_exit"), {"3": 0, "143": 0}, "remap_exit in --print-config")
+    check_eq(cfg.get("rewrite_signal"), {"SIGTERM": "SIGQUIT", "SIGUSR1": None, "SIGUSR2": "SIGRTMIN+1"},
+             "rewrite_signal in --print-config")
+    cfg = _print_config(["--role", "init"], env=clean_env(BATCH_AGENT_REMAP_EXIT=sixteen))
+    check_eq(len(cfg.get("remap_exit") or {}), 16, "16 pairs from BATCH_AGENT_REMAP_EXIT")
+    check_eq(cfg["remap_exit"].get("15"), 240, "pair 15:240")
 
 
 if __name__ == "__main__":

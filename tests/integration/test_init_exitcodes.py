@@ -3,14 +3,15 @@
 
 Exit code N -> N (all 256), death by signal N -> 128+N, payload not found -> 127,
 not executable -> 126 (with a message naming the program), each as PID 1 and as a
-plain (subreaper) process."""
+plain (subreaper) process; --remap-exit FROM:TO (and BATCH_AGENT_REMAP_EXIT) changes the
+status named and no other."""
 
 import concurrent.futures
 import signal
 import subprocess
 
 from agenttest import (VALGRIND, WRAPPER, Init, Skip, TempDir, case, check, check_eq, clean_env, init_argv,
-                       py_payload, run, run_cases)
+                       py_payload, run, run_cases, wait_file)
 
 
 def exit_codes():
@@ -112,6 +113,50 @@ def exec_mode_replaces_agent(mode):
 @case(agent_only=True, modes=("sub",))
 def exec_mode_env_twin(mode):
     _exec_run(mode, clean_env(BATCH_AGENT_EXEC=1))
+
+
+@case(agent_only=True)
+def remap_exit_changes_only_the_status_named(mode):
+    # tini -e: a payload whose exit 3 means "nothing to do" must not fail the job; every
+    # other status (0 included) still comes back as it was.
+    for code, want in ((3, 0), (4, 4), (0, 0), (1, 1)):
+        rc, out, err = run(mode, ["/bin/sh", "-c", "exit %d" % code], extra=["--remap-exit", "3:0"])
+        check_eq(rc, want, "status for exit %d with --remap-exit 3:0 (stderr %r)" % (code, err[-200:]))
+
+
+@case(agent_only=True)
+def remap_exit_143_makes_a_stopped_job_succeed(mode):
+    # Batch stops a job with SIGTERM: a payload that dies of it (143) is the agent's 0,
+    # while a payload that dies of another signal is still reported as such. Chained
+    # pairs are looked up once: 143 -> 7 stays 7 although 7:1 is given.
+    with TempDir() as d:
+        ready = d.path("ready")
+        p = Init(mode, init_argv(py_payload(
+            "import signal, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+            "open(%r, 'w').write('1')\n"
+            "time.sleep(60)\n" % ready), extra=["--remap-exit", "143:0"]))
+        wait_file(ready, 10, "the payload to start")
+        p.signal(signal.SIGTERM)
+        check_eq(p.wait(10), 0, "status after a SIGTERM'd payload with --remap-exit 143:0")
+    rc, out, err = run(mode, py_payload("import os, signal; os.kill(os.getpid(), signal.SIGUSR1)"),
+                       extra=["--remap-exit", "143:0"])
+    check_eq(rc, 128 + signal.SIGUSR1, "status of a payload killed by SIGUSR1 with --remap-exit 143:0")
+    rc, out, err = run(mode, py_payload("import os, signal; os.kill(os.getpid(), signal.SIGTERM)"),
+                       extra=["--remap-exit", "143:7", "--remap-exit", "7:1"])
+    check_eq(rc, 7, "status with --remap-exit 143:7 --remap-exit 7:1 (one lookup)")
+
+
+@case(agent_only=True, modes=("sub",))
+def remap_exit_env_twin_takes_a_list(mode):
+    env = clean_env(BATCH_AGENT_REMAP_EXIT="3:0,143:0,0:9")
+    for code, want in ((3, 0), (143, 0), (0, 9), (5, 5)):
+        rc, out, err = run(mode, ["/bin/sh", "-c", "exit %d" % code], env=env)
+        check_eq(rc, want, "status for exit %d with BATCH_AGENT_REMAP_EXIT=3:0,143:0,0:9 (stderr %r)" % (
+            code, err[-200:]))
+    # The flag wins: its list replaces the variable's.
+    rc, out, err = run(mode, ["/bin/sh", "-c", "exit 3"], env=env, extra=["--remap-exit", "4:0"])
+    check_eq(rc, 3, "exit 3 with BATCH_AGENT_REMAP_EXIT=3:0 and --remap-exit 4:0")
 
 
 if __name__ == "__main__":

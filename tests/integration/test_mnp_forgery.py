@@ -145,7 +145,9 @@ class Attack:
     def __enter__(self):
         self.net = netns.Network(3)
         try:
-            self.main = Agent("main", ["--heartbeat", "0.5", "--grace", "2", *self.main_args, "--",
+            # The main goes on without a dropped node, so that each case can check what it logged.
+            self.main = Agent("main", ["--heartbeat", "0.5", "--grace", "2", "--on-node-loss", "continue",
+                                       *self.main_args, "--",
                                        *mnp.main_payload(self.out, wait_children=(1,), gate=True, wait_s=60)],
                               self.job.env(0), self.workdir, net=self.net, host=1)
             self.main.wait_for_log("rendezvous listening", 10)

@@ -67,10 +67,12 @@ def job_1_plus_2(workdir):
 @runner.case
 def silent_child_is_logged_as_lost(workdir):
     """A child that stops answering (here: its agent is SIGSTOPped) is lost after three
-    heartbeat intervals: the main logs it by node index and the job goes on."""
+    heartbeat intervals: the main logs it by node index and, with --on-node-loss
+    continue, the job goes on."""
     port, job = mnp.free_port(), Job(2)
     args = ["--heartbeat", "0.2", "--grace", "2"]
-    main = Agent("main", ["--port", str(port), *args, "--", "sleep", "3"], job.env(0), workdir)
+    main = Agent("main", ["--port", str(port), *args, "--on-node-loss", "continue", "--", "sleep", "3"], job.env(0),
+                 workdir)
     child = Agent("child1", ["--port", str(port), *args, "--", "sleep", "60"],
                   job.env(1, main_addr="127.0.0.1"), workdir)
     main.wait_for_log("all nodes present", 20)
@@ -206,6 +208,95 @@ def slow_task_metadata_does_not_eat_the_handshake(workdir):
               f"the child did not query the task metadata once, before dialing:\n{cerr}")
     finally:
         black_hole.close()
+
+
+@runner.case
+def node_groups_the_main_waits_only_for_agent_nodes(workdir):
+    """A 4-node job whose node 3 runs another image (--nodes 0:2): the main starts as
+    soon as nodes 1 and 2 are in, without waiting for --wait-timeout, lists only the
+    agent nodes, and refuses node 3 should it dial (node_out_of_range, 77)."""
+    out, port, job = outdir(workdir), mnp.free_port(), Job(4)
+    main = start_main(job, port, out, workdir, args=["--nodes", "0:2", "--wait-timeout", "300"],
+                      payload=mnp.main_payload(out, wait_children=(1, 2), gate=True))
+    children = [start_child(job, i, port, out, workdir) for i in (1, 2)]
+    wait_for_file(os.path.join(out, "main.started"), 30)
+    err = main.stderr()
+    check("nodes that run the agent (--nodes 0:2): 3 of 4" in err and "all nodes present" in err, err)
+    check(read(os.path.join(out, "hostfile")).splitlines() == ["127.0.0.1"] * 3, read(os.path.join(out, "hostfile")))
+    open(os.path.join(out, "go"), "w").close()
+    expect_exit(main, 0, 30)
+    for c in children:
+        expect_exit(c, 0, 15)
+
+
+@runner.case
+def node_outside_the_groups_is_refused(workdir):
+    out, port, job = outdir(workdir), mnp.free_port(), Job(4)
+    main = start_main(job, port, out, workdir, args=["--nodes", "0:1,2", "--wait-timeout", "60"],
+                      payload=mnp.main_payload(out, wait_children=(1, 2), gate=True))
+    stray = start_child(job, 3, port, out, workdir)
+    expect_exit(stray, mnp.EX_NOPERM, 30)
+    check("node_out_of_range" in stray.stderr() and "--nodes 0:1,2" in stray.stderr(), stray.stderr())
+    children = [start_child(job, i, port, out, workdir) for i in (1, 2)]
+    wait_for_file(os.path.join(out, "main.started"), 30)
+    open(os.path.join(out, "go"), "w").close()
+    expect_exit(main, 0, 30)
+    for c in children:
+        expect_exit(c, 0, 15)
+
+
+@runner.case
+def a_failed_child_fails_the_job(workdir):
+    """--on-node-loss fail (the default): a child's payload fails while the main payload
+    runs; the main stops its payload (SIGTERM) and exits 69, whatever the payload's
+    status, so that the attempt can be retried."""
+    out, port, job = outdir(workdir), mnp.free_port(), Job(3)
+    failing = ["/bin/sh", "-c", 'echo x > "$1/child-$AWS_BATCH_JOB_NODE_INDEX"; '
+               'while [ ! -e "$1/fail" ]; do sleep 0.05; done; exit 5', "c", out]
+    main_prog = ["/bin/sh", "-c", 'trap "echo term > $1/main.term; exit 0" TERM; echo 1 > "$1/main.started"; '
+                 'while :; do sleep 0.05; done', "main", out]
+    main = start_main(job, port, out, workdir, payload=main_prog)
+    good = start_child(job, 1, port, out, workdir)
+    bad = start_child(job, 2, port, out, workdir, payload=failing)
+    wait_for_file(os.path.join(out, "main.started"), 30)
+    open(os.path.join(out, "fail"), "w").close()
+    expect_exit(bad, 5, 20)
+    expect_exit(main, mnp.EX_UNAVAILABLE, 30)
+    err = main.stderr()
+    check("node 2 failed (--on-node-loss fail): stopping the main payload; the job fails with 69" in err, err)
+    check(read(os.path.join(out, "main.term")).strip() == "term", "the main payload did not get SIGTERM")
+    expect_exit(good, 0, 15)
+
+
+@runner.case
+def a_lost_child_fails_the_job(workdir):
+    """--on-node-loss fail: a child that stops answering while the main payload runs."""
+    port, job = mnp.free_port(), Job(2)
+    args = ["--heartbeat", "%.3g" % (0.3 * mnp.SLOW), "--grace", "2"]
+    main = Agent("main", ["--port", str(port), *args, "--", "sleep", "60"], job.env(0), workdir)
+    child = Agent("child1", ["--port", str(port), *args, "--", "sleep", "60"],
+                  job.env(1, main_addr="127.0.0.1"), workdir)
+    main.wait_for_log("all nodes present", 20)
+    os.kill(child.pid, signal.SIGSTOP)
+    try:
+        expect_exit(main, mnp.EX_UNAVAILABLE, 30)
+        check("node 1 was lost (--on-node-loss fail)" in main.stderr(), main.stderr())
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+    child.wait(30)
+
+
+@runner.case
+def bad_node_ranges(workdir):
+    job = Job(4)
+    for value, code, text in (("3:1", 64, "--nodes"), ("x", 64, "--nodes"), ("1:2", 64, "leaves out the main node 0"),
+                              (",", 64, "--nodes")):
+        a = Agent("bad", ["--nodes", value, "--", "true"], job.env(0), workdir)
+        rc = a.wait(20)
+        check(rc == code and text in a.stderr(), f"--nodes {value!r}: exit {rc}:\n{a.stderr()}")
+    a = Agent("badenv", ["--", "true"], job.env(0, extra={"BATCH_AGENT_NODE_RANGES": "2:1"}), workdir)
+    rc = a.wait(20)
+    check(rc == 78 and "BATCH_AGENT_NODE_RANGES" in a.stderr(), f"exit {rc}:\n{a.stderr()}")
 
 
 if __name__ == "__main__":

@@ -150,11 +150,13 @@ def child_payload_fails_main_logs_it(workdir):
     with netns.Network(3) as net:
         good = start_child(net, job, 1, out, workdir)
         bad = start_child(net, job, 2, out, workdir, payload=failing)
-        main = start_main(net, job, out, workdir, payload=mnp.main_payload(out, wait_children=(1, 2), gate=True))
+        main = start_main(net, job, out, workdir, payload=mnp.main_payload(out, wait_children=(1, 2), gate=True),
+                          args=["--on-node-loss", "continue"])
         main.wait_for_log("all nodes present", 15)
         open(os.path.join(out, "fail"), "w").close()
         expect_exit(bad, 5, 20)
         main.wait_for_log("node 2's payload failed with status 5", 10)
+        main.wait_for_log("node 2 failed: the main payload goes on (--on-node-loss continue)", 10)
         open(os.path.join(out, "go"), "w").close()
         expect_exit(main, 0, 20)
         expect_exit(good, 0, 10)

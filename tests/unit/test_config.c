@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,7 @@ static const char *const batch_vars[] = {
 	"AWS_BATCH_JOB_NODE_INDEX", "AWS_BATCH_JOB_MAIN_NODE_INDEX", "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS",
 	"AWS_BATCH_JQ_NAME", "AWS_BATCH_CE_NAME", "BATCH_AGENT_GRACE", "BATCH_AGENT_ROLE", "BATCH_AGENT_MANAGER",
 	"BATCH_AGENT_GROUP", "BATCH_AGENT_PROTOCOL", "BATCH_AGENT_MANAGER_PARAM", "BATCH_AGENT_LOG_LEVEL",
+	"BATCH_AGENT_REMAP_EXIT", "BATCH_AGENT_REWRITE_SIGNAL", "BATCH_AGENT_EXEC",
 };
 
 static int clean_environment(void **state)
@@ -211,6 +213,65 @@ static void test_automatic_role(void **state)
 	assert_int_equal(role, ROLE_WORKER);
 }
 
+static void test_remap_exit(void **state)
+{
+	(void)state;
+	struct config cfg;
+	assert_int_equal(load(&cfg, (const char *[]){ "--remap-exit", "3:0", "--remap-exit", "143:0,255:1", "true", NULL }),
+			 BA_OK);
+	assert_int_equal(cfg.remap_exit.count, 3);
+	assert_int_equal(config_pairs_map(&cfg.remap_exit, 3), 0);
+	assert_int_equal(config_pairs_map(&cfg.remap_exit, 143), 0);
+	assert_int_equal(config_pairs_map(&cfg.remap_exit, 255), 1);
+	assert_int_equal(config_pairs_map(&cfg.remap_exit, 4), 4);
+	/* The flags replace the environment's list; alone, the list is taken whole. */
+	setenv("BATCH_AGENT_REMAP_EXIT", "1:0,2:0", 1);
+	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_OK);
+	assert_int_equal(cfg.remap_exit.count, 2);
+	assert_int_equal(load(&cfg, (const char *[]){ "--remap-exit", "9:0", "true", NULL }), BA_OK);
+	assert_int_equal(cfg.remap_exit.count, 1);
+	assert_int_equal(config_pairs_map(&cfg.remap_exit, 1), 1);
+	setenv("BATCH_AGENT_REMAP_EXIT", "1:0,1:2", 1);
+	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_EX_CONFIG);
+	unsetenv("BATCH_AGENT_REMAP_EXIT");
+	/* At most 16 pairs, counted over every occurrence of the flag. */
+	char fifteen[128] = "0:0";
+	for (int i = 1; i < 15; i++)
+		snprintf(fifteen + strlen(fifteen), sizeof fifteen - strlen(fifteen), ",%d:0", i);
+	assert_int_equal(load(&cfg, (const char *[]){ "--remap-exit", fifteen, "--remap-exit", "15:0", "true", NULL }),
+			 BA_OK);
+	assert_int_equal(cfg.remap_exit.count, 16);
+	assert_int_equal(load(&cfg, (const char *[]){ "--remap-exit", fifteen, "--remap-exit", "15:0", "--remap-exit", "16:0",
+						     "true", NULL }),
+			 BA_EX_USAGE);
+	assert_int_equal(load(&cfg, (const char *[]){ "--remap-exit", "256:0", "true", NULL }), BA_EX_USAGE);
+	assert_int_equal(load(&cfg, (const char *[]){ "--remap-exit", "3:", "true", NULL }), BA_EX_USAGE);
+	assert_int_equal(load(&cfg, (const char *[]){ "--remap-exit", "3:0,", "true", NULL }), BA_EX_USAGE);
+	assert_int_equal(load(&cfg, (const char *[]){ "--exec", "--remap-exit", "3:0", "true", NULL }), BA_EX_USAGE);
+}
+
+static void test_rewrite_signal(void **state)
+{
+	(void)state;
+	struct config cfg;
+	assert_int_equal(load(&cfg, (const char *[]){ "--rewrite-signal", "TERM:QUIT", "--rewrite-signal", "SIGUSR1:0,12:RTMIN+1",
+						     "true", NULL }),
+			 BA_OK);
+	assert_int_equal(config_pairs_map(&cfg.rewrite_signal, SIGTERM), SIGQUIT);
+	assert_int_equal(config_pairs_map(&cfg.rewrite_signal, SIGUSR1), 0);
+	assert_int_equal(config_pairs_map(&cfg.rewrite_signal, SIGUSR2), SIGRTMIN + 1);
+	assert_int_equal(config_pairs_map(&cfg.rewrite_signal, SIGHUP), SIGHUP);
+	static const char *const bad[] = { "KILL:TERM", "STOP:TERM", "CHLD:TERM", "TERM:0", "SIGTERM:0", "15:0",
+					   "0:TERM", "TERM:NOPE", "TERM", "HUP:INT,HUP:QUIT" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		assert_int_equal(load(&cfg, (const char *[]){ "--rewrite-signal", bad[i], "true", NULL }), BA_EX_USAGE);
+	setenv("BATCH_AGENT_REWRITE_SIGNAL", "TERM:0", 1);
+	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_EX_CONFIG);
+	setenv("BATCH_AGENT_REWRITE_SIGNAL", "TERM:QUIT", 1);
+	setenv("BATCH_AGENT_EXEC", "1", 1);
+	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_EX_CONFIG);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -224,6 +285,8 @@ int main(void)
 		cmocka_unit_test_setup(test_bad_environment_is_config_error, clean_environment),
 		cmocka_unit_test_setup(test_aws_batch_strictness, clean_environment),
 		cmocka_unit_test_setup(test_automatic_role, clean_environment),
+		cmocka_unit_test_setup(test_remap_exit, clean_environment),
+		cmocka_unit_test_setup(test_rewrite_signal, clean_environment),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

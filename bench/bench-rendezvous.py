@@ -314,6 +314,22 @@ def cpu_s(stat_path):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def start_manager(argv, env, err):
+    """A main agent (MNP rendezvous or pool) in a session of its own, stderr to err."""
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                            start_new_session=True)
+
+
+def listening_soon(proc, port, seconds=10):
+    """True once proc listens on port; False if it exits or takes longer."""
+    deadline = time.monotonic() + seconds
+    while not mnp.listening(port):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def one_loadgen_run(args, n, work):
     """One main agent, one loadgen of n workers: the figures of the run, or an error
     string saying what went wrong."""
@@ -332,18 +348,14 @@ def one_loadgen_run(args, n, work):
            "AWS_BATCH_JOB_MAIN_NODE_INDEX": "0", "AWS_BATCH_JOB_ATTEMPT": "1", "BATCH_AGENT_COOKIE": cookie}
     wrapper = os.environ.get("BATCH_AGENT_WRAPPER", "").split()
     with open(os.path.join(out, "main.stderr"), "wb") as err, open(os.path.join(out, "loadgen.stderr"), "wb") as lerr:
-        mainp = subprocess.Popen(wrapper + [args.bin, "--role", "main", "--port", str(port), "--heartbeat",
-                                            args.heartbeat, "--wait-timeout", "120", "--grace", "5",
-                                            "--log-level", "warn", "--", "/bin/sh", "-c", main_script, "main", out],
-                                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                 start_new_session=True)
+        mainp = start_manager(wrapper + [args.bin, "--role", "main", "--port", str(port), "--heartbeat",
+                                         args.heartbeat, "--wait-timeout", "120", "--grace", "5",
+                                         "--log-level", "warn", "--", "/bin/sh", "-c", main_script, "main", out],
+                              env, err)
         loadgen = None
         try:
-            deadline = time.monotonic() + 10
-            while not mnp.listening(port):
-                if time.monotonic() > deadline or mainp.poll() is not None:
-                    return None, f"the main agent does not listen (exit {mainp.poll()}); see {out}"
-                time.sleep(0.01)
+            if not listening_soon(mainp, port):
+                return None, f"the main agent does not listen (exit {mainp.poll()}); see {out}"
             rss_before = status_kib(mainp.pid, "VmRSS")
             cpu_before = cpu_s(f"/proc/{mainp.pid}/stat")
             peak = {"hwm": 0}
@@ -487,18 +499,14 @@ def one_pool_run(args, n, spread, live, work):
            "AWS_BATCH_JOB_ID": "pool-manager-job"}
     wrapper = os.environ.get("BATCH_AGENT_WRAPPER", "").split()
     with open(os.path.join(out, "manager.stderr"), "wb") as err, open(os.path.join(out, "loadgen.stderr"), "wb") as lerr:
-        manager = subprocess.Popen(wrapper + [args.bin, "--role", "main", "--workers", str(n), *pool_args,
-                                              "--port", str(port), "--heartbeat", args.heartbeat, "--grace", "5",
-                                              "--log-level", "warn", "--", "/bin/sh", "-c", script, "program", out],
-                                   env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                   start_new_session=True)
+        manager = start_manager(wrapper + [args.bin, "--role", "main", "--workers", str(n), *pool_args,
+                                           "--port", str(port), "--heartbeat", args.heartbeat, "--grace", "5",
+                                           "--log-level", "warn", "--", "/bin/sh", "-c", script, "program", out],
+                                env, err)
         loadgen = None
         try:
-            deadline = time.monotonic() + 10
-            while not mnp.listening(port):
-                if time.monotonic() > deadline or manager.poll() is not None:
-                    return None, f"the manager does not listen (exit {manager.poll()}); see {out}"
-                time.sleep(0.01)
+            if not listening_soon(manager, port):
+                return None, f"the manager does not listen (exit {manager.poll()}); see {out}"
             cpu_before = cpu_s(f"/proc/{manager.pid}/stat")
             argv = [args.loadgen_bin, "--workers", str(n), "--manager", f"127.0.0.1:{port}", "--job", array, "--array",
                     "--first-index", "0", "--spread", str(spread), "--connect-timeout", "60", "--deadline", "150"]

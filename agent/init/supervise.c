@@ -513,6 +513,8 @@ static void handle_signal(struct supervisor *sv, int sig)
 			continue_if_stopped(sv);
 			arm_grace(sv, sv->opts.grace_ms);
 		}
+		if (sig == SIGTERM && sv->hooks.stopping)
+			sv->hooks.stopping(sv->hooks.ctx, sig);
 		return;
 	case PHASE_CLEANUP:
 		/* Asked to stop while we wait for leftovers: stop waiting. */

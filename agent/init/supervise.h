@@ -49,6 +49,9 @@ struct supervise_hooks {
 	/* A terminating signal (TERM, INT, HUP, QUIT) while no payload runs. Without
 	 * this hook the loop stops with 128+sig. */
 	void (*interrupted)(void *ctx, int sig);
+	/* SIGTERM while the payload runs, after it was forwarded and the grace period
+	 * armed: Batch is stopping the job, and SIGKILLs it 30 s later. */
+	void (*stopping)(void *ctx, int sig);
 	/* A Spot notice ("instance-action" or "rebalance"), after the supervisor has
 	 * logged it and, for an interruption, signalled the payload. */
 	void (*spot_notice)(void *ctx, const char *type, const char *action, const char *time);

@@ -81,7 +81,17 @@ static void on_payload_finished(void *ctx, int exit_status)
 static void on_interrupted(void *ctx, int sig)
 {
 	struct manager *m = ctx;
+	if (m->hooks.stopping)
+		m->hooks.stopping(m->hooks.ctx);
 	manager_fail(m, BA_EX_SIGNAL_BASE + sig, "interrupted");
+}
+
+static void on_stopping(void *ctx, int sig)
+{
+	struct manager *m = ctx;
+	(void)sig;
+	if (m->hooks.stopping)
+		m->hooks.stopping(m->hooks.ctx);
 }
 
 void manager_stop_payload(struct manager *m, enum ba_status rc, const char *reason)
@@ -104,7 +114,7 @@ enum ba_status manager_set_up(struct manager *m, const struct config *cfg, const
 {
 	struct supervise_opts opts = supervise_opts_from_config(cfg);
 	struct supervise_hooks hooks = { .ctx = m, .exited = on_payload_exited, .finished = on_payload_finished,
-					 .interrupted = on_interrupted };
+					 .interrupted = on_interrupted, .stopping = on_stopping };
 	struct admit_job admission = *job;
 	m->cfg = cfg;
 	admission.cookie = &m->cookie;

@@ -32,6 +32,9 @@ struct manager_hooks {
 	long (*owing)(void *ctx);
 	/* The grace period is over: name the peers that still owe their report. */
 	void (*silent)(void *ctx);
+	/* Optional: the job is being stopped (SIGTERM, with or without a payload): what
+	 * must happen before Batch's SIGKILL, 30 s later, and cannot wait for the end. */
+	void (*stopping)(void *ctx);
 };
 
 struct manager {

@@ -35,6 +35,7 @@ struct pool {
 	char array_id[MEMBERS_JOB_ID_MAX + 1];  /* the array the workers are children of; "" until known */
 	struct loop_timer publish_timer;
 	bool publish_pending;
+	bool jobs_stopped; /* stopping: the pool's jobs were stopped already */
 	int64_t published_ms; /* when the last version was written */
 	char manager_addr[64];
 };
@@ -449,7 +450,7 @@ static void stop_leftovers(struct pool *pl, const char *reason)
 	const char *ids[STOP_ONE_BY_ONE_MAX + POOLJOBS_REPLACEMENTS_MAX];
 	char children[STOP_ONE_BY_ONE_MAX][POOLJOBS_ID_MAX + 24];
 	size_t count = 0;
-	if (!pl->submitted)
+	if (!pl->submitted || pl->jobs_stopped)
 		return;
 	if (!pl->jobs.pool_is_array) {
 		if (!finished(members_find(&pl->members, pl->jobs.pool_id, -1)))
@@ -469,6 +470,26 @@ static void stop_leftovers(struct pool *pl, const char *reason)
 	pooljobs_stop(pl->cfg, ids, count, reason);
 }
 
+/* Batch is stopping the manager and SIGKILLs it 30 s from now: the whole pool is
+ * stopped at once (the array parent and every replacement), before PROGRAM's grace
+ * period and the workers' reports, which could take longer than that. The workers
+ * still get our shutdown and report; what Batch sends them is the same request. The
+ * call waits inside the loop, signals pending for it. */
+static void on_stopping(void *ctx)
+{
+	struct pool *pl = ctx;
+	const char *ids[1 + POOLJOBS_REPLACEMENTS_MAX];
+	size_t count = 0;
+	if (!pl->submitted || pl->jobs_stopped)
+		return;
+	ids[count++] = pl->jobs.pool_id;
+	for (size_t i = 0; i < pl->jobs.replacement_count; i++)
+		ids[count++] = pl->jobs.replacements[i];
+	pl->jobs_stopped = true;
+	log_info("the pool's manager is being stopped: stopping its workers' jobs now");
+	pooljobs_stop_now(pl->cfg, ids, count, "the pool's manager was stopped");
+}
+
 /* ---- set-up ---- */
 
 static enum ba_status set_up(struct pool *pl)
@@ -480,7 +501,7 @@ static enum ba_status set_up(struct pool *pl)
 	pl->m.payload_name = "PROGRAM";
 	pl->m.farewell = "the pool's manager is finishing";
 	pl->m.peer_noun = "worker";
-	pl->m.hooks = (struct manager_hooks){ .ctx = pl, .owing = owing, .silent = report_silent };
+	pl->m.hooks = (struct manager_hooks){ .ctx = pl, .owing = owing, .silent = report_silent, .stopping = on_stopping };
 	enum ba_status rc = members_init(&pl->members);
 	if (rc == BA_OK)
 		rc = manager_set_up(&pl->m, pl->cfg, &job, &peer_hooks);

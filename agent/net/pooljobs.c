@@ -203,11 +203,11 @@ bool pooljobs_is_replacement(const struct pool_jobs *jobs, const char *job_id)
 	return false;
 }
 
-enum ba_status pooljobs_stop(const struct config *cfg, const char *const *ids, size_t count, const char *reason)
+static enum ba_status stop(const struct config *cfg, const char *const *ids, size_t count, const char *reason,
+			   int *held)
 {
 	struct aws_args a = { 0 };
 	cJSON *answer = NULL;
-	int held = 0;
 	if (count == 0)
 		return BA_OK;
 	arg(&a, "stop-jobs");
@@ -217,13 +217,24 @@ enum ba_status pooljobs_stop(const struct config *cfg, const char *const *ids, s
 		arg(&a, ids[i]);
 	log_info("stopping %zu submitted job%s that may still be queued or running (TerminateJob: %s)", count,
 		 count == 1 ? "" : "s", reason);
-	enum ba_status rc = awsquery_run_holding(a.v, STOP_TIMEOUT_MS, &answer, &held);
+	enum ba_status rc = awsquery_run_holding(a.v, STOP_TIMEOUT_MS, &answer, held);
 	if (rc == BA_OK)
 		log_info("stopped the pool's jobs");
 	else
 		log_error("could not stop every job of the pool (status %d): check the queue for leftovers", rc);
 	cJSON_Delete(answer);
 	return rc;
+}
+
+enum ba_status pooljobs_stop(const struct config *cfg, const char *const *ids, size_t count, const char *reason)
+{
+	int held = 0;
+	return stop(cfg, ids, count, reason, &held);
+}
+
+enum ba_status pooljobs_stop_now(const struct config *cfg, const char *const *ids, size_t count, const char *reason)
+{
+	return stop(cfg, ids, count, reason, NULL);
 }
 
 void pooljobs_release(struct pool_jobs *jobs)

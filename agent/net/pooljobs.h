@@ -42,6 +42,8 @@ enum ba_status pooljobs_submit_pool(const struct config *cfg, const char *manage
 enum ba_status pooljobs_submit_replacement(const struct config *cfg, struct pool_jobs *jobs);
 /* TerminateJob ids, bounded in time and through terminating signals; logged. */
 enum ba_status pooljobs_stop(const struct config *cfg, const char *const *ids, size_t count, const char *reason);
+/* The same from inside the event loop: signals stay pending for it. */
+enum ba_status pooljobs_stop_now(const struct config *cfg, const char *const *ids, size_t count, const char *reason);
 bool pooljobs_is_replacement(const struct pool_jobs *jobs, const char *job_id);
 void pooljobs_release(struct pool_jobs *jobs);
 

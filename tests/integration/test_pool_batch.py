@@ -225,9 +225,9 @@ def too_few_workers_stops_the_pool(workdir, out):
 
 @case
 def sigterm_stops_the_pool(workdir, out):
-    """Batch's SIGTERM while the manager waits for child 1 (held): the manager exits
-    143, the joined worker is told to shut down, and child 1 is cancelled through the
-    API even though the manager is ending on a signal."""
+    """Batch's SIGTERM while the manager waits for child 1 (held): the manager stops the
+    pool's jobs at once through the API (Batch SIGKILLs it 30 s later), the joined
+    worker is told to shut down too, and the manager exits 143."""
     pool = new_pool(workdir, hold={1})
     try:
         manager = pool.manager(out, ["--workers", "2"])
@@ -237,8 +237,33 @@ def sigterm_stops_the_pool(workdir, out):
         pool_id = pool.pool_id()
         pool.no_leftovers(pool_id)
         child = pool.fake.children(pool_id)[1]
-        check(child["status"] == "FAILED" and child["statusReason"] == "the pool's manager ended", child)
-        check("stopping 1 submitted job" in manager.stderr(), manager.stderr())
+        check(child["status"] == "FAILED" and child["statusReason"] == "the pool's manager was stopped", child)
+        check("stopping its workers' jobs now" in manager.stderr(), manager.stderr())
+        terminates = [r["params"]["jobId"] for r in pool.fake.requests if r["operation"] == "TerminateJob"]
+        check(terminates == [pool_id], terminates)
+        pool.clean()
+    finally:
+        pool.close()
+
+
+@case
+def sigterm_while_program_runs_stops_the_pool_first(workdir, out):
+    """Batch's SIGTERM while PROGRAM runs (child 2 never started): the pool's jobs are
+    stopped before PROGRAM's grace period and the workers' reports, which together could
+    outlast Batch's 30 s; PROGRAM gets its SIGTERM and the manager exits with its status."""
+    pool = new_pool(workdir, hold={2})
+    try:
+        trap = ["/bin/sh", "-c", 'trap "exit 0" TERM; echo 1 > "$1/started"; while :; do sleep 0.05; done', "p", out]
+        manager = pool.manager(out, ["--workers", "3", "--min-workers", "2", "--wait-timeout", wait_s(3)], prog=trap)
+        wait_for_file(os.path.join(out, "started"), 60)
+        os.kill(manager.pid, signal.SIGTERM)
+        expect_exit(manager, 0, 60)
+        pool_id = pool.pool_id()
+        pool.no_leftovers(pool_id)
+        err = manager.stderr()
+        check(err.index("stopping its workers' jobs now") < err.index("PROGRAM exited"), err)
+        held = pool.fake.children(pool_id)[2]
+        check(held["status"] == "FAILED" and "RUNNING" not in pool.fake.history(held["jobId"]), held)
         pool.clean()
     finally:
         pool.close()

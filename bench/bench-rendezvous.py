@@ -35,6 +35,14 @@ up to N members, the write and the rename), and the membership file's size at N.
 
     /usr/bin/python3 bench/bench-rendezvous.py --pool [--workers 1000] [--spread 10] [--runs 3]
 
+--soak mode: a pool manager (--workers N, default 1,000) for --duration seconds (default
+600) with churn: N - K simulated workers stay, and K (--churn, default 100) join, drain
+(every other cycle, as on a Spot notice) and are lost (their loadgen is SIGKILLed), over
+and over. Prints the manager's RSS and open descriptors after the first cycle and at the
+end, and whether they stayed flat (no leak).
+
+    /usr/bin/python3 bench/bench-rendezvous.py --soak [--duration 600] [--workers 1000] [--churn 100]
+
 Safe on a small machine: worker payloads are `sleep`, every process started here is
 in a session of its own and killed at the end, descriptors are raised only for the
 main agent (RLIMIT_NOFILE up to the hard limit; loadgen raises its own).
@@ -137,11 +145,16 @@ def main():
     ap.add_argument("--spread", default="0", help="--loadgen: seconds over which loadgen dials its workers")
     ap.add_argument("--sources", default=None, help="--loadgen: loadgen's --sources (loopback range)")
     ap.add_argument("--pool", action="store_true", help="a worker pool's manager against loadgen's array children")
+    ap.add_argument("--soak", action="store_true", help="a pool manager under churn, RSS and descriptors over time")
+    ap.add_argument("--duration", type=float, default=600, help="--soak: seconds")
+    ap.add_argument("--churn", type=int, default=100, help="--soak: workers that join, drain and are lost each cycle")
     args = ap.parse_args()
     if args.loadgen:
         return loadgen_mode(args)
     if args.pool:
         return pool_mode(args)
+    if args.soak:
+        return soak_mode(args)
     n = int(args.workers or 1000)
     wrapper = os.environ.get("BATCH_AGENT_WRAPPER", "").split()
     nofile = raise_nofile(n + 256)
@@ -570,6 +583,96 @@ def pool_mode(args):
         return 1
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+# ------------------------------------------------------------------ --soak mode
+
+def joined(members_path):
+    """Members connected: joined or draining (a drained member is no longer counted as
+    joined, but its connection is open until it is lost)."""
+    try:
+        with open(members_path) as f:
+            return sum(m["state"] in ("joined", "draining") for m in json.load(f)["members"])
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def wait_joined(members_path, predicate, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        n = joined(members_path)
+        if n >= 0 and predicate(n):
+            return n
+        time.sleep(0.05)
+    raise RuntimeError(f"membership stuck at {joined(members_path)} joined")
+
+
+def manager_sample(pid):
+    return {"rss_kib": status_kib(pid, "VmRSS"), "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+
+
+def soak_mode(args):
+    n, k = int(args.workers or 1000), args.churn
+    work = tempfile.mkdtemp(prefix="bench-soak-")
+    port, cookie, array = free_port(), os.urandom(32).hex(), str(uuid.uuid4())
+    script = 'o="$1"; echo "$BATCH_AGENT_MEMBERS" > "$o/members.path"; while [ ! -e "$o/stop" ]; do sleep 0.2; done'
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "BATCH_AGENT_COOKIE": cookie}
+    lg_env = {"BATCH_AGENT_COOKIE": cookie}
+    common = ["--manager", f"127.0.0.1:{port}", "--job", array, "--array", "--connect-timeout", "60"]
+    procs, cycles, drains = [], 0, 0
+    with open(os.path.join(work, "manager.stderr"), "wb") as err:
+        manager = start_manager([args.bin, "--role", "main", "--workers", str(n), "--min-workers", "1",
+                                 "--wait-timeout", "1", "--port", str(port), "--heartbeat", "1", "--grace", "2",
+                                 "--log-level", "warn", "--", "/bin/sh", "-c", script, "program", work], env, err)
+        procs.append(manager)
+        try:
+            if not listening_soon(manager, port):
+                sys.exit(f"the manager does not listen; see {work}")
+            base = subprocess.Popen([args.loadgen_bin, "--workers", str(n - k), "--first-index", "0", *common,
+                                     "--deadline", str(args.duration + 300)], env=lg_env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+            procs.append(base)
+            deadline = time.monotonic() + 30
+            while not os.path.exists(os.path.join(work, "members.path")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with open(os.path.join(work, "members.path")) as f:
+                members_path = f.read().strip()
+            wait_joined(members_path, lambda j: j >= n - k, 120)
+            start, t_end = None, time.monotonic() + args.duration
+            while time.monotonic() < t_end or start is None:
+                drain = cycles % 2 == 1
+                churn = subprocess.Popen([args.loadgen_bin, "--workers", str(k), "--first-index", str(n - k), *common,
+                                          "--deadline", "120", *(["--drain"] if drain else [])], env=lg_env,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                wait_joined(members_path, lambda j: j >= n, 60)
+                os.killpg(churn.pid, signal.SIGKILL)
+                churn.wait()
+                wait_joined(members_path, lambda j: j == n - k, 60)
+                cycles += 1
+                drains += drain
+                if start is None:
+                    start = manager_sample(manager.pid)
+            end = manager_sample(manager.pid)
+            open(os.path.join(work, "stop"), "w").close()
+            rc = manager.wait(timeout=60)
+            base.wait(timeout=60)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+    print(f"pool manager, {n:,} workers ({n - k:,} staying, {k} churning), {args.duration:g} s: {cycles} cycles, "
+          f"{cycles * k:,} joins and losses, {drains * k:,} of them drained first; manager exit {rc}")
+    print("| | after the first cycle | at the end |")
+    print("|---|---|---|")
+    print(f"| RSS | {start['rss_kib'] / 1024:.1f} MiB | {end['rss_kib'] / 1024:.1f} MiB |")
+    print(f"| open descriptors | {start['fds']} | {end['fds']} |")
+    # Members are kept (a lost worker may return), so memory may grow with distinct
+    # identities, never with cycles: the churn reuses K indexes.
+    flat = end["fds"] <= start["fds"] and end["rss_kib"] <= start["rss_kib"] + 1024
+    print(f"flat (descriptors no more, RSS within 1 MiB): {'OK' if flat else 'GREW'}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if flat and rc == 0 else 1
 
 
 if __name__ == "__main__":

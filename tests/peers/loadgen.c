@@ -116,6 +116,7 @@ struct options {
 	long long memory_bytes;
 	int exit_code;
 	bool array; /* --array: children "<job>:<i>" of an array job, for a worker pool */
+	bool drain; /* --drain: each worker reports a Spot notice (draining) once accepted */
 };
 
 struct loadgen {
@@ -462,7 +463,8 @@ static void on_registration_reply(struct loadgen *lg, struct worker *w, const st
 	w->heartbeat_ms = m->u.accept.heartbeat_interval_ms;
 	w->state = W_RUNNING;
 	queue_push(&lg->running, w, now + w->heartbeat_ms);
-	send_msg(lg, w, proto_msg_payload_started(getpid(), &msg), &msg, now);
+	if (send_msg(lg, w, proto_msg_payload_started(getpid(), &msg), &msg, now) && lg->opt.drain)
+		send_msg(lg, w, proto_msg_draining("spot-interruption", NULL, &msg), &msg, now);
 }
 
 /* ---- steady state ---- */
@@ -772,6 +774,7 @@ static void usage(FILE *out)
 		"  --deadline S           give up on everything after S seconds (default 300)\n"
 		"  --array                workers are children --job:I of an array job (array_index I,\n"
 		"                         no node index), as a worker pool's (--first-index 0 fits)\n"
+		"  --drain                each worker sends draining (a Spot notice) once accepted\n"
 		"\n"
 		"Writes one JSON object to stdout: workers, registered, completed, redials,\n"
 		"redial_reasons, rejected (by code), errors (by kind), first_connect and last_accept\n"
@@ -849,7 +852,7 @@ static bool parse_sources(const char *text, struct options *opt)
 }
 
 enum opt_id { O_WORKERS = 256, O_MANAGER, O_JOB, O_NUM_NODES, O_FIRST_INDEX, O_ATTEMPT, O_COOKIE_FILE, O_SPREAD,
-	      O_NO_REDIAL, O_CONNECT_TIMEOUT, O_SOURCES, O_CPUS, O_MEMORY, O_EXIT_CODE, O_DEADLINE, O_ARRAY, O_HELP };
+	      O_NO_REDIAL, O_CONNECT_TIMEOUT, O_SOURCES, O_CPUS, O_MEMORY, O_EXIT_CODE, O_DEADLINE, O_ARRAY, O_DRAIN, O_HELP };
 
 static const struct option long_options[] = {
 	{ "workers", required_argument, NULL, O_WORKERS },
@@ -868,6 +871,7 @@ static const struct option long_options[] = {
 	{ "exit-code", required_argument, NULL, O_EXIT_CODE },
 	{ "deadline", required_argument, NULL, O_DEADLINE },
 	{ "array", no_argument, NULL, O_ARRAY },
+	{ "drain", no_argument, NULL, O_DRAIN },
 	{ "help", no_argument, NULL, O_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -902,6 +906,7 @@ static bool set_option(struct options *opt, int id, const char *arg, const char 
 	}
 	case O_DEADLINE: return parse_number(arg, 0.1, 86400, &opt->deadline_s);
 	case O_ARRAY: opt->array = true; return true;
+	case O_DRAIN: opt->drain = true; return true;
 	default: return false;
 	}
 }

@@ -7,7 +7,8 @@
  *                 checks them), then the main payload starts with the node list
  *   pool.c        the main role of a worker pool: the same listener; members.c keeps
  *                 the membership, pooljobs.c submits and stops the workers' jobs
- *   conn.c        a protocol connection in the event loop, for both */
+ *   manager.c     what both main roles share: the loop, the cookie, the phases, the end
+ *   conn.c        a protocol connection in the event loop, for every role */
 #include <openssl/crypto.h>
 
 #include "config.h"

@@ -72,19 +72,13 @@ enum ba_status awsquery_spawn(const char *const *args, pid_t *pid_out, int *stdo
 	return BA_OK;
 }
 
-static enum ba_status run(const char *const *args, int64_t timeout_ms, cJSON **out, bool holding, int *held);
-
 enum ba_status awsquery_run(const char *const *args, int64_t timeout_ms, cJSON **out)
 {
-	return run(args, timeout_ms, out, false, NULL);
+	return awsquery_run_signals(args, timeout_ms, out, WAIT_SIGNALS_END, NULL);
 }
 
-enum ba_status awsquery_run_holding(const char *const *args, int64_t timeout_ms, cJSON **out, int *held)
-{
-	return run(args, timeout_ms, out, true, held);
-}
-
-static enum ba_status run(const char *const *args, int64_t timeout_ms, cJSON **out, bool holding, int *held)
+enum ba_status awsquery_run_signals(const char *const *args, int64_t timeout_ms, cJSON **out,
+				    enum wait_signals signals, int *held)
 {
 	pid_t pid;
 	int fd;
@@ -115,7 +109,7 @@ static enum ba_status run(const char *const *args, int64_t timeout_ms, cJSON **o
 		/* A SIGTERM while we wait (Batch stopping the job before its payload even
 		 * started) ends the query at once: the stop timeout is not ours to spend. */
 		bool ready;
-		rc = holding ? wait_fd_holding(fd, POLLIN, deadline, &ready, held) : wait_fd(fd, POLLIN, deadline, &ready);
+		rc = wait_fd_signals(fd, POLLIN, deadline, &ready, signals, held);
 		if (rc != BA_OK)
 			goto reap;
 		if (!ready)

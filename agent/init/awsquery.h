@@ -9,14 +9,17 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include "status.h"
+#include "wait.h"
 
 /* Run `batch-agent-aws args...` and parse its output; BA_OK with *out (caller deletes). */
 enum ba_status awsquery_run(const char *const *args, int64_t timeout_ms, cJSON **out);
 
-/* The same, run to its end through terminating signals (a job submission, whose job
- * ids we must learn to stop them): the first signal is stored in *held; with held
- * NULL, signals stay pending for the caller's event loop (see wait_fd_holding). */
-enum ba_status awsquery_run_holding(const char *const *args, int64_t timeout_ms, cJSON **out, int *held);
+/* The same, with a choice of what signals do meanwhile (wait.h): WAIT_SIGNALS_HOLD
+ * runs it to its end through terminating signals (a job submission, whose job ids we
+ * must learn to stop them), the first one stored in *held; WAIT_SIGNALS_LEAVE leaves
+ * them pending for the caller's event loop. */
+enum ba_status awsquery_run_signals(const char *const *args, int64_t timeout_ms, cJSON **out,
+				    enum wait_signals signals, int *held);
 
 /* Start `batch-agent-aws args...` as a long-running child whose stdout is *stdout_fd
  * (non-blocking, close-on-exec). */

@@ -19,9 +19,7 @@ static enum ba_status pending_signal(void)
 	return BA_EX_SIGNAL_BASE + sig;
 }
 
-enum signal_mode { SIGNALS_END, SIGNALS_HOLD, SIGNALS_LEAVE };
-
-static enum ba_status wait_for(int fd, short events, int64_t deadline_ms, bool *ready, enum signal_mode mode,
+enum ba_status wait_fd_signals(int fd, short events, int64_t deadline_ms, bool *ready, enum wait_signals mode,
 			       int *held)
 {
 	*ready = false;
@@ -31,7 +29,7 @@ static enum ba_status wait_for(int fd, short events, int64_t deadline_ms, bool *
 			return BA_OK;
 		/* The signals first, so that a busy socket cannot starve them; poll() skips a
 		 * negative fd, which makes wait_sleep. */
-		struct pollfd pfd[2] = { { .fd = mode == SIGNALS_LEAVE ? -1 : signals_fd(), .events = POLLIN },
+		struct pollfd pfd[2] = { { .fd = mode == WAIT_SIGNALS_LEAVE ? -1 : signals_fd(), .events = POLLIN },
 					 { .fd = fd, .events = events } };
 		int n = poll(pfd, 2, left > 60000 ? 60000 : (int)left);
 		if (n < 0 && errno != EINTR) {
@@ -40,7 +38,7 @@ static enum ba_status wait_for(int fd, short events, int64_t deadline_ms, bool *
 		}
 		if (n <= 0)
 			continue;
-		if (pfd[0].revents != 0 && mode == SIGNALS_HOLD) {
+		if (pfd[0].revents != 0 && mode == WAIT_SIGNALS_HOLD) {
 			int sig = signals_next_terminating();
 			if (sig != 0 && *held == 0)
 				*held = sig;
@@ -58,12 +56,7 @@ static enum ba_status wait_for(int fd, short events, int64_t deadline_ms, bool *
 
 enum ba_status wait_fd(int fd, short events, int64_t deadline_ms, bool *ready)
 {
-	return wait_for(fd, events, deadline_ms, ready, SIGNALS_END, NULL);
-}
-
-enum ba_status wait_fd_holding(int fd, short events, int64_t deadline_ms, bool *ready, int *held)
-{
-	return wait_for(fd, events, deadline_ms, ready, held ? SIGNALS_HOLD : SIGNALS_LEAVE, held);
+	return wait_fd_signals(fd, events, deadline_ms, ready, WAIT_SIGNALS_END, NULL);
 }
 
 enum ba_status wait_sleep(int64_t ms)

@@ -17,12 +17,21 @@
  * consumed: nobody takes them yet. */
 enum ba_status wait_fd(int fd, short events, int64_t deadline_ms, bool *ready);
 
-/* The same, for a wait that must run to its end even when a terminating signal
- * arrives (a request whose effect we must learn, such as a job submitted): the first
- * such signal is stored in *held (when it is 0) and the wait goes on; other signals
- * are consumed. With held NULL, signals are not read at all: they stay pending for an
- * event loop that waits inside one of its callbacks (a SIGCHLD the supervisor needs). */
-enum ba_status wait_fd_holding(int fd, short events, int64_t deadline_ms, bool *ready, int *held);
+/* What a wait does with the signals that arrive meanwhile. */
+enum wait_signals {
+	WAIT_SIGNALS_END,   /* a terminating one ends the wait with 128+N (wait_fd) */
+	/* A wait that must run to its end (a request whose effect we must learn, such as
+	 * a job submitted): the first terminating one is stored in *held (when it is 0),
+	 * the wait goes on; other signals are consumed. */
+	WAIT_SIGNALS_HOLD,
+	/* Not read at all: they stay pending for an event loop that waits inside one of
+	 * its callbacks (a SIGCHLD the supervisor needs, Batch's SIGTERM). */
+	WAIT_SIGNALS_LEAVE,
+};
+
+/* wait_fd with a choice of what signals do; held is used by WAIT_SIGNALS_HOLD only. */
+enum ba_status wait_fd_signals(int fd, short events, int64_t deadline_ms, bool *ready, enum wait_signals mode,
+			       int *held);
 
 /* Sleep up to ms, waking early for a terminating signal: BA_OK or 128+N. */
 enum ba_status wait_sleep(int64_t ms);

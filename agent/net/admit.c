@@ -30,9 +30,7 @@ static bool refuse(struct admit_refusal *why, const char *code, bool loud, const
 	return false;
 }
 
-static bool reject(struct admit_refusal *why, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static bool reject(struct admit_refusal *why, const char *code, const char *fmt, ...)
+bool admit_reject(struct admit_refusal *why, const char *code, const char *fmt, ...)
 {
 	va_list args;
 	va_start(args, fmt);
@@ -112,7 +110,7 @@ static bool admit_address(const char *address, const char *who, struct admit_ref
 {
 	if (address_valid_advertised(address))
 		return true;
-	return reject(why, PROTO_REJECT_BAD_ADDRESS, "%s advertises %zu bytes that are not an IP address or a DNS name",
+	return admit_reject(why, PROTO_REJECT_BAD_ADDRESS, "%s advertises %zu bytes that are not an IP address or a DNS name",
 		      who, strlen(address));
 }
 
@@ -139,18 +137,18 @@ bool admit_register(const struct admit_job *job, const struct proto_msg *msg, st
 		return admit_address(reg->address, "the worker", why);
 	long index = reg->node_index.present ? (long)reg->node_index.value : -1;
 	if (index < 0 || index >= job->num_nodes || index == job->main_node_index)
-		return reject(why, PROTO_REJECT_NODE_OUT_OF_RANGE, "node index %ld is not a child of this %ld-node job",
+		return admit_reject(why, PROTO_REJECT_NODE_OUT_OF_RANGE, "node index %ld is not a child of this %ld-node job",
 			      index, job->num_nodes);
 	if (!job_matches(job, reg->job_id, index))
-		return reject(why, PROTO_REJECT_JOB_MISMATCH, "job id \"%.100s\" is not node %ld of this job (%.100s)",
+		return admit_reject(why, PROTO_REJECT_JOB_MISMATCH, "job id \"%.100s\" is not node %ld of this job (%.100s)",
 			      reg->job_id, index, job->job_id);
 	/* PROTOCOL.md §3: job_mismatch also covers the job's size and attempt, where the
 	 * worker knows them (null: it does not) and, for the attempt, so do we. */
 	if (reg->num_nodes.present && reg->num_nodes.value != job->num_nodes)
-		return reject(why, PROTO_REJECT_JOB_MISMATCH, "node %ld counts %lld nodes in the job, this job has %ld",
+		return admit_reject(why, PROTO_REJECT_JOB_MISMATCH, "node %ld counts %lld nodes in the job, this job has %ld",
 			      index, (long long)reg->num_nodes.value, job->num_nodes);
 	if (reg->attempt.present && job->attempt > 0 && reg->attempt.value != job->attempt)
-		return reject(why, PROTO_REJECT_JOB_MISMATCH, "node %ld is from attempt %lld of the job, this is attempt %ld",
+		return admit_reject(why, PROTO_REJECT_JOB_MISMATCH, "node %ld is from attempt %lld of the job, this is attempt %ld",
 			      index, (long long)reg->attempt.value, job->attempt);
 	char who[32];
 	snprintf(who, sizeof who, "node %ld", index);

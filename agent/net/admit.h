@@ -50,6 +50,10 @@ struct admit_refusal {
 	char text[320];   /* for the log and the message sent */
 };
 
+/* Fill why with reject {code} and the text (for the log and the message sent), and
+ * say false: for the job's own checks (admit hooks of the rendezvous and the pool). */
+bool admit_reject(struct admit_refusal *why, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* The worker's hello: true with *reply, our hello to send. */
 bool admit_hello(struct admission *a, const struct admit_job *job, const struct proto_msg *msg, cJSON **reply,
 		 struct admit_refusal *why);

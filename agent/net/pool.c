@@ -7,7 +7,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,17 +43,6 @@ static void start_program(struct pool *pl, const char *why);
 
 /* ---- who may join ---- */
 
-static bool refuse(struct admit_refusal *why, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool refuse(struct admit_refusal *why, const char *code, const char *fmt, ...)
-{
-	va_list args;
-	*why = (struct admit_refusal){ .code = code, .reject = true };
-	va_start(args, fmt);
-	vsnprintf(why->text, sizeof why->text, fmt, args);
-	va_end(args);
-	return false;
-}
-
 /* Array children are "<array id>:<index>": the array's id when job_id is that. */
 static bool array_of(const char *job_id, long index, char *out, size_t size)
 {
@@ -74,28 +62,28 @@ static bool check_identity(const struct pool *pl, const struct proto_register *r
 	long index = reg->array_index.present ? (long)reg->array_index.value : -1;
 	char array[MEMBERS_JOB_ID_MAX + 1];
 	if (reg->job_id[0] == '\0' || strlen(reg->job_id) > MEMBERS_JOB_ID_MAX)
-		return refuse(why, PROTO_REJECT_JOB_MISMATCH, "a job id of %zu bytes is not a Batch job id",
+		return admit_reject(why, PROTO_REJECT_JOB_MISMATCH, "a job id of %zu bytes is not a Batch job id",
 			      strlen(reg->job_id));
 	if (index >= 0 && pl->submitted && !pl->jobs.pool_is_array)
-		return refuse(why, PROTO_REJECT_JOB_MISMATCH, "worker %.100s is an array child; this pool submitted the "
+		return admit_reject(why, PROTO_REJECT_JOB_MISMATCH, "worker %.100s is an array child; this pool submitted the "
 			      "single job %.100s", reg->job_id, pl->jobs.pool_id);
 	if (index >= 0) {
 		if (!array_of(reg->job_id, index, array, sizeof array))
-			return refuse(why, PROTO_REJECT_JOB_MISMATCH, "job id \"%.100s\" is not child %ld of an array job",
+			return admit_reject(why, PROTO_REJECT_JOB_MISMATCH, "job id \"%.100s\" is not child %ld of an array job",
 				      reg->job_id, index);
 		if (pl->array_id[0] && strcmp(array, pl->array_id) != 0)
-			return refuse(why, PROTO_REJECT_JOB_MISMATCH,
+			return admit_reject(why, PROTO_REJECT_JOB_MISMATCH,
 				      "worker %.100s is a child of array %.100s; this pool's workers are children of %.100s",
 				      reg->job_id, array, pl->array_id);
 		if (pl->submitted && index >= pl->cfg->workers)
-			return refuse(why, PROTO_REJECT_NODE_OUT_OF_RANGE, "array index %ld is outside this pool's array of %ld",
+			return admit_reject(why, PROTO_REJECT_NODE_OUT_OF_RANGE, "array index %ld is outside this pool's array of %ld",
 				      index, pl->cfg->workers);
 		return true;
 	}
 	bool ours = (!pl->jobs.pool_is_array && strcmp(reg->job_id, pl->jobs.pool_id) == 0) ||
 		    pooljobs_is_replacement(&pl->jobs, reg->job_id);
 	if (pl->submitted && !ours)
-		return refuse(why, PROTO_REJECT_JOB_MISMATCH, "job %.100s is not one this pool submitted%s", reg->job_id,
+		return admit_reject(why, PROTO_REJECT_JOB_MISMATCH, "job %.100s is not one this pool submitted%s", reg->job_id,
 			      strcmp(reg->job_id, pl->jobs.pool_id) == 0 ? " (an array's parent runs no container)" : "");
 	return true;
 }
@@ -106,7 +94,7 @@ static bool admit_worker(void *ctx, struct peer *p, const struct proto_register 
 	long index = reg->array_index.present ? (long)reg->array_index.value : -1;
 	(void)p;
 	if (pl->m.phase == MANAGER_ENDING)
-		return refuse(why, PROTO_REJECT_SHUTTING_DOWN, "the pool's manager is shutting down");
+		return admit_reject(why, PROTO_REJECT_SHUTTING_DOWN, "the pool's manager is shutting down");
 	if (!check_identity(pl, reg, why))
 		return false;
 	struct member *m = members_find(&pl->members, reg->job_id, index);
@@ -122,10 +110,10 @@ static bool admit_worker(void *ctx, struct peer *p, const struct proto_register 
 		listener_drop(m->peer, "a later attempt of its job registered");
 	}
 	if (m != NULL && m->peer != NULL)
-		return refuse(why, PROTO_REJECT_DUPLICATE_NODE, "worker %.100s is already a member, from %s", reg->job_id,
+		return admit_reject(why, PROTO_REJECT_DUPLICATE_NODE, "worker %.100s is already a member, from %s", reg->job_id,
 			      m->peer->remote);
 	if (pl->members.joined >= pl->cfg->workers)
-		return refuse(why, PROTO_REJECT_POOL_FULL, "the pool has its %ld workers", pl->cfg->workers);
+		return admit_reject(why, PROTO_REJECT_POOL_FULL, "the pool has its %ld workers", pl->cfg->workers);
 	return true;
 }
 

@@ -110,7 +110,7 @@ static enum ba_status resolve(const struct config *cfg, struct pool_jobs *jobs)
  * own retries and SUBMIT_TIMEOUT_MS; else one attempt that ends by itself within the
  * budget (we never kill a helper that may have created a job). */
 static enum ba_status submit(const struct config *cfg, const struct pool_jobs *jobs, long size, char *id,
-			     int64_t budget_ms, int *held)
+			     int64_t budget_ms, enum wait_signals signals, int *held)
 {
 	struct aws_args a = { 0 };
 	char size_text[24], parameter[sizeof jobs->manager + 300], attempt_s[32], connect_s[32];
@@ -134,7 +134,8 @@ static enum ba_status submit(const struct config *cfg, const struct pool_jobs *j
 		arg(&a, "--array-size"), arg(&a, size_text);
 	arg(&a, "--parameter"), arg(&a, parameter);
 	endpoint(&a, cfg);
-	enum ba_status rc = awsquery_run_holding(a.v, budget_ms > 0 ? budget_ms : SUBMIT_TIMEOUT_MS, &answer, held);
+	enum ba_status rc = awsquery_run_signals(a.v, budget_ms > 0 ? budget_ms : SUBMIT_TIMEOUT_MS, &answer, signals,
+						 held);
 	if (rc != BA_OK)
 		return rc;
 	const cJSON *job_id = cJSON_GetObjectItemCaseSensitive(answer, "jobId");
@@ -160,7 +161,7 @@ enum ba_status pooljobs_submit_pool(const struct config *cfg, const char *manage
 	log_info("submitting %ld worker%s: job %s, definition %s, queue %s, parameter %s=%s", cfg->workers,
 		 cfg->workers == 1 ? "" : "s (an array job)", jobs->job_name, jobs->definition, jobs->queue,
 		 cfg->manager_param, jobs->manager);
-	rc = submit(cfg, jobs, cfg->workers, jobs->pool_id, 0, held);
+	rc = submit(cfg, jobs, cfg->workers, jobs->pool_id, 0, WAIT_SIGNALS_HOLD, held);
 	if (rc == BA_OK)
 		log_info("submitted the workers: job %s", jobs->pool_id);
 	return rc;
@@ -184,7 +185,7 @@ enum ba_status pooljobs_submit_replacement(const struct config *cfg, struct pool
 			 (double)cfg->heartbeat_ms / 1000.0);
 		return BA_EX_UNAVAILABLE;
 	}
-	enum ba_status rc = submit(cfg, jobs, 1, id, budget_ms, NULL);
+	enum ba_status rc = submit(cfg, jobs, 1, id, budget_ms, WAIT_SIGNALS_LEAVE, NULL);
 	if (rc == BA_OK) {
 		jobs->replacement_count++;
 		log_info("submitted a replacement worker: job %s", id);
@@ -204,7 +205,7 @@ bool pooljobs_is_replacement(const struct pool_jobs *jobs, const char *job_id)
 }
 
 static enum ba_status stop(const struct config *cfg, const char *const *ids, size_t count, const char *reason,
-			   int *held)
+			   enum wait_signals signals, int *held)
 {
 	struct aws_args a = { 0 };
 	cJSON *answer = NULL;
@@ -217,7 +218,7 @@ static enum ba_status stop(const struct config *cfg, const char *const *ids, siz
 		arg(&a, ids[i]);
 	log_info("stopping %zu submitted job%s that may still be queued or running (TerminateJob: %s)", count,
 		 count == 1 ? "" : "s", reason);
-	enum ba_status rc = awsquery_run_holding(a.v, STOP_TIMEOUT_MS, &answer, held);
+	enum ba_status rc = awsquery_run_signals(a.v, STOP_TIMEOUT_MS, &answer, signals, held);
 	if (rc == BA_OK)
 		log_info("stopped the pool's jobs");
 	else
@@ -229,12 +230,12 @@ static enum ba_status stop(const struct config *cfg, const char *const *ids, siz
 enum ba_status pooljobs_stop(const struct config *cfg, const char *const *ids, size_t count, const char *reason)
 {
 	int held = 0;
-	return stop(cfg, ids, count, reason, &held);
+	return stop(cfg, ids, count, reason, WAIT_SIGNALS_HOLD, &held);
 }
 
 enum ba_status pooljobs_stop_now(const struct config *cfg, const char *const *ids, size_t count, const char *reason)
 {
-	return stop(cfg, ids, count, reason, NULL);
+	return stop(cfg, ids, count, reason, WAIT_SIGNALS_LEAVE, NULL);
 }
 
 void pooljobs_release(struct pool_jobs *jobs)

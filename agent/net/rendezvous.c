@@ -47,33 +47,22 @@ static bool admit_child(void *ctx, struct peer *p, const struct proto_register *
 {
 	struct rendezvous *rv = ctx;
 	long index = (long)reg->node_index.value; /* admit_register checked it */
-	*why = (struct admit_refusal){ .reject = true };
-	if (rv->m.phase == MANAGER_ENDING) {
-		why->code = PROTO_REJECT_SHUTTING_DOWN;
-		snprintf(why->text, sizeof why->text, "the main node is shutting down");
-		return false;
-	}
-	if (!rv->runs_agent[index]) {
-		why->code = PROTO_REJECT_NODE_OUT_OF_RANGE;
-		snprintf(why->text, sizeof why->text, "node %ld is not one of the nodes that run the agent (--nodes %s)",
-			 index, rv->cfg->nodes_text);
-		return false;
-	}
-	if (rv->m.phase != MANAGER_WAITING) {
-		why->code = PROTO_REJECT_RENDEZVOUS_CLOSED;
-		snprintf(why->text, sizeof why->text, "the main payload has already started without this node");
-		return false;
-	}
+	if (rv->m.phase == MANAGER_ENDING)
+		return admit_reject(why, PROTO_REJECT_SHUTTING_DOWN, "the main node is shutting down");
+	if (!rv->runs_agent[index])
+		return admit_reject(why, PROTO_REJECT_NODE_OUT_OF_RANGE,
+				    "node %ld is not one of the nodes that run the agent (--nodes %s)", index,
+				    rv->cfg->nodes_text);
+	if (rv->m.phase != MANAGER_WAITING)
+		return admit_reject(why, PROTO_REJECT_RENDEZVOUS_CLOSED,
+				    "the main payload has already started without this node");
 	/* A node that redialed (refused for load, or it timed out on us) may be here before
 	 * the close of its old connection is read: read it now. */
 	if (rv->by_index[index] != NULL)
 		listener_read_now(rv->by_index[index]);
-	if (rv->by_index[index] != NULL) {
-		why->code = PROTO_REJECT_DUPLICATE_NODE;
-		snprintf(why->text, sizeof why->text, "node index %ld is already registered from %s", index,
-			 rv->by_index[index]->remote);
-		return false;
-	}
+	if (rv->by_index[index] != NULL)
+		return admit_reject(why, PROTO_REJECT_DUPLICATE_NODE, "node index %ld is already registered from %s", index,
+				    rv->by_index[index]->remote);
 	(void)p;
 	return true;
 }

@@ -349,7 +349,14 @@ static enum ba_status node_groups(struct rendezvous *rv)
 	for (long i = 0; i < n; i++)
 		rv->runs_agent[i] = cfg->node_range_count == 0;
 	for (size_t r = 0; r < cfg->node_range_count; r++) {
-		long hi = cfg->node_ranges[r].hi < 0 || cfg->node_ranges[r].hi >= n ? n - 1 : cfg->node_ranges[r].hi;
+		/* An open end ("4:") is the job's last node; an index the job lacks is a typo
+		 * or another job's ranges, never something to ignore. */
+		if (cfg->node_ranges[r].lo >= n || cfg->node_ranges[r].hi >= n) {
+			log_error("--nodes %s names node %ld, beyond this %ld-node job (indexes 0 to %ld)", cfg->nodes_text,
+				  cfg->node_ranges[r].hi >= n ? cfg->node_ranges[r].hi : cfg->node_ranges[r].lo, n, n - 1);
+			return config_flagged(cfg, "nodes") ? BA_EX_USAGE : BA_EX_CONFIG;
+		}
+		long hi = cfg->node_ranges[r].hi < 0 ? n - 1 : cfg->node_ranges[r].hi;
 		for (long i = cfg->node_ranges[r].lo; i <= hi; i++)
 			rv->runs_agent[i] = true;
 	}

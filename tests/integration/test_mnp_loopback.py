@@ -290,7 +290,8 @@ def a_lost_child_fails_the_job(workdir):
 def bad_node_ranges(workdir):
     job = Job(4)
     for value, code, text in (("3:1", 64, "--nodes"), ("x", 64, "--nodes"), ("1:2", 64, "leaves out the main node 0"),
-                              (",", 64, "--nodes")):
+                              (",", 64, "--nodes"), ("0:4", 64, "names node 4, beyond this 4-node job"),
+                              ("0,7:", 64, "names node 7, beyond this 4-node job")):
         a = Agent("bad", ["--nodes", value, "--", "true"], job.env(0), workdir)
         rc = a.wait(20)
         check(rc == code and text in a.stderr(), f"--nodes {value!r}: exit {rc}:\n{a.stderr()}")

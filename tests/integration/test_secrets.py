@@ -122,14 +122,16 @@ def needs_root(workdir):
     if os.geteuid() != 0:
         raise mnp.Skip("needs root (to run the agent as another uid and to scan its memory)")
     os.chmod(workdir, 0o777)
-    # uid nobody must reach it: scripts/test.sh's TMPDIR, above it, is mktemp's 0700.
-    # Traversal only (o+x), so nothing of the run's files becomes listable.
-    parent = os.path.dirname(os.path.abspath(workdir))
-    while parent != "/":
-        mode = os.stat(parent).st_mode
-        if not mode & stat.S_IXOTH:
-            os.chmod(parent, stat.S_IMODE(mode) | stat.S_IXOTH)
-        parent = os.path.dirname(parent)
+    # uid nobody must reach it, and the agent's programs: scripts/test.sh's TMPDIR,
+    # above the workdir, is mktemp's 0700, and so may be the checkout (a clone made in a
+    # mktemp directory). Traversal only (o+x), so nothing becomes listable.
+    for start in (workdir, mnp.BIN):
+        parent = os.path.dirname(os.path.abspath(start))
+        while parent != "/":
+            mode = os.stat(parent).st_mode
+            if not mode & stat.S_IXOTH:
+                os.chmod(parent, stat.S_IMODE(mode) | stat.S_IXOTH)
+            parent = os.path.dirname(parent)
     if mnp.WRAPPER:
         raise mnp.Skip("under a wrapper the payload's parent is the wrapper's process")
 

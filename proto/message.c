@@ -256,6 +256,62 @@ static enum proto_err parse_exited(const cJSON *obj, struct proto_msg *m)
 	return err;
 }
 
+/* Absent or null reads as false. */
+static enum proto_err opt_bool(const cJSON *obj, const char *name, bool *out)
+{
+	const cJSON *v = field(obj, name);
+
+	*out = false;
+	if (v == NULL || cJSON_IsNull(v))
+		return PROTO_OK;
+	if (!cJSON_IsBool(v))
+		return PROTO_ERR_BAD_MESSAGE;
+	*out = cJSON_IsTrue(v);
+	return PROTO_OK;
+}
+
+static enum proto_err parse_roster_node(const cJSON *obj, struct proto_roster_node *n)
+{
+	const cJSON *cpus = field(obj, "cpus");
+	enum proto_err err;
+
+	if (!cJSON_IsObject(obj))
+		return PROTO_ERR_BAD_MESSAGE;
+	err = req_int(obj, "node_index", 0, PROTO_MAX_INT, &n->node_index);
+	if (err == PROTO_OK)
+		err = req_string(obj, "address", 1, &n->address);
+	if (err != PROTO_OK || cpus == NULL)
+		return PROTO_ERR_BAD_MESSAGE;
+	if (cJSON_IsNull(cpus))
+		return PROTO_OK;
+	if (!cJSON_IsNumber(cpus) || !isfinite(cpus->valuedouble) || cpus->valuedouble <= 0 ||
+	    cpus->valuedouble > 1e6)
+		return PROTO_ERR_BAD_MESSAGE;
+	n->cpus = cpus->valuedouble;
+	return PROTO_OK;
+}
+
+/* A chunk must fit the roster it claims to be part of; the receiver checks that the
+ * chunks follow one another (offset) and agree (num_nodes). */
+static enum proto_err parse_roster(const cJSON *obj, struct proto_msg *m)
+{
+	const cJSON *nodes = field(obj, "nodes"), *node;
+	enum proto_err err = req_int(obj, "num_nodes", 1, PROTO_ROSTER_MAX_NODES, &m->u.roster.num_nodes);
+	int count = cJSON_IsArray(nodes) ? cJSON_GetArraySize(nodes) : 0;
+
+	if (err == PROTO_OK)
+		err = req_int(obj, "offset", 0, m->u.roster.num_nodes - 1, &m->u.roster.offset);
+	if (err != PROTO_OK || count < 1 || count > PROTO_ROSTER_CHUNK ||
+	    m->u.roster.offset + count > m->u.roster.num_nodes)
+		return PROTO_ERR_BAD_MESSAGE;
+	cJSON_ArrayForEach(node, nodes) {
+		err = parse_roster_node(node, &m->u.roster.nodes[m->u.roster.count++]);
+		if (err != PROTO_OK)
+			return err;
+	}
+	return PROTO_OK;
+}
+
 static enum proto_err parse_body(const cJSON *obj, const char *type, struct proto_msg *m)
 {
 	enum proto_err err;
@@ -272,8 +328,19 @@ static enum proto_err parse_body(const cJSON *obj, const char *type, struct prot
 	}
 	if (strcmp(type, "accept") == 0) {
 		m->type = PROTO_MSG_ACCEPT;
-		return req_int(obj, "heartbeat_interval_ms", PROTO_HEARTBEAT_MIN_MS,
-			       PROTO_HEARTBEAT_MAX_MS, &m->u.accept.heartbeat_interval_ms);
+		err = req_int(obj, "heartbeat_interval_ms", PROTO_HEARTBEAT_MIN_MS,
+			      PROTO_HEARTBEAT_MAX_MS, &m->u.accept.heartbeat_interval_ms);
+		if (err == PROTO_OK)
+			err = opt_bool(obj, "roster", &m->u.accept.roster);
+		return err;
+	}
+	if (strcmp(type, "roster") == 0) {
+		m->type = PROTO_MSG_ROSTER;
+		return parse_roster(obj, m);
+	}
+	if (strcmp(type, "ready") == 0) {
+		m->type = PROTO_MSG_READY;
+		return PROTO_OK;
 	}
 	if (strcmp(type, "reject") == 0 || strcmp(type, "error") == 0) {
 		m->type = type[0] == 'r' ? PROTO_MSG_REJECT : PROTO_MSG_ERROR;
@@ -348,6 +415,8 @@ const char *proto_msg_type_name(enum proto_msg_type type)
 	case PROTO_MSG_DRAINING: return "draining";
 	case PROTO_MSG_SHUTDOWN: return "shutdown";
 	case PROTO_MSG_ERROR: return "error";
+	case PROTO_MSG_ROSTER: return "roster";
+	case PROTO_MSG_READY: return "ready";
 	case PROTO_MSG_NONE: break;
 	}
 	return "?";
@@ -362,7 +431,7 @@ enum proto_err proto_msg_pick_version(const struct proto_msg *hello, int *versio
 	*version = 0;
 	for (size_t i = 0; i < hello->u.hello_worker.n_versions; i++) {
 		int v = hello->u.hello_worker.versions[i];
-		if (v == PROTO_VERSION && v > best)
+		if (v >= PROTO_VERSION_MIN && v <= PROTO_VERSION && v > best)
 			best = v;
 	}
 	if (best == 0)
@@ -453,22 +522,34 @@ static enum proto_err b_finish(struct build *b, enum proto_msg_type expect, cJSO
 	return err;
 }
 
-enum proto_err proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN],
-				      const unsigned char key[PROTO_KEY_LEN], const char *agent, cJSON **out)
+enum proto_err proto_msg_hello_worker_versions(const unsigned char nonce[PROTO_NONCE_LEN],
+					       const unsigned char key[PROTO_KEY_LEN], const char *agent,
+					       const int *offered, size_t count, cJSON **out)
 {
 	struct build b = b_begin("hello", out);
 	cJSON *versions = cJSON_AddArrayToObject(b.obj, "versions");
-	cJSON *v1 = cJSON_CreateNumber(PROTO_VERSION);
 
-	if (versions == NULL || v1 == NULL || !cJSON_AddItemToArray(versions, v1)) {
-		cJSON_Delete(v1);
+	if (versions == NULL)
 		b_fail(&b, PROTO_ERR_NOMEM);
+	for (size_t i = 0; versions != NULL && i < count; i++) {
+		cJSON *v = cJSON_CreateNumber(offered[i]);
+		if (v == NULL || !cJSON_AddItemToArray(versions, v)) {
+			cJSON_Delete(v);
+			b_fail(&b, PROTO_ERR_NOMEM);
+		}
 	}
 	b_str(&b, "role", "worker");
 	b_hex(&b, "nonce", nonce, PROTO_NONCE_LEN);
 	b_hex(&b, "key", key, PROTO_KEY_LEN);
 	b_str(&b, "agent", agent != NULL ? agent : "");
 	return b_finish(&b, PROTO_MSG_HELLO_WORKER, out);
+}
+
+enum proto_err proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN],
+				      const unsigned char key[PROTO_KEY_LEN], const char *agent, cJSON **out)
+{
+	static const int versions[] = { PROTO_VERSION, PROTO_VERSION_MIN };
+	return proto_msg_hello_worker_versions(nonce, key, agent, versions, sizeof versions / sizeof versions[0], out);
 }
 
 enum proto_err proto_msg_hello_manager(int version, const unsigned char nonce[PROTO_NONCE_LEN],
@@ -515,11 +596,50 @@ enum proto_err proto_msg_register(const struct proto_register *reg, cJSON **out)
 	return b_finish(&b, PROTO_MSG_REGISTER, out);
 }
 
-enum proto_err proto_msg_accept(int64_t heartbeat_interval_ms, cJSON **out)
+enum proto_err proto_msg_accept(int64_t heartbeat_interval_ms, bool roster, cJSON **out)
 {
 	struct build b = b_begin("accept", out);
 	b_num(&b, "heartbeat_interval_ms", (double)heartbeat_interval_ms);
+	if (roster && cJSON_AddTrueToObject(b.obj, "roster") == NULL)
+		b_fail(&b, PROTO_ERR_NOMEM);
 	return b_finish(&b, PROTO_MSG_ACCEPT, out);
+}
+
+static cJSON *roster_node(const struct proto_roster_node *n)
+{
+	cJSON *obj = cJSON_CreateObject();
+	if (obj == NULL || cJSON_AddNumberToObject(obj, "node_index", (double)n->node_index) == NULL ||
+	    cJSON_AddStringToObject(obj, "address", n->address != NULL ? n->address : "") == NULL ||
+	    (n->cpus > 0 ? cJSON_AddNumberToObject(obj, "cpus", n->cpus) : cJSON_AddNullToObject(obj, "cpus")) == NULL) {
+		cJSON_Delete(obj);
+		return NULL;
+	}
+	return obj;
+}
+
+enum proto_err proto_msg_roster(int64_t num_nodes, int64_t offset, const struct proto_roster_node *nodes,
+				size_t count, cJSON **out)
+{
+	struct build b = b_begin("roster", out);
+	b_num(&b, "num_nodes", (double)num_nodes);
+	b_num(&b, "offset", (double)offset);
+	cJSON *list = b.err == PROTO_OK ? cJSON_AddArrayToObject(b.obj, "nodes") : NULL;
+	if (list == NULL)
+		b_fail(&b, PROTO_ERR_NOMEM);
+	for (size_t i = 0; list != NULL && i < count && b.err == PROTO_OK; i++) {
+		cJSON *node = roster_node(&nodes[i]);
+		if (node == NULL || !cJSON_AddItemToArray(list, node)) {
+			cJSON_Delete(node);
+			b_fail(&b, PROTO_ERR_NOMEM);
+		}
+	}
+	return b_finish(&b, PROTO_MSG_ROSTER, out);
+}
+
+enum proto_err proto_msg_ready(cJSON **out)
+{
+	struct build b = b_begin("ready", out);
+	return b_finish(&b, PROTO_MSG_READY, out);
 }
 
 static enum proto_err build_coded(const char *type, enum proto_msg_type expect, const char *code,

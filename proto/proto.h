@@ -1,4 +1,4 @@
-/* batch-agent native wire protocol, version 2: the codec shared by the worker role,
+/* batch-agent native wire protocol, versions 2 and 3: the codec shared by the worker role,
  * the main (manager) role and the tests. PROTOCOL.md beside this file is the spec;
  * this header is the C view of it.
  *
@@ -22,7 +22,10 @@
 
 #include <cjson/cJSON.h>
 
-#define PROTO_VERSION 2                  /* the only version this codec speaks */
+#define PROTO_VERSION 3                  /* the newest version this codec speaks */
+#define PROTO_VERSION_MIN 2              /* the oldest: 3 is 2 plus the roster (PROTOCOL.md §4.1) */
+#define PROTO_ROSTER_CHUNK 128           /* nodes in one roster message */
+#define PROTO_ROSTER_MAX_NODES 100000    /* a roster's num_nodes */
 #define PROTO_MAX_FRAME 65536            /* payload bytes, after authentication */
 #define PROTO_MAX_HANDSHAKE_FRAME 4096   /* payload bytes, until the peer proved the cookie */
 #define PROTO_MAX_DEPTH 32               /* nesting of objects/arrays; the top object is 1 */
@@ -203,6 +206,15 @@ enum proto_msg_type {
 	PROTO_MSG_DRAINING,
 	PROTO_MSG_SHUTDOWN,
 	PROTO_MSG_ERROR,
+	PROTO_MSG_ROSTER, /* version 3 */
+	PROTO_MSG_READY,  /* version 3 */
+};
+
+/* One node of a roster (version 3). address points into the parsed object. */
+struct proto_roster_node {
+	int64_t node_index;
+	const char *address;
+	double cpus; /* 0: null, unknown */
 };
 
 /* An integer that may be JSON null. */
@@ -251,7 +263,14 @@ struct proto_msg {
 		struct proto_register reg;
 		struct {
 			int64_t heartbeat_interval_ms;
+			bool roster; /* version 3: a roster follows; false when absent */
 		} accept;
+		struct {
+			int64_t num_nodes; /* of the whole roster */
+			int64_t offset;    /* of nodes[0] in it */
+			size_t count;      /* 1..PROTO_ROSTER_CHUNK, offset + count <= num_nodes */
+			struct proto_roster_node nodes[PROTO_ROSTER_CHUNK];
+		} roster;
 		struct {
 			const char *code;
 			const char *message; /* "" when absent or null */
@@ -293,13 +312,23 @@ const char *proto_msg_type_name(enum proto_msg_type type);
 /* Builders: each makes a new cJSON object in *out (caller deletes) and checks it
  * with proto_msg_parse(), so what we send is exactly what we accept:
  * PROTO_ERR_INVALID when an argument is out of range. */
+/* Offers every version this codec speaks, newest first. */
 enum proto_err proto_msg_hello_worker(const unsigned char nonce[PROTO_NONCE_LEN],
 				      const unsigned char key[PROTO_KEY_LEN], const char *agent, cJSON **out);
+/* Offers versions[0..count-1] (for peers that test older managers). */
+enum proto_err proto_msg_hello_worker_versions(const unsigned char nonce[PROTO_NONCE_LEN],
+					       const unsigned char key[PROTO_KEY_LEN], const char *agent,
+					       const int *versions, size_t count, cJSON **out);
 enum proto_err proto_msg_hello_manager(int version, const unsigned char nonce[PROTO_NONCE_LEN],
 				       const unsigned char key[PROTO_KEY_LEN], cJSON **out);
 enum proto_err proto_msg_auth(const unsigned char proof[PROTO_PROOF_LEN], cJSON **out);
 enum proto_err proto_msg_register(const struct proto_register *reg, cJSON **out);
-enum proto_err proto_msg_accept(int64_t heartbeat_interval_ms, cJSON **out);
+/* roster: version 3 only (a roster follows); false writes no "roster" member, as in 2. */
+enum proto_err proto_msg_accept(int64_t heartbeat_interval_ms, bool roster, cJSON **out);
+/* A chunk of a roster: nodes[0..count-1] are entries offset.. of num_nodes. */
+enum proto_err proto_msg_roster(int64_t num_nodes, int64_t offset, const struct proto_roster_node *nodes,
+				size_t count, cJSON **out);
+enum proto_err proto_msg_ready(cJSON **out);
 enum proto_err proto_msg_reject(const char *code, const char *message, cJSON **out);
 enum proto_err proto_msg_heartbeat(cJSON **out);
 enum proto_err proto_msg_payload_started(int64_t pid, cJSON **out);
@@ -310,7 +339,7 @@ enum proto_err proto_msg_shutdown(int64_t grace_ms, const char *reason, cJSON **
 enum proto_err proto_msg_error(const char *code, const char *message, cJSON **out);
 
 /* Manager side of version negotiation: the highest version that both the worker's
- * hello and this codec support, or PROTO_ERR_BAD_MESSAGE if none (then send error
+ * hello and this codec (PROTO_VERSION_MIN..PROTO_VERSION) support, or PROTO_ERR_BAD_MESSAGE if none (then send error
  * "unsupported_version" and close). */
 enum proto_err proto_msg_pick_version(const struct proto_msg *hello_worker, int *version);
 

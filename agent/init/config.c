@@ -171,6 +171,33 @@ static bool parse_on_node_loss(struct config *cfg, const char *text)
 	return parse_choice(text, names, sizeof names / sizeof names[0], &i) && (cfg->on_node_loss = (enum node_loss)i, true);
 }
 
+static bool parse_payload_start(struct config *cfg, const char *text)
+{
+	static const char *const names[] = { [PAYLOAD_START_ROSTER] = "roster", [PAYLOAD_START_REGISTERED] = "registered" };
+	size_t i;
+	return parse_choice(text, names, sizeof names / sizeof names[0], &i) && (cfg->payload_start = (enum payload_start)i, true);
+}
+
+static bool parse_ready_port(struct config *cfg, const char *text)
+{
+	return util_parse_long(text, 1, 65535, &cfg->ready_port);
+}
+
+static bool parse_hostfile_format(struct config *cfg, const char *text)
+{
+	static const char *const names[] = { [HOSTFILE_PLAIN] = "plain", [HOSTFILE_OPENMPI] = "openmpi",
+					     [HOSTFILE_MPICH] = "mpich" };
+	size_t i;
+	return parse_choice(text, names, sizeof names / sizeof names[0], &i) && (cfg->hostfile_format = (enum hostfile_format)i, true);
+}
+
+/* A set of variable families; "torch" is the one there is. */
+static bool parse_env(struct config *cfg, const char *text)
+{
+	cfg->env_torch = strcmp(text, "torch") == 0;
+	return cfg->env_torch;
+}
+
 static bool parse_on_manager_loss(struct config *cfg, const char *text)
 {
 	static const char *const names[] = { [MANAGER_LOSS_EXIT] = "exit", [MANAGER_LOSS_CONTINUE] = "continue" };
@@ -380,6 +407,10 @@ static const struct setting settings[] = {
 	{ "min-nodes", 0, true, "BATCH_AGENT_MIN_NODES", parse_min_nodes, "a node count from 1" },
 	{ "nodes", 0, true, "BATCH_AGENT_NODE_RANGES", parse_nodes, "node index ranges, e.g. 0:3,5 or 4:" },
 	{ "on-node-loss", 0, true, "BATCH_AGENT_ON_NODE_LOSS", parse_on_node_loss, "fail or continue" },
+	{ "payload-start", 0, true, "BATCH_AGENT_PAYLOAD_START", parse_payload_start, "roster or registered" },
+	{ "ready-port", 0, true, "BATCH_AGENT_READY_PORT", parse_ready_port, "a port number from 1 to 65535" },
+	{ "hostfile-format", 0, true, "BATCH_AGENT_HOSTFILE_FORMAT", parse_hostfile_format, "plain, openmpi or mpich" },
+	{ "env", 0, true, "BATCH_AGENT_ENV", parse_env, "torch" },
 	{ "on-manager-loss", 0, true, "BATCH_AGENT_ON_MANAGER_LOSS", parse_on_manager_loss, "exit or continue" },
 	{ "heartbeat", 0, true, "BATCH_AGENT_HEARTBEAT", parse_heartbeat, "seconds from 0.01 to 3600" },
 	{ "protocol", 0, true, "BATCH_AGENT_PROTOCOL", parse_protocol, "native or julia" },
@@ -681,6 +712,11 @@ enum ba_status config_print(const struct config *cfg, enum role resolved_role, F
 	cJSON_AddItemToObject(object, "min_nodes", number_or_null(cfg->min_nodes));
 	cJSON_AddItemToObject(object, "nodes", string_or_null(cfg->nodes_text));
 	cJSON_AddStringToObject(object, "on_node_loss", cfg->on_node_loss == NODE_LOSS_FAIL ? "fail" : "continue");
+	static const char *const format_names[] = { "plain", "openmpi", "mpich" };
+	cJSON_AddStringToObject(object, "payload_start", cfg->payload_start == PAYLOAD_START_ROSTER ? "roster" : "registered");
+	cJSON_AddItemToObject(object, "ready_port", cfg->ready_port ? cJSON_CreateNumber((double)cfg->ready_port) : cJSON_CreateNull());
+	cJSON_AddStringToObject(object, "hostfile_format", format_names[cfg->hostfile_format]);
+	cJSON_AddItemToObject(object, "env", string_or_null(cfg->env_torch ? "torch" : NULL));
 	cJSON_AddStringToObject(object, "on_manager_loss",
 				cfg->on_manager_loss == MANAGER_LOSS_EXIT ? "exit" : "continue");
 	cJSON_AddNumberToObject(object, "heartbeat_seconds", (double)cfg->heartbeat_ms / 1000.0);

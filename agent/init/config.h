@@ -21,6 +21,8 @@ enum protocol { PROTOCOL_NATIVE, PROTOCOL_JULIA };
 enum manager_loss { MANAGER_LOSS_EXIT, MANAGER_LOSS_CONTINUE };
 enum spot_watch { SPOT_WATCH_AUTO, SPOT_WATCH_ON, SPOT_WATCH_OFF };
 enum node_loss { NODE_LOSS_FAIL, NODE_LOSS_CONTINUE };
+enum hostfile_format { HOSTFILE_PLAIN, HOSTFILE_OPENMPI, HOSTFILE_MPICH };
+enum payload_start { PAYLOAD_START_ROSTER, PAYLOAD_START_REGISTERED };
 
 #define CONFIG_NODE_RANGES_MAX 16
 
@@ -71,6 +73,10 @@ struct config {
 	struct node_range node_ranges[CONFIG_NODE_RANGES_MAX];
 	size_t node_range_count;
 	enum node_loss on_node_loss; /* --on-node-loss */
+	enum payload_start payload_start;     /* --payload-start: a child's payload waits for the roster */
+	long ready_port;                      /* --ready-port: a child is ready when it accepts; 0: started */
+	enum hostfile_format hostfile_format; /* --hostfile-format */
+	bool env_torch;                       /* --env torch: MASTER_ADDR, MASTER_PORT, WORLD_SIZE, NODE_RANK */
 	enum manager_loss on_manager_loss;
 	int64_t heartbeat_ms;    /* --heartbeat: interval; loss after 3 intervals of silence */
 	enum protocol protocol;

@@ -7,7 +7,7 @@
  *   W -> M  register {job, node, address, ...}    (sealed)
  *   M -> W  auth {proof mp}                       (or error auth_failed: other cookie)
  *   W       check mp; the manager's direction is sealed from here on
- *   M -> W  accept {heartbeat_interval_ms} | reject {code}
+ *   M -> W  accept {heartbeat_interval_ms, roster} | reject {code}
  *
  * Every wait goes through the agent's one signal-aware wait (the codec's wait hook),
  * and lasts PROTO_HANDSHAKE_TIMEOUT_MS from the manager's last frame. */
@@ -155,8 +155,12 @@ static enum ba_status send_hello(struct handshake *h)
 		return BA_EX_OSERR;
 	}
 	memcpy(h->transcript.worker_key, h->kex.pub, PROTO_KEY_LEN);
-	h->transcript.version = PROTO_VERSION;
-	enum proto_err err = proto_msg_hello_worker(h->transcript.worker_nonce, h->kex.pub, AGENT_NAME, &msg);
+	/* An --exec payload speaks the steady state itself, as version 2 has it: it never
+	 * sees a roster (PROTOCOL.md §4.1). */
+	static const int exec_versions[] = { 2 };
+	enum proto_err err = h->cfg->exec ? proto_msg_hello_worker_versions(h->transcript.worker_nonce, h->kex.pub,
+									    AGENT_NAME, exec_versions, 1, &msg)
+					  : proto_msg_hello_worker(h->transcript.worker_nonce, h->kex.pub, AGENT_NAME, &msg);
 	return send_message(h, msg, err, "to our hello");
 }
 
@@ -169,13 +173,15 @@ static enum ba_status check_hello(struct handshake *h, const struct proto_msg *r
 		tell(h, PROTO_CODE_UNEXPECTED, "expected the manager's hello");
 		return BA_EX_PROTOCOL;
 	}
-	/* We offered PROTO_VERSION only (PROTOCOL.md §3, step 4). */
-	if (reply->u.hello_manager.version != PROTO_VERSION) {
-		log_error("%s chose protocol version %d, which we did not offer (we speak %d)", h->peer,
-			  reply->u.hello_manager.version, PROTO_VERSION);
-		tell(h, PROTO_CODE_UNSUPPORTED_VERSION, "this worker speaks version 2 only");
+	/* We offered PROTO_VERSION_MIN to PROTO_VERSION (PROTOCOL.md §3, step 4). */
+	int version = reply->u.hello_manager.version;
+	if (version < PROTO_VERSION_MIN || version > PROTO_VERSION) {
+		log_error("%s chose protocol version %d, which we did not offer (we speak %d to %d)", h->peer, version,
+			  PROTO_VERSION_MIN, PROTO_VERSION);
+		tell(h, PROTO_CODE_UNSUPPORTED_VERSION, "this worker speaks versions 2 and 3");
 		return BA_EX_PROTOCOL;
 	}
+	h->transcript.version = version;
 	memcpy(h->transcript.manager_nonce, reply->u.hello_manager.nonce, PROTO_NONCE_LEN);
 	memcpy(h->transcript.manager_key, reply->u.hello_manager.key, PROTO_KEY_LEN);
 	enum proto_err err = proto_auth_keys(h->cookie->bytes, h->cookie->length, PROTO_ROLE_WORKER, &h->kex,
@@ -275,8 +281,8 @@ static enum ba_status send_register(struct handshake *h)
 	return send_message(h, msg, err, "to our registration");
 }
 
-/* Step 6: accept (with the heartbeat interval) or reject. */
-static enum ba_status receive_verdict(struct handshake *h, int64_t *heartbeat_ms)
+/* Step 8: accept (with the heartbeat interval, and whether a roster follows) or reject. */
+static enum ba_status receive_verdict(struct handshake *h, struct handshake_result *result)
 {
 	cJSON *json = NULL;
 	struct proto_msg reply;
@@ -289,8 +295,14 @@ static enum ba_status receive_verdict(struct handshake *h, int64_t *heartbeat_ms
 		log_error("%s answered our registration with \"%s\"", h->peer, proto_msg_type_name(reply.type));
 		tell(h, PROTO_CODE_UNEXPECTED, "expected accept or reject");
 		rc = BA_EX_PROTOCOL;
+	} else if (rc == BA_OK && reply.u.accept.roster && h->transcript.version < 3) {
+		log_error("%s promised a roster in a version %d session, which has none", h->peer, h->transcript.version);
+		tell(h, PROTO_CODE_BAD_MESSAGE, "a roster is version 3");
+		rc = BA_EX_PROTOCOL;
 	} else if (rc == BA_OK) {
-		*heartbeat_ms = reply.u.accept.heartbeat_interval_ms;
+		result->heartbeat_ms = reply.u.accept.heartbeat_interval_ms;
+		result->version = h->transcript.version;
+		result->roster = reply.u.accept.roster;
 		log_info("registered with the manager at %s as %s", h->peer, h->self->address);
 	}
 	cJSON_Delete(json);
@@ -299,7 +311,7 @@ static enum ba_status receive_verdict(struct handshake *h, int64_t *heartbeat_ms
 
 enum ba_status handshake_worker(const struct config *cfg, struct proto_conn *conn, const struct cookie *cookie,
 				const struct manager_address *manager, const struct node_self *self,
-				int64_t *heartbeat_ms)
+				struct handshake_result *result)
 {
 	struct handshake h = { .cfg = cfg, .conn = conn, .cookie = cookie, .self = self, .peer = manager->display,
 			       .deadline = util_now_ms() + PROTO_HANDSHAKE_TIMEOUT_MS };
@@ -315,7 +327,7 @@ enum ba_status handshake_worker(const struct config *cfg, struct proto_conn *con
 	if (rc == BA_OK)
 		rc = check_manager_proof(&h);
 	if (rc == BA_OK)
-		rc = receive_verdict(&h, heartbeat_ms);
+		rc = receive_verdict(&h, result);
 	/* The session keys live on in conn alone; the exchange is forgotten. */
 	proto_kex_free(&h.kex);
 	proto_auth_wipe(&h.keys, sizeof h.keys);

@@ -9,6 +9,7 @@
 #ifndef BATCH_AGENT_HANDSHAKE_H
 #define BATCH_AGENT_HANDSHAKE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "address.h"
@@ -18,8 +19,14 @@
 #include "self.h"
 #include "status.h"
 
+struct handshake_result {
+	int64_t heartbeat_ms; /* the manager's heartbeat interval */
+	int version;          /* the protocol version agreed */
+	bool roster;          /* version 3: the manager sends a roster before our payload starts */
+};
+
 enum ba_status handshake_worker(const struct config *cfg, struct proto_conn *conn, const struct cookie *cookie,
 				const struct manager_address *manager, const struct node_self *self,
-				int64_t *heartbeat_ms);
+				struct handshake_result *result);
 
 #endif

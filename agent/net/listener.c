@@ -432,7 +432,10 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 		return;
 	}
 	cJSON *reply = NULL;
-	enum proto_err err = proto_msg_accept(ls->cfg->heartbeat_ms, &reply);
+	/* Version 3 children of an MNP job wait for the roster before their payloads start
+	 * (PROTOCOL.md §4.1); a pool has none to send. */
+	p->roster = !ls->job.pool && p->version >= 3;
+	enum proto_err err = proto_msg_accept(ls->cfg->heartbeat_ms, p->roster, &reply);
 	if (err != PROTO_OK) {
 		cJSON_Delete(reply);
 		log_error("internal error: cannot build the accept for node %ld: %s", index, proto_strerror(err));
@@ -446,6 +449,7 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 	p->state = PEER_REGISTERED;
 	p->node_index = index;
 	snprintf(p->address, sizeof p->address, "%s", msg->u.reg.address);
+	p->cpus = msg->u.reg.has_cpus ? msg->u.reg.cpus : 0;
 	pending_remove(&ls->pend, &p->pending);
 	ls->registered++;
 	ls->hooks.registered(ls->hooks.ctx, p, &msg->u.reg);
@@ -470,6 +474,7 @@ static void on_message(struct conn *c, const struct proto_msg *msg, void *ctx)
 			refuse_peer(p, &why);
 			return;
 		}
+		p->version = p->admission.transcript.version;
 		serve_or_queue(ls, p, reply);
 		return;
 	case PEER_QUEUED: {

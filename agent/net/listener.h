@@ -50,6 +50,10 @@ struct peer {
 	char remote[64];  /* ip:port the connection came from */
 	long node_index;  /* once registered */
 	char address[ADDRESS_ADVERTISED_MAX + 1]; /* advertised at registration, checked */
+	double cpus;      /* registered; 0 when unknown */
+	int version;      /* the protocol version agreed in the hellos */
+	bool roster;      /* its accept said a roster follows (version 3, MNP) */
+	bool ready;       /* MNP: it said ready (version 3), or its payload started (2) */
 	bool exit_reported;
 	bool in_service;  /* our hello sent, accept or reject not yet: counts in the window */
 	cJSON *held_hello; /* PEER_QUEUED: our hello, sent when its turn comes */

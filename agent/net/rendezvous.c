@@ -1,6 +1,15 @@
 /* The MNP rendezvous: the job's side of the main node. Read in the order of a job's
- * life: children register (listener.c drives their connections, admit.c checks their
- * handshakes), the main payload starts with the node list, and the shutdown. */
+ * life:
+ *
+ *   children register        listener.c drives their connections, admit.c checks
+ *                            their handshakes; --wait-timeout bounds the wait
+ *   every node is in         the door closes; each child gets the roster, the nodes
+ *                            in index order (version 3, PROTOCOL.md §4.1)
+ *   every child is ready     its payload started, or accepts on --ready-port; a
+ *                            version 2 child: its payload started. --wait-timeout
+ *                            again bounds the wait
+ *   the main payload starts  with the same peer view (peerview.h)
+ *   the end                  manager.c: shutdown to every child, their reports. */
 #include "rendezvous.h"
 
 #include <arpa/inet.h>
@@ -20,7 +29,9 @@
 #include "listener.h"
 #include "log.h"
 #include "manager.h"
+#include "peerview.h"
 #include "proto.h"
+#include "self.h"
 #include "util.h"
 
 struct rendezvous {
@@ -29,15 +40,22 @@ struct rendezvous {
 	struct peer **by_index; /* registered children by node index */
 	long registered;
 	long awaiting;          /* registered children, connected, with no exit report yet */
+	bool roster_sent;       /* the door closed and the roster went out: waiting for ready */
+	long ready, expected_ready;
+	struct peerview_node *view_nodes; /* the roster: main and children, index order */
+	size_t view_count, main_rank;
+	struct peer_view view;
 	bool *runs_agent;       /* by node index: in --nodes (default: every node) */
 	long agent_nodes;       /* how many, main included */
 	long children;          /* agent_nodes - 1 */
 	char job_prefix[256];   /* "<uuid>#" of this job */
 	char main_addr[64];
-	char hostfile[PATH_MAX];
+	double main_cpus;       /* for the hostfile's slots; 0 when unknown */
 };
 
 static void start_main_payload(struct rendezvous *rv);
+static void send_roster(struct rendezvous *rv);
+static void child_ready(struct rendezvous *rv, struct peer *p, const char *how);
 
 /* ---- registration ---- */
 
@@ -53,9 +71,9 @@ static bool admit_child(void *ctx, struct peer *p, const struct proto_register *
 		return admit_reject(why, PROTO_REJECT_NODE_OUT_OF_RANGE,
 				    "node %ld is not one of the nodes that run the agent (--nodes %s)", index,
 				    rv->cfg->nodes_text);
-	if (rv->m.phase != MANAGER_WAITING)
+	if (rv->m.phase != MANAGER_WAITING || rv->roster_sent)
 		return admit_reject(why, PROTO_REJECT_RENDEZVOUS_CLOSED,
-				    "the main payload has already started without this node");
+				    "the job has started without this node");
 	/* A node that redialed (refused for load, or it timed out on us) may be here before
 	 * the close of its old connection is read: read it now. */
 	if (rv->by_index[index] != NULL)
@@ -74,10 +92,13 @@ static void on_registered(void *ctx, struct peer *p, const struct proto_register
 	rv->by_index[p->node_index] = p;
 	rv->registered++;
 	rv->awaiting++;
+	/* Version 2 has no ready: its children start at registration, as they always did. */
+	if (!p->roster)
+		child_ready(rv, p, "protocol version 2");
 	log_info("node %ld registered from %s (advertises %s): %ld of %ld children", p->node_index, p->remote,
 		 p->address, rv->registered, rv->children);
 	if (rv->registered == rv->children)
-		start_main_payload(rv);
+		send_roster(rv);
 }
 
 /* A child that reported or left is no longer awaited: counted, so that a thousand
@@ -92,8 +113,24 @@ static void stop_awaiting(struct rendezvous *rv, struct peer *p)
 /* --on-node-loss fail: a child lost, or its payload failed, while the main payload
  * runs: the job cannot be what it was asked to be, so end it as a failure (69), which
  * a retry strategy can retry, rather than let the main payload wait on a dead node. */
-static void node_failed(struct rendezvous *rv, long index, const char *what)
+static void node_failed(struct rendezvous *rv, struct peer *p, const char *what)
 {
+	long index = p->node_index;
+	if (rv->m.phase == MANAGER_WAITING && rv->roster_sent) {
+		if (rv->cfg->on_node_loss == NODE_LOSS_CONTINUE) {
+			log_warn("node %ld %s before it got ready: the job goes on without it (--on-node-loss continue)",
+				 index, what);
+			if (!p->ready)
+				rv->expected_ready--;
+			p->ready = true; /* counted out, once */
+			if (rv->ready == rv->expected_ready)
+				start_main_payload(rv);
+			return;
+		}
+		log_error("node %ld %s before it got ready (--on-node-loss fail): the job fails with 69", index, what);
+		manager_fail(&rv->m, BA_EX_UNAVAILABLE, "a node was lost before the main payload started");
+		return;
+	}
 	if (rv->m.phase != MANAGER_RUNNING)
 		return;
 	if (rv->cfg->on_node_loss == NODE_LOSS_CONTINUE) {
@@ -121,7 +158,9 @@ static void on_child_exited(struct rendezvous *rv, struct peer *p, const struct 
 	else
 		log_info("node %ld's payload exited with status 0", p->node_index);
 	if (rv->m.phase != MANAGER_ENDING && (signaled || value != 0))
-		node_failed(rv, p->node_index, "failed");
+		node_failed(rv, p, "failed");
+	else if (rv->m.phase == MANAGER_WAITING && !p->ready)
+		child_ready(rv, p, "its payload has already exited 0");
 	manager_maybe_stop(&rv->m);
 }
 
@@ -130,6 +169,13 @@ static void on_child_message(void *ctx, struct peer *p, const struct proto_msg *
 	struct rendezvous *rv = ctx;
 	switch (msg->type) {
 	case PROTO_MSG_PAYLOAD_STARTED:
+		return;
+	case PROTO_MSG_READY:
+		if (!p->roster || p->ready) {
+			listener_refuse_unexpected(p, msg);
+			return;
+		}
+		child_ready(rv, p, "ready");
 		return;
 	case PROTO_MSG_PAYLOAD_EXITED:
 		on_child_exited(rv, p, msg);
@@ -151,11 +197,23 @@ static void on_child_message(void *ctx, struct peer *p, const struct proto_msg *
 static bool on_child_lost(void *ctx, struct peer *p, const char *why)
 {
 	struct rendezvous *rv = ctx;
+	if (rv->m.phase == MANAGER_WAITING && rv->roster_sent) {
+		/* In the roster already: the job is what it is now. */
+		bool counted = p->exit_reported || p->ready;
+		log_warn("node %ld (%s) lost before the main payload started: %s", p->node_index, p->address, why);
+		stop_awaiting(rv, p);
+		if (!counted)
+			node_failed(rv, p, "was lost");
+		return false;
+	}
 	if (rv->m.phase == MANAGER_WAITING) {
 		/* Free its slot: a restarted node may register again. */
 		log_warn("node %ld (%s) left before the main payload started: %s", p->node_index, p->address, why);
 		rv->by_index[p->node_index] = NULL;
 		rv->registered--;
+		if (p->ready)
+			rv->ready--;
+		p->ready = false;
 		stop_awaiting(rv, p);
 		return true;
 	}
@@ -168,7 +226,7 @@ static bool on_child_lost(void *ctx, struct peer *p, const char *why)
 	else
 		log_warn("node %ld (%s) lost: %s", p->node_index, p->address, why);
 	if (!p->exit_reported)
-		node_failed(rv, p->node_index, "was lost");
+		node_failed(rv, p, "was lost");
 	stop_awaiting(rv, p);
 	manager_maybe_stop(&rv->m);
 	return false;
@@ -210,67 +268,138 @@ static enum ba_status main_address(struct rendezvous *rv)
 	return address_first_usable(rv->main_addr, sizeof rv->main_addr);
 }
 
-/* The nodes' addresses in node-index order, main included, each followed by sep. */
-static char *node_list(const struct rendezvous *rv, char sep)
+/* The roster: main and registered children, index order. The addresses point into
+ * the peers and rv, which outlive it. */
+static enum ba_status make_roster(struct rendezvous *rv)
 {
-	size_t capacity = (size_t)rv->cfg->batch.num_nodes * (ADDRESS_ADVERTISED_MAX + 1) + 1;
-	char *list = malloc(capacity);
-	size_t used = 0;
-	if (list == NULL)
-		return NULL;
-	for (long i = 0; i < rv->cfg->batch.num_nodes; i++) {
-		const char *address = i == rv->cfg->batch.main_node_index ? rv->main_addr
-				      : rv->by_index[i]                    ? rv->by_index[i]->address
-									    : NULL;
-		if (address != NULL)
-			used += (size_t)snprintf(list + used, capacity - used, "%s%c", address, sep);
+	long n = rv->cfg->batch.num_nodes;
+	rv->view_nodes = calloc((size_t)rv->registered + 1, sizeof *rv->view_nodes);
+	if (rv->view_nodes == NULL)
+		return BA_EX_OSERR;
+	for (long i = 0; i < n; i++) {
+		struct peerview_node *node = &rv->view_nodes[rv->view_count];
+		if (i == rv->cfg->batch.main_node_index) {
+			rv->main_rank = rv->view_count++;
+			*node = (struct peerview_node){ .index = i, .address = rv->main_addr, .cpus = rv->main_cpus };
+		} else if (rv->by_index[i] != NULL) {
+			rv->view_count++;
+			*node = (struct peerview_node){ .index = i, .address = rv->by_index[i]->address,
+							 .cpus = rv->by_index[i]->cpus };
+		}
 	}
-	list[used] = '\0';
-	return list;
+	return BA_OK;
 }
 
-/* One address a line, node-index order, main included: the form both Open MPI and
- * MPICH (Hydra) accept as a hostfile. Written with one write(2). */
-static enum ba_status write_hostfile(struct rendezvous *rv, const char *lines)
+/* One child's roster, in chunks of PROTO_ROSTER_CHUNK (a 1,000-node roster is about
+ * 50 KB: eight frames). */
+static void send_roster_to(struct rendezvous *rv, struct peer *p)
 {
-	char dir_buf[PATH_MAX];
-	const char *dir = util_temp_dir(dir_buf, sizeof dir_buf);
-	snprintf(rv->hostfile, sizeof rv->hostfile, "%s/batch-agent-hostfile.XXXXXX", dir);
-	int fd = mkstemp(rv->hostfile);
-	if (fd < 0) {
-		log_error("cannot create the hostfile in %s: %m", dir);
-		rv->hostfile[0] = '\0';
-		return BA_EX_OSERR;
+	struct proto_roster_node chunk[PROTO_ROSTER_CHUNK];
+	for (size_t offset = 0; offset < rv->view_count && p->conn.attached; offset += PROTO_ROSTER_CHUNK) {
+		size_t count = rv->view_count - offset < PROTO_ROSTER_CHUNK ? rv->view_count - offset : PROTO_ROSTER_CHUNK;
+		for (size_t i = 0; i < count; i++)
+			chunk[i] = (struct proto_roster_node){ .node_index = rv->view_nodes[offset + i].index,
+								.address = rv->view_nodes[offset + i].address,
+								.cpus = rv->view_nodes[offset + i].cpus };
+		cJSON *msg = NULL;
+		enum proto_err err = proto_msg_roster((int64_t)rv->view_count, (int64_t)offset, chunk, count, &msg);
+		conn_send(&p->conn, msg, err);
 	}
-	fchmod(fd, 0644);
-	enum ba_status rc = util_write_all(fd, lines, strlen(lines));
-	if (rc != BA_OK)
-		log_error("writing the hostfile %s: %m", rv->hostfile);
-	close(fd);
-	return rc;
+}
+
+static void on_ready_timer(struct loop *loop, void *ctx);
+
+/* Every expected node registered (or --wait-timeout with --min-nodes): the door
+ * closes, and every child learns who is in the job. */
+static void send_roster(struct rendezvous *rv)
+{
+	loop_timer_cancel(rv->m.loop, &rv->m.wait_timer);
+	/* No node can join once the roster is out: nobody needs the cookie any more. */
+	manager_close_door(&rv->m, rv->registered == rv->children ? "every node registered" : "--wait-timeout");
+	rv->roster_sent = true;
+	enum ba_status rc = main_address(rv);
+	if (rc == BA_OK)
+		rc = make_roster(rv);
+	if (rc != BA_OK) {
+		manager_fail(&rv->m, rc, "the roster could not be made");
+		return;
+	}
+	rv->expected_ready = rv->registered;
+	long v2 = 0;
+	for (long i = 0; i < rv->cfg->batch.num_nodes; i++) {
+		struct peer *p = rv->by_index[i];
+		if (p == NULL)
+			continue;
+		if (p->roster)
+			send_roster_to(rv, p);
+		else
+			v2++;
+	}
+	if (v2 > 0)
+		log_info("%ld child%s speak%s protocol version 2: no roster, ready once registered", v2,
+			 v2 == 1 ? "" : "ren", v2 == 1 ? "s" : "");
+	if (rv->ready == rv->expected_ready) {
+		start_main_payload(rv);
+		return;
+	}
+	log_info("roster sent to %ld children: waiting for them to get ready (up to %.3g s)", rv->registered - v2,
+		 (double)rv->cfg->wait_timeout_ms / 1000.0);
+	loop_timer_arm(rv->m.loop, &rv->m.wait_timer, rv->cfg->wait_timeout_ms, on_ready_timer, rv);
+}
+
+static void child_ready(struct rendezvous *rv, struct peer *p, const char *how)
+{
+	if (p->ready)
+		return;
+	p->ready = true;
+	rv->ready++;
+	if (!rv->roster_sent || rv->m.phase != MANAGER_WAITING)
+		return;
+	log_info("node %ld is ready (%s): %ld of %ld", p->node_index, how, rv->ready, rv->expected_ready);
+	if (rv->ready == rv->expected_ready)
+		start_main_payload(rv);
+}
+
+/* The children that are not ready as "3, 5, 9", cut with "..." to fit. */
+static void list_unready(const struct rendezvous *rv, char *out, size_t size)
+{
+	size_t used = 0;
+	out[0] = '\0';
+	for (long i = 0; i < rv->cfg->batch.num_nodes; i++) {
+		const struct peer *p = rv->by_index[i];
+		if (p == NULL || p->ready)
+			continue;
+		if (used + 16 < size)
+			used += (size_t)snprintf(out + used, size - used, "%s%ld", used ? ", " : "", i);
+		else if (used + 4 < size && out[used - 1] != '.')
+			used += (size_t)snprintf(out + used, size - used, "...");
+	}
+}
+
+static void on_ready_timer(struct loop *loop, void *ctx)
+{
+	struct rendezvous *rv = ctx;
+	char unready[512];
+	(void)loop;
+	list_unready(rv, unready, sizeof unready);
+	log_error("node%s %s did not get ready within %.3g s of the roster (%s): %ld of %ld ready",
+		  strchr(unready, ',') ? "s" : "", unready, (double)rv->cfg->wait_timeout_ms / 1000.0,
+		  "payload started, or accepting on its --ready-port", rv->ready, rv->expected_ready);
+	manager_fail(&rv->m, BA_EX_UNAVAILABLE, "the nodes did not get ready");
 }
 
 static void start_main_payload(struct rendezvous *rv)
 {
-	char *lines = NULL, *nodes = NULL;
 	struct payload payload = { 0 };
 	loop_timer_cancel(rv->m.loop, &rv->m.wait_timer);
-	/* No node can join once the main payload starts: nobody needs the cookie any more. */
-	manager_close_door(&rv->m, rv->registered == rv->children ? "every node registered" : "--wait-timeout");
-	enum ba_status rc = main_address(rv);
+	struct launch_vars vars = { .node_addr = rv->main_addr, .handover_fd = -1 };
+	enum ba_status rc = peerview_make(&rv->view, rv->cfg, rv->view_nodes, rv->view_count, rv->main_rank);
 	if (rc == BA_OK) {
-		lines = node_list(rv, '\n');
-		nodes = node_list(rv, ',');
-		rc = lines && nodes ? write_hostfile(rv, lines) : BA_EX_OSERR;
-	}
-	if (rc == BA_OK) {
-		nodes[strlen(nodes) - 1] = '\0'; /* the last comma */
-		struct launch_vars vars = { .node_addr = rv->main_addr, .hostfile = rv->hostfile, .nodes = nodes,
-					    .handover_fd = -1 };
+		peerview_vars(&rv->view, &vars);
 		rc = launch_prepare(&payload, rv->cfg, &vars);
 	}
 	if (rc == BA_OK) {
-		log_info("all nodes present: starting the main payload with nodes %s", nodes);
+		log_info("all nodes present and ready: starting the main payload with nodes %s", rv->view.nodes);
 		rc = manager_spawn(&rv->m, &payload);
 	}
 	/* The main payload is forked and the listener is up: the steady state begins. */
@@ -279,8 +408,6 @@ static void start_main_payload(struct rendezvous *rv)
 	if (rc != BA_OK)
 		manager_fail(&rv->m, rc, "the main payload could not start");
 	launch_release(&payload);
-	free(lines);
-	free(nodes);
 }
 
 static void on_wait_timer(struct loop *loop, void *ctx)
@@ -295,7 +422,7 @@ static void on_wait_timer(struct loop *loop, void *ctx)
 		log_warn("starting with %ld of %ld nodes after %.3g s (--min-nodes %ld); missing node%s %s", present,
 			 rv->agent_nodes, (double)rv->cfg->wait_timeout_ms / 1000.0, needed,
 			 strchr(missing, ',') ? "s" : "", missing);
-		start_main_payload(rv);
+		send_roster(rv);
 		return;
 	}
 	log_error("node%s %s did not register within %.3g s: %ld of %ld nodes present, %ld needed (--min-nodes)",
@@ -389,6 +516,12 @@ static enum ba_status set_up(struct rendezvous *rv)
 	enum ba_status rc = node_groups(rv);
 	if (rc != BA_OK)
 		return rc;
+	/* The main's own CPUs, as a child would register them: once, before anyone dials. */
+	struct node_self self;
+	rc = self_describe_node(rv->cfg, &self);
+	if (rc != BA_OK)
+		return rc;
+	rv->main_cpus = self.cpus;
 	struct admit_job job = job_of(rv);
 	return manager_set_up(&rv->m, rv->cfg, &job, &peer_hooks);
 }
@@ -402,12 +535,12 @@ enum ba_status rendezvous_run(const struct config *cfg)
 			 rv.children, rv.children == 1 ? "" : "s", (double)cfg->wait_timeout_ms / 1000.0);
 		loop_timer_arm(rv.m.loop, &rv.m.wait_timer, cfg->wait_timeout_ms, on_wait_timer, &rv);
 		if (rv.children == 0)
-			start_main_payload(&rv);
+			send_roster(&rv);
 		rc = loop_run(rv.m.loop);
 	}
 	manager_free(&rv.m);
-	if (rv.hostfile[0])
-		unlink(rv.hostfile);
+	peerview_release(&rv.view);
+	free(rv.view_nodes);
 	free(rv.by_index);
 	free(rv.runs_agent);
 	return rc;

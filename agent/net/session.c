@@ -1,25 +1,49 @@
-/* Stage 6: the worker's life alongside its payload. */
+/* Stage 6: the worker's life alongside its payload.
+ *
+ *   accept {roster: true}  (version 3, an MNP main)
+ *     W <- M  roster chunks, until num_nodes entries      (the peer view, peerview.h)
+ *     W       start the payload with the view             (--payload-start roster)
+ *     W -> M  payload_started
+ *     W       --ready-port: wait until it accepts on 127.0.0.1:PORT
+ *     W -> M  ready                                       (the main payload may start)
+ *   accept {}  (version 2, or a pool): the payload starts at once, as before.
+ *   then: heartbeats both ways, payload_exited, shutdown from the manager. */
 #include "session.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "confine.h"
 #include "conn.h"
 #include "launch.h"
 #include "log.h"
+#include "peerview.h"
 #include "status.h"
 #include "supervise.h"
 #include "util.h"
 
 #define FINAL_FLUSH_MS 2000
+#define READY_POLL_MS 100    /* --ready-port: how often we try the port */
+#define READY_CONNECT_MS 200 /* one try's bound: a full backlog drops SYNs */
+
+/* The roster as it arrives (PROTOCOL.md §4.1): chunks in order, num_nodes in all. */
+struct roster {
+	struct peerview_node *nodes;
+	int64_t total, have;
+	size_t rank;
+	bool complete;
+};
 
 struct session {
 	const struct config *cfg;
@@ -29,6 +53,14 @@ struct session {
 	struct conn conn;
 	int64_t heartbeat_ms;
 	struct loop_timer heartbeat_timer;
+	const struct manager_address *manager;
+	const char *node_addr;
+	bool wants_ready;     /* version 3 with a roster: tell the manager when we are ready */
+	bool spawned;         /* the payload started (it may have ended since) */
+	bool ready_sent;
+	struct loop_timer ready_timer;
+	struct roster roster;
+	struct peer_view view;
 	bool shutdown_requested;
 	bool manager_lost;
 	bool protocol_error; /* the manager broke the protocol: exit 76 rather than 69 */
@@ -39,6 +71,7 @@ struct session {
 static void disconnect(struct session *s)
 {
 	loop_timer_cancel(s->loop, &s->heartbeat_timer);
+	loop_timer_cancel(s->loop, &s->ready_timer);
 	if (s->conn.attached)
 		conn_end(&s->conn, NULL, NULL);
 }
@@ -46,6 +79,12 @@ static void disconnect(struct session *s)
 static void lose_manager(struct session *s, const char *why)
 {
 	disconnect(s);
+	if (!s->spawned && !s->shutdown_requested) {
+		/* Waiting for the roster: without a manager, no payload will ever start. */
+		log_error("lost the manager at %s (%s) before the roster came: no payload started", s->peer, why);
+		loop_stop(s->loop, s->protocol_error ? BA_EX_PROTOCOL : BA_EX_UNAVAILABLE);
+		return;
+	}
 	/* After a shutdown request the manager is expected to leave. */
 	if (s->shutdown_requested || !supervise_running(s->sv)) {
 		log_debug("the manager at %s closed (%s) while we finish", s->peer, why);
@@ -102,6 +141,13 @@ static void on_shutdown(struct session *s, const struct proto_msg *msg)
 	const char *reason = msg->u.shutdown.reason, *sep = reason[0] ? ": " : "";
 	/* A shutdown turns the payload's end into exit 0 only when it is what ended the
 	 * payload: one that crossed our payload_exited must not hide a failure. */
+	if (!s->spawned) {
+		log_info("the manager asks us to shut down%s%s before the roster came: no payload started", sep, reason);
+		s->shutdown_requested = true;
+		disconnect(s);
+		loop_stop(s->loop, BA_OK);
+		return;
+	}
 	if (!supervise_running(s->sv)) {
 		log_info("the manager asks us to shut down%s%s: the payload has already ended", sep, reason);
 		return;
@@ -110,6 +156,140 @@ static void on_shutdown(struct session *s, const struct proto_msg *msg)
 		 (double)msg->u.shutdown.grace_ms / 1000.0);
 	s->shutdown_requested = true;
 	supervise_terminate(s->sv, SIGTERM, msg->u.shutdown.grace_ms, "shutdown from the manager");
+}
+
+/* PROTOCOL.md §1, §4: tell the manager what it did wrong, then treat it as lost. */
+static void broke_protocol(struct session *s, const char *code, const char *what)
+{
+	log_error("the manager at %s broke the protocol: %s", s->peer, what);
+	conn_end(&s->conn, code, what);
+	s->protocol_error = true;
+	lose_manager(s, "it broke the protocol");
+}
+
+/* ---- the roster, then the payload ---- */
+
+static enum ba_status start_payload(struct session *s, const struct payload *payload);
+
+static void send_ready(struct session *s)
+{
+	cJSON *msg = NULL;
+	loop_timer_cancel(s->loop, &s->ready_timer);
+	if (s->ready_sent || !s->wants_ready || !s->conn.attached)
+		return;
+	s->ready_sent = true;
+	enum proto_err err = proto_msg_ready(&msg);
+	send_or_lose(s, msg, err);
+	log_info("ready: told the manager at %s", s->peer);
+}
+
+/* A blocking connect to loopback is answered at once (accepted or refused); the
+ * timeout bounds the case of a full backlog, where the SYN is dropped. */
+static bool port_accepts(long port)
+{
+	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct timeval bound = { .tv_sec = 0, .tv_usec = READY_CONNECT_MS * 1000 };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof bound) == 0 &&
+		  connect(fd, (struct sockaddr *)&to, sizeof to) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+static void on_ready_timer(struct loop *loop, void *ctx)
+{
+	struct session *s = ctx;
+	if (!supervise_running(s->sv) || s->ready_sent)
+		return;
+	if (port_accepts(s->cfg->ready_port)) {
+		log_info("the payload accepts connections on port %ld", s->cfg->ready_port);
+		send_ready(s);
+		return;
+	}
+	loop_timer_arm(loop, &s->ready_timer, READY_POLL_MS, on_ready_timer, s);
+}
+
+/* Ready means started, or with --ready-port, accepting: an sshd that mpirun will use. */
+static void await_ready(struct session *s)
+{
+	if (!s->wants_ready || s->ready_sent)
+		return;
+	if (s->cfg->ready_port == 0) {
+		send_ready(s);
+		return;
+	}
+	log_info("waiting for the payload to accept connections on port %ld (--ready-port)", s->cfg->ready_port);
+	on_ready_timer(s->loop, s);
+}
+
+/* The roster's chunks come in order and agree; the entries are in node-index order,
+ * and one of them is this node. Anything else is the manager breaking §4.1. */
+static const char *take_chunk(struct session *s, const struct proto_msg *msg)
+{
+	struct roster *r = &s->roster;
+	if (!s->wants_ready || r->complete)
+		return "a roster we were not promised";
+	if (r->nodes == NULL) {
+		r->nodes = calloc((size_t)msg->u.roster.num_nodes, sizeof *r->nodes);
+		if (r->nodes == NULL)
+			return "a roster too large for our memory";
+		r->total = msg->u.roster.num_nodes;
+	}
+	if (msg->u.roster.num_nodes != r->total || msg->u.roster.offset != r->have)
+		return "a roster chunk out of order";
+	for (size_t i = 0; i < msg->u.roster.count; i++) {
+		const struct proto_roster_node *in = &msg->u.roster.nodes[i];
+		struct peerview_node *out = &r->nodes[r->have];
+		if ((r->have > 0 && in->node_index <= out[-1].index) || !address_valid_advertised(in->address))
+			return "a roster entry out of node-index order, or with an unusable address";
+		out->index = (long)in->node_index;
+		out->cpus = in->cpus;
+		if ((out->address = strdup(in->address)) == NULL)
+			return "a roster too large for our memory";
+		if (out->index == s->cfg->batch.node_index)
+			r->rank = (size_t)r->have;
+		r->have++;
+	}
+	r->complete = r->have == r->total;
+	if (r->complete && r->nodes[r->rank].index != s->cfg->batch.node_index)
+		return "a roster without this node";
+	return NULL;
+}
+
+static void on_roster(struct session *s, const struct proto_msg *msg)
+{
+	const char *wrong = take_chunk(s, msg);
+	if (wrong != NULL) {
+		broke_protocol(s, PROTO_CODE_BAD_MESSAGE, wrong);
+		return;
+	}
+	if (!s->roster.complete)
+		return;
+	log_info("roster: %lld nodes, this one is rank %zu", (long long)s->roster.total, s->roster.rank);
+	if (supervise_running(s->sv) || s->cfg->payload_start == PAYLOAD_START_REGISTERED)
+		return; /* started at registration: the payload has no peer view */
+	struct payload payload = { 0 };
+	struct launch_vars vars = { .manager = s->manager->display, .node_addr = s->node_addr, .handover_fd = -1 };
+	enum ba_status rc = peerview_make(&s->view, s->cfg, s->roster.nodes, (size_t)s->roster.total, s->roster.rank);
+	if (rc == BA_OK) {
+		peerview_vars(&s->view, &vars);
+		rc = launch_prepare(&payload, s->cfg, &vars);
+	}
+	if (rc == BA_OK)
+		rc = start_payload(s, &payload);
+	else
+		loop_stop(s->loop, rc);
+	launch_release(&payload);
+}
+
+static void free_roster(struct roster *r)
+{
+	for (int64_t i = 0; r->nodes != NULL && i < r->have; i++)
+		free((char *)r->nodes[i].address);
+	free(r->nodes);
+	*r = (struct roster){ 0 };
 }
 
 static void on_message(struct conn *c, const struct proto_msg *msg, void *ctx)
@@ -133,14 +313,13 @@ static void on_message(struct conn *c, const struct proto_msg *msg, void *ctx)
 			s->protocol_error = true;
 		lose_manager(s, "it reported an error");
 		return;
+	case PROTO_MSG_ROSTER:
+		on_roster(s, msg);
+		return;
 	default: {
-		/* PROTOCOL.md §1, §4: tell the manager what it did wrong, then treat it as lost. */
 		char what[64];
 		snprintf(what, sizeof what, "unexpected \"%s\"", proto_msg_type_name(msg->type));
-		log_error("the manager at %s broke the protocol: %s", s->peer, what);
-		conn_end(&s->conn, PROTO_CODE_UNEXPECTED, what);
-		s->protocol_error = true;
-		lose_manager(s, "it broke the protocol");
+		broke_protocol(s, PROTO_CODE_UNEXPECTED, what);
 		return;
 	}
 	}
@@ -154,6 +333,7 @@ static void on_started(void *ctx, pid_t pid)
 	confine_steady_state();
 	enum proto_err err = proto_msg_payload_started(pid, &msg);
 	send_or_lose(s, msg, err);
+	await_ready(s);
 }
 
 /* The manager hears what really happened: --remap-exit is about the container's exit
@@ -276,7 +456,24 @@ static enum ba_status exec_with_connection(const struct config *cfg, struct prot
 	return rc;
 }
 
-/* The manager's connection in the loop, then the payload beside it. */
+/* The payload beside the connection; when it cannot start, the manager hears why. */
+static enum ba_status start_payload(struct session *s, const struct payload *payload)
+{
+	enum ba_status rc = supervise_spawn(s->sv, payload);
+	s->spawned = true;
+	if (rc != BA_OK) {
+		cJSON *msg = NULL;
+		enum proto_err err = proto_msg_payload_exited_code((int)rc, &msg);
+		send_or_lose(s, msg, err);
+		if (s->conn.attached)
+			proto_frame_flush_wait(&s->conn.pc, util_now_ms() + FINAL_FLUSH_MS);
+		loop_stop(s->loop, rc);
+	}
+	return rc;
+}
+
+/* The manager's connection in the loop, then the payload beside it: at once, or once
+ * the roster is in. */
 static enum ba_status supervise_with_connection(struct session *s, const struct payload *payload,
 						struct proto_conn *pc)
 {
@@ -284,30 +481,28 @@ static enum ba_status supervise_with_connection(struct session *s, const struct 
 	if (rc != BA_OK)
 		return rc;
 	loop_timer_arm(s->loop, &s->heartbeat_timer, s->heartbeat_ms, on_heartbeat_timer, s);
-	rc = supervise_spawn(s->sv, payload);
-	if (rc != BA_OK) {
-		/* The manager hears why: no payload will start here. */
-		cJSON *msg = NULL;
-		enum proto_err err = proto_msg_payload_exited_code((int)rc, &msg);
-		send_or_lose(s, msg, err);
-		if (s->conn.attached)
-			proto_frame_flush_wait(&s->conn.pc, util_now_ms() + FINAL_FLUSH_MS);
-		return rc;
+	if (!s->wants_ready || s->cfg->payload_start == PAYLOAD_START_REGISTERED) {
+		rc = start_payload(s, payload);
+		if (rc != BA_OK)
+			return rc;
+	} else {
+		log_info("waiting for the roster from the manager at %s", s->peer);
 	}
 	/* What arrived with the manager's accept is in the reader already. */
 	conn_read_now(&s->conn);
 	return loop_run(s->loop);
 }
 
-enum ba_status session_run(const struct config *cfg, struct proto_conn *conn, int64_t heartbeat_ms,
-			   const struct manager_address *manager, const char *node_addr)
+enum ba_status session_run(const struct config *cfg, struct proto_conn *conn, const struct handshake_result *joined,
+			   const struct manager_address *manager, const struct node_self *self)
 {
 	if (cfg->exec)
-		return exec_with_connection(cfg, conn, heartbeat_ms, manager->display, node_addr);
+		return exec_with_connection(cfg, conn, joined->heartbeat_ms, manager->display, self->address);
 
-	struct session s = { .cfg = cfg, .peer = manager->display, .heartbeat_ms = heartbeat_ms };
+	struct session s = { .cfg = cfg, .peer = manager->display, .heartbeat_ms = joined->heartbeat_ms,
+			     .manager = manager, .node_addr = self->address, .wants_ready = joined->roster };
 	struct payload payload = { 0 };
-	struct launch_vars vars = { .manager = manager->display, .node_addr = node_addr, .handover_fd = -1 };
+	struct launch_vars vars = { .manager = manager->display, .node_addr = self->address, .handover_fd = -1 };
 	struct supervise_opts opts = supervise_opts_from_config(cfg);
 	struct supervise_hooks hooks = { .ctx = &s, .started = on_started, .exited = on_exited, .finished = on_finished,
 					 .spot_notice = on_spot_notice };
@@ -325,5 +520,7 @@ enum ba_status session_run(const struct config *cfg, struct proto_conn *conn, in
 	supervise_free(s.sv);
 	loop_destroy(s.loop);
 	launch_release(&payload);
+	peerview_release(&s.view);
+	free_roster(&s.roster);
 	return rc;
 }

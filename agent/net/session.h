@@ -13,11 +13,13 @@
 
 #include "address.h"
 #include "config.h"
+#include "handshake.h"
+#include "self.h"
 #include "proto.h"
 #include "status.h"
 
 /* Takes over what conn has buffered; the caller closes its descriptor after. */
-enum ba_status session_run(const struct config *cfg, struct proto_conn *conn, int64_t heartbeat_ms,
-		const struct manager_address *manager, const char *node_addr);
+enum ba_status session_run(const struct config *cfg, struct proto_conn *conn, const struct handshake_result *joined,
+			   const struct manager_address *manager, const struct node_self *self);
 
 #endif

@@ -22,7 +22,7 @@ static enum ba_status run_native_worker(const struct config *cfg, const struct m
 					struct cookie *cookie)
 {
 	int64_t deadline = util_now_ms() + cfg->connect_timeout_ms;
-	int64_t heartbeat_ms = cfg->heartbeat_ms;
+	struct handshake_result joined = { .heartbeat_ms = cfg->heartbeat_ms };
 	struct proto_conn conn;
 	struct node_self self;
 	int fd = -1;
@@ -34,7 +34,7 @@ static enum ba_status run_native_worker(const struct config *cfg, const struct m
 		proto_frame_conn_init(&conn, fd);
 		rc = self_fill_address(cfg, fd, &self);
 		if (rc == BA_OK)
-			rc = handshake_worker(cfg, &conn, cookie, manager, &self, &heartbeat_ms);
+			rc = handshake_worker(cfg, &conn, cookie, manager, &self, &joined);
 		if (rc != BA_EX_TEMPFAIL)
 			break;
 		proto_frame_conn_free(&conn);
@@ -56,7 +56,7 @@ static enum ba_status run_native_worker(const struct config *cfg, const struct m
 	 * starts next must not find it in our memory. */
 	cookie_wipe(cookie);
 	if (rc == BA_OK)
-		rc = session_run(cfg, &conn, heartbeat_ms, manager, self.address);
+		rc = session_run(cfg, &conn, &joined, manager, &self);
 	proto_frame_conn_free(&conn);
 	close(fd);
 	return rc;

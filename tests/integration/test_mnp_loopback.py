@@ -102,9 +102,11 @@ def missing_child_times_out(workdir):
     out, port, job = outdir(workdir), mnp.free_port(), Job(4)
     main = start_main(job, port, out, workdir, args=["--wait-timeout", wait_s(2)])
     child = start_child(job, 1, port, out, workdir)
-    wait_for_file(os.path.join(out, "child-1"), 10)
+    # Its payload waits for the roster, which never comes: the job never had its nodes.
+    child.wait_for_log("waiting for the roster", 10)
     expect_exit(main, mnp.EX_UNAVAILABLE, 15)
     expect_exit(child, 0, 10)
+    check(not os.path.exists(os.path.join(out, "child-1")), "the child's payload ran without a roster")
     err = main.stderr()
     check(f"nodes 2, 3 did not register within {wait_s(2)} s" in err, f"main does not name the missing nodes:\n{err}")
     check("telling 1 node to shut down" in err, f"main does not shut the present child down:\n{err}")

@@ -22,7 +22,8 @@ class FakeManager:
     """A listening socket on loopback; script(conn, reg) runs on a thread once a
     worker has registered (accepted with accept_ms). Errors are kept for the test."""
 
-    def __init__(self, cookie, script, accept_ms=200, answer=None):
+    def __init__(self, cookie, script, accept_ms=200, answer=None, versions=npr.SUPPORTED_VERSIONS):
+        self.versions = versions
         self.srv = socket.create_server(("127.0.0.1", 0))
         self.port = self.srv.getsockname()[1]
         self.cookie, self.script, self.accept_ms, self.answer = cookie, script, accept_ms, answer
@@ -39,7 +40,8 @@ class FakeManager:
             sock, _ = self.srv.accept()
             self.conn = npr.Conn(sock)
             reg, _ = npr.manager_handshake(self.conn, self.cookie,
-                                           decide=lambda r: self.answer or npr.accept(self.accept_ms))
+                                           decide=lambda r: self.answer or npr.accept(self.accept_ms),
+                                           versions=self.versions)
             self.reg = reg
             self.registered.set()
             self.result = self.script(self.conn, reg)
@@ -247,6 +249,128 @@ def shutdown_from_manager_exits_0(workdir):
         fm.close()
 
 
+# A payload that writes its peer view (PROTOCOL.md 4.1, README "The peer view").
+VIEW = ('o="$1"; { echo "$BATCH_AGENT_NODES"; echo "$BATCH_AGENT_NODE_RANK"; echo "$BATCH_AGENT_NUM_NODES"; '
+        'cat "$BATCH_AGENT_HOSTFILE"; } > "$o.tmp"; mv "$o.tmp" "$o"; exec sleep 60')
+ROSTER = [(0, "198.18.0.1", 4), (1, "127.0.0.1", 2.5), (2, "198.18.0.3", None)]
+
+
+@runner.case
+def roster_starts_the_payload_with_the_peer_view(workdir):
+    """Version 3: accepted with roster: true, the worker starts nothing until the whole
+    roster is in, then its payload sees the view, and it reports payload_started and
+    ready, in that order."""
+    job = Job(3)
+    out = os.path.join(workdir, "view")
+
+    def script(conn, reg):
+        w_ready.wait(10 * mnp.SLOW)
+        check(not os.path.exists(out), "the payload started before the roster")
+        for chunk in npr.rosters(ROSTER):
+            conn.send(chunk)
+        started, seen = recv_until(conn, ("payload_started",), 10)
+        ready, _ = recv_until(conn, ("ready",), 10)
+        wait_for_file(out, 10)
+        conn.send(npr.shutdown(3000, "test is over"))
+        recv_until(conn, ("payload_exited",), 10)
+        return started
+
+    w_ready = threading.Event()
+    fm = FakeManager(job.cookie, script, answer=npr.accept(200, roster=True), versions=npr.ALL_VERSIONS)
+    try:
+        w = worker(job, workdir, ["--port", str(fm.port), "--heartbeat", "0.2", "--hostfile-format", "mpich"],
+                   ["/bin/sh", "-c", VIEW, "p", out])
+        w.wait_for_log("waiting for the roster", 10)
+        w_ready.set()
+        expect_exit(w, 0, 15)
+        fm.finish()
+        lines = read(out).splitlines()
+        check(lines == ["198.18.0.1,127.0.0.1,198.18.0.3", "1", "3", "198.18.0.1:4", "127.0.0.1:2", "198.18.0.3"],
+              f"the payload's view: {lines}")
+        check("roster: 3 nodes, this one is rank 1" in w.stderr(), w.stderr())
+    finally:
+        fm.close()
+
+
+def error_code(conn):
+    """The code of the error the worker sends next (heartbeats skipped)."""
+    try:
+        msg, seen = recv_until(conn, ("error",), 10)
+        return msg["code"]
+    except npr.ProtocolError as e:
+        if not e.remote:
+            raise
+        return e.code
+
+
+def worker_refuses_the_roster(workdir, chunks, why, versions=npr.ALL_VERSIONS, roster=True):
+    """The manager sends chunks after accept: the worker answers bad_message, starts no
+    payload and exits 76, saying why."""
+    job = Job(3)
+    out = os.path.join(workdir, "view")
+
+    def script(conn, reg):
+        for chunk in chunks:
+            conn.send(chunk)
+        return error_code(conn)
+
+    fm = FakeManager(job.cookie, script, answer=npr.accept(200, roster=roster), versions=versions)
+    try:
+        w = worker(job, workdir, ["--port", str(fm.port), "--heartbeat", "0.2"], ["/bin/sh", "-c", VIEW, "p", out])
+        expect_exit(w, mnp.EX_PROTOCOL, 15)
+        if chunks:
+            code = fm.finish()
+            check(code == npr.BAD_MESSAGE, f"the worker answered {code}")
+        check(why in w.stderr(), w.stderr())
+        check(not os.path.exists(out), "a payload started on a bad roster")
+    finally:
+        fm.close()
+
+
+@runner.case
+def roster_chunk_out_of_order_exits_76(workdir):
+    worker_refuses_the_roster(workdir, [npr.roster(3, 1, ROSTER[1:])], "a roster chunk out of order")
+
+
+@runner.case
+def roster_without_this_node_exits_76(workdir):
+    nodes = [(0, "198.18.0.1", 4), (2, "198.18.0.3", None)]
+    worker_refuses_the_roster(workdir, npr.rosters(nodes), "a roster without this node")
+
+
+@runner.case
+def roster_out_of_index_order_exits_76(workdir):
+    worker_refuses_the_roster(workdir, npr.rosters([ROSTER[1], ROSTER[0], ROSTER[2]]), "out of node-index order")
+
+
+@runner.case
+def roster_promised_in_version_2_exits_76(workdir):
+    """accept with roster: true in a version 2 session: the manager broke the protocol."""
+    worker_refuses_the_roster(workdir, [], "promised a roster in a version 2 session",
+                              versions=npr.SUPPORTED_VERSIONS)
+
+
+@runner.case
+def roster_not_promised_exits_76(workdir):
+    """A roster to a worker accepted without roster: true (its payload already runs)."""
+    job = Job(3)
+
+    def script(conn, reg):
+        recv_until(conn, ("payload_started",), 10)
+        for chunk in npr.rosters(ROSTER):
+            conn.send(chunk)
+        return error_code(conn)
+
+    fm = FakeManager(job.cookie, script, versions=npr.ALL_VERSIONS)
+    try:
+        w = worker(job, workdir, ["--port", str(fm.port), "--heartbeat", "0.2"], ["/bin/sleep", "60"])
+        expect_exit(w, mnp.EX_PROTOCOL, 15)
+        check(fm.finish() == npr.BAD_MESSAGE, "the worker did not answer bad_message")
+        check("a roster we were not promised" in w.stderr(), w.stderr())
+    finally:
+        fm.close()
+
+
 @runner.case
 def shutdown_after_payload_exit_keeps_status(workdir):
     """A shutdown that arrives after the payload already failed (here while what it left
@@ -412,9 +536,9 @@ def manager_hello_of_wrong_type_is_unexpected(workdir):
 
 @runner.case
 def manager_choosing_unoffered_version_exits_76(workdir):
-    """A manager hello with a version the worker never offered (3) is answered with
-    error unsupported_version; the worker exits 76."""
-    worker_refuses_the_managers_hello(Job(2), workdir, lambda hello: npr.hello_manager(npr.nonce(), version=3),
+    """A manager hello with a version the worker never offered (4; it offers 3 and 2) is
+    answered with error unsupported_version; the worker exits 76."""
+    worker_refuses_the_managers_hello(Job(2), workdir, lambda hello: npr.hello_manager(npr.nonce(), version=4),
                                       npr.UNSUPPORTED_VERSION)
 
 

@@ -10,6 +10,7 @@
  *   HELLO --manager hello---------------> REGISTERING   (send auth; seal; send register)
  *   REGISTERING --manager auth, proof ok> REGISTERING   (the manager's frames sealed)
  *   REGISTERING --accept----------------> RUNNING       (send payload_started; heartbeats)
+ *   RUNNING --roster's last chunk-------> RUNNING       (--roster, version 3: send ready)
  *   RUNNING --shutdown------------------> CLOSING       (send payload_exited)
  *   CLOSING --flushed-------------------> DRAINING      (shutdown(SHUT_WR))
  *   DRAINING --manager's EOF, or 10 s---> DONE          (close)
@@ -117,6 +118,7 @@ struct options {
 	int exit_code;
 	bool array; /* --array: children "<job>:<i>" of an array job, for a worker pool */
 	bool drain; /* --drain: each worker reports a Spot notice (draining) once accepted */
+	bool roster; /* --roster: offer version 3, take the roster, then say ready */
 };
 
 struct loadgen {
@@ -328,11 +330,15 @@ static void on_connected(struct loadgen *lg, struct worker *w, int64_t now)
 		fail(lg, w, "no_randomness");
 		return;
 	}
-	w->transcript.version = PROTO_VERSION;
 	memcpy(w->transcript.worker_key, w->kex.pub, PROTO_KEY_LEN);
 	w->manager_proven = false;
 	w->state = W_HELLO;
-	send_msg(lg, w, proto_msg_hello_worker(w->transcript.worker_nonce, w->kex.pub, AGENT_NAME, &msg), &msg, now);
+	/* Version 2 by default: the registration path alone, without the N-squared roster. */
+	static const int v2[] = { 2 };
+	send_msg(lg, w,
+		 lg->opt.roster ? proto_msg_hello_worker(w->transcript.worker_nonce, w->kex.pub, AGENT_NAME, &msg)
+				: proto_msg_hello_worker_versions(w->transcript.worker_nonce, w->kex.pub, AGENT_NAME, v2, 1, &msg),
+		 &msg, now);
 }
 
 /* An error from the manager before accept: load refusals are worth another dial. */
@@ -388,10 +394,11 @@ static void on_manager_hello(struct loadgen *lg, struct worker *w, const struct 
 		tell_and_fail(lg, w, PROTO_CODE_UNEXPECTED, "unexpected_instead_of_hello");
 		return;
 	}
-	if (m->u.hello_manager.version != PROTO_VERSION) {
+	if (m->u.hello_manager.version != (lg->opt.roster ? 3 : 2)) {
 		tell_and_fail(lg, w, PROTO_CODE_UNSUPPORTED_VERSION, "manager_chose_other_version");
 		return;
 	}
+	w->transcript.version = m->u.hello_manager.version;
 	memcpy(w->transcript.manager_nonce, m->u.hello_manager.nonce, PROTO_NONCE_LEN);
 	memcpy(w->transcript.manager_key, m->u.hello_manager.key, PROTO_KEY_LEN);
 	enum proto_err err = proto_auth_keys(lg->cookie, lg->cookie_len, PROTO_ROLE_WORKER, &w->kex, &w->transcript,
@@ -490,6 +497,13 @@ static void on_running_message(struct loadgen *lg, struct worker *w, const struc
 		queue_push(&lg->handshakes, w, now + PROTO_HANDSHAKE_TIMEOUT_MS);
 		if (send_msg(lg, w, proto_msg_payload_exited_code(lg->opt.exit_code, &msg), &msg, now))
 			half_close_when_flushed(w);
+		return;
+	case PROTO_MSG_ROSTER:
+		/* The last chunk: our "payload" runs already, so we are ready. */
+		if (lg->opt.roster && m->u.roster.offset + (int64_t)m->u.roster.count == m->u.roster.num_nodes)
+			send_msg(lg, w, proto_msg_ready(&msg), &msg, now);
+		else if (!lg->opt.roster)
+			tell_and_fail(lg, w, PROTO_CODE_UNEXPECTED, "roster_in_version_2");
 		return;
 	case PROTO_MSG_ERROR:
 		fail(lg, w, "manager_error_while_running");
@@ -775,6 +789,8 @@ static void usage(FILE *out)
 		"  --array                workers are children --job:I of an array job (array_index I,\n"
 		"                         no node index), as a worker pool's (--first-index 0 fits)\n"
 		"  --drain                each worker sends draining (a Spot notice) once accepted\n"
+		"  --roster               offer protocol version 3: an MNP main sends each worker the\n"
+		"                         roster, which it answers with ready (default: version 2)\n"
 		"\n"
 		"Writes one JSON object to stdout: workers, registered, completed, redials,\n"
 		"redial_reasons, rejected (by code), errors (by kind), first_connect and last_accept\n"
@@ -852,7 +868,7 @@ static bool parse_sources(const char *text, struct options *opt)
 }
 
 enum opt_id { O_WORKERS = 256, O_MANAGER, O_JOB, O_NUM_NODES, O_FIRST_INDEX, O_ATTEMPT, O_COOKIE_FILE, O_SPREAD,
-	      O_NO_REDIAL, O_CONNECT_TIMEOUT, O_SOURCES, O_CPUS, O_MEMORY, O_EXIT_CODE, O_DEADLINE, O_ARRAY, O_DRAIN, O_HELP };
+	      O_NO_REDIAL, O_CONNECT_TIMEOUT, O_SOURCES, O_CPUS, O_MEMORY, O_EXIT_CODE, O_DEADLINE, O_ARRAY, O_DRAIN, O_ROSTER, O_HELP };
 
 static const struct option long_options[] = {
 	{ "workers", required_argument, NULL, O_WORKERS },
@@ -872,6 +888,7 @@ static const struct option long_options[] = {
 	{ "deadline", required_argument, NULL, O_DEADLINE },
 	{ "array", no_argument, NULL, O_ARRAY },
 	{ "drain", no_argument, NULL, O_DRAIN },
+	{ "roster", no_argument, NULL, O_ROSTER },
 	{ "help", no_argument, NULL, O_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -907,6 +924,7 @@ static bool set_option(struct options *opt, int id, const char *arg, const char 
 	case O_DEADLINE: return parse_number(arg, 0.1, 86400, &opt->deadline_s);
 	case O_ARRAY: opt->array = true; return true;
 	case O_DRAIN: opt->drain = true; return true;
+	case O_ROSTER: opt->roster = true; return true;
 	default: return false;
 	}
 }

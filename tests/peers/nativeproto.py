@@ -1,4 +1,4 @@
-"""batch-agent native wire protocol, version 2, in Python (standard library plus
+"""batch-agent native wire protocol, versions 2 and 3, in Python (standard library plus
 python3-cryptography; run with /usr/bin/python3).
 
 An implementation independent of the C codec in proto/, written from PROTOCOL.md, for
@@ -41,7 +41,12 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 VERSION = 2
+# What these peers offer and pick unless a test asks for more: version 3 (2 plus the
+# roster, PROTOCOL.md 4.1) is spoken when passed in versions=ALL_VERSIONS.
 SUPPORTED_VERSIONS = (2,)
+ALL_VERSIONS = (2, 3)
+ROSTER_CHUNK = 128
+ROSTER_MAX_NODES = 100000
 MAX_FRAME = 65536
 MAX_HANDSHAKE_FRAME = 4096
 TAG_LEN = 16
@@ -440,8 +445,27 @@ def register_msg(job_id, hostname, address, attempt=None, array_index=None,
             "cpus": cpus, "memory_limit_bytes": memory_limit_bytes}
 
 
-def accept(heartbeat_interval_ms):
-    return {"type": "accept", "heartbeat_interval_ms": heartbeat_interval_ms}
+def accept(heartbeat_interval_ms, roster=False):
+    """roster=True: version 3, a roster follows (PROTOCOL.md 4.1)."""
+    msg = {"type": "accept", "heartbeat_interval_ms": heartbeat_interval_ms}
+    if roster:
+        msg["roster"] = True
+    return msg
+
+
+def roster(num_nodes, offset, nodes):
+    """nodes: (node_index, address, cpus or None) tuples, one chunk (version 3)."""
+    return {"type": "roster", "num_nodes": num_nodes, "offset": offset,
+            "nodes": [{"node_index": i, "address": a, "cpus": c} for i, a, c in nodes]}
+
+
+def rosters(nodes):
+    """A whole roster in chunks of ROSTER_CHUNK, as a manager sends it."""
+    return [roster(len(nodes), o, nodes[o:o + ROSTER_CHUNK]) for o in range(0, len(nodes), ROSTER_CHUNK)]
+
+
+def ready():
+    return {"type": "ready"}
 
 
 def reject(code, message=""):
@@ -599,6 +623,25 @@ def validate(m):
             _bad("cpus must be a number in (0, 1e6] or null")
     elif t == "accept":
         _int(m, "heartbeat_interval_ms", HEARTBEAT_MIN_MS, HEARTBEAT_MAX_MS)
+        if m.get("roster") is not None and not isinstance(m["roster"], bool):
+            _bad("roster must be a boolean or null")
+    elif t == "roster":
+        num = _int(m, "num_nodes", 1, ROSTER_MAX_NODES)
+        offset = _int(m, "offset", 0, num - 1)
+        nodes = m.get("nodes")
+        if not isinstance(nodes, list) or not 1 <= len(nodes) <= ROSTER_CHUNK or offset + len(nodes) > num:
+            _bad("nodes must be an array of 1..128 entries within num_nodes")
+        for node in nodes:
+            if not isinstance(node, dict):
+                _bad("a roster entry must be an object")
+            _int(node, "node_index", 0, MAX_INT)
+            _str(node, "address")
+            cpus = node.get("cpus", _ABSENT)
+            if cpus is _ABSENT or (cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, (int, float))
+                                                         or not math.isfinite(cpus) or not 0 < cpus <= 1e6)):
+                _bad("cpus must be a number in (0, 1e6] or null")
+    elif t == "ready":
+        pass
     elif t in ("reject", "error"):
         _code(m, "code")
         _str(m, "message", 0, MAX_FRAME, optional=True)
@@ -825,7 +868,7 @@ class ManagerHandshake:
 
 
 def manager_handshake(conn, cookie, decide=None, timeout=HANDSHAKE_TIMEOUT,
-                      manager_nonce=None, private=None):
+                      manager_nonce=None, private=None, versions=SUPPORTED_VERSIONS):
     """Manager side, on an accepted connection: hellos, proofs, registration.
 
     decide(register) returns the answer to send: accept(ms) or reject(code, msg);
@@ -833,7 +876,7 @@ def manager_handshake(conn, cookie, decide=None, timeout=HANDSHAKE_TIMEOUT,
     after it. On a protocol error sends the matching error message, and raises
     ProtocolError; the caller closes."""
     deadline = time.monotonic() + timeout
-    hs = ManagerHandshake(conn, cookie, manager_nonce, private)
+    hs = ManagerHandshake(conn, cookie, manager_nonce, private, versions)
     with answering_errors(conn):
         hs.recv_hello(_deadline_left(deadline))
         hs.send_hello()

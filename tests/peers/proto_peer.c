@@ -1,4 +1,4 @@
-/* Interop peer: runs one side of the v2 handshake with the C codec on an inherited
+/* Interop peer: runs one side of the handshake (offering versions 3 and 2) with the C codec on an inherited
  * socket, so test_nativeproto_vectors.py can check C against Python both ways.
  *
  *   proto_peer worker COOKIE FD   register as node 1 of "c-job", then report exit 7
@@ -60,7 +60,6 @@ static enum proto_err run_worker(struct peer *p)
 	cJSON *msg = NULL, *in = NULL;
 	enum proto_err err;
 
-	p->t.version = PROTO_VERSION;
 	err = proto_auth_nonce(p->t.worker_nonce);
 	if (err == PROTO_OK)
 		err = proto_kex_new(&p->kex);
@@ -70,8 +69,10 @@ static enum proto_err run_worker(struct peer *p)
 	}
 	if (err == PROTO_OK)
 		err = recv_msg(p, PROTO_MSG_HELLO_MANAGER, &in, &m);
-	if (err == PROTO_OK && m.u.hello_manager.version != PROTO_VERSION)
+	/* The version the manager chose is one we offered, and it is in the transcript. */
+	if (err == PROTO_OK && (m.u.hello_manager.version < PROTO_VERSION_MIN || m.u.hello_manager.version > PROTO_VERSION))
 		err = PROTO_ERR_BAD_MESSAGE;
+	p->t.version = m.u.hello_manager.version;
 	if (err == PROTO_OK) {
 		memcpy(p->t.manager_nonce, m.u.hello_manager.nonce, PROTO_NONCE_LEN);
 		memcpy(p->t.manager_key, m.u.hello_manager.key, PROTO_KEY_LEN);
@@ -147,7 +148,7 @@ static enum proto_err run_manager(struct peer *p)
 	if (err == PROTO_OK && (!m.u.reg.node_index.present || m.u.reg.node_index.value != 1))
 		err = PROTO_ERR_BAD_MESSAGE;
 	if (err == PROTO_OK)
-		err = send_msg(p, proto_msg_accept(100, &msg), &msg);
+		err = send_msg(p, proto_msg_accept(100, false, &msg), &msg);
 	cJSON_Delete(in);
 	in = NULL;
 	if (err == PROTO_OK)

@@ -76,10 +76,18 @@ static void test_hello_worker(void **state)
 	assert_int_equal(m.u.hello_worker.nonce[31], 0x1f);
 	int v = 0;
 	assert_int_equal(proto_msg_pick_version(&m, &v), PROTO_OK);
+	assert_int_equal(v, 3);
+	cJSON_Delete(keep);
+
+	assert_int_equal(parse_text("{\"type\":\"hello\",\"versions\":[2,1],\"role\":\"worker\","
+				    "\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"a\"}",
+				    &m, &keep),
+			 PROTO_OK);
+	assert_int_equal(proto_msg_pick_version(&m, &v), PROTO_OK);
 	assert_int_equal(v, 2);
 	cJSON_Delete(keep);
 
-	assert_int_equal(parse_text("{\"type\":\"hello\",\"versions\":[1,3],\"role\":\"worker\","
+	assert_int_equal(parse_text("{\"type\":\"hello\",\"versions\":[1,4],\"role\":\"worker\","
 				    "\"nonce\":\"" N64 "\",\"key\":\"" K64 "\",\"agent\":\"a\"}",
 				    &m, &keep),
 			 PROTO_OK);
@@ -243,7 +251,7 @@ static void test_accept_reject_error(void **state)
 	cJSON *out = NULL;
 	assert_int_equal(proto_msg_error("Not A Code", "x", &out), PROTO_ERR_INVALID);
 	assert_int_equal(proto_msg_reject(NULL, "x", &out), PROTO_ERR_INVALID);
-	assert_int_equal(proto_msg_accept(5, &out), PROTO_ERR_INVALID);
+	assert_int_equal(proto_msg_accept(5, false, &out), PROTO_ERR_INVALID);
 	assert_null(out);
 }
 
@@ -314,6 +322,61 @@ static void expect_frame(cJSON *msg, const char *hex)
 	cJSON_Delete(msg);
 }
 
+/* Version 3: accept's roster flag, roster chunks, ready (PROTOCOL.md §4.1). */
+static void test_roster_ready(void **state)
+{
+	struct proto_msg m;
+	cJSON *keep = NULL, *msg = NULL;
+	(void)state;
+
+	assert_int_equal(parse_text("{\"type\":\"accept\",\"heartbeat_interval_ms\":100}", &m, NULL), PROTO_OK);
+	assert_false(m.u.accept.roster);
+	assert_int_equal(parse_text("{\"type\":\"accept\",\"heartbeat_interval_ms\":100,\"roster\":true}", &m, NULL),
+			 PROTO_OK);
+	assert_true(m.u.accept.roster);
+	bad("{\"type\":\"accept\",\"heartbeat_interval_ms\":100,\"roster\":1}");
+	assert_int_equal(proto_msg_accept(100, true, &msg), PROTO_OK);
+	assert_non_null(cJSON_GetObjectItemCaseSensitive(msg, "roster"));
+	cJSON_Delete(msg);
+	assert_int_equal(proto_msg_accept(100, false, &msg), PROTO_OK);
+	assert_null(cJSON_GetObjectItemCaseSensitive(msg, "roster")); /* as version 2 has it */
+	cJSON_Delete(msg);
+
+	assert_int_equal(parse_text("{\"type\":\"roster\",\"num_nodes\":3,\"offset\":1,\"nodes\":["
+				    "{\"node_index\":1,\"address\":\"10.0.0.2\",\"cpus\":4},"
+				    "{\"node_index\":3,\"address\":\"node-3\",\"cpus\":null}]}",
+				    &m, &keep),
+			 PROTO_OK);
+	assert_int_equal(m.type, PROTO_MSG_ROSTER);
+	assert_int_equal(m.u.roster.num_nodes, 3);
+	assert_int_equal(m.u.roster.offset, 1);
+	assert_int_equal(m.u.roster.count, 2);
+	assert_string_equal(m.u.roster.nodes[1].address, "node-3");
+	assert_true(m.u.roster.nodes[0].cpus == 4 && m.u.roster.nodes[1].cpus == 0);
+	cJSON_Delete(keep);
+	/* A chunk that overruns its roster, an empty one, a missing field. */
+	bad("{\"type\":\"roster\",\"num_nodes\":1,\"offset\":0,\"nodes\":["
+	    "{\"node_index\":1,\"address\":\"a\",\"cpus\":1},{\"node_index\":2,\"address\":\"b\",\"cpus\":1}]}");
+	bad("{\"type\":\"roster\",\"num_nodes\":2,\"offset\":2,\"nodes\":[{\"node_index\":1,\"address\":\"a\",\"cpus\":1}]}");
+	bad("{\"type\":\"roster\",\"num_nodes\":2,\"offset\":0,\"nodes\":[]}");
+	bad("{\"type\":\"roster\",\"num_nodes\":2,\"offset\":0,\"nodes\":[{\"node_index\":1,\"cpus\":1}]}");
+	bad("{\"type\":\"roster\",\"num_nodes\":2,\"offset\":0,\"nodes\":[{\"node_index\":1,\"address\":\"a\",\"cpus\":0}]}");
+
+	/* The builder, and a full chunk: what we send is what we accept. */
+	struct proto_roster_node nodes[PROTO_ROSTER_CHUNK];
+	for (size_t i = 0; i < PROTO_ROSTER_CHUNK; i++)
+		nodes[i] = (struct proto_roster_node){ .node_index = (int64_t)i, .address = "198.18.0.1", .cpus = 2 };
+	assert_int_equal(proto_msg_roster(200, 0, nodes, PROTO_ROSTER_CHUNK, &msg), PROTO_OK);
+	cJSON_Delete(msg);
+	assert_int_equal(proto_msg_roster(100, 0, nodes, PROTO_ROSTER_CHUNK, &msg), PROTO_ERR_INVALID);
+	assert_null(msg);
+
+	assert_int_equal(proto_msg_ready(&msg), PROTO_OK);
+	assert_int_equal(proto_msg_parse(msg, &m), PROTO_OK);
+	assert_int_equal(m.type, PROTO_MSG_READY);
+	cJSON_Delete(msg);
+}
+
 static void test_vector_frames(void **state)
 {
 	unsigned char wn[PROTO_NONCE_LEN], mn[PROTO_NONCE_LEN], wk[PROTO_KEY_LEN], mk[PROTO_KEY_LEN];
@@ -328,7 +391,9 @@ static void test_vector_frames(void **state)
 	assert_int_equal(proto_auth_hex_decode("675dd574ed7789310b3d2e7681f3790b466c773b1521fecf36577958371ea52f", mk,
 					       sizeof mk), PROTO_OK);
 	assert_int_equal(proto_auth_hex_decode(P64, wp, sizeof wp), PROTO_OK);
-	assert_int_equal(proto_msg_hello_worker(wn, wk, "batch-agent 0.1.0", &msg), PROTO_OK);
+	/* §8's vectors are a version 2 exchange. */
+	static const int v2[] = { 2 };
+	assert_int_equal(proto_msg_hello_worker_versions(wn, wk, "batch-agent 0.1.0", v2, 1, &msg), PROTO_OK);
 	expect_frame(msg,
 		     "000000df7b2274797065223a2268656c6c6f222c2276657273696f6e73223a5b325d2c22726f6c65223a22776f"
 		     "726b6572222c226e6f6e6365223a223030303130323033303430353036303730383039306130623063306430653066"
@@ -360,6 +425,7 @@ int main(void)
 		cmocka_unit_test(test_accept_reject_error),
 		cmocka_unit_test(test_payload_events),
 		cmocka_unit_test(test_draining_shutdown),
+		cmocka_unit_test(test_roster_ready),
 		cmocka_unit_test(test_vector_frames),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

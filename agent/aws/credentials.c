@@ -126,43 +126,10 @@ static enum ba_status authorization_token(char **out)
 	const char *source = "AWS_CONTAINER_AUTHORIZATION_TOKEN";
 	if (file != NULL) {
 		source = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE";
-		int fd = open(file, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			log_error("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (%s): cannot open: %s", file,
-			          strerror(errno));
-			return BA_EX_CONFIG;
-		}
-		char *buf = malloc(TOKEN_MAX + 1);
-		size_t len = 0;
-		if (buf == NULL) {
-			close(fd);
-			return BA_EX_OSERR;
-		}
-		for (;;) {
-			ssize_t n = read(fd, buf + len, TOKEN_MAX + 1 - len);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0) {
-				log_error("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (%s): cannot read: %s",
-				          file, strerror(errno));
-				util_wipe(buf, TOKEN_MAX + 1);
-				free(buf);
-				close(fd);
-				return BA_EX_CONFIG;
-			}
-			if (n == 0 || (len += (size_t)n) > TOKEN_MAX)
-				break;
-		}
-		close(fd);
-		if (len > TOKEN_MAX) {
-			log_error("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (%s): longer than %d bytes",
-			          file, TOKEN_MAX);
-			util_wipe(buf, TOKEN_MAX + 1);
-			free(buf);
-			return BA_EX_CONFIG;
-		}
-		buf[len] = '\0';
-		*out = buf;
+		size_t len;
+		enum ba_status rc = aws_read_secret_file(source, file, TOKEN_MAX, out, &len);
+		if (rc != BA_OK)
+			return rc;
 	} else {
 		const char *value = env_nonempty("AWS_CONTAINER_AUTHORIZATION_TOKEN");
 		if (value == NULL)

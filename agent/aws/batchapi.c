@@ -53,7 +53,7 @@ enum ba_status batch_client_open(struct batch_client *c, const char *endpoint_op
 	if (rc == BA_OK)
 		rc = endpoint_url(endpoint_option, c->region, &c->endpoint);
 	if (rc == BA_OK)
-		rc = credentials_resolve(&c->creds);
+		rc = credentials_resolve(c->region, &c->creds);
 	if (rc != BA_OK)
 		return rc;
 	/* Content-Type is set explicitly so that it is signed; no "Name:" entries and no

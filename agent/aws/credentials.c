@@ -1,6 +1,7 @@
 /* Credentials and region resolution; see credentials.h. */
 #include "credentials.h"
 #include "http.h"
+#include "sts.h"
 
 #include "common.h"
 #include "log.h"
@@ -294,19 +295,26 @@ static enum ba_status from_container_endpoint(struct aws_credentials *out, bool 
 	return rc;
 }
 
-enum ba_status credentials_resolve(struct aws_credentials *out)
+/* botocore's order (credentials.py, create_credential_resolver, 1.29.27): the
+ * environment, then AssumeRoleWithWebIdentity (the first of the profile providers),
+ * then the container provider; the shared-file, process and IMDS providers are not
+ * ours (a Batch container has no profile, and instance credentials are not the job's). */
+enum ba_status credentials_resolve(const char *region, struct aws_credentials *out)
 {
 	memset(out, 0, sizeof *out);
 	bool found = false;
 	enum ba_status rc = from_environment(out, &found);
 	if (rc != BA_OK || found)
 		return rc;
+	rc = sts_web_identity_credentials(region, out, &found);
+	if (rc != BA_OK || found)
+		return rc;
 	rc = from_container_endpoint(out, &found);
 	if (rc != BA_OK || found)
 		return rc;
-	log_error("no AWS credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are unset and "
-	          "neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor "
-	          "AWS_CONTAINER_CREDENTIALS_FULL_URI is set (no job role?)");
+	log_error("no AWS credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+	          "AWS_WEB_IDENTITY_TOKEN_FILE, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and "
+	          "AWS_CONTAINER_CREDENTIALS_FULL_URI are all unset (no job role?)");
 	return BA_EX_CONFIG;
 }
 

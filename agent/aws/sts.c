@@ -207,7 +207,8 @@ static const cJSON *credentials_object(const cJSON *root, char *why, size_t why_
 	for (size_t i = 0; i < 3; i++) {
 		node = cJSON_IsObject(node) ? cJSON_GetObjectItemCaseSensitive(node, path[i]) : NULL;
 		if (!cJSON_IsObject(node)) {
-			snprintf(why, why_size, "field %s: %s", shown[i], node == NULL ? "missing" : "expected an object");
+			snprintf(why, why_size, "field %s: %s", shown[i],
+			         node == NULL ? "missing" : "expected an object");
 			return NULL;
 		}
 	}
@@ -381,7 +382,9 @@ enum ba_status sts_web_identity_credentials(const char *region, struct aws_crede
 		return BA_EX_CONFIG;
 	}
 	if (!role_arn_valid(role)) {
-		log_error("AWS_ROLE_ARN=\"%.200s\" is not an IAM role ARN (arn:PARTITION:iam::ACCOUNT:role/NAME)", role);
+		log_error("AWS_ROLE_ARN=\"%.200s\" is not an IAM role ARN "
+		          "(arn:PARTITION:iam::ACCOUNT:role/NAME)",
+		          role);
 		return BA_EX_CONFIG;
 	}
 	enum ba_status rc = session_name(session, sizeof session);

@@ -35,23 +35,8 @@ static enum ba_status endpoint_url(const char *option, const char *region, char 
 		base = fallback;
 		source = NULL;
 	}
-	if (source != NULL && strncasecmp(base, "https://", 8) != 0 &&
-	    strncasecmp(base, "http://", 7) != 0) {
-		char *shown = http_redact_url(base);
-		log_error("%s (%s) is not an http or https URL", source, shown ? shown : base);
-		free(shown);
+	if (source != NULL && aws_endpoint_refused(source, base, "the credentials"))
 		return BA_EX_CONFIG;
-	}
-	/* The request carries a signature and X-Amz-Security-Token: refused before any
-	 * request unless it is encrypted or stays on this host (the tests' fakes). */
-	if (!util_url_safe_for_secrets(base)) {
-		char *shown = http_redact_url(base);
-		log_error("%s (%s) would send the credentials in clear text: use https://, or http:// "
-			  "only to a loopback address",
-			  source, shown ? shown : base);
-		free(shown);
-		return BA_EX_CONFIG;
-	}
 	size_t len = strlen(base);
 	while (len > 0 && base[len - 1] == '/')
 		len--;
@@ -68,7 +53,7 @@ enum ba_status batch_client_open(struct batch_client *c, const char *endpoint_op
 	if (rc == BA_OK)
 		rc = endpoint_url(endpoint_option, c->region, &c->endpoint);
 	if (rc == BA_OK)
-		rc = credentials_resolve(&c->creds);
+		rc = credentials_resolve(c->region, &c->creds);
 	if (rc != BA_OK)
 		return rc;
 	/* Content-Type is set explicitly so that it is signed; no "Name:" entries and no

@@ -24,7 +24,7 @@ static void usage(FILE *out)
 "  --connect-timeout SECONDS   connect timeout of each attempt (default: per endpoint)\n"
 "  --timeout SECONDS           total time of each attempt (default: per endpoint)\n"
 "  --max-attempts N            attempts per request, 1-10 (default: per endpoint)\n"
-"      The last three apply to Batch, task metadata and IMDS polls; the container\n"
+"      The last three apply to Batch, STS, task metadata and IMDS polls; the container\n"
 "      credentials endpoint keeps botocore's 2 s timeout, 3 attempts, 1 s apart.\n"
 "  -h, --help, --version\n"
 "\n"
@@ -81,8 +81,19 @@ static void usage(FILE *out)
 "  imds-probe\n"
 "      Exit 0 when the IMDS token endpoint answers, 69 otherwise (within about 2 s).\n"
 "\n"
+"Credentials, in botocore's order: the environment keys; web identity (EKS IRSA):\n"
+"  AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN through STS AssumeRoleWithWebIdentity\n"
+"  (unsigned; the token only in the POST body); the container credentials endpoint.\n"
+"\n"
 "Environment:\n"
 "  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (or AWS_SECURITY_TOKEN)\n"
+"  AWS_WEB_IDENTITY_TOKEN_FILE (4-20000 bytes, sent as read), AWS_ROLE_ARN\n"
+"    (arn:PARTITION:iam::ACCOUNT:role/NAME), AWS_ROLE_SESSION_NAME (default\n"
+"    batch-agent-SECONDS)\n"
+"  AWS_ENDPOINT_URL_STS, else AWS_ENDPOINT_URL (https, or http to loopback only), else\n"
+"    https://sts.REGION.amazonaws.com; AWS_STS_REGIONAL_ENDPOINTS=legacy: the global\n"
+"    https://sts.amazonaws.com for botocore's legacy regions. STS: 2 s connect, 5 s\n"
+"    per attempt, 3 attempts, retried on throttling, 5xx and IDPCommunicationError.\n"
 "  AWS_CONTAINER_CREDENTIALS_RELATIVE_URI (on http://169.254.170.2),\n"
 "  AWS_CONTAINER_CREDENTIALS_FULL_URI (https, or http to loopback, 169.254.170.2,\n"
 "    169.254.170.23, fd00:ec2::23, localhost),\n"
@@ -102,8 +113,10 @@ static void usage(FILE *out)
 "  cannot write stdout;\n"
 "  76 bad response from the endpoint (not HTTP at all, headers over 64 KiB, a body\n"
 "  over the limit, not JSON, a field of the wrong type, job not found, unexpected\n"
-"  HTTP status); 77 credentials or permission refused (HTTP 401/403);\n"
-"  78 bad configuration or environment (no credentials, no region, not under ECS, ...).\n",
+"  HTTP status); 77 credentials or permission refused (HTTP 401/403; STS:\n"
+"  InvalidIdentityToken, ExpiredTokenException, IDPRejectedClaim, AccessDenied);\n"
+"  78 bad configuration or environment (no credentials, no region, not under ECS, a\n"
+"  missing, unreadable or empty web identity token file, a bad AWS_ROLE_ARN, ...).\n",
 	      out);
 }
 

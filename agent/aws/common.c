@@ -3,11 +3,15 @@
 
 #include "log.h"
 #include "status.h"
+#include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 struct aws_settings aws_settings;
 
@@ -193,4 +197,66 @@ enum ba_status aws_print_json(cJSON *doc)
 	}
 	free(text);
 	return rc;
+}
+
+enum ba_status aws_read_secret_file(const char *variable, const char *path, size_t max,
+                                    char **out, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	*out = NULL;
+	*len = 0;
+	if (fd < 0) {
+		log_error("%s (%s): cannot open: %s", variable, path, strerror(errno));
+		return BA_EX_CONFIG;
+	}
+	/* One byte more than allowed tells a file that is too long. */
+	char *buf = malloc(max + 2);
+	size_t used = 0;
+	if (buf == NULL) {
+		close(fd);
+		log_error("out of memory");
+		return BA_EX_OSERR;
+	}
+	for (;;) {
+		ssize_t n = read(fd, buf + used, max + 1 - used);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			log_error("%s (%s): cannot read: %s", variable, path, strerror(errno));
+			util_wipe_free(buf, max + 2);
+			close(fd);
+			return BA_EX_CONFIG;
+		}
+		if (n == 0 || (used += (size_t)n) > max)
+			break;
+	}
+	close(fd);
+	if (used > max) {
+		log_error("%s (%s): longer than %zu bytes", variable, path, max);
+		util_wipe_free(buf, max + 2);
+		return BA_EX_CONFIG;
+	}
+	buf[used] = '\0';
+	*out = buf;
+	*len = used;
+	return BA_OK;
+}
+
+bool aws_endpoint_refused(const char *source, const char *url, const char *what_travels)
+{
+	char *shown = http_redact_url(url);
+	bool refused = true;
+	if (strncasecmp(url, "https://", 8) != 0 && strncasecmp(url, "http://", 7) != 0)
+		log_error("%s (%s) is not an http or https URL", source, shown ? shown : url);
+	/* The request carries a signature and X-Amz-Security-Token, or a web identity
+	 * token: refused before any request unless it is encrypted or stays on this host
+	 * (the tests' fakes). */
+	else if (!util_url_safe_for_secrets(url))
+		log_error("%s (%s) would send %s in clear text: use https://, or http:// "
+		          "only to a loopback address",
+		          source, shown ? shown : url, what_travels);
+	else
+		refused = false;
+	free(shown);
+	return refused;
 }

@@ -49,6 +49,17 @@ bool aws_field_kind(const struct http_request *req, const cJSON *obj, const char
                     const char *path, bool required, int kind, const cJSON **out);
 void aws_field_error(const struct http_request *req, const char *path, const char *expected);
 
+/* Whether an endpoint URL that source (a variable or option) names must be refused
+ * (logged as 78): not http(s), or http:// to anything but a loopback address, which
+ * would carry what_travels ("the credentials") across a network in clear text. */
+bool aws_endpoint_refused(const char *source, const char *url, const char *what_travels);
+
+/* Reads the secret file that variable names (path), of at most max bytes, into *out
+ * (NUL-terminated, *len bytes; the caller wipes and frees it): BA_OK, or 78 (logged,
+ * naming variable and path) when it cannot be opened or read or is longer, 71. */
+enum ba_status aws_read_secret_file(const char *variable, const char *path, size_t max,
+                                    char **out, size_t *len);
+
 /* Prints a JSON document and a newline on stdout and flushes; BA_OK or 71. Frees doc. */
 enum ba_status aws_print_json(cJSON *doc);
 

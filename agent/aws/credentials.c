@@ -1,6 +1,7 @@
 /* Credentials and region resolution; see credentials.h. */
 #include "credentials.h"
 #include "http.h"
+#include "sts.h"
 
 #include "common.h"
 #include "log.h"
@@ -126,43 +127,10 @@ static enum ba_status authorization_token(char **out)
 	const char *source = "AWS_CONTAINER_AUTHORIZATION_TOKEN";
 	if (file != NULL) {
 		source = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE";
-		int fd = open(file, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			log_error("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (%s): cannot open: %s", file,
-			          strerror(errno));
-			return BA_EX_CONFIG;
-		}
-		char *buf = malloc(TOKEN_MAX + 1);
-		size_t len = 0;
-		if (buf == NULL) {
-			close(fd);
-			return BA_EX_OSERR;
-		}
-		for (;;) {
-			ssize_t n = read(fd, buf + len, TOKEN_MAX + 1 - len);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0) {
-				log_error("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (%s): cannot read: %s",
-				          file, strerror(errno));
-				util_wipe(buf, TOKEN_MAX + 1);
-				free(buf);
-				close(fd);
-				return BA_EX_CONFIG;
-			}
-			if (n == 0 || (len += (size_t)n) > TOKEN_MAX)
-				break;
-		}
-		close(fd);
-		if (len > TOKEN_MAX) {
-			log_error("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (%s): longer than %d bytes",
-			          file, TOKEN_MAX);
-			util_wipe(buf, TOKEN_MAX + 1);
-			free(buf);
-			return BA_EX_CONFIG;
-		}
-		buf[len] = '\0';
-		*out = buf;
+		size_t len;
+		enum ba_status rc = aws_read_secret_file(source, file, TOKEN_MAX, out, &len);
+		if (rc != BA_OK)
+			return rc;
 	} else {
 		const char *value = env_nonempty("AWS_CONTAINER_AUTHORIZATION_TOKEN");
 		if (value == NULL)
@@ -327,19 +295,26 @@ static enum ba_status from_container_endpoint(struct aws_credentials *out, bool 
 	return rc;
 }
 
-enum ba_status credentials_resolve(struct aws_credentials *out)
+/* botocore's order (credentials.py, create_credential_resolver, 1.29.27): the
+ * environment, then AssumeRoleWithWebIdentity (the first of the profile providers),
+ * then the container provider; the shared-file, process and IMDS providers are not
+ * ours (a Batch container has no profile, and instance credentials are not the job's). */
+enum ba_status credentials_resolve(const char *region, struct aws_credentials *out)
 {
 	memset(out, 0, sizeof *out);
 	bool found = false;
 	enum ba_status rc = from_environment(out, &found);
 	if (rc != BA_OK || found)
 		return rc;
+	rc = sts_web_identity_credentials(region, out, &found);
+	if (rc != BA_OK || found)
+		return rc;
 	rc = from_container_endpoint(out, &found);
 	if (rc != BA_OK || found)
 		return rc;
-	log_error("no AWS credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are unset and "
-	          "neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor "
-	          "AWS_CONTAINER_CREDENTIALS_FULL_URI is set (no job role?)");
+	log_error("no AWS credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+	          "AWS_WEB_IDENTITY_TOKEN_FILE, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and "
+	          "AWS_CONTAINER_CREDENTIALS_FULL_URI are all unset (no job role?)");
 	return BA_EX_CONFIG;
 }
 

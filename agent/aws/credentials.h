@@ -2,7 +2,9 @@
  * container.
  *
  * Credentials: 1. AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN, or the
- * legacy AWS_SECURITY_TOKEN); 2. the container credentials endpoint:
+ * legacy AWS_SECURITY_TOKEN); 2. web identity (EKS IRSA): AWS_WEB_IDENTITY_TOKEN_FILE and
+ * AWS_ROLE_ARN through STS AssumeRoleWithWebIdentity (sts.h); 3. the container
+ * credentials endpoint:
  * AWS_CONTAINER_CREDENTIALS_RELATIVE_URI (on http://169.254.170.2) or, when that is
  * unset, AWS_CONTAINER_CREDENTIALS_FULL_URI (https any host; http only to a loopback
  * address, 169.254.170.2, 169.254.170.23, fd00:ec2::23 or localhost), with an
@@ -25,8 +27,9 @@ struct aws_credentials {
 
 void aws_credentials_clear(struct aws_credentials *creds);
 
-/* BA_OK, or: 78 nothing configured / bad variable, 69 endpoint unreachable, 77 endpoint
- * refused (401/403), 76 bad answer. Errors are logged here. */
-enum ba_status credentials_resolve(struct aws_credentials *out);
+/* In that order; region (checked, not empty) chooses the regional STS endpoint. BA_OK,
+ * or: 78 nothing configured / bad variable, 69 endpoint unreachable, 77 endpoint or
+ * token refused, 76 bad answer. Errors are logged here. */
+enum ba_status credentials_resolve(const char *region, struct aws_credentials *out);
 
 #endif

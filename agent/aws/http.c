@@ -274,6 +274,19 @@ static bool is_throttling_code(const char *code)
 	return false;
 }
 
+/* Code and Message of a query-protocol error object, where none was found yet. */
+static void root_error_fields(const cJSON *error, struct http_response *resp)
+{
+	const cJSON *code = cJSON_GetObjectItemCaseSensitive(error, "Code");
+	const cJSON *message = cJSON_GetObjectItemCaseSensitive(error, "Message");
+	if (resp->error_code[0] == '\0' && cJSON_IsString(code))
+		copy_printable(resp->error_code, sizeof resp->error_code, code->valuestring,
+		               strlen(code->valuestring));
+	if (cJSON_IsString(message))
+		http_excerpt(message->valuestring, strlen(message->valuestring), resp->error_message,
+		             sizeof resp->error_message);
+}
+
 static void extract_aws_error(const struct transfer *t, struct http_response *resp)
 {
 	resp->error_code[0] = '\0';
@@ -286,6 +299,12 @@ static void extract_aws_error(const struct transfer *t, struct http_response *re
 	if (root == NULL)
 		return;
 	if (cJSON_IsObject(root)) {
+		/* Query-protocol services (STS) asked for JSON nest theirs:
+		 * {"Error":{"Code":"Throttling","Message":"Rate exceeded","Type":"Sender"},
+		 * "RequestId":"..."} (kubernetes-sigs/aws-iam-authenticator, pkg/token/token.go). */
+		cJSON *nested = cJSON_GetObjectItemCaseSensitive(root, "Error");
+		if (cJSON_IsObject(nested))
+			root_error_fields(nested, resp);
 		if (resp->error_code[0] == '\0') {
 			static const char *const keys[] = { "__type", "code", "Code" };
 			for (size_t i = 0; i < 3; i++) {
@@ -304,7 +323,7 @@ static void extract_aws_error(const struct transfer *t, struct http_response *re
 		cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "message");
 		if (!cJSON_IsString(m))
 			m = cJSON_GetObjectItemCaseSensitive(root, "Message");
-		if (cJSON_IsString(m))
+		if (cJSON_IsString(m) && resp->error_message[0] == '\0')
 			http_excerpt(m->valuestring, strlen(m->valuestring), resp->error_message,
 			             sizeof resp->error_message);
 	} else if (cJSON_IsString(root)) {
@@ -346,6 +365,11 @@ static bool retryable_answer(const struct http_request *req, long http_status,
 		return bad;
 	}
 	if (http_status == 429 || http_status >= 500)
+		return true;
+	/* botocore's one STS-specific retry (data/_retry.json, retries/special.py): the
+	 * identity provider did not answer STS in time. */
+	if (req->policy.retry == HTTP_RETRY_STS && http_status == 400 &&
+	    strcmp(resp->error_code, "IDPCommunicationError") == 0)
 		return true;
 	return http_status >= 400 && is_throttling_code(resp->error_code);
 }
@@ -610,4 +634,34 @@ void http_response_free(struct http_response *resp)
 	resp->body = NULL;
 	resp->len = 0;
 	resp->status = 0;
+}
+
+char *http_form_encode(const char *const pairs[][2], size_t count, size_t *len)
+{
+	size_t size = 1, used = 0;
+	char **escaped = calloc(count * 2 + 1, sizeof *escaped);
+	char *body = NULL;
+	if (escaped == NULL)
+		return NULL;
+	for (size_t i = 0; i < count * 2; i++) {
+		/* libcurl 7.82 and later ignore the handle. Every byte but the unreserved
+		 * ones is %XX-encoded, which form decoding reads back exactly. */
+		escaped[i] = curl_easy_escape(NULL, pairs[i / 2][i % 2], 0);
+		if (escaped[i] == NULL)
+			goto out;
+		size += strlen(escaped[i]) + 1; /* '=' or '&' */
+	}
+	if ((body = malloc(size)) == NULL)
+		goto out;
+	for (size_t i = 0; i < count; i++)
+		used += (size_t)snprintf(body + used, size - used, "%s%s=%s", i ? "&" : "", escaped[2 * i],
+		                         escaped[2 * i + 1]);
+	*len = used;
+out:
+	for (size_t i = 0; i < count * 2 && escaped[i] != NULL; i++) {
+		util_wipe(escaped[i], strlen(escaped[i]));
+		curl_free(escaped[i]);
+	}
+	free(escaped);
+	return body;
 }

@@ -24,6 +24,8 @@ enum http_retry_policy {
 	/* botocore's container credentials fetcher: every non-200 answer, a body that is
 	 * not JSON, and connection errors. */
 	HTTP_RETRY_UNLESS_200_JSON,
+	/* HTTP_RETRY_AWS, and 400 IDPCommunicationError as botocore retries it for STS. */
+	HTTP_RETRY_STS,
 };
 
 /* How an endpoint is called: timeouts, attempts and what is retried. Each endpoint
@@ -70,7 +72,8 @@ struct http_response {
 	size_t len;
 	int attempts;     /* attempts made */
 	/* For a >= 400 answer: the AWS error code from x-amzn-ErrorType (up to ':'), else
-	 * the JSON body's "__type" (after '#'), "code" or "Code"; "" if none. */
+	 * the JSON body's Error.Code (query protocol), "__type" (after '#'), "code" or
+	 * "Code"; "" if none. */
 	char error_code[128];
 	char error_message[256]; /* its message (printable excerpt), "" if none */
 	char error[512];  /* why http_perform() failed: endpoint, URL and reason */
@@ -88,6 +91,12 @@ void http_global_cleanup(void);
  * bundle, BA_EX_SOFTWARE when libcurl could not be set up. */
 enum ba_status http_perform(const struct http_request *req, struct http_response *resp);
 void http_response_free(struct http_response *resp);
+
+/* application/x-www-form-urlencoded "N1=V1&N2=V2..." of count {name, value} pairs,
+ * each percent-encoded by libcurl; malloc'd (*len its length), NULL when out of
+ * memory. A value may be a secret: the intermediate copies are wiped, and the caller
+ * wipes the result (util_wipe_free). */
+char *http_form_encode(const char *const pairs[][2], size_t count, size_t *len);
 
 /* The URL without user info, query or fragment, for messages; malloc'd, or NULL. */
 char *http_redact_url(const char *url);

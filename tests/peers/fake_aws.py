@@ -608,7 +608,7 @@ def slowdown():
 
 def base_env():
     """No AWS settings from the caller, no proxies, and every default address moved to a
-    dead loopback port, so nothing can reach 169.254.x.x or AWS."""
+    dead loopback port (Batch, STS, IMDS), so nothing can reach 169.254.x.x or AWS."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"}
     for k in ("BATCH_AGENT_WRAPPER", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TMPDIR"):
         if k in os.environ:
@@ -616,6 +616,7 @@ def base_env():
     dead = "http://127.0.0.1:%d" % dead_port()
     env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = dead
     env["BATCH_AGENT_AWS_ENDPOINT_URL"] = dead
+    env["AWS_ENDPOINT_URL_STS"] = dead
     return env
 
 

@@ -23,6 +23,12 @@
  * be sent to a peer. */
 #define MAX_GRACE_MS ((int64_t)24 * 3600 * 1000)
 #define MAX_HEARTBEAT_MS ((int64_t)3600 * 1000)
+/* Batch's SIGKILL comes 30 s after its SIGTERM. What the agent does after the grace
+ * period ends must fit in the other 5 s: a worker stops its Spot watcher (at most 1 s,
+ * SPOTWATCH_STOP_MS) and flushes its exit report (at most 2 s, FINAL_FLUSH_MS); a
+ * manager waits 1 s past the grace for its peers' reports (REPORT_MARGIN_MS); 2 s are
+ * left for a loaded host. README, "Grace and Batch's 30 seconds", has the table. */
+#define DEFAULT_GRACE_MS ((int64_t)25 * 1000)
 
 typedef bool (*setting_parser)(struct config *cfg, const char *text);
 
@@ -363,7 +369,7 @@ static const struct setting settings[] = {
 	{ "group", 'g', false, "BATCH_AGENT_GROUP", parse_group, "a boolean (1/0, true/false)" },
 	{ "seccomp-profile", 0, true, "BATCH_AGENT_SECCOMP_PROFILE", parse_seccomp_profile, "a file name" },
 	{ "no-new-privs", 0, false, "BATCH_AGENT_NO_NEW_PRIVS", parse_no_new_privs, "a boolean (1/0, true/false)" },
-	{ "grace", 0, true, "BATCH_AGENT_GRACE", parse_grace, "seconds up to 86400, e.g. 10 or 2.5" },
+	{ "grace", 0, true, "BATCH_AGENT_GRACE", parse_grace, "seconds up to 86400, e.g. 25 or 2.5" },
 	{ "remap-exit", 0, true, "BATCH_AGENT_REMAP_EXIT", parse_remap_exit,
 	  "FROM:TO exit statuses from 0 to 255, e.g. 143:0 (comma-separated; at most 16 pairs, each FROM once)" },
 	{ "rewrite-signal", 0, true, "BATCH_AGENT_REWRITE_SIGNAL", parse_rewrite_signal,
@@ -415,7 +421,7 @@ static void set_defaults(struct config *cfg)
 {
 	memset(cfg, 0, sizeof *cfg);
 	cfg->role = ROLE_AUTO;
-	cfg->grace_ms = 10 * 1000;
+	cfg->grace_ms = DEFAULT_GRACE_MS;
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->log_format = LOG_FORMAT_TEXT;
 	cfg->port = CONFIG_DEFAULT_PORT;

@@ -195,6 +195,32 @@ def print_config_json_with_role(mode):
     check_eq(cfg.get("role"), "init", "role from BATCH_AGENT_ROLE")
 
 
+SOURCE = os.environ.get("BATCH_AGENT_SOURCE_DIR") or os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+
+@case(agent_only=True, modes=("sub",))
+def default_grace_is_the_documented_one(mode):
+    # The default --grace is one number in four places: what the agent uses (its
+    # configuration dump), --help, README's options table and its budget table; and
+    # it leaves the 5 s the budget needs before Batch's SIGKILL at 30 s.
+    grace = _print_config([]).get("grace_seconds")
+    check_eq(grace, 25, "grace_seconds in --print-config without --grace")
+    rc, out, err = _agent(["--help"])
+    check_eq(rc, 0, "--help status")
+    text = " ".join(out.decode().split())
+    m = re.search(r"--grace SECONDS \[GRACE\] .*?\(default (\d+(?:\.\d+)?)", text)
+    check(m and float(m.group(1)) == grace, "--help gives default %s for --grace, the agent %r" % (
+        m and m.group(1), grace))
+    with open(os.path.join(SOURCE, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    m = re.search(r"^\| `--grace SECONDS` \| (\d+) \|", readme, re.M)
+    check(m and float(m.group(1)) == grace, "README's options table gives default %s for --grace" % (m and m.group(1)))
+    m = re.search(r"with the default `--grace (\d+)`", readme)
+    check(m and float(m.group(1)) == grace, "README's budget gives default %s for --grace" % (m and m.group(1)))
+    check(grace + 5 <= 30, "default grace %gs leaves under 5 s of Batch's 30 s" % grace)
+
+
 @case(agent_only=True, modes=("sub",))
 def auto_role_runs_payload_without_cluster_env(mode):
     with TempDir() as d:

@@ -100,7 +100,7 @@ static void test_defaults(void **state)
 	(void)state;
 	struct config cfg;
 	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_OK);
-	assert_int_equal(cfg.grace_ms, 10000);
+	assert_int_equal(cfg.grace_ms, 25000);
 	assert_int_equal(cfg.port, 49152);
 	assert_int_equal(cfg.connect_timeout_ms, 300000);
 	assert_int_equal(cfg.role, ROLE_AUTO);

@@ -29,6 +29,8 @@
  * manager waits 1 s past the grace for its peers' reports (REPORT_MARGIN_MS); 2 s are
  * left for a loaded host. README, "Grace and Batch's 30 seconds", has the table. */
 #define DEFAULT_GRACE_MS ((int64_t)25 * 1000)
+/* A host that outlives its Spot interruption by an hour is not going. */
+#define MAX_SPOT_HOLD_MS ((int64_t)3600 * 1000)
 
 typedef bool (*setting_parser)(struct config *cfg, const char *text);
 
@@ -275,6 +277,19 @@ static bool parse_spot_watch(struct config *cfg, const char *text)
 	return true;
 }
 
+/* on (the default margin), off, or the margin in seconds. Words only for on and off:
+ * "1" would read as a boolean to some and as one second to others. */
+static bool parse_spot_hold(struct config *cfg, const char *text)
+{
+	if (strcmp(text, "on") == 0)
+		cfg->spot_hold_ms = CONFIG_SPOT_HOLD_DEFAULT_MS;
+	else if (strcmp(text, "off") == 0)
+		cfg->spot_hold_ms = CONFIG_SPOT_HOLD_OFF;
+	else
+		return util_parse_duration_ms(text, MAX_SPOT_HOLD_MS, &cfg->spot_hold_ms);
+	return true;
+}
+
 static bool parse_spot_signal(struct config *cfg, const char *text)
 {
 	int sig = util_signal_parse(text);
@@ -402,6 +417,7 @@ static const struct setting settings[] = {
 	{ "aws-endpoint-url", 0, true, "BATCH_AGENT_AWS_ENDPOINT_URL", parse_aws_endpoint_url, "an http:// or https:// URL" },
 	{ "spot-watch", 0, true, "BATCH_AGENT_SPOT_WATCH", parse_spot_watch, "auto, on or off" },
 	{ "spot-signal", 0, true, "BATCH_AGENT_SPOT_SIGNAL", parse_spot_signal, "a signal name or number, e.g. TERM" },
+	{ "spot-hold", 0, true, "BATCH_AGENT_SPOT_HOLD", parse_spot_hold, "on, off or seconds up to 3600, e.g. 30" },
 };
 
 #define SETTING_COUNT (sizeof settings / sizeof settings[0])
@@ -436,6 +452,7 @@ static void set_defaults(struct config *cfg)
 	cfg->manager_param = "manager";
 	cfg->spot_watch = SPOT_WATCH_AUTO;
 	cfg->spot_signal = SIGTERM;
+	cfg->spot_hold_ms = CONFIG_SPOT_HOLD_DEFAULT_MS;
 }
 
 static enum ba_status apply_environment(struct config *cfg)
@@ -706,6 +723,9 @@ enum ba_status config_print(const struct config *cfg, enum role resolved_role, F
 	cJSON_AddItemToObject(object, "aws_endpoint_url", string_or_null(cfg->aws_endpoint_url));
 	cJSON_AddStringToObject(object, "spot_watch", spot_names[cfg->spot_watch]);
 	cJSON_AddStringToObject(object, "spot_signal", util_signal_name(cfg->spot_signal, signal_buf, sizeof signal_buf));
+	cJSON_AddItemToObject(object, "spot_hold_seconds",
+			      cfg->spot_hold_ms == CONFIG_SPOT_HOLD_OFF ? cJSON_CreateNull()
+									: cJSON_CreateNumber((double)cfg->spot_hold_ms / 1000.0));
 	cJSON_AddItemToObject(object, "aws_batch", describe_batch_env(&cfg->batch));
 	cJSON_AddItemToObject(object, "payload", payload);
 	payload = NULL;

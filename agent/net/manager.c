@@ -137,6 +137,10 @@ enum ba_status manager_set_up(struct manager *m, const struct config *cfg, const
 			      const struct listener_hooks *peer_hooks)
 {
 	struct supervise_opts opts = supervise_opts_from_config(cfg);
+	/* No Spot hold here: a manager's end is its peers' reports, bounded by the report
+	 * timer, and it exits with PROGRAM's status, which the retry rule for 143 covers
+	 * (README, "Spot interruptions and retries"). */
+	opts.spot_hold_ms = CONFIG_SPOT_HOLD_OFF;
 	struct supervise_hooks hooks = { .ctx = m, .exited = on_payload_exited, .finished = on_payload_finished,
 					 .interrupted = on_interrupted, .stopping = on_stopping };
 	struct admit_job admission = *job;

@@ -23,6 +23,14 @@
  * be sent to a peer. */
 #define MAX_GRACE_MS ((int64_t)24 * 3600 * 1000)
 #define MAX_HEARTBEAT_MS ((int64_t)3600 * 1000)
+/* Batch's SIGKILL comes 30 s after its SIGTERM. What the agent does after the grace
+ * period ends must fit in the other 5 s: a worker stops its Spot watcher (at most 1 s,
+ * SPOTWATCH_STOP_MS) and flushes its exit report (at most 2 s, FINAL_FLUSH_MS); a
+ * manager waits 1 s past the grace for its peers' reports (REPORT_MARGIN_MS); 2 s are
+ * left for a loaded host. README, "Grace and Batch's 30 seconds", has the table. */
+#define DEFAULT_GRACE_MS ((int64_t)25 * 1000)
+/* A host that outlives its Spot interruption by an hour is not going. */
+#define MAX_SPOT_HOLD_MS ((int64_t)3600 * 1000)
 
 typedef bool (*setting_parser)(struct config *cfg, const char *text);
 
@@ -296,6 +304,19 @@ static bool parse_spot_watch(struct config *cfg, const char *text)
 	return true;
 }
 
+/* on (the default margin), off, or the margin in seconds. Words only for on and off:
+ * "1" would read as a boolean to some and as one second to others. */
+static bool parse_spot_hold(struct config *cfg, const char *text)
+{
+	if (strcmp(text, "on") == 0)
+		cfg->spot_hold_ms = CONFIG_SPOT_HOLD_DEFAULT_MS;
+	else if (strcmp(text, "off") == 0)
+		cfg->spot_hold_ms = CONFIG_SPOT_HOLD_OFF;
+	else
+		return util_parse_duration_ms(text, MAX_SPOT_HOLD_MS, &cfg->spot_hold_ms);
+	return true;
+}
+
 static bool parse_spot_signal(struct config *cfg, const char *text)
 {
 	int sig = util_signal_parse(text);
@@ -390,7 +411,7 @@ static const struct setting settings[] = {
 	{ "group", 'g', false, "BATCH_AGENT_GROUP", parse_group, "a boolean (1/0, true/false)" },
 	{ "seccomp-profile", 0, true, "BATCH_AGENT_SECCOMP_PROFILE", parse_seccomp_profile, "a file name" },
 	{ "no-new-privs", 0, false, "BATCH_AGENT_NO_NEW_PRIVS", parse_no_new_privs, "a boolean (1/0, true/false)" },
-	{ "grace", 0, true, "BATCH_AGENT_GRACE", parse_grace, "seconds up to 86400, e.g. 10 or 2.5" },
+	{ "grace", 0, true, "BATCH_AGENT_GRACE", parse_grace, "seconds up to 86400, e.g. 25 or 2.5" },
 	{ "remap-exit", 0, true, "BATCH_AGENT_REMAP_EXIT", parse_remap_exit,
 	  "FROM:TO exit statuses from 0 to 255, e.g. 143:0 (comma-separated; at most 16 pairs, each FROM once)" },
 	{ "rewrite-signal", 0, true, "BATCH_AGENT_REWRITE_SIGNAL", parse_rewrite_signal,
@@ -427,6 +448,7 @@ static const struct setting settings[] = {
 	{ "aws-endpoint-url", 0, true, "BATCH_AGENT_AWS_ENDPOINT_URL", parse_aws_endpoint_url, "an http:// or https:// URL" },
 	{ "spot-watch", 0, true, "BATCH_AGENT_SPOT_WATCH", parse_spot_watch, "auto, on or off" },
 	{ "spot-signal", 0, true, "BATCH_AGENT_SPOT_SIGNAL", parse_spot_signal, "a signal name or number, e.g. TERM" },
+	{ "spot-hold", 0, true, "BATCH_AGENT_SPOT_HOLD", parse_spot_hold, "on, off or seconds up to 3600, e.g. 30" },
 };
 
 #define SETTING_COUNT (sizeof settings / sizeof settings[0])
@@ -446,7 +468,7 @@ static void set_defaults(struct config *cfg)
 {
 	memset(cfg, 0, sizeof *cfg);
 	cfg->role = ROLE_AUTO;
-	cfg->grace_ms = 10 * 1000;
+	cfg->grace_ms = DEFAULT_GRACE_MS;
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->log_format = LOG_FORMAT_TEXT;
 	cfg->port = CONFIG_DEFAULT_PORT;
@@ -461,6 +483,7 @@ static void set_defaults(struct config *cfg)
 	cfg->manager_param = "manager";
 	cfg->spot_watch = SPOT_WATCH_AUTO;
 	cfg->spot_signal = SIGTERM;
+	cfg->spot_hold_ms = CONFIG_SPOT_HOLD_DEFAULT_MS;
 }
 
 static enum ba_status apply_environment(struct config *cfg)
@@ -736,6 +759,9 @@ enum ba_status config_print(const struct config *cfg, enum role resolved_role, F
 	cJSON_AddItemToObject(object, "aws_endpoint_url", string_or_null(cfg->aws_endpoint_url));
 	cJSON_AddStringToObject(object, "spot_watch", spot_names[cfg->spot_watch]);
 	cJSON_AddStringToObject(object, "spot_signal", util_signal_name(cfg->spot_signal, signal_buf, sizeof signal_buf));
+	cJSON_AddItemToObject(object, "spot_hold_seconds",
+			      cfg->spot_hold_ms == CONFIG_SPOT_HOLD_OFF ? cJSON_CreateNull()
+									: cJSON_CreateNumber((double)cfg->spot_hold_ms / 1000.0));
 	cJSON_AddItemToObject(object, "aws_batch", describe_batch_env(&cfg->batch));
 	cJSON_AddItemToObject(object, "payload", payload);
 	payload = NULL;

@@ -33,6 +33,12 @@ struct node_range {
 
 #define CONFIG_DEFAULT_PORT 49152 /* the port AWSClusterManagers.jl uses */
 
+/* --spot-hold: after a Spot interruption notice, the container stays up once the
+ * payload has ended, until the host goes or the notice's time plus this margin has
+ * passed. The margin covers the host's own shutdown, which starts at that time. */
+#define CONFIG_SPOT_HOLD_DEFAULT_MS ((int64_t)30 * 1000)
+#define CONFIG_SPOT_HOLD_OFF ((int64_t)-1)
+
 /* --remap-exit and --rewrite-signal: FROM:TO pairs, each FROM at most once. A fixed
  * table: a job needs a handful, and a 17th pair is refused rather than allocated. */
 #define CONFIG_PAIRS_MAX 16
@@ -97,6 +103,7 @@ struct config {
 	const char *aws_endpoint_url;
 	enum spot_watch spot_watch;
 	int spot_signal;
+	int64_t spot_hold_ms;        /* --spot-hold: the margin past the notice's time, or OFF */
 
 	struct batch_env batch;
 

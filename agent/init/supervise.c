@@ -24,11 +24,15 @@
 #define KILL_SETTLE_MS 5000
 /* How long the stopped Spot notice watcher gets to exit before SIGKILL. */
 #define SPOTWATCH_STOP_MS 1000
+/* An interruption notice whose time cannot be read: EC2's notice comes two minutes
+ * ahead of the interruption (EC2 User Guide, Spot Instance interruption notices). */
+#define SPOT_NOTICE_LEAD_MS (120 * 1000)
 
 enum phase {
 	PHASE_IDLE,     /* no payload yet */
 	PHASE_RUNNING,  /* the payload runs */
 	PHASE_CLEANUP,  /* the payload ended; waiting for what it left behind */
+	PHASE_HOLD,     /* all gone after a Spot interruption: waiting for the host to go */
 	PHASE_DONE,
 };
 
@@ -47,6 +51,10 @@ struct supervisor {
 	struct spotwatch *spot;
 	struct loop_timer watcher_timer; /* SIGKILL for a watcher slow to stop */
 	bool awaiting_watcher;           /* leftovers are looked for once it is reaped */
+	bool spot_interrupted;           /* an interruption notice came while the payload ran */
+	bool stop_requested;             /* a terminating signal came: never hold then */
+	int64_t hold_until_ms;           /* CLOCK_MONOTONIC: the notice's time + --spot-hold */
+	struct loop_timer hold_timer;
 };
 
 struct supervise_opts supervise_opts_from_config(const struct config *cfg)
@@ -57,6 +65,7 @@ struct supervise_opts supervise_opts_from_config(const struct config *cfg)
 		.spot_watch = spotwatch_wanted(cfg, true),
 		.spot_required = cfg->spot_watch == SPOT_WATCH_ON,
 		.spot_signal = cfg->spot_signal,
+		.spot_hold_ms = cfg->spot_hold_ms,
 		.remap_exit = cfg->remap_exit,
 		.rewrite_signal = cfg->rewrite_signal,
 	};
@@ -99,6 +108,7 @@ void supervise_free(struct supervisor *sv)
 	loop_timer_cancel(sv->loop, &sv->kill_timer);
 	loop_timer_cancel(sv->loop, &sv->settle_timer);
 	loop_timer_cancel(sv->loop, &sv->watcher_timer);
+	loop_timer_cancel(sv->loop, &sv->hold_timer);
 	loop_remove(sv->loop, signals_fd());
 	spotwatch_free(sv->spot);
 	free(sv);
@@ -114,6 +124,23 @@ bool supervise_grace_expired(const struct supervisor *sv)
 	return sv->grace_over;
 }
 
+/* When a hold after this interruption would end: the notice's time (EC2's clock, read
+ * against ours) plus the --spot-hold margin; two minutes from now when the time is
+ * missing or unreadable. */
+static void note_interruption(struct supervisor *sv, const char *time)
+{
+	int64_t at_ms, now_ms = util_now_ms();
+	if (time != NULL && util_parse_rfc3339_ms(time, &at_ms)) {
+		sv->hold_until_ms = now_ms + (at_ms - util_wall_ms());
+	} else {
+		log_warn("the Spot interruption notice has no readable time: taking it as %d s from now",
+			 SPOT_NOTICE_LEAD_MS / 1000);
+		sv->hold_until_ms = now_ms + SPOT_NOTICE_LEAD_MS;
+	}
+	sv->hold_until_ms += sv->opts.spot_hold_ms;
+	sv->spot_interrupted = true;
+}
+
 /* Spot capacity is about to be reclaimed (a two-minute warning) or at elevated risk
  * (rebalance). An interruption gets the payload --spot-signal now, ahead of the kill,
  * so it can checkpoint; a rebalance recommendation is only reported. */
@@ -124,6 +151,8 @@ static void on_spot_notice(void *ctx, const char *type, const char *action, cons
 	bool interruption = strcmp(type, "instance-action") == 0;
 	log_warn("Spot %s notice%s%s%s%s", interruption ? "interruption" : type, action ? ": " : "", action ? action : "",
 		 time ? " at " : "", time ? time : "");
+	if (interruption && sv->phase == PHASE_RUNNING && sv->opts.spot_hold_ms != CONFIG_SPOT_HOLD_OFF)
+		note_interruption(sv, time);
 	if (interruption && sv->phase == PHASE_RUNNING) {
 		log_warn("sending %s to the payload ahead of the interruption",
 			 util_signal_name(sv->opts.spot_signal, name, sizeof name));
@@ -296,16 +325,56 @@ void supervise_terminate(struct supervisor *sv, int sig, int64_t grace_ms, const
 	arm_grace(sv, grace_ms);
 }
 
-static void finish(struct supervisor *sv)
+/* The end: the agent may exit with the payload's status. */
+static void report_finished(struct supervisor *sv)
 {
 	sv->phase = PHASE_DONE;
-	loop_timer_cancel(sv->loop, &sv->kill_timer);
-	loop_timer_cancel(sv->loop, &sv->settle_timer);
-	loop_timer_cancel(sv->loop, &sv->watcher_timer);
+	loop_timer_cancel(sv->loop, &sv->hold_timer);
 	if (sv->hooks.finished)
 		sv->hooks.finished(sv->hooks.ctx, sv->exit_status);
 	else
 		loop_stop(sv->loop, sv->exit_status);
+}
+
+static void on_hold_timer(struct loop *loop, void *ctx)
+{
+	struct supervisor *sv = ctx;
+	(void)loop;
+	log_warn("the host is still here %.0f s after the Spot interruption's time: exiting with the payload's status %d",
+		 (double)sv->opts.spot_hold_ms / 1000.0, sv->exit_status);
+	report_finished(sv);
+}
+
+/* After a Spot interruption the attempt should end with the host, so that Batch
+ * reports "Host EC2 (instance ...) terminated", which a retry strategy can match,
+ * rather than the payload's exit ("Essential container in task exited"). Nothing of
+ * the payload's runs any more; signals and reaping go on (PHASE_HOLD). False when
+ * there is nothing to wait for. */
+static bool hold(struct supervisor *sv)
+{
+	if (!sv->spot_interrupted || sv->stop_requested)
+		return false;
+	int64_t left_ms = sv->hold_until_ms - util_now_ms();
+	if (left_ms <= 0) {
+		log_info("the Spot interruption's time plus %.0f s (--spot-hold) has passed: not waiting for the host",
+			 (double)sv->opts.spot_hold_ms / 1000.0);
+		return false;
+	}
+	sv->phase = PHASE_HOLD;
+	log_warn("the payload ended after a Spot interruption notice: keeping the container up until the host "
+		 "goes, at most %.0f s (--spot-hold), then exit %d", (double)left_ms / 1000.0, sv->exit_status);
+	loop_timer_arm(sv->loop, &sv->hold_timer, left_ms, on_hold_timer, sv);
+	return true;
+}
+
+/* The payload and everything it left are gone. */
+static void finish(struct supervisor *sv)
+{
+	loop_timer_cancel(sv->loop, &sv->kill_timer);
+	loop_timer_cancel(sv->loop, &sv->settle_timer);
+	loop_timer_cancel(sv->loop, &sv->watcher_timer);
+	if (!hold(sv))
+		report_finished(sv);
 }
 
 static void reap(struct supervisor *sv);
@@ -488,6 +557,13 @@ static void forward(struct supervisor *sv, int sig)
 		sv->payload_stopped = false;
 }
 
+/* A signal that stops the job: SIGTERM always (Batch's stop, which also starts the
+ * grace period), other terminating signals unless --rewrite-signal drops them. */
+static bool asks_to_stop(const struct supervisor *sv, int sig)
+{
+	return sig == SIGTERM || (signals_is_terminating(sig) && config_pairs_map(&sv->opts.rewrite_signal, sig) != 0);
+}
+
 static void handle_signal(struct supervisor *sv, int sig)
 {
 	char name[32];
@@ -506,6 +582,8 @@ static void handle_signal(struct supervisor *sv, int sig)
 			loop_stop(sv->loop, BA_EX_SIGNAL_BASE + sig);
 		return;
 	case PHASE_RUNNING:
+		if (asks_to_stop(sv, sig))
+			sv->stop_requested = true;
 		forward(sv, sig);
 		/* Batch's SIGKILL comes whatever the payload was sent: the grace period starts
 		 * on the SIGTERM received, rewritten or not. */
@@ -517,10 +595,21 @@ static void handle_signal(struct supervisor *sv, int sig)
 			sv->hooks.stopping(sv->hooks.ctx, sig);
 		return;
 	case PHASE_CLEANUP:
+		if (asks_to_stop(sv, sig))
+			sv->stop_requested = true;
 		/* Asked to stop while we wait for leftovers: stop waiting. */
 		if (signals_is_terminating(sig) && !sv->grace_over) {
 			loop_timer_cancel(sv->loop, &sv->kill_timer);
 			on_kill_timer(sv->loop, sv);
+		}
+		return;
+	case PHASE_HOLD:
+		/* Batch (or the host's shutdown) stops the container: it ends now, with the
+		 * payload's status. Nothing is left to forward anything else to. */
+		if (asks_to_stop(sv, sig)) {
+			log_info("received %s while waiting for the host to go: exiting with the payload's status %d",
+				 util_signal_name(sig, name, sizeof name), sv->exit_status);
+			report_finished(sv);
 		}
 		return;
 	case PHASE_DONE:

@@ -8,6 +8,10 @@
  * and reports the payload's status after --remap-exit. Once the payload runs, the agent
  * works from "/", so that it pins no mount the payload's directory is on.
  *
+ * After a Spot interruption notice (and no terminating signal), the report waits, with
+ * nothing else running, until the host goes or the notice's time plus --spot-hold has
+ * passed; a terminating signal ends that wait at once (see hold() in supervise.c).
+ *
  * Everything happens in the caller's loop, so roles with a network side (the worker's
  * session, the main node's rendezvous) share the agent's single blocking wait. */
 #ifndef BATCH_AGENT_SUPERVISE_H
@@ -28,6 +32,7 @@ struct supervise_opts {
 	bool spot_watch;    /* watch for Spot notices while the payload runs */
 	bool spot_required; /* --spot-watch on: say so when it cannot */
 	int spot_signal;    /* --spot-signal, sent on an interruption notice */
+	int64_t spot_hold_ms; /* --spot-hold margin, or CONFIG_SPOT_HOLD_OFF */
 	struct config_pairs remap_exit;     /* --remap-exit */
 	struct config_pairs rewrite_signal; /* --rewrite-signal */
 };
@@ -43,8 +48,8 @@ struct supervise_hooks {
 	 * it: its code, or 128+signal, after --remap-exit; wait_status, as from waitpid, is
 	 * what really happened (what a worker reports to its manager). */
 	void (*exited)(void *ctx, int exit_status, int wait_status);
-	/* The payload and everything it left are gone: the agent may exit now, with
-	 * exit_status (remapped as for exited). */
+	/* The payload and everything it left are gone (and any Spot hold is over): the
+	 * agent may exit now, with exit_status (remapped as for exited). */
 	void (*finished)(void *ctx, int exit_status);
 	/* A terminating signal (TERM, INT, HUP, QUIT) while no payload runs. Without
 	 * this hook the loop stops with 128+sig. */

@@ -157,6 +157,69 @@ int64_t util_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t util_wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* n decimal digits at s, within [min, max]. */
+static bool fixed_digits(const char *s, int n, int min, int max, int *out)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	*out = v;
+	return v >= min && v <= max;
+}
+
+/* The zone after the seconds: Z, or +HH:MM / -HH:MM, as seconds east of UTC. */
+static bool rfc3339_zone(const char *s, long *east_s)
+{
+	int hours, minutes;
+	if ((s[0] == 'Z' || s[0] == 'z') && s[1] == '\0') {
+		*east_s = 0;
+		return true;
+	}
+	if ((s[0] != '+' && s[0] != '-') || strlen(s) != 6 || !fixed_digits(s + 1, 2, 0, 23, &hours) || s[3] != ':' ||
+	    !fixed_digits(s + 4, 2, 0, 59, &minutes))
+		return false;
+	*east_s = (s[0] == '-' ? -1 : 1) * (hours * 3600L + minutes * 60L);
+	return true;
+}
+
+bool util_parse_rfc3339_ms(const char *s, int64_t *epoch_ms)
+{
+	struct tm tm = { 0 };
+	int year, month, seconds, millis = 0;
+	if (strlen(s) < 20 || !fixed_digits(s, 4, 0, 9999, &year) || s[4] != '-' ||
+	    !fixed_digits(s + 5, 2, 1, 12, &month) || s[7] != '-' || !fixed_digits(s + 8, 2, 1, 31, &tm.tm_mday) ||
+	    (s[10] != 'T' && s[10] != 't') || !fixed_digits(s + 11, 2, 0, 23, &tm.tm_hour) || s[13] != ':' ||
+	    !fixed_digits(s + 14, 2, 0, 59, &tm.tm_min) || s[16] != ':' || !fixed_digits(s + 17, 2, 0, 60, &seconds))
+		return false;
+	const char *p = s + 19;
+	if (*p == '.') {
+		int scale = 100;
+		if (!(*++p >= '0' && *p <= '9'))
+			return false;
+		for (; *p >= '0' && *p <= '9'; p++, scale /= 10)
+			millis += (*p - '0') * scale;
+	}
+	long east_s;
+	if (!rfc3339_zone(p, &east_s))
+		return false;
+	tm.tm_year = year - 1900;
+	tm.tm_mon = month - 1;
+	tm.tm_sec = seconds;
+	time_t t = timegm(&tm);
+	*epoch_ms = ((int64_t)t - east_s) * 1000 + millis;
+	return true;
+}
+
 void util_wipe(void *p, size_t n)
 {
 	if (p == NULL || n == 0)

@@ -27,6 +27,12 @@ const char *util_signal_name(int sig, char *buf, size_t size);
 
 /* CLOCK_MONOTONIC in milliseconds. */
 int64_t util_now_ms(void);
+/* CLOCK_REALTIME in milliseconds since the epoch: only to compare with dates that
+ * others wrote (a Spot notice's time), never to time a wait. */
+int64_t util_wall_ms(void);
+/* An RFC 3339 date-time, YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM) (T and Z in either
+ * case), as milliseconds since the epoch. */
+bool util_parse_rfc3339_ms(const char *text, int64_t *epoch_ms);
 
 /* Overwrite secret memory so that the compiler cannot drop the write. */
 void util_wipe(void *p, size_t n);

@@ -6,6 +6,7 @@
 
 #include "log.h"
 #include "proto.h"
+#include "util.h"
 
 #define REPORT_MARGIN_MS 1000 /* after the grace period, for the last exit reports to arrive */
 
@@ -35,6 +36,20 @@ void manager_close_door(struct manager *m, const char *why)
 	cookie_wipe(&m->cookie);
 }
 
+/* How long the peers' reports may take. Normally a grace period from now: the peers
+ * were just told to shut down. After Batch's SIGTERM its SIGKILL is 30 s away whatever
+ * ended the payload, and the peers of an MNP job got the same SIGTERM: the reports get
+ * what is left of the grace period that SIGTERM started, not a new one, or a payload
+ * that used all its grace would make us wait twice (2 x 25 s + 1 s > 30 s). */
+static int64_t report_wait_ms(const struct manager *m)
+{
+	int64_t wait_ms = m->cfg->grace_ms + REPORT_MARGIN_MS;
+	if (m->stopped_ms == 0)
+		return wait_ms;
+	wait_ms = m->stopped_ms + wait_ms - util_now_ms();
+	return wait_ms > 0 ? wait_ms : 0;
+}
+
 static void begin_shutdown(struct manager *m, const char *reason)
 {
 	if (m->phase == MANAGER_ENDING)
@@ -46,7 +61,7 @@ static void begin_shutdown(struct manager *m, const char *reason)
 	if (owing > 0)
 		log_info("%s: telling %ld %s%s to shut down", reason, owing, m->peer_noun, owing == 1 ? "" : "s");
 	listener_broadcast(m->ls, build_shutdown, m);
-	loop_timer_arm(m->loop, &m->report_timer, m->cfg->grace_ms + REPORT_MARGIN_MS, on_report_timer, m);
+	loop_timer_arm(m->loop, &m->report_timer, report_wait_ms(m), on_report_timer, m);
 	manager_maybe_stop(m);
 }
 
@@ -78,9 +93,17 @@ static void on_payload_finished(void *ctx, int exit_status)
 	manager_maybe_stop(m);
 }
 
+/* Batch is stopping the job: when, for the reports' deadline. */
+static void note_stopped(struct manager *m)
+{
+	if (m->stopped_ms == 0)
+		m->stopped_ms = util_now_ms();
+}
+
 static void on_interrupted(void *ctx, int sig)
 {
 	struct manager *m = ctx;
+	note_stopped(m);
 	if (m->hooks.stopping)
 		m->hooks.stopping(m->hooks.ctx);
 	manager_fail(m, BA_EX_SIGNAL_BASE + sig, "interrupted");
@@ -90,6 +113,7 @@ static void on_stopping(void *ctx, int sig)
 {
 	struct manager *m = ctx;
 	(void)sig;
+	note_stopped(m);
 	if (m->hooks.stopping)
 		m->hooks.stopping(m->hooks.ctx);
 }
@@ -113,6 +137,10 @@ enum ba_status manager_set_up(struct manager *m, const struct config *cfg, const
 			      const struct listener_hooks *peer_hooks)
 {
 	struct supervise_opts opts = supervise_opts_from_config(cfg);
+	/* No Spot hold here: a manager's end is its peers' reports, bounded by the report
+	 * timer, and it exits with PROGRAM's status, which the retry rule for 143 covers
+	 * (README, "Spot interruptions and retries"). */
+	opts.spot_hold_ms = CONFIG_SPOT_HOLD_OFF;
 	struct supervise_hooks hooks = { .ctx = m, .exited = on_payload_exited, .finished = on_payload_finished,
 					 .interrupted = on_interrupted, .stopping = on_stopping };
 	struct admit_job admission = *job;

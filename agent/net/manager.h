@@ -7,7 +7,9 @@
  *   ENDING: the door closes, the cookie is wiped, every connected peer is told to shut
  *           down; the loop stops once the payload and everything it left are gone and
  *           no peer owes an exit report, or when the grace period (plus a margin for
- *           the reports) runs out.
+ *           the reports) runs out: the grace from now, or after a SIGTERM what is
+ *           left of the grace that the SIGTERM started (Batch's SIGKILL follows it by
+ *           30 s).
  *
  * The loop's status is the payload's exit status (128+N for a signal), or the status
  * of a failure (manager_fail). */
@@ -15,6 +17,7 @@
 #define BATCH_AGENT_MANAGER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "admit.h"
 #include "config.h"
@@ -45,6 +48,7 @@ struct manager {
 	struct cookie cookie;
 	enum manager_phase phase;
 	struct loop_timer wait_timer, report_timer;
+	int64_t stopped_ms; /* CLOCK_MONOTONIC of Batch's SIGTERM (or INT, HUP, QUIT), 0 before */
 	bool payload_finished;
 	enum ba_status exit_status;
 	enum ba_status forced_status; /* BA_OK, or the job's status whatever the payload's */

@@ -10,6 +10,13 @@ the fake IMDS of tests/peers/fake_aws.py, whose notice documents are the samples
 * outside ECS (no ECS_CONTAINER_METADATA_URI_V4) the agent never contacts IMDS, in the
   worker and the init role; --spot-watch on in the init role watches anyway.
 
+* --spot-hold (default on, 30 s): once the payload ended after an interruption notice
+  the agent stays up, with nothing else running, until the host goes (here: a SIGTERM,
+  which ends it at once with the payload's status) or the notice's time plus the margin
+  has passed (then it exits with the payload's status); a notice whose time has passed
+  (the samples' 2017 date) holds nothing; off, or its twin, exits as soon as the payload
+  does. The notice documents with a future time keep the samples' format.
+
 Each notice case costs one poll interval (the notice shows on the second poll)."""
 
 import signal
@@ -23,6 +30,16 @@ cases, case = agentaws.case_list()
 ACTION = fake_aws.sample("imds/spot_instance-action_terminate_docs.json")
 REBALANCE = fake_aws.sample("imds/rebalance_recommendation_docs.json")
 NOTICE_WAIT = 20  # seconds: two polls 5 s apart, plus start-up
+HELD = "keeping the container up until the host goes"
+
+
+def notice_at(seconds_from_now, action="terminate"):
+    """An instance-action document in the samples' shape and time format
+    (2017-09-18T08:22:00Z) for a time seconds_from_now ahead, and that time (epoch s)."""
+    at = int(time.time() + seconds_from_now)
+    doc = {"action": action, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))}
+    assert sorted(doc) == sorted(ACTION) and len(doc["time"]) == len(ACTION["time"])
+    return doc, at
 
 
 def ecs_env(fake, **extra):
@@ -122,7 +139,14 @@ def worker_notice_time_not_rfc3339():
             environ = f.read().split(b"\0")
         check(not any(e.startswith(b"BATCH_AGENT_COOKIE=") for e in environ), "the helper inherited the cookie")
         check_eq(info["cookie"], None, "BATCH_AGENT_COOKIE in the payload's environment")
-        finish(agent, mgr)
+        # No time to bound the hold by: two minutes from the notice, plus the margin.
+        agent.stop_payload()
+        check_eq(mgr.wait_msg("payload_exited").get("exit_code"), 0, "payload_exited")
+        wait_for(lambda: HELD in agent.stderr, 10, "the hold to begin")
+        check("no readable time: taking it as 120 s from now" in agent.stderr, agent.stderr)
+        agent.proc.send_signal(signal.SIGTERM)
+        check_eq(agent.wait(5), 0, "exit status after SIGTERM during the hold\n" + agent.describe())
+        mgr.close()
 
 
 @case
@@ -138,6 +162,81 @@ def worker_payload_killed_by_spot_sigterm():
         types = mgr.types()
         check(types.index("draining") < types.index("payload_exited"), "message order %s" % types)
         mgr.close()
+
+
+# ---- --spot-hold
+
+@case
+def worker_holds_after_spot_exit_until_sigterm():
+    # The notice's time is two minutes away; the payload dies of the --spot-signal at
+    # once. Its status reaches the manager, then the container stays up with nothing
+    # else running, until Batch's (or the host's) SIGTERM ends it with that status.
+    with fake_aws.FakeAWS() as fake, FakeManager() as mgr:
+        fake.imds_action_after = 1
+        fake.imds_action_doc, _ = notice_at(120)
+        agent = Agent(["--manager", mgr.addr], ecs_env(fake), linger=60, catch=False)
+        mgr.wait_register()
+        agent.info()
+        check_eq(mgr.wait_msg("payload_exited", NOTICE_WAIT).get("signal"), signal.SIGTERM, "payload_exited signal")
+        wait_for(lambda: HELD in agent.stderr, 10, "the hold to begin")
+        check(agent.proc.poll() is None, "the agent exited after the payload:\n" + agent.describe())
+        check_eq(agentaws.agenttest.children(agent.proc.pid), [], "processes left under the holding agent")
+        check("at most 14" in agent.stderr or "at most 15" in agent.stderr,
+              "the hold's bound (120 s + 30 s):\n" + agent.stderr)
+        t0 = time.monotonic()
+        agent.proc.send_signal(signal.SIGTERM)
+        check_eq(agent.wait(5), 128 + signal.SIGTERM, "exit status\n" + agent.describe())
+        check(time.monotonic() - t0 < 2 * agentaws.SCALE, "the agent took %.1fs to exit on SIGTERM" % (
+            time.monotonic() - t0))
+        check("received SIGTERM while waiting for the host to go" in agent.stderr, agent.stderr)
+
+
+@case
+def init_hold_ends_at_notice_time_plus_margin():
+    # The host never goes: the agent exits with the payload's status once the notice's
+    # time plus --spot-hold has passed, not before, and says why.
+    # Seconds: the notice shows on the second poll (~5 s), well before its time.
+    lead, margin = 6 + 4 * agentaws.SCALE, 2
+    with fake_aws.FakeAWS() as fake:
+        fake.imds_action_after = 1
+        fake.imds_action_doc, at = notice_at(lead)
+        agent = Agent(["--role", "init", "--spot-watch", "on", "--spot-hold", str(margin)],
+                      agent_env(AWS_EC2_METADATA_SERVICE_ENDPOINT=fake.url), linger=60, catch=False)
+        agent.info()
+        wait_for(lambda: HELD in agent.stderr, NOTICE_WAIT, "the hold to begin")
+        rc = agent.wait(lead + margin + 10)
+        ended = time.time()
+        check_eq(rc, 128 + signal.SIGTERM, "exit status\n" + agent.describe())
+        # The notice's time has whole seconds; the agent's clocks may differ by a tick.
+        check(at + margin - 0.5 <= ended <= at + margin + 5 * agentaws.SCALE,
+              "exited %.2fs after the notice's time; want %ds (--spot-hold)" % (ended - at, margin))
+        check("still here 2 s after the Spot interruption's time" in agent.stderr, agent.stderr)
+
+
+@case
+def spot_hold_off_exits_with_the_payload():
+    # The old behaviour, through the environment twin: the payload's end is the agent's.
+    with fake_aws.FakeAWS() as fake:
+        fake.imds_action_after = 1
+        fake.imds_action_doc, _ = notice_at(120)
+        agent = Agent(["--role", "init", "--spot-watch", "on"],
+                      agent_env(AWS_EC2_METADATA_SERVICE_ENDPOINT=fake.url, BATCH_AGENT_SPOT_HOLD="off"),
+                      linger=60, catch=False)
+        agent.info()
+        check_eq(agent.wait(NOTICE_WAIT), 128 + signal.SIGTERM, "exit status\n" + agent.describe())
+        check("Spot interruption notice" in agent.stderr and HELD not in agent.stderr, agent.stderr)
+
+
+@case
+def past_notice_time_holds_nothing():
+    # The samples' notice is for 2017: its time plus the margin has long passed.
+    with fake_aws.FakeAWS() as fake:
+        fake.imds_action_after = 1
+        agent = Agent(["--role", "init", "--spot-watch", "on"],
+                      agent_env(AWS_EC2_METADATA_SERVICE_ENDPOINT=fake.url), linger=60, catch=False)
+        agent.info()
+        check_eq(agent.wait(NOTICE_WAIT), 128 + signal.SIGTERM, "exit status\n" + agent.describe())
+        check("has passed: not waiting for the host" in agent.stderr and HELD not in agent.stderr, agent.stderr)
 
 
 # ---- no IMDS outside ECS

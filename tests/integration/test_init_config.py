@@ -92,6 +92,9 @@ BAD_FLAGS = [
     ["--grace", "abc"],
     ["--grace", "-1"],
     ["--grace", "1s"],
+    ["--spot-hold", "yes"],          # on, off or seconds: no other words
+    ["--spot-hold", "3601"],
+    ["--spot-hold", "-1"],
     ["--log-level", "loud"],
     ["--log-format", "xml"],
     ["--role", "emperor"],
@@ -119,6 +122,7 @@ def bad_command_line_is_64(mode):
 BAD_ENV_TWINS = [
     ("BATCH_AGENT_GRACE", "abc"),
     ("BATCH_AGENT_GRACE", "-2"),
+    ("BATCH_AGENT_SPOT_HOLD", "true"),
     ("BATCH_AGENT_LOG_LEVEL", "loud"),
     ("BATCH_AGENT_LOG_FORMAT", "xml"),
     ("BATCH_AGENT_ROLE", "emperor"),
@@ -193,6 +197,43 @@ def print_config_json_with_role(mode):
     # the env twin
     cfg = _print_config([], env=clean_env(BATCH_AGENT_ROLE="init"))
     check_eq(cfg.get("role"), "init", "role from BATCH_AGENT_ROLE")
+
+
+SOURCE = os.environ.get("BATCH_AGENT_SOURCE_DIR") or os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+
+@case(agent_only=True, modes=("sub",))
+def default_grace_is_the_documented_one(mode):
+    # The default --grace is one number in four places: what the agent uses (its
+    # configuration dump), --help, README's options table and its budget table; and
+    # it leaves the 5 s the budget needs before Batch's SIGKILL at 30 s.
+    grace = _print_config([]).get("grace_seconds")
+    check_eq(grace, 25, "grace_seconds in --print-config without --grace")
+    rc, out, err = _agent(["--help"])
+    check_eq(rc, 0, "--help status")
+    text = " ".join(out.decode().split())
+    m = re.search(r"--grace SECONDS \[GRACE\] .*?\(default (\d+(?:\.\d+)?)", text)
+    check(m and float(m.group(1)) == grace, "--help gives default %s for --grace, the agent %r" % (
+        m and m.group(1), grace))
+    with open(os.path.join(SOURCE, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    m = re.search(r"^\| `--grace SECONDS` \| (\d+) \|", readme, re.M)
+    check(m and float(m.group(1)) == grace, "README's options table gives default %s for --grace" % (m and m.group(1)))
+    m = re.search(r"with the default `--grace (\d+)`", readme)
+    check(m and float(m.group(1)) == grace, "README's budget gives default %s for --grace" % (m and m.group(1)))
+    check(grace + 5 <= 30, "default grace %gs leaves under 5 s of Batch's 30 s" % grace)
+
+
+@case(agent_only=True, modes=("sub",))
+def spot_hold_setting(mode):
+    # --spot-hold on|off|SECONDS, twin BATCH_AGENT_SPOT_HOLD: the margin past a Spot
+    # interruption's time, in seconds, or null when off; default on (30 s).
+    for args, env, want in [([], None, 30), (["--spot-hold", "on"], None, 30), (["--spot-hold", "off"], None, None),
+                            (["--spot-hold", "2.5"], None, 2.5), ([], {"BATCH_AGENT_SPOT_HOLD": "off"}, None),
+                            (["--spot-hold", "0"], {"BATCH_AGENT_SPOT_HOLD": "off"}, 0)]:
+        cfg = _print_config(args, env=clean_env(**(env or {})))
+        check_eq(cfg.get("spot_hold_seconds", "absent"), want, "spot_hold_seconds for %s %s" % (args, env))
 
 
 @case(agent_only=True, modes=("sub",))

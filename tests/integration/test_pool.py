@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -309,6 +310,32 @@ def sigterm_stops_program_and_workers(workdir):
     for w in workers:
         expect_exit(w, 0, 15)
     check("telling 2 workers to shut down" in manager.stderr(), manager.stderr())
+
+
+@runner.case
+def sigterm_reports_get_what_is_left_of_the_grace(workdir):
+    """Batch SIGKILLs 30 s after its SIGTERM. A PROGRAM that ignores SIGTERM is
+    SIGKILLed at --grace, and a worker that never reports must not make the manager
+    wait a second grace period: it exits at SIGTERM + grace + 1 s (the reports'
+    margin), not grace + grace + 1 s, naming the silent worker."""
+    out, port, cookie = outdir(workdir), mnp.free_port(), mnp.new_cookie()
+    prog = ["/bin/sh", "-c", 'trap "" TERM; echo 1 > "$1/started"; while :; do sleep 0.05; done', "program", out]
+    manager = start_manager(workdir, port, cookie, 1, prog=prog)
+    manager.wait_for_log("pool manager listening", 20)
+    silent = PyWorker(port, cookie, np.register_msg("job-silent", "py-worker", "127.0.4.2", attempt=1, cpus=1,
+                                                     memory_limit_bytes=1 << 30), 0.5)
+    try:
+        wait_for_file(os.path.join(out, "started"), 30)
+        t0 = time.monotonic()
+        os.kill(manager.pid, signal.SIGTERM)
+        expect_exit(manager, 128 + signal.SIGKILL, 30)
+        dt = time.monotonic() - t0
+    finally:
+        silent.close()
+    grace = 5  # BASE
+    check(grace - 0.2 <= dt <= grace + 1 + 2 * mnp.SLOW,
+          f"the manager exited {dt:.2f} s after SIGTERM; want --grace {grace} + 1 s (two graces would be {2 * grace + 1})")
+    check("worker job-silent (127.0.4.2) sent no exit report" in manager.stderr(), manager.stderr())
 
 
 @runner.case

@@ -21,7 +21,7 @@ FWD = [signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGU
        signal.SIGTERM, signal.SIGWINCH, signal.SIGCONT, signal.SIGPWR] + \
     list(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
 LEVELS = ["error", "warn", "info", "debug"]
-cfg = {"role": "auto", "group": False, "grace": 10.0, "exec": False, "log_level": "info",
+cfg = {"role": "auto", "group": False, "grace": 25.0, "exec": False, "log_level": "info",
        "log_format": "text", "manager": None}
 
 

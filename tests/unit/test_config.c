@@ -20,7 +20,7 @@ static const char *const batch_vars[] = {
 	"AWS_BATCH_JOB_NODE_INDEX", "AWS_BATCH_JOB_MAIN_NODE_INDEX", "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS",
 	"AWS_BATCH_JQ_NAME", "AWS_BATCH_CE_NAME", "BATCH_AGENT_GRACE", "BATCH_AGENT_ROLE", "BATCH_AGENT_MANAGER",
 	"BATCH_AGENT_GROUP", "BATCH_AGENT_PROTOCOL", "BATCH_AGENT_MANAGER_PARAM", "BATCH_AGENT_LOG_LEVEL",
-	"BATCH_AGENT_REMAP_EXIT", "BATCH_AGENT_REWRITE_SIGNAL", "BATCH_AGENT_EXEC",
+	"BATCH_AGENT_REMAP_EXIT", "BATCH_AGENT_REWRITE_SIGNAL", "BATCH_AGENT_EXEC", "BATCH_AGENT_SPOT_HOLD",
 };
 
 static int clean_environment(void **state)
@@ -100,7 +100,7 @@ static void test_defaults(void **state)
 	(void)state;
 	struct config cfg;
 	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_OK);
-	assert_int_equal(cfg.grace_ms, 10000);
+	assert_int_equal(cfg.grace_ms, 25000);
 	assert_int_equal(cfg.port, 49152);
 	assert_int_equal(cfg.connect_timeout_ms, 300000);
 	assert_int_equal(cfg.role, ROLE_AUTO);
@@ -272,6 +272,49 @@ static void test_rewrite_signal(void **state)
 	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_EX_CONFIG);
 }
 
+/* Spot notice times (imds/spot_instance-action_terminate_docs.json: 2017-09-18T08:22:00Z
+ * is 1505722920 s since the epoch), and what RFC 3339 also allows. */
+static void test_rfc3339_times(void **state)
+{
+	(void)state;
+	int64_t ms = 0;
+	assert_true(util_parse_rfc3339_ms("2017-09-18T08:22:00Z", &ms));
+	assert_int_equal(ms, INT64_C(1505722920000));
+	assert_true(util_parse_rfc3339_ms("2017-09-18t08:22:00.25z", &ms));
+	assert_int_equal(ms, INT64_C(1505722920250));
+	assert_true(util_parse_rfc3339_ms("2017-09-18T10:22:00+02:00", &ms));
+	assert_int_equal(ms, INT64_C(1505722920000));
+	assert_true(util_parse_rfc3339_ms("2017-09-18T03:52:00-04:30", &ms));
+	assert_int_equal(ms, INT64_C(1505722920000));
+	assert_true(util_parse_rfc3339_ms("2020-02-29T23:59:60Z", &ms)); /* a leap second */
+	const char *bad[] = { "2017-09-18 08:22:00", "2017-09-18T08:22:00", "2017-09-18T08:22Z", "2017-13-18T08:22:00Z",
+			      "2017-09-18T24:00:00Z", "2017-09-18T08:22:00.Z", "2017-09-18T08:22:00+0200",
+			      "2017-09-18T08:22:00Z ", "", "soon" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		assert_false(util_parse_rfc3339_ms(bad[i], &ms));
+}
+
+/* --spot-hold: on (the default margin), off, or seconds; "1" is neither a switch nor
+ * allowed to mean one. */
+static void test_spot_hold(void **state)
+{
+	(void)state;
+	struct config cfg;
+	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_OK);
+	assert_int_equal(cfg.spot_hold_ms, CONFIG_SPOT_HOLD_DEFAULT_MS);
+	assert_int_equal(load(&cfg, (const char *[]){ "--spot-hold", "off", "true", NULL }), BA_OK);
+	assert_int_equal(cfg.spot_hold_ms, CONFIG_SPOT_HOLD_OFF);
+	assert_int_equal(load(&cfg, (const char *[]){ "--spot-hold", "1", "true", NULL }), BA_OK);
+	assert_int_equal(cfg.spot_hold_ms, 1000);
+	setenv("BATCH_AGENT_SPOT_HOLD", "off", 1);
+	assert_int_equal(load(&cfg, (const char *[]){ "--spot-hold", "on", "true", NULL }), BA_OK);
+	assert_int_equal(cfg.spot_hold_ms, CONFIG_SPOT_HOLD_DEFAULT_MS);
+	setenv("BATCH_AGENT_SPOT_HOLD", "yes", 1);
+	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_EX_CONFIG);
+	unsetenv("BATCH_AGENT_SPOT_HOLD");
+	assert_int_equal(load(&cfg, (const char *[]){ "--spot-hold", "3601", "true", NULL }), BA_EX_USAGE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -287,6 +330,8 @@ int main(void)
 		cmocka_unit_test_setup(test_automatic_role, clean_environment),
 		cmocka_unit_test_setup(test_remap_exit, clean_environment),
 		cmocka_unit_test_setup(test_rewrite_signal, clean_environment),
+		cmocka_unit_test(test_rfc3339_times),
+		cmocka_unit_test_setup(test_spot_hold, clean_environment),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

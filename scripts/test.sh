@@ -7,13 +7,20 @@
 #      suite, on dynamic programs (ASan cannot run in a static one);
 #   4. the integration suite once more with the agent under valgrind --error-exitcode
 #      (a Debug build, dynamic, so that valgrind sees the heap).
-# Installs what it needs first. Options: --quick runs steps 1 and 2 only.
+# Installs what it needs first. Options: --quick runs steps 1 and 2 only; --stress runs
+# only the Release build's integration suite while two CPU-bound processes compete for
+# the cores (as on a shared CI machine), with the timeout scale at 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 
-quick=0
-[ "${1:-}" = "--quick" ] && quick=1
+quick=0 stress=0
+case "${1:-}" in
+  --quick) quick=1 ;;
+  --stress) stress=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--quick | --stress]" >&2; exit 64 ;;
+esac
 jobs=$(nproc)
 
 # The run's own temporary directory: test payloads and scripts live here, so valgrind
@@ -40,6 +47,34 @@ run_suite() { # DIR [ctest args...]
   count=$(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' "$TMPDIR/ctest-$dir.log")
   total=$((total + ${count:-0}))
 }
+
+# Two busy loops at the tests' own priority for as long as the suite runs: every wait
+# in it must hold when half the machine, or more, is taken.
+hogs=()
+start_hogs() {
+  for _ in 1 2; do
+    sh -c 'while :; do :; done' &
+    hogs+=("$!")
+  done
+  echo "stress: CPU hogs ${hogs[*]} running"
+}
+stop_hogs() {
+  [ "${#hogs[@]}" -gt 0 ] && kill "${hogs[@]}" 2>/dev/null && wait "${hogs[@]}" 2>/dev/null
+  hogs=()
+}
+trap 'stop_hogs; rm -rf "$TMPDIR"' EXIT
+
+if [ "$stress" = 1 ]; then
+  echo "== Release build, integration tests under load (--stress)"
+  build release Release
+  stress_start=$(date +%s)
+  start_hogs
+  BATCH_AGENT_TIMEOUT_SCALE=2 run_suite release -L integration -LE container
+  stop_hogs
+  echo "stress run: $(( $(date +%s) - stress_start )) s"
+  echo "ctest: $total passed, 0 failed"
+  exit 0
+fi
 
 echo "== Release build: unit and integration tests"
 build release Release

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "peerview.h"
 #include "util.h"
 
 enum ba_status members_init(struct members *ms)
@@ -138,20 +139,27 @@ static struct member **ordered(const struct members *ms)
 	return list;
 }
 
-char *members_addresses(const struct members *ms, char sep, long *count)
+char *members_addresses(const struct members *ms, long *count, enum hostfile_format format, char **lines)
 {
 	struct member **list = ordered(ms);
 	size_t capacity = ms->count * (ADDRESS_ADVERTISED_MAX + 1) + 1, used = 0;
+	size_t line_capacity = ms->count * PEERVIEW_LINE_MAX + 1, line_used = 0;
 	char *text = list ? malloc(capacity) : NULL;
+	*lines = text ? malloc(line_capacity) : NULL;
 	*count = 0;
-	if (text != NULL) {
-		text[0] = '\0';
-		for (size_t i = 0; i < ms->count; i++)
-			if (list[i]->state == MEMBER_JOINED) {
-				used += (size_t)snprintf(text + used, capacity - used, "%s%c", list[i]->address, sep);
-				++*count;
-			}
+	if (*lines == NULL) {
+		free(text);
+		free(list);
+		return NULL;
 	}
+	text[0] = (*lines)[0] = '\0';
+	for (size_t i = 0; i < ms->count; i++)
+		if (list[i]->state == MEMBER_JOINED) {
+			used += (size_t)snprintf(text + used, capacity - used, "%s%s", *count ? "," : "", list[i]->address);
+			line_used += peerview_hostfile_line(format, list[i]->address, list[i]->cpus, *lines + line_used,
+							    line_capacity - line_used);
+			++*count;
+		}
 	free(list);
 	return text;
 }

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "address.h"
+#include "config.h"
 #include "status.h"
 
 #define MEMBERS_JOB_ID_MAX 128
@@ -72,10 +73,11 @@ void members_set_state(struct members *ms, struct member *m, enum member_state s
 void members_touch(struct member *m);
 const char *members_state_name(enum member_state state);
 
-/* The joined members' addresses, in order, separated by sep (a trailing one after
- * each); *count of them. NULL without memory. */
-char *members_addresses(const struct members *ms, char sep, long *count);
-/* The hostfile: one address a line, the joined members, with one write(2). */
+/* The joined members' addresses, in order, comma-separated (BATCH_AGENT_NODES), and
+ * in *lines their hostfile, one a line in format; *count of them. NULL (and *lines
+ * NULL) without memory. */
+char *members_addresses(const struct members *ms, long *count, enum hostfile_format format, char **lines);
+/* The hostfile (members_addresses' lines), with one write(2). */
 enum ba_status members_write_hostfile(const struct members *ms, const char *lines);
 /* The membership file, generation incremented, atomically. */
 enum ba_status members_write_file(struct members *ms, long wanted);

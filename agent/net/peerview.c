@@ -15,31 +15,30 @@
 
 #define TORCH_DEFAULT_PORT "29500" /* torchrun's own default for --master-port */
 
-/* Open MPI reads "host slots=N", MPICH's Hydra "host:N"; N is the node's whole CPUs
- * (at least 1: a node with half a CPU still runs a rank). Unknown CPUs: no count, and
- * both default to one slot. */
-static size_t hostfile_line(const struct config *cfg, const struct peerview_node *n, char *out, size_t size)
+/* At least one slot: a node with half a CPU still runs a rank. */
+size_t peerview_hostfile_line(enum hostfile_format format, const char *address, double cpus, char *out, size_t size)
 {
-	long slots = n->cpus >= 1 ? (long)floor(n->cpus) : 1;
-	if (cfg->hostfile_format == HOSTFILE_OPENMPI && n->cpus > 0)
-		return (size_t)snprintf(out, size, "%s slots=%ld\n", n->address, slots);
-	if (cfg->hostfile_format == HOSTFILE_MPICH && n->cpus > 0)
-		return (size_t)snprintf(out, size, "%s:%ld\n", n->address, slots);
-	return (size_t)snprintf(out, size, "%s\n", n->address);
+	long slots = cpus >= 1 ? (long)floor(cpus) : 1;
+	if (format == HOSTFILE_OPENMPI && cpus > 0)
+		return (size_t)snprintf(out, size, "%s slots=%ld\n", address, slots);
+	if (format == HOSTFILE_MPICH && cpus > 0)
+		return (size_t)snprintf(out, size, "%s:%ld\n", address, slots);
+	return (size_t)snprintf(out, size, "%s\n", address);
 }
 
 /* One write(2), so that a reader never sees half a file written by a live agent. */
 static enum ba_status write_hostfile(struct peer_view *view, const struct config *cfg,
 				     const struct peerview_node *nodes, size_t count)
 {
-	size_t capacity = count * (ADDRESS_ADVERTISED_MAX + 32) + 1, used = 0;
+	size_t capacity = count * PEERVIEW_LINE_MAX + 1, used = 0;
 	char *text = malloc(capacity), dir_buf[PATH_MAX];
 	if (text == NULL) {
 		log_error("out of memory writing the hostfile");
 		return BA_EX_OSERR;
 	}
 	for (size_t i = 0; i < count; i++)
-		used += hostfile_line(cfg, &nodes[i], text + used, capacity - used);
+		used += peerview_hostfile_line(cfg->hostfile_format, nodes[i].address, nodes[i].cpus, text + used,
+					       capacity - used);
 	const char *dir = util_temp_dir(dir_buf, sizeof dir_buf);
 	snprintf(view->hostfile, sizeof view->hostfile, "%s/batch-agent-hostfile.XXXXXX", dir);
 	int fd = mkstemp(view->hostfile);

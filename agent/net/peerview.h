@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <stddef.h>
 
+#include "address.h"
 #include "config.h"
 #include "launch.h"
 #include "status.h"
@@ -26,6 +27,7 @@ struct peerview_node {
 };
 
 #define PEERVIEW_ENV_MAX 8
+#define PEERVIEW_LINE_MAX (ADDRESS_ADVERTISED_MAX + 32) /* a hostfile line, slots included */
 
 struct peer_view {
 	char hostfile[PATH_MAX]; /* "" until written */
@@ -38,6 +40,10 @@ struct peer_view {
  * when the hostfile cannot be written, BA_EX_CONFIG when MASTER_PORT is not a port. */
 enum ba_status peerview_make(struct peer_view *view, const struct config *cfg, const struct peerview_node *nodes,
 			     size_t count, size_t rank);
+/* One hostfile line in format (at most PEERVIEW_LINE_MAX bytes): Open MPI reads
+ * "ADDR slots=N", MPICH's Hydra "ADDR:N", N the whole CPUs, at least 1; no count when
+ * cpus is 0 (unknown), and both then give the host one slot. Returns its length. */
+size_t peerview_hostfile_line(enum hostfile_format format, const char *address, double cpus, char *out, size_t size);
 /* The view as the payload's variables: vars' hostfile, nodes and extra_env. */
 void peerview_vars(const struct peer_view *view, struct launch_vars *vars);
 /* Removes the hostfile and frees the rest; safe on a zeroed view. */

@@ -320,16 +320,13 @@ static void start_program(struct pool *pl, const char *why)
 	loop_timer_cancel(pl->m.loop, &pl->m.wait_timer);
 	enum ba_status rc = manager_address(pl);
 	if (rc == BA_OK) {
-		lines = members_addresses(&pl->members, '\n', &count);
-		nodes = members_addresses(&pl->members, ',', &count);
-		rc = lines && nodes ? members_write_hostfile(&pl->members, lines) : BA_EX_OSERR;
+		nodes = members_addresses(&pl->members, &count, pl->cfg->hostfile_format, &lines);
+		rc = nodes ? members_write_hostfile(&pl->members, lines) : BA_EX_OSERR;
 	}
 	if (rc == BA_OK)
 		rc = members_write_file(&pl->members, pl->cfg->workers);
 	pl->published_ms = util_now_ms();
 	if (rc == BA_OK) {
-		if (count > 0)
-			nodes[strlen(nodes) - 1] = '\0'; /* the last comma */
 		log_info("%s: starting PROGRAM with %ld worker%s: %s", why, count, count == 1 ? "" : "s", nodes);
 		rc = launch_program(pl, nodes);
 	}

@@ -134,6 +134,27 @@ def array_of_four(workdir):
 
 
 @runner.case
+def hostfile_format_gives_slots(workdir):
+    """--hostfile-format openmpi: each worker's line carries the CPUs it registered
+    (its CPU affinity here), in array order; mpich's form is ADDR:N."""
+    out, port, cookie, array = outdir(workdir), mnp.free_port(), mnp.new_cookie(), str(uuid.uuid4())
+    cpus = sorted(os.sched_getaffinity(0))
+    pins = [{cpus[0]}, set(cpus[:2])]
+    manager = start_manager(workdir, port, cookie, 2, out=out, args=["--hostfile-format", "openmpi"])
+    workers = []
+    for i in (1, 0):
+        w = Agent(f"w{i}", ["--manager", f"127.0.0.1:{port}", *BASE, "--advertise-addr", f"127.0.3.{i + 1}", "--",
+                            "sleep", "60"], array_env(cookie, array, i), workdir,
+                  preexec_fn=lambda pin=pins[i]: os.sched_setaffinity(0, pin))
+        workers.append(w)
+    expect_exit(manager, 0, 30)
+    for w in workers:
+        expect_exit(w, 0, 15)
+    lines = read(os.path.join(out, "hostfile")).splitlines()
+    check(lines == [f"127.0.3.{i + 1} slots={len(pins[i])}" for i in (0, 1)], lines)
+
+
+@runner.case
 def separate_jobs_in_arrival_order(workdir):
     """Workers that are not array children are identified by job id, listed after the
     array children in the order they joined."""

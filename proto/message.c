@@ -194,6 +194,21 @@ static enum proto_err parse_hello(const cJSON *obj, struct proto_msg *m)
 	return PROTO_ERR_BAD_MESSAGE;
 }
 
+/* "cpus": present, and null (*out 0) or a number in (0, 1e6]. */
+static enum proto_err req_cpus(const cJSON *cpus, double *out)
+{
+	*out = 0;
+	if (cpus == NULL)
+		return PROTO_ERR_BAD_MESSAGE;
+	if (cJSON_IsNull(cpus))
+		return PROTO_OK;
+	if (!cJSON_IsNumber(cpus) || !isfinite(cpus->valuedouble) || cpus->valuedouble <= 0 ||
+	    cpus->valuedouble > 1e6)
+		return PROTO_ERR_BAD_MESSAGE;
+	*out = cpus->valuedouble;
+	return PROTO_OK;
+}
+
 static enum proto_err parse_register(const cJSON *obj, struct proto_register *r)
 {
 	const cJSON *cpus = field(obj, "cpus");
@@ -220,18 +235,10 @@ static enum proto_err parse_register(const cJSON *obj, struct proto_register *r)
 	if (err == PROTO_OK)
 		err = req_int_or_null(obj, "memory_limit_bytes", 0, PROTO_MAX_INT,
 				     &r->memory_limit_bytes);
-	if (err != PROTO_OK)
-		return err;
-	if (cpus == NULL)
-		return PROTO_ERR_BAD_MESSAGE;
-	if (cJSON_IsNull(cpus))
-		return PROTO_OK;
-	if (!cJSON_IsNumber(cpus) || !isfinite(cpus->valuedouble) || cpus->valuedouble <= 0 ||
-	    cpus->valuedouble > 1e6)
-		return PROTO_ERR_BAD_MESSAGE;
-	r->has_cpus = true;
-	r->cpus = cpus->valuedouble;
-	return PROTO_OK;
+	if (err == PROTO_OK)
+		err = req_cpus(cpus, &r->cpus);
+	r->has_cpus = err == PROTO_OK && r->cpus > 0;
+	return err;
 }
 
 static enum proto_err parse_exited(const cJSON *obj, struct proto_msg *m)
@@ -280,15 +287,7 @@ static enum proto_err parse_roster_node(const cJSON *obj, struct proto_roster_no
 	err = req_int(obj, "node_index", 0, PROTO_MAX_INT, &n->node_index);
 	if (err == PROTO_OK)
 		err = req_string(obj, "address", 1, &n->address);
-	if (err != PROTO_OK || cpus == NULL)
-		return PROTO_ERR_BAD_MESSAGE;
-	if (cJSON_IsNull(cpus))
-		return PROTO_OK;
-	if (!cJSON_IsNumber(cpus) || !isfinite(cpus->valuedouble) || cpus->valuedouble <= 0 ||
-	    cpus->valuedouble > 1e6)
-		return PROTO_ERR_BAD_MESSAGE;
-	n->cpus = cpus->valuedouble;
-	return PROTO_OK;
+	return err == PROTO_OK ? req_cpus(cpus, &n->cpus) : err;
 }
 
 /* A chunk must fit the roster it claims to be part of; the receiver checks that the

@@ -166,6 +166,7 @@ struct transfer {
 	size_t max;
 	bool too_large;
 	size_t header_bytes;
+	bool headers_done;    /* the blank line after the headers came */
 	bool headers_too_large;
 	char error_type[128]; /* x-amzn-ErrorType */
 	char curl_error[CURL_ERROR_SIZE]; /* libcurl's own words for a failure */
@@ -217,6 +218,8 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		return 0; /* CURLE_WRITE_ERROR */
 	}
 	t->header_bytes += n;
+	if (n <= 2 && (data[0] == '\n' || (n == 2 && data[0] == '\r' && data[1] == '\n')))
+		t->headers_done = true;
 	if (n > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0) {
 		const char *v = data + sizeof name - 1;
 		size_t vlen = n - (sizeof name - 1);
@@ -528,8 +531,11 @@ static enum ba_status transfer_failed(const struct http_request *req, CURLcode c
 		snprintf(resp->error, sizeof resp->error, "%s (%s): stopped by a signal", req->what, shown);
 		return BA_EX_UNAVAILABLE;
 	}
-	/* libcurl says "out of memory" for a header line over its 100 KiB limit. */
-	if (t->headers_too_large || (curl_code == CURLE_OUT_OF_MEMORY && strcasestr(t->curl_error, "header"))) {
+	/* libcurl says "out of memory" for a header line over its 100 KiB limit: with
+	 * "Rejected ... header" when the line came in one read, without a word when its
+	 * buffer for the line overflowed across reads. Before the headers' end, that is
+	 * what it means. */
+	if (t->headers_too_large || (curl_code == CURLE_OUT_OF_MEMORY && !t->headers_done)) {
 		snprintf(resp->error, sizeof resp->error, "%s (%s): response headers larger than %d KiB, refused",
 		         req->what, shown, MAX_HEADER_BYTES / 1024);
 		return BA_EX_PROTOCOL;

@@ -6,7 +6,7 @@
  *   every node is in         the door closes; each child gets the roster, the nodes
  *                            in index order (version 3, PROTOCOL.md §4.1)
  *   every child is ready     its payload started, or accepts on --ready-port; a
- *                            version 2 child: its payload started. --wait-timeout
+ *                            version 2 child: once registered. --wait-timeout
  *                            again bounds the wait
  *   the main payload starts  with the same peer view (peerview.h)
  *   the end                  manager.c: shutdown to every child, their reports. */
@@ -116,10 +116,11 @@ static void stop_awaiting(struct rendezvous *rv, struct peer *p)
 static void node_failed(struct rendezvous *rv, struct peer *p, const char *what)
 {
 	long index = p->node_index;
+	/* Before the main payload: the job fails at once, or goes on with one node less. */
 	if (rv->m.phase == MANAGER_WAITING && rv->roster_sent) {
 		if (rv->cfg->on_node_loss == NODE_LOSS_CONTINUE) {
-			log_warn("node %ld %s before it got ready: the job goes on without it (--on-node-loss continue)",
-				 index, what);
+			log_warn("node %ld %s before the main payload started: the job goes on without it "
+				 "(--on-node-loss continue)", index, what);
 			if (!p->ready)
 				rv->expected_ready--;
 			p->ready = true; /* counted out, once */
@@ -127,7 +128,8 @@ static void node_failed(struct rendezvous *rv, struct peer *p, const char *what)
 				start_main_payload(rv);
 			return;
 		}
-		log_error("node %ld %s before it got ready (--on-node-loss fail): the job fails with 69", index, what);
+		log_error("node %ld %s before the main payload started (--on-node-loss fail): the job fails with 69",
+			  index, what);
 		manager_fail(&rv->m, BA_EX_UNAVAILABLE, "a node was lost before the main payload started");
 		return;
 	}
@@ -198,11 +200,12 @@ static bool on_child_lost(void *ctx, struct peer *p, const char *why)
 {
 	struct rendezvous *rv = ctx;
 	if (rv->m.phase == MANAGER_WAITING && rv->roster_sent) {
-		/* In the roster already: the job is what it is now. */
-		bool counted = p->exit_reported || p->ready;
+		/* In the roster already: the job is what it is now. A node that reported its
+		 * exit was dealt with then; one lost otherwise, ready or not, is missing. */
+		bool reported = p->exit_reported;
 		log_warn("node %ld (%s) lost before the main payload started: %s", p->node_index, p->address, why);
 		stop_awaiting(rv, p);
-		if (!counted)
+		if (!reported)
 			node_failed(rv, p, "was lost");
 		return false;
 	}

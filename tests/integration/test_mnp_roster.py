@@ -7,6 +7,8 @@ namespaces, each node a host of its own on 198.18.0.0/15:
 - the main payload starts only once every child is ready: with --ready-port, once the
   child's payload accepts on that port;
 - a child that never gets ready is named, and the job fails with 69 at --wait-timeout;
+- a child lost before the main payload starts fails the job at once (--on-node-loss
+  fail), or is left out (continue);
 - --payload-start registered: a child's payload starts at its registration, before the
   roster, without a peer view."""
 
@@ -154,6 +156,49 @@ def a_child_that_never_gets_ready_is_named(workdir):
     err = main.stderr()
     check(f"node 2 did not get ready within {wait_s(2)} s" in err and "1 of 2 ready" in err, err)
     check(not os.path.exists(os.path.join(out, "main.started")), "the main payload ran although node 2 was not ready")
+
+
+@runner.case
+def a_node_lost_before_the_main_payload_fails_the_job(workdir):
+    """Node 1 is ready, node 2 is not yet (its port is closed), and node 1's agent dies:
+    with the default --on-node-loss fail the job fails with 69 at once, long before
+    --wait-timeout, and node 2 is told to shut down."""
+    mnp.need_netns()
+    out, job = outdir(workdir), Job(3)
+    with netns.Network(3) as net:
+        main = start(net, job, 0, out, workdir, args=["--wait-timeout", "300"],
+                     payload=["/bin/sh", "-c", 'touch "$1/main.started"', "main", out])
+        one = start(net, job, 1, out, workdir)
+        two = start(net, job, 2, out, workdir, args=["--ready-port", str(READY_PORT)], payload=["/bin/sleep", "120"])
+        main.wait_for_log("node 1 is ready", 30)
+        two.wait_for_log("waiting for the payload to accept connections", 30)
+        one.kill()
+        expect_exit(main, mnp.EX_UNAVAILABLE, 30)
+        expect_exit(two, 0, 15)
+    err = main.stderr()
+    check("node 1 was lost before the main payload started (--on-node-loss fail)" in err, err)
+    check(not os.path.exists(os.path.join(out, "main.started")), "the main payload ran without node 1")
+
+
+@runner.case
+def on_node_loss_continue_goes_on_without_it(workdir):
+    mnp.need_netns()
+    out, job = outdir(workdir), Job(3)
+    with netns.Network(3) as net:
+        main = start(net, job, 0, out, workdir, args=["--wait-timeout", "300", "--on-node-loss", "continue"],
+                     payload=["/bin/sh", "-c", 'printf "%s" "$BATCH_AGENT_NODES" > "$1/nodes"', "main", out])
+        one = start(net, job, 1, out, workdir, args=["--ready-port", str(READY_PORT)], payload=["/bin/sleep", "120"])
+        two = start(net, job, 2, out, workdir, args=["--ready-port", str(READY_PORT)],
+                    payload=["/bin/sh", "-c", LISTEN_LATE, "late", out])
+        one.wait_for_log("waiting for the payload to accept connections", 30)
+        two.wait_for_log("waiting for the payload to accept connections", 30)
+        one.kill()
+        main.wait_for_log("the job goes on without it (--on-node-loss continue)", 30)
+        open(os.path.join(out, "open"), "w").close()
+        expect_exit(main, 0, 30)
+        expect_exit(two, 0, 15)
+    # The roster went out with node 1 in it: the view stays the one every node got.
+    check(read(os.path.join(out, "nodes")) == ",".join(net.addr(h) for h in (1, 2, 3)), read(os.path.join(out, "nodes")))
 
 
 @runner.case

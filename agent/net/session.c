@@ -170,6 +170,7 @@ static void broke_protocol(struct session *s, const char *code, const char *what
 /* ---- the roster, then the payload ---- */
 
 static enum ba_status start_payload(struct session *s, const struct payload *payload);
+static void no_payload(struct session *s, enum ba_status rc);
 
 static void send_ready(struct session *s)
 {
@@ -278,9 +279,9 @@ static void on_roster(struct session *s, const struct proto_msg *msg)
 		rc = launch_prepare(&payload, s->cfg, &vars);
 	}
 	if (rc == BA_OK)
-		rc = start_payload(s, &payload);
+		start_payload(s, &payload);
 	else
-		loop_stop(s->loop, rc);
+		no_payload(s, rc);
 	launch_release(&payload);
 }
 
@@ -456,19 +457,26 @@ static enum ba_status exec_with_connection(const struct config *cfg, struct prot
 	return rc;
 }
 
-/* The payload beside the connection; when it cannot start, the manager hears why. */
+/* No payload will start here (it could not, or its hostfile could not be written):
+ * the manager hears why, as the payload's status, and we end with it. */
+static void no_payload(struct session *s, enum ba_status rc)
+{
+	cJSON *msg = NULL;
+	s->spawned = true;
+	enum proto_err err = proto_msg_payload_exited_code((int)rc, &msg);
+	send_or_lose(s, msg, err);
+	if (s->conn.attached)
+		proto_frame_flush_wait(&s->conn.pc, util_now_ms() + FINAL_FLUSH_MS);
+	loop_stop(s->loop, rc);
+}
+
+/* The payload beside the connection. */
 static enum ba_status start_payload(struct session *s, const struct payload *payload)
 {
 	enum ba_status rc = supervise_spawn(s->sv, payload);
 	s->spawned = true;
-	if (rc != BA_OK) {
-		cJSON *msg = NULL;
-		enum proto_err err = proto_msg_payload_exited_code((int)rc, &msg);
-		send_or_lose(s, msg, err);
-		if (s->conn.attached)
-			proto_frame_flush_wait(&s->conn.pc, util_now_ms() + FINAL_FLUSH_MS);
-		loop_stop(s->loop, rc);
-	}
+	if (rc != BA_OK)
+		no_payload(s, rc);
 	return rc;
 }
 

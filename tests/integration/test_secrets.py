@@ -144,9 +144,10 @@ def worker_cookie_out_of_reach(workdir):
     main = Agent("main", ["--port", str(port), "--wait-timeout", "30", "--"] + mnp.main_payload(workdir, gate=True, wait_s=60),
                  job.env(0), workdir)
     main.wait_for_log("rendezvous listening", 10)
+    # The child (uid nobody) writes its hostfile in TMPDIR too: the suite's is root's.
     child = Agent("child", ["--"] + payload(probe),
-                  job.env(1, main_addr="127.0.0.1", extra={"BATCH_AGENT_PORT": str(port)}), workdir,
-                  preexec_fn=as_nobody)
+                  job.env(1, main_addr="127.0.0.1", extra={"BATCH_AGENT_PORT": str(port), "TMPDIR": workdir}),
+                  workdir, preexec_fn=as_nobody)
     try:
         wait_for_file(probe, 20)
         check_payload_view(probe, child)

@@ -167,6 +167,7 @@ struct transfer {
 	bool too_large;
 	size_t header_bytes;
 	bool headers_too_large;
+	bool headers_complete; /* the blank line that ends a header block arrived */
 	char error_type[128]; /* x-amzn-ErrorType */
 	char curl_error[CURL_ERROR_SIZE]; /* libcurl's own words for a failure */
 };
@@ -217,6 +218,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		return 0; /* CURLE_WRITE_ERROR */
 	}
 	t->header_bytes += n;
+	t->headers_complete = (n == 2 && data[0] == '\r' && data[1] == '\n') || (n == 1 && data[0] == '\n');
 	if (n > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0) {
 		const char *v = data + sizeof name - 1;
 		size_t vlen = n - (sizeof name - 1);
@@ -528,11 +530,18 @@ static enum ba_status transfer_failed(const struct http_request *req, CURLcode c
 		snprintf(resp->error, sizeof resp->error, "%s (%s): stopped by a signal", req->what, shown);
 		return BA_EX_UNAVAILABLE;
 	}
-	/* libcurl says "out of memory" for a header line over its 100 KiB limit. */
-	if (t->headers_too_large || (curl_code == CURLE_OUT_OF_MEMORY && strcasestr(t->curl_error, "header"))) {
+	/* libcurl 7.88.1 fails a header line over its 100 KiB buffer with a bare "out of
+	 * memory" (no error text): after the status line and before the blank line, that
+	 * buffer is what grew, not our memory. */
+	if (t->headers_too_large ||
+	    (curl_code == CURLE_OUT_OF_MEMORY && t->header_bytes > 0 && !t->headers_complete)) {
 		snprintf(resp->error, sizeof resp->error, "%s (%s): response headers larger than %d KiB, refused",
 		         req->what, shown, MAX_HEADER_BYTES / 1024);
 		return BA_EX_PROTOCOL;
+	}
+	if (curl_code == CURLE_OUT_OF_MEMORY) {
+		snprintf(resp->error, sizeof resp->error, "%s (%s): out of memory", req->what, shown);
+		return BA_EX_OSERR;
 	}
 	/* Our URLs are http or https (checked before): an "unsupported protocol" now is
 	 * the answer's, bytes that are not HTTP (libcurl 7.88 reads them as HTTP/0.9). */

@@ -3,6 +3,7 @@ endpoint sends (issue 13): each is a bad answer, exit 76, at once, with a messag
 says what came back, never 78 (bad configuration) or 69 (out of memory)."""
 
 import socket
+import sys
 import threading
 
 import fake_aws
@@ -91,4 +92,4 @@ def many_headers_over_64_kib():
 
 
 if __name__ == "__main__":
-    fake_aws.main_cases(cases)
+    sys.exit(fake_aws.main_cases(cases))

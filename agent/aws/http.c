@@ -565,6 +565,28 @@ static enum ba_status transfer_failed(const struct http_request *req, CURLcode c
 	return BA_EX_UNAVAILABLE;
 }
 
+/* AWS endpoints answer; they do not redirect. A 3xx is not followed (CURLOPT_FOLLOWLOCATION
+ * is off: the signed request, a credentials token or a form body with the web identity
+ * token would go to the Location's host), not retried, and is a bad answer. */
+static enum ba_status refuse_redirect(const struct http_request *req, long code, struct http_response *resp,
+                                      int attempt, const char *shown)
+{
+	char *location = NULL, *redacted = NULL;
+	char where[200] = "";
+	if (curl_easy_getinfo(shared_handle, CURLINFO_REDIRECT_URL, &location) == CURLE_OK && location != NULL &&
+	    (redacted = http_redact_url(location)) != NULL) {
+		/* The Location is the answer's: printable characters only in our message. */
+		copy_printable(where, sizeof where, redacted, strlen(redacted));
+		free(redacted);
+	}
+	http_response_free(resp);
+	resp->attempts = attempt;
+	snprintf(resp->error, sizeof resp->error,
+	         "%s (%s): HTTP %ld, a redirect%s%s, not followed (AWS endpoints do not redirect)", req->what,
+	         shown, code, where[0] ? " to " : "", where);
+	return BA_EX_PROTOCOL;
+}
+
 /* One attempt on the shared handle. */
 static enum ba_status attempt_once(const struct http_request *req, struct curl_slist *headers,
                                    struct http_response *resp, int attempt, int attempts, const char *shown,
@@ -583,7 +605,12 @@ static enum ba_status attempt_once(const struct http_request *req, struct curl_s
 	curl_easy_setopt(shared_handle, CURLOPT_PASSWORD, NULL);
 	curl_easy_setopt(shared_handle, CURLOPT_HTTPHEADER, NULL);
 	curl_easy_setopt(shared_handle, CURLOPT_ERRORBUFFER, NULL); /* t is this attempt's */
+	long code = 0;
 	if (curl_code == CURLE_OK)
+		curl_easy_getinfo(shared_handle, CURLINFO_RESPONSE_CODE, &code);
+	if (curl_code == CURLE_OK && code >= 300 && code < 400)
+		rc = refuse_redirect(req, code, resp, attempt, shown);
+	else if (curl_code == CURLE_OK)
 		rc = take_answer(req, &t, resp, attempt, attempts, shown, retry);
 	else
 		rc = transfer_failed(req, curl_code, &t, resp, attempt, attempts, shown, retry);

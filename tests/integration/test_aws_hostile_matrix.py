@@ -72,6 +72,7 @@ class HostileProxy:
         self.hits = 0            # requests that got a hostile answer
         self.passed = []         # paths passed on to the fake
         self.huge_sent = []      # bytes of each huge body sent before the client hung up
+        self.drips_cut = 0       # drips the client hung up on
         self.bait_visits = 0
         self.sock = self._listen("127.0.0.1")
         self.bait = self._listen("127.0.0.2")
@@ -190,8 +191,16 @@ class HostileProxy:
             head, data = whole.split(b"\r\n\r\n", 1)
             conn.sendall(head + b"\r\n\r\n" + data[: len(data) // 2])
         elif kind == "drip":
-            for i, byte in enumerate(self._passed_on(method, path, headers, body)):
-                if (i > 0 and self.stop.wait(1.0)) or not conn.send(bytes([byte])):
+            whole = self._passed_on(method, path, headers, body)
+            for i, byte in enumerate(whole):
+                if i > 0 and self.stop.wait(1.0):
+                    return
+                try:
+                    conn.send(bytes([byte]))
+                except OSError:
+                    with self.cond:
+                        self.drips_cut += 1
+                        self.cond.notify_all()
                     return
         elif kind == "error500":
             status, extra, doc = self.error500
@@ -460,8 +469,11 @@ def spot_watch_cell(kind, route):
     proxy = HostileProxy(fake.port, lambda m, p: p == route, None, IMDS_500)
     where = "spot-watch %s x %s: " % (route, kind)
     polls = route == ACTION
+    # Polls take --timeout; 3 s, so that a stop within 1 s of SIGTERM mid-drip is the
+    # abort, not the attempt's end. Token requests keep their fixed 1 s.
+    timeout = 3 if polls else 1
     try:
-        p = spawn(["--connect-timeout", "1", "--timeout", "1", "--max-attempts", "2",
+        p = spawn(["--connect-timeout", "1", "--timeout", str(timeout), "--max-attempts", "2",
                    "spot-watch", "--interval", "0.1"] + ([] if polls else ["--token-ttl", "1"]),
                   {"AWS_EC2_METADATA_SERVICE_ENDPOINT": proxy.url})
         out, err = Lines(p.stdout), Lines(p.stderr)
@@ -471,7 +483,7 @@ def spot_watch_cell(kind, route):
                 proxy.kind = kind
             tries = 2 if kind in RETRIED else 1
             # More hostile answers than one request's attempts: a later round came.
-            went_on = proxy.wait(lambda: proxy.hits > tries, 2 * (tries * 1 + 0.5) + 5)
+            went_on = proxy.wait(lambda: proxy.hits > tries, 2 * (tries * timeout + 0.5) + 5)
             check(went_on, where + "polling went on (%d hostile, %r)" % (proxy.hits, err.lines))
             check(p.poll() is None, where + "the watcher is still running")
             check(err.wait(lambda ls: any(WORDS[kind] in l and "warn" in l for l in ls), 5),
@@ -500,6 +512,8 @@ def spot_watch_cell(kind, route):
         limit = 1.0 * SCALE + (15.0 if fake_aws.wrapper() else 0.0)
         check(code == 0, where + "exit 0 on SIGTERM, got %s: %r" % (code, err.lines))
         check(took <= limit, where + "stopped in %.2fs, limit %.2fs" % (took, limit))
+        if kind == "drip":
+            check(proxy.wait(lambda: proxy.drips_cut > 0, 5), where + "the drip was cut by the watcher")
         check(err.wait(lambda ls: any("stopped by a signal" in l for l in ls), 5),
               where + "says it stopped: %r" % err.lines)
         check(proxy.bait_visits == 0, where + "the redirect's host was visited")

@@ -17,11 +17,12 @@ The seven answers:
 Documented outcome (agent/aws/README.md, "Hostile answers"): huge, redirect, nonhttp and
 hugeheader are bad answers, 76, not retried; truncated, drip and error500 are retried
 per the endpoint's policy, then 69. imds-probe (the IMDS token) answers 69 for all
-seven: IMDS is unusable. spot-watch keeps polling through each of them (logged), still
-prints a notice once IMDS answers again, and stops at once on SIGTERM, exit 0.
+seven: IMDS is unusable. spot-watch keeps polling through each of them, given to its
+polls or to its token renewals (logged), still prints a notice once IMDS answers again,
+and stops at once on SIGTERM, exit 0, also in the middle of an answer.
 
 Each run must end within calls x (attempts x per-attempt timeout + the backoff between
-attempts) + 1 s, scaled by BATCH_AGENT_TIMEOUT_SCALE: --timeout 1 --max-attempts 2
+attempts) + 2 s, scaled by BATCH_AGENT_TIMEOUT_SCALE: --timeout 1 --max-attempts 2
 where the command takes them; the container credentials endpoint's and the IMDS
 token's fixed policies otherwise. The redirect's other host gets no connection, no
 secret reaches stderr, and nothing is left in the run's process group."""
@@ -255,9 +256,10 @@ class Endpoint:
 
     def bound(self, kind):
         """Seconds the run may take: every attempt its full timeout, every sleep its
-        longest, and 1 s for the process itself."""
+        longest, and 2 s for starting and ending the process on a busy machine (an
+        attempt too many is caught by counting them, not by the clock)."""
         n = self.tries(kind)
-        return self.calls * (n * self.timeout + (n - 1) * self.sleep) + 1.0
+        return self.calls * (n * self.timeout + (n - 1) * self.sleep) + 2.0
 
 
 def batch_upstream():

@@ -166,8 +166,8 @@ struct transfer {
 	size_t max;
 	bool too_large;
 	size_t header_bytes;
-	bool headers_done;    /* the blank line after the headers came */
 	bool headers_too_large;
+	bool headers_complete; /* the blank line that ends a header block arrived */
 	char error_type[128]; /* x-amzn-ErrorType */
 	char curl_error[CURL_ERROR_SIZE]; /* libcurl's own words for a failure */
 };
@@ -218,8 +218,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		return 0; /* CURLE_WRITE_ERROR */
 	}
 	t->header_bytes += n;
-	if (n <= 2 && (data[0] == '\n' || (n == 2 && data[0] == '\r' && data[1] == '\n')))
-		t->headers_done = true;
+	t->headers_complete = (n == 2 && data[0] == '\r' && data[1] == '\n') || (n == 1 && data[0] == '\n');
 	if (n > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0) {
 		const char *v = data + sizeof name - 1;
 		size_t vlen = n - (sizeof name - 1);
@@ -531,14 +530,18 @@ static enum ba_status transfer_failed(const struct http_request *req, CURLcode c
 		snprintf(resp->error, sizeof resp->error, "%s (%s): stopped by a signal", req->what, shown);
 		return BA_EX_UNAVAILABLE;
 	}
-	/* libcurl says "out of memory" for a header line over its 100 KiB limit: with
-	 * "Rejected ... header" when the line came in one read, without a word when its
-	 * buffer for the line overflowed across reads. Before the headers' end, that is
-	 * what it means. */
-	if (t->headers_too_large || (curl_code == CURLE_OUT_OF_MEMORY && !t->headers_done)) {
+	/* libcurl 7.88.1 fails a header line over its 100 KiB buffer with a bare "out of
+	 * memory" (no error text): after the status line and before the blank line, that
+	 * buffer is what grew, not our memory. */
+	if (t->headers_too_large ||
+	    (curl_code == CURLE_OUT_OF_MEMORY && t->header_bytes > 0 && !t->headers_complete)) {
 		snprintf(resp->error, sizeof resp->error, "%s (%s): response headers larger than %d KiB, refused",
 		         req->what, shown, MAX_HEADER_BYTES / 1024);
 		return BA_EX_PROTOCOL;
+	}
+	if (curl_code == CURLE_OUT_OF_MEMORY) {
+		snprintf(resp->error, sizeof resp->error, "%s (%s): out of memory", req->what, shown);
+		return BA_EX_OSERR;
 	}
 	/* Our URLs are http or https (checked before): an "unsupported protocol" now is
 	 * the answer's, bytes that are not HTTP (libcurl 7.88 reads them as HTTP/0.9). */
@@ -562,6 +565,28 @@ static enum ba_status transfer_failed(const struct http_request *req, CURLcode c
 	return BA_EX_UNAVAILABLE;
 }
 
+/* AWS endpoints answer; they do not redirect. A 3xx is not followed (CURLOPT_FOLLOWLOCATION
+ * is off: the signed request, a credentials token or a form body with the web identity
+ * token would go to the Location's host), not retried, and is a bad answer. */
+static enum ba_status refuse_redirect(const struct http_request *req, long code, struct http_response *resp,
+                                      int attempt, const char *shown)
+{
+	char *location = NULL, *redacted = NULL;
+	char where[200] = "";
+	if (curl_easy_getinfo(shared_handle, CURLINFO_REDIRECT_URL, &location) == CURLE_OK && location != NULL &&
+	    (redacted = http_redact_url(location)) != NULL) {
+		/* The Location is the answer's: printable characters only in our message. */
+		copy_printable(where, sizeof where, redacted, strlen(redacted));
+		free(redacted);
+	}
+	http_response_free(resp);
+	resp->attempts = attempt;
+	snprintf(resp->error, sizeof resp->error,
+	         "%s (%s): HTTP %ld, a redirect%s%s, not followed (AWS endpoints do not redirect)", req->what,
+	         shown, code, where[0] ? " to " : "", where);
+	return BA_EX_PROTOCOL;
+}
+
 /* One attempt on the shared handle. */
 static enum ba_status attempt_once(const struct http_request *req, struct curl_slist *headers,
                                    struct http_response *resp, int attempt, int attempts, const char *shown,
@@ -580,7 +605,12 @@ static enum ba_status attempt_once(const struct http_request *req, struct curl_s
 	curl_easy_setopt(shared_handle, CURLOPT_PASSWORD, NULL);
 	curl_easy_setopt(shared_handle, CURLOPT_HTTPHEADER, NULL);
 	curl_easy_setopt(shared_handle, CURLOPT_ERRORBUFFER, NULL); /* t is this attempt's */
+	long code = 0;
 	if (curl_code == CURLE_OK)
+		curl_easy_getinfo(shared_handle, CURLINFO_RESPONSE_CODE, &code);
+	if (curl_code == CURLE_OK && code >= 300 && code < 400)
+		rc = refuse_redirect(req, code, resp, attempt, shown);
+	else if (curl_code == CURLE_OK)
 		rc = take_answer(req, &t, resp, attempt, attempts, shown, retry);
 	else
 		rc = transfer_failed(req, curl_code, &t, resp, attempt, attempts, shown, retry);

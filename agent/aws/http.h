@@ -84,10 +84,12 @@ enum ba_status http_global_init(void);
 void http_global_cleanup(void);
 
 /* Runs the request with its retries. Returns BA_OK when an HTTP answer arrived (any
- * status: the last one when retries ran out; the caller judges it), or, with
+ * status but 3xx: the last one when retries ran out; the caller judges it), or, with
  * resp->error set: BA_EX_UNAVAILABLE when the endpoint could not be reached or kept
- * failing at the transport level (also when http_stop_requested()), BA_EX_PROTOCOL
- * when the answer was over the size limit, BA_EX_CONFIG for an unusable URL or CA
+ * failing at the transport level (also when http_stop_requested(); a body cut short
+ * of its Content-Length, a timeout), BA_EX_PROTOCOL when the answer is not one an AWS
+ * endpoint sends (not HTTP, headers over 64 KiB, a body over the policy's max_body, a
+ * 3xx redirect, which is never followed), BA_EX_CONFIG for an unusable URL or CA
  * bundle, BA_EX_SOFTWARE when libcurl could not be set up. */
 enum ba_status http_perform(const struct http_request *req, struct http_response *resp);
 void http_response_free(struct http_response *resp);

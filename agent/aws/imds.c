@@ -33,6 +33,9 @@ struct imds {
 	int64_t refresh_at_ms;
 	char *last_action; /* "action time" of the last instance-action printed */
 	char *last_rebalance;
+	/* The last 200 answer of each path that was not a notice we can read, as logged. */
+	char *bad_action;
+	char *bad_rebalance;
 	bool failing; /* the last poll failed (log only the first of a run) */
 	/* How to report an IMDS that is unavailable at start: an error, or (spot-watch
 	 * --optional, the agent's auto mode) a debug line, since most places have none. */
@@ -214,6 +217,31 @@ out:
 	return rc;
 }
 
+static char **bad_notice(struct imds *m, bool is_action)
+{
+	return is_action ? &m->bad_action : &m->bad_rebalance;
+}
+
+/* A 200 answer of a notice path. One that is not a readable notice is logged (by
+ * handle_notice, why) once per distinct answer in a row, as the same one comes back
+ * every interval, and the watcher goes on: it is the job's only way to see a Spot
+ * notice, and the next answer may be good. */
+static enum ba_status take_notice(struct imds *m, const struct http_request *req,
+                                  const struct http_response *resp, bool is_action)
+{
+	char **bad = bad_notice(m, is_action);
+	if (*bad != NULL && strcmp(*bad, resp->body) == 0)
+		return BA_OK;
+	enum ba_status rc = handle_notice(m, req, resp, is_action);
+	free(*bad);
+	*bad = NULL;
+	if (rc != BA_EX_PROTOCOL)
+		return rc;
+	log_warn("%s: the answer above is not a notice; will retry", req->what);
+	*bad = strdup(resp->body);
+	return *bad != NULL ? BA_OK : BA_EX_OSERR;
+}
+
 /* A Spot notice path: polled again soon anyway, so few retries. */
 static const struct http_policy notice_policy = { .no_proxy = true, .connect_timeout_ms = 1000,
 	.timeout_ms = 2000, .max_attempts = 2, .backoff_base_ms = 100, .backoff_cap_ms = 500,
@@ -260,6 +288,8 @@ static enum ba_status poll_path(struct imds *m, const char *path, bool is_action
 		if (resp.status == 404) {
 			http_response_free(&resp);
 			m->failing = false;
+			free(*bad_notice(m, is_action));
+			*bad_notice(m, is_action) = NULL;
 			return BA_OK;
 		}
 		if (resp.status != 200) {
@@ -272,7 +302,7 @@ static enum ba_status poll_path(struct imds *m, const char *path, bool is_action
 			return BA_OK;
 		}
 		m->failing = false;
-		rc = handle_notice(m, &req, &resp, is_action);
+		rc = take_notice(m, &req, &resp, is_action);
 		http_response_free(&resp);
 		return rc;
 	}
@@ -284,6 +314,8 @@ static void imds_free(struct imds *m)
 	drop_token(m);
 	free(m->last_action);
 	free(m->last_rebalance);
+	free(m->bad_action);
+	free(m->bad_rebalance);
 }
 
 enum ba_status imds_probe_command(void)

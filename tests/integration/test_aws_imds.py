@@ -214,18 +214,32 @@ def sigterm_while_waiting_for_first_token_exits_0():
 
 
 @case
-def bad_notice_is_76():
+def bad_notice_logged_once_watching_goes_on():
+    """A 200 that is not a readable notice is logged once, though the same answer comes
+    back every interval, and the watcher goes on: the good notice that follows is
+    printed, and SIGTERM still ends it with 0."""
     for doc, text in (({"action": 3, "time": "x"}, "field action: expected a string"),
                       ({"action": "terminate"}, "field time: missing"),
                       ("not json at all", "not JSON")):
         with fake_aws.FakeAWS() as fake:
-            fake.imds_action_after = 1
+            fake.imds_action_after = 0
             if isinstance(doc, dict):
                 fake.imds_action_doc = doc
             else:
                 fake.always["imds-action"] = "nonjson"
-            r = fake_aws.run(["spot-watch", "--interval", "0.1"], imds_env(fake), timeout=20)
-            check(r.code == 76 and text in r.err, text, r)
+            w = Watch(fake)
+            polled = wait_until(lambda: fake.count("imds-action") >= 10, 10)
+            running = w.p.poll() is None
+            with fake.lock:
+                fake.imds_action_doc = fake_aws.sample("imds/spot_instance-action_terminate_docs.json")
+                fake.always.pop("imds-action", None)
+            got = w.reader.wait_for(1, 10)
+            code, took = w.stop()
+            check(polled and running, "%s: still polling after 10 bad answers: %s" % (text, w.err))
+            check(got and w.notices() == [TERMINATE], "%s: the good notice: %r %s" % (text, w.reader.lines, w.err))
+            check(code == 0 and took < 3 * fake_aws.slowdown(), "%s: SIGTERM -> 0 (%s, %.1fs)" % (text, code, took))
+            check(w.err.count(text) == 1 and w.err.count("not a notice; will retry") == 1,
+                  "%s: logged once: %s" % (text, w.err))
 
 
 @case

@@ -251,6 +251,7 @@ class FakeAWS:
         self.imds_rebalance_after = None
         self.imds_rebalance_doc = sample("imds/rebalance_recommendation_docs.json")
         self.imds_polls = {"imds-action": 0, "imds-rebalance": 0}
+        self.imds_unauthorized = 0  # 401s answered for a missing or expired token
 
         self.server = _Server(("127.0.0.1", 0), self._handler_class())
         self.scheme = "http"
@@ -547,6 +548,8 @@ class FakeAWS:
                 with fake.lock:
                     expiry = fake.imds_tokens.get(token)
                 if expiry is None or expiry < time.monotonic():
+                    with fake.lock:
+                        fake.imds_unauthorized += 1
                     self._send(401, sample_text("imds/401_unauthorized_body_aemm.html"), ctype="text/html")
                     return False
                 return True

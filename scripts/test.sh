@@ -59,7 +59,10 @@ start_hogs() {
   echo "stress: CPU hogs ${hogs[*]} running"
 }
 stop_hogs() {
-  [ "${#hogs[@]}" -gt 0 ] && kill "${hogs[@]}" 2>/dev/null && wait "${hogs[@]}" 2>/dev/null
+  if [ "${#hogs[@]}" -gt 0 ]; then
+    kill "${hogs[@]}" 2>/dev/null || true
+    wait "${hogs[@]}" 2>/dev/null || true # their status is the signal's: not ours
+  fi
   hogs=()
 }
 trap 'stop_hogs; rm -rf "$TMPDIR"' EXIT

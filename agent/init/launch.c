@@ -3,9 +3,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -243,12 +245,18 @@ enum ba_status launch_spawn(const struct payload *payload, pid_t *pid_out, bool 
 	/* The child reports a failed exec through this pipe; a successful exec closes it
 	 * (O_CLOEXEC), so the parent's read returns 0 exactly when exec worked. */
 	int report[2];
-	pid_t pid;
+	pid_t pid, agent = getpid();
 	enum ba_status rc = util_fork_with_pipe(report, &pid);
 	if (rc != BA_OK)
 		return rc;
 	if (pid == 0) {
 		close(report[0]);
+		/* An agent SIGKILLed while not PID 1 (the OOM killer, a kill -9 under another
+		 * init) must not leave its payload running unsupervised: it dies with us, as a
+		 * PID namespace's processes die with its init. Checked after, for an agent
+		 * that died before the prctl. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != agent)
+			_exit(128 + SIGKILL);
 		/* Our own process group, and the terminal's foreground when we have one, so
 		 * that Ctrl-C and job control reach the payload and not the agent (as tini).
 		 * SIGTTOU is still blocked here, so tcsetpgrp works from the background. */

@@ -170,6 +170,7 @@ static void broke_protocol(struct session *s, const char *code, const char *what
 /* ---- the roster, then the payload ---- */
 
 static enum ba_status start_payload(struct session *s, const struct payload *payload);
+static void report_not_started(struct session *s, enum ba_status rc);
 
 static void send_ready(struct session *s)
 {
@@ -280,7 +281,7 @@ static void on_roster(struct session *s, const struct proto_msg *msg)
 	if (rc == BA_OK)
 		rc = start_payload(s, &payload);
 	else
-		loop_stop(s->loop, rc);
+		report_not_started(s, rc); /* no hostfile (a full disk, no descriptors) */
 	launch_release(&payload);
 }
 
@@ -457,18 +458,24 @@ static enum ba_status exec_with_connection(const struct config *cfg, struct prot
 }
 
 /* The payload beside the connection; when it cannot start, the manager hears why. */
+/* A payload that could not start still has a status for the manager (ours: 127, 71...),
+ * so that it counts a failed node, not a silent loss, and the job's log says which. */
+static void report_not_started(struct session *s, enum ba_status rc)
+{
+	cJSON *msg = NULL;
+	enum proto_err err = proto_msg_payload_exited_code((int)rc, &msg);
+	send_or_lose(s, msg, err);
+	if (s->conn.attached)
+		proto_frame_flush_wait(&s->conn.pc, util_now_ms() + FINAL_FLUSH_MS);
+	loop_stop(s->loop, rc);
+}
+
 static enum ba_status start_payload(struct session *s, const struct payload *payload)
 {
 	enum ba_status rc = supervise_spawn(s->sv, payload);
 	s->spawned = true;
-	if (rc != BA_OK) {
-		cJSON *msg = NULL;
-		enum proto_err err = proto_msg_payload_exited_code((int)rc, &msg);
-		send_or_lose(s, msg, err);
-		if (s->conn.attached)
-			proto_frame_flush_wait(&s->conn.pc, util_now_ms() + FINAL_FLUSH_MS);
-		loop_stop(s->loop, rc);
-	}
+	if (rc != BA_OK)
+		report_not_started(s, rc);
 	return rc;
 }
 

@@ -11,7 +11,8 @@ child says why there is none).
   the default --on-node-loss fail / --on-manager-loss exit and with continue on both;
 - a full disk where the hostfile is written (a small tmpfs as TMPDIR), on the main and
   on a child;
-- descriptor exhaustion in a worker (its RLIMIT_NOFILE lowered to what it holds);
+- descriptor exhaustion in a worker (its RLIMIT_NOFILE lowered to what it holds): at the
+  roster, while probing its --ready-port, and while its payload runs;
 - SIGTERM at every stage: the AWS query, the dial, the handshake, the rendezvous (the
   main and a registered child) and the payload (the main and a child)."""
 
@@ -361,6 +362,67 @@ def descriptors_exhausted_in_a_worker(workdir):
            "node 1 failed before it got ready (--on-node-loss fail): the job fails with 69")
     check(gone(os.path.join(out, "child-1")) and gone(os.path.join(out, "main.started")),
           "a payload started")
+
+
+# The child's payload: listens on READY_PORT once $out/open exists (an sshd coming up).
+READY_PORT = 2222
+LISTEN_LATE = (
+    'o="$1"; while [ ! -e "$o/open" ]; do sleep 0.05; done; '
+    'exec /usr/bin/python3 -c "import socket,time; s=socket.socket(); '
+    's.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\'127.0.0.1\', %d)); s.listen(8); '
+    'time.sleep(120)"' % READY_PORT
+)
+
+
+@runner.case
+def descriptors_exhausted_in_a_worker_probing_its_ready_port(workdir):
+    mnp.need_netns()
+    out, job = outdir(workdir), Job(2)
+    with netns.Network(2) as net:
+        main = start(net, job, 0, out, workdir, args=["--wait-timeout", wait_s(3)])
+        main.wait_for_log("rendezvous listening", 10)
+        child = start(net, job, 1, out, workdir, args=["--ready-port", str(READY_PORT)],
+                      payload=["/bin/sh", "-c", LISTEN_LATE, "late", out])
+        child.wait_for_log("(--ready-port)", 20)
+        held = open_fds(child.pid)
+        resource.prlimit(child.pid, resource.RLIMIT_NOFILE, (held, held))
+        open(os.path.join(out, "open"), "w").close()
+        # The port accepts, but the worker has no socket to see it with: it says so.
+        child.wait_for_log(f"cannot try --ready-port {READY_PORT}: socket: Too many open files", 10)
+        expect_exit(main, mnp.EX_UNAVAILABLE, 30)
+        expect_exit(child, 0, 15)
+        nothing_left(main, child)
+    logged(main, f"node 1 did not get ready within {wait_s(3)} s")
+
+
+# The child's payload: starts a daemon, records itself, and exits 0 once $out/end exists,
+# leaving the daemon behind for the agent to clean up.
+LEAVES_A_DAEMON = (
+    'o="$1"; sleep 120 & echo $! > "$o/daemon.pid"; echo $$ > "$o/child-1.pid"; '
+    'while [ ! -e "$o/end" ]; do sleep 0.05; done; exit 0'
+)
+
+
+@runner.case
+def descriptors_exhausted_in_a_worker_while_its_payload_runs(workdir):
+    mnp.need_netns()
+    out, job = outdir(workdir), Job(2)
+    with netns.Network(2) as net:
+        main = start(net, job, 0, out, workdir, args=["--wait-timeout", "300"])
+        main.wait_for_log("rendezvous listening", 10)
+        child = start(net, job, 1, out, workdir, payload=["/bin/sh", "-c", LEAVES_A_DAEMON, "daemon", out])
+        wait_for_file(os.path.join(out, "main.started"), 30)
+        daemon = int(wait_for_file(os.path.join(out, "daemon.pid"), 10))
+        held = open_fds(child.pid)
+        resource.prlimit(child.pid, resource.RLIMIT_NOFILE, (held, held))
+        # Its payload ends: the report needs no descriptor, the clean-up must do without.
+        open(os.path.join(out, "end"), "w").close()
+        main.wait_for_log("node 1's payload exited with status 0", 20)
+        open(os.path.join(out, "go"), "w").close()
+        expect_exit(main, 0, 20)
+        expect_exit(child, 0, 20)
+        nothing_left(main, child)
+    check(not pid_alive(daemon), "the payload's daemon outlived the worker")
 
 
 # ---------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def main_killed_during_the_rendezvous(workdir):
         main = start(net, job, 0, out, workdir, args=["--wait-timeout", "300"])
         main.wait_for_log("rendezvous listening", 10)
         child = start(net, job, 1, out, workdir)
-        main.wait_for_log("node 1 registered", 20)
+        child.wait_for_log("waiting for the roster", 20)
         os.kill(main.pid, signal.SIGKILL)
         expect_exit(child, mnp.EX_UNAVAILABLE, 15)
         nothing_left(main, child)
@@ -266,8 +266,9 @@ def partition_with_continue_on_both_sides(workdir):
 # ---------------------------------------------------------------------------------
 # A full disk where the hostfile is written
 
-class FullTmpfs:
-    """A 64 KiB tmpfs, filled, for a TMPDIR; unmounted on exit."""
+class SmallTmpfs:
+    """A 64 KiB tmpfs for a TMPDIR, filled by fill() once the agent runs (valgrind, as a
+    wrapper, needs room there to start); unmounted on exit."""
 
     def __init__(self, path):
         self.path = path
@@ -276,13 +277,6 @@ class FullTmpfs:
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise mnp.Skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
-        try:
-            with open(os.path.join(path, "filler"), "wb") as f:
-                while True:
-                    f.write(b"x" * 4096)
-                    f.flush()
-        except OSError:
-            pass
 
     def __enter__(self):
         return self
@@ -290,23 +284,33 @@ class FullTmpfs:
     def __exit__(self, *exc):
         subprocess.run(["umount", "-l", self.path], capture_output=True)
 
-    def files(self):
-        return sorted(os.listdir(self.path))
+    def fill(self):
+        try:
+            with open(os.path.join(self.path, "filler"), "wb") as f:
+                while True:
+                    f.write(b"x" * 4096)
+                    f.flush()
+        except OSError:
+            pass
+
+    def hostfiles(self):
+        return [f for f in os.listdir(self.path) if f.startswith("batch-agent")]
 
 
 @runner.case
 def full_disk_for_the_main_hostfile(workdir):
     mnp.need_netns()
     out, job = outdir(workdir), Job(2)
-    with FullTmpfs(os.path.join(workdir, "full")) as tmp, netns.Network(2) as net:
+    with SmallTmpfs(os.path.join(workdir, "full")) as tmp, netns.Network(2) as net:
         main = start(net, job, 0, out, workdir, args=["--wait-timeout", "300"], env={"TMPDIR": tmp.path})
         main.wait_for_log("rendezvous listening", 10)
+        tmp.fill()
         child = start(net, job, 1, out, workdir)
         expect_exit(main, EX_OSERR, 30)
         # The children were ready and running: they are told to stop.
         expect_exit(child, 0, 15)
         nothing_left(main, child)
-        check(tmp.files() == ["filler"], f"the main left a hostfile behind: {tmp.files()}")
+        check(tmp.hostfiles() == [], f"the main left a hostfile behind: {tmp.hostfiles()}")
     logged(main, f"{tmp.path}/batch-agent-hostfile.", "No space left on device",
            "the main payload could not start", "node 1's payload ended")
     check(gone(os.path.join(out, "main.started")), "the main payload started without its hostfile")
@@ -315,15 +319,19 @@ def full_disk_for_the_main_hostfile(workdir):
 @runner.case
 def full_disk_for_a_child_hostfile(workdir):
     mnp.need_netns()
-    out, job = outdir(workdir), Job(2)
-    with FullTmpfs(os.path.join(workdir, "full")) as tmp, netns.Network(2) as net:
+    out, job = outdir(workdir), Job(3)
+    with SmallTmpfs(os.path.join(workdir, "full")) as tmp, netns.Network(3) as net:
         main = start(net, job, 0, out, workdir, args=["--wait-timeout", "300"])
         main.wait_for_log("rendezvous listening", 10)
         child = start(net, job, 1, out, workdir, env={"TMPDIR": tmp.path})
+        child.wait_for_log("waiting for the roster", 20)
+        tmp.fill()
+        other = start(net, job, 2, out, workdir)
         expect_exit(child, EX_OSERR, 30)
         expect_exit(main, mnp.EX_UNAVAILABLE, 15)
-        nothing_left(main, child)
-        check(tmp.files() == ["filler"], f"the child left a hostfile behind: {tmp.files()}")
+        expect_exit(other, 0, 15)
+        nothing_left(main, child, other)
+        check(tmp.hostfiles() == [], f"the child left a hostfile behind: {tmp.hostfiles()}")
     logged(child, f"{tmp.path}/batch-agent-hostfile.", "No space left on device")
     # Not a silent loss: the child's status (71, its own) reached the main first.
     logged(main, "node 1's payload failed with status 71",
@@ -335,8 +343,13 @@ def full_disk_for_a_child_hostfile(workdir):
 # ---------------------------------------------------------------------------------
 # Descriptor exhaustion in a worker
 
-def open_fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def starve(pid):
+    """Lowers pid's RLIMIT_NOFILE to its lowest free descriptor, so that its next one
+    fails with EMFILE (valgrind keeps descriptors of its own far above: counting them
+    would leave room)."""
+    used = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    lowest = next(fd for fd in range(len(used) + 1) if fd not in used)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest, lowest))
 
 
 @runner.case
@@ -347,10 +360,9 @@ def descriptors_exhausted_in_a_worker(workdir):
         main = start(net, job, 0, out, workdir, args=["--wait-timeout", "300"])
         main.wait_for_log("rendezvous listening", 10)
         starved = start(net, job, 1, out, workdir)
-        main.wait_for_log("node 1 registered", 20)
+        starved.wait_for_log("waiting for the roster", 20)
         # Not one descriptor more than it holds: the roster's hostfile cannot be opened.
-        held = open_fds(starved.pid)
-        resource.prlimit(starved.pid, resource.RLIMIT_NOFILE, (held, held))
+        starve(starved.pid)
         other = start(net, job, 2, out, workdir)
         expect_exit(starved, EX_OSERR, 30)
         expect_exit(main, mnp.EX_UNAVAILABLE, 15)
@@ -384,8 +396,7 @@ def descriptors_exhausted_in_a_worker_probing_its_ready_port(workdir):
         child = start(net, job, 1, out, workdir, args=["--ready-port", str(READY_PORT)],
                       payload=["/bin/sh", "-c", LISTEN_LATE, "late", out])
         child.wait_for_log("(--ready-port)", 20)
-        held = open_fds(child.pid)
-        resource.prlimit(child.pid, resource.RLIMIT_NOFILE, (held, held))
+        starve(child.pid)
         open(os.path.join(out, "open"), "w").close()
         # The port accepts, but the worker has no socket to see it with: it says so.
         child.wait_for_log(f"cannot try --ready-port {READY_PORT}: socket: Too many open files", 10)
@@ -413,8 +424,7 @@ def descriptors_exhausted_in_a_worker_while_its_payload_runs(workdir):
         child = start(net, job, 1, out, workdir, payload=["/bin/sh", "-c", LEAVES_A_DAEMON, "daemon", out])
         wait_for_file(os.path.join(out, "main.started"), 30)
         daemon = int(wait_for_file(os.path.join(out, "daemon.pid"), 10))
-        held = open_fds(child.pid)
-        resource.prlimit(child.pid, resource.RLIMIT_NOFILE, (held, held))
+        starve(child.pid)
         # Its payload ends: the report needs no descriptor, the clean-up must do without.
         open(os.path.join(out, "end"), "w").close()
         main.wait_for_log("node 1's payload exited with status 0", 20)
@@ -502,7 +512,7 @@ def sigterm_to_the_main_during_the_rendezvous(workdir):
         main = start(net, job, 0, out, workdir, args=["--wait-timeout", "300"])
         main.wait_for_log("rendezvous listening", 10)
         child = start(net, job, 1, out, workdir)
-        main.wait_for_log("node 1 registered", 20)
+        child.wait_for_log("waiting for the roster", 20)
         sigterm(main, EX_TERM)
         # Told to shut down before any payload: nothing of its ran, nothing failed.
         expect_exit(child, 0, 15)
@@ -521,7 +531,7 @@ def sigterm_to_a_registered_child_during_the_rendezvous(workdir):
         main = start(net, job, 0, out, workdir, args=["--wait-timeout", wait_s(3)])
         main.wait_for_log("rendezvous listening", 10)
         child = start(net, job, 1, out, workdir)
-        main.wait_for_log("node 1 registered", 20)
+        child.wait_for_log("waiting for the roster", 20)
         sigterm(child, EX_TERM)
         # The main hears it leave and waits for it (and node 2) until --wait-timeout.
         main.wait_for_log("node 1 (", 10)

@@ -3,9 +3,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -237,34 +239,47 @@ bool launch_in_foreground(void)
 	return isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp();
 }
 
+/* The forked side of launch_spawn: becomes the payload, or reports why not on
+ * report_fd and exits. */
+static _Noreturn void become_payload(const struct payload *payload, int report_fd, bool take_terminal, pid_t agent)
+{
+	/* An agent SIGKILLed while not PID 1 (the OOM killer, a kill -9 under another
+	 * init) must not leave its payload running unsupervised: it dies with us, as a
+	 * PID namespace's processes die with its init. Checked after, for an agent that
+	 * died before the prctl. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != agent)
+		_exit(128 + SIGKILL);
+	/* Our own process group, and the terminal's foreground when we have one, so
+	 * that Ctrl-C and job control reach the payload and not the agent (as tini).
+	 * SIGTTOU is still blocked here, so tcsetpgrp works from the background. */
+	setpgid(0, 0);
+	if (take_terminal)
+		tcsetpgrp(STDIN_FILENO, getpid());
+	signals_restore_inherited();
+	int error = 0;
+	if (prepare_child_fds(payload) == 0) {
+		if ((error = sandbox_enter(payload->sandbox)) == 0)
+			execvpe(payload->argv[0], payload->argv, payload->envp);
+	}
+	error = error != 0 ? error | SANDBOX_FAILED : errno;
+	ssize_t ignored = write(report_fd, &error, sizeof error);
+	(void)ignored;
+	_exit(exec_failure_status(error));
+}
+
 enum ba_status launch_spawn(const struct payload *payload, pid_t *pid_out, bool *took_terminal)
 {
 	bool take_terminal = payload->stdin_fd < 0 && launch_in_foreground();
 	/* The child reports a failed exec through this pipe; a successful exec closes it
 	 * (O_CLOEXEC), so the parent's read returns 0 exactly when exec worked. */
 	int report[2];
-	pid_t pid;
+	pid_t pid, agent = getpid();
 	enum ba_status rc = util_fork_with_pipe(report, &pid);
 	if (rc != BA_OK)
 		return rc;
 	if (pid == 0) {
 		close(report[0]);
-		/* Our own process group, and the terminal's foreground when we have one, so
-		 * that Ctrl-C and job control reach the payload and not the agent (as tini).
-		 * SIGTTOU is still blocked here, so tcsetpgrp works from the background. */
-		setpgid(0, 0);
-		if (take_terminal)
-			tcsetpgrp(STDIN_FILENO, getpid());
-		signals_restore_inherited();
-		int error = 0;
-		if (prepare_child_fds(payload) == 0) {
-			if ((error = sandbox_enter(payload->sandbox)) == 0)
-				execvpe(payload->argv[0], payload->argv, payload->envp);
-		}
-		error = error != 0 ? error | SANDBOX_FAILED : errno;
-		ssize_t ignored = write(report[1], &error, sizeof error);
-		(void)ignored;
-		_exit(exec_failure_status(error));
+		become_payload(payload, report[1], take_terminal, agent);
 	}
 	close(report[1]);
 	/* Also from the parent, so the group exists before we ever signal it. */

@@ -55,6 +55,7 @@ struct peer {
 	bool roster;      /* its accept said a roster follows (version 3, MNP) */
 	bool ready;       /* MNP: it said ready (version 3), or its payload started (2) */
 	bool exit_reported;
+	bool started;     /* MNP: its payload_started came */
 	bool in_service;  /* our hello sent, accept or reject not yet: counts in the window */
 	cJSON *held_hello; /* PEER_QUEUED: our hello, sent when its turn comes */
 	struct peer *queue_prev, *queue_next; /* PEER_QUEUED: the queue, oldest first */

@@ -171,6 +171,7 @@ static void on_child_message(void *ctx, struct peer *p, const struct proto_msg *
 	struct rendezvous *rv = ctx;
 	switch (msg->type) {
 	case PROTO_MSG_PAYLOAD_STARTED:
+		p->started = true;
 		return;
 	case PROTO_MSG_READY:
 		if (!p->roster || p->ready) {
@@ -224,6 +225,9 @@ static bool on_child_lost(void *ctx, struct peer *p, const char *why)
 	 * as a reset (heartbeats of ours it never read): nothing is lost. */
 	if (p->exit_reported && rv->m.phase == MANAGER_ENDING)
 		log_debug("node %ld (%s) disconnected after its exit report: %s", p->node_index, p->address, why);
+	else if (!p->started && rv->m.phase == MANAGER_ENDING)
+		/* Told to shut down before its payload ran: it owes no report (PROTOCOL.md §4). */
+		log_info("node %ld (%s) left with no payload started: %s", p->node_index, p->address, why);
 	else if (p->exit_reported)
 		log_info("node %ld (%s) disconnected after its exit report: %s", p->node_index, p->address, why);
 	else

@@ -58,6 +58,7 @@ struct session {
 	bool wants_ready;     /* version 3 with a roster: tell the manager when we are ready */
 	bool spawned;         /* the payload started (it may have ended since) */
 	bool ready_sent;
+	bool probe_failed_logged; /* --ready-port could not be tried: said once */
 	struct loop_timer ready_timer;
 	struct roster roster;
 	struct peer_view view;
@@ -184,19 +185,23 @@ static void send_ready(struct session *s)
 	log_info("ready: told the manager at %s", s->peer);
 }
 
+enum probe { PROBE_ACCEPTS, PROBE_NOT_YET, PROBE_FAILED };
+
 /* A blocking connect to loopback is answered at once (accepted or refused); the
- * timeout bounds the case of a full backlog, where the SYN is dropped. */
-static bool port_accepts(long port)
+ * timeout bounds the case of a full backlog, where the SYN is dropped. PROBE_FAILED:
+ * no socket to try with (errno says why), which no payload can cure. */
+static enum probe port_accepts(long port)
 {
 	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
 				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	struct timeval bound = { .tv_sec = 0, .tv_usec = READY_CONNECT_MS * 1000 };
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof bound) == 0 &&
+	if (fd < 0)
+		return PROBE_FAILED;
+	bool ok = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof bound) == 0 &&
 		  connect(fd, (struct sockaddr *)&to, sizeof to) == 0;
-	if (fd >= 0)
-		close(fd);
-	return ok;
+	close(fd);
+	return ok ? PROBE_ACCEPTS : PROBE_NOT_YET;
 }
 
 static void on_ready_timer(struct loop *loop, void *ctx)
@@ -204,10 +209,17 @@ static void on_ready_timer(struct loop *loop, void *ctx)
 	struct session *s = ctx;
 	if (!supervise_running(s->sv) || s->ready_sent)
 		return;
-	if (port_accepts(s->cfg->ready_port)) {
+	enum probe probe = port_accepts(s->cfg->ready_port);
+	if (probe == PROBE_ACCEPTS) {
 		log_info("the payload accepts connections on port %ld", s->cfg->ready_port);
 		send_ready(s);
 		return;
+	}
+	/* Out of descriptors, say: the node will not get ready, and the main's timeout
+	 * must not be the only word on why. Once; the next tries may find one free. */
+	if (probe == PROBE_FAILED && !s->probe_failed_logged) {
+		log_error("cannot try --ready-port %ld: socket: %m; still trying", s->cfg->ready_port);
+		s->probe_failed_logged = true;
 	}
 	loop_timer_arm(loop, &s->ready_timer, READY_POLL_MS, on_ready_timer, s);
 }

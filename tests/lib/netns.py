@@ -4,6 +4,7 @@
         net.addr(1)                          # "198.18.K.1"
         p = net.popen(1, ["batch-agent", ...], stdout=..., env=...)
         s = net.connect(2, (net.addr(1), 49152))   # a socket opened inside host 2
+        net.partition(2); net.heal(2)        # host 2's link down, then up again
 
 Layout: one "switch" namespace holding a Linux bridge, and N host namespaces, each
 with lo up and one veth ("eth0") whose peer is a port of the bridge; host i has
@@ -197,6 +198,17 @@ class Network:
     def connect(self, i, address, timeout=5.0):
         """A TCP socket connected to address from inside host i."""
         return self.run_in(i, lambda: socket.create_connection(address, timeout=timeout))
+
+    def partition(self, i):
+        """Cut host i off the switch (its bridge port down): its packets and those sent to
+        it are dropped, as on a failed link, while both ends keep their sockets."""
+        _ip("-n", self.switch, "link", "set", f"p{i}", "down")
+
+    def heal(self, i):
+        """Undo partition(i); returns once host 1 reaches host i again (for i != 1)."""
+        _ip("-n", self.switch, "link", "set", f"p{i}", "up")
+        if i != 1:
+            self._probe(i)
 
     # -- tear-down ------------------------------------------------------------------
 

@@ -335,7 +335,7 @@ def full_disk_for_a_child_hostfile(workdir):
     logged(child, f"{tmp.path}/batch-agent-hostfile.", "No space left on device")
     # Not a silent loss: the child's status (71, its own) reached the main first.
     logged(main, "node 1's payload failed with status 71",
-           "node 1 failed before it got ready (--on-node-loss fail): the job fails with 69")
+           "node 1 failed before the main payload started (--on-node-loss fail): the job fails with 69")
     check(gone(os.path.join(out, "child-1")) and gone(os.path.join(out, "main.started")),
           "a payload started")
 
@@ -371,7 +371,7 @@ def descriptors_exhausted_in_a_worker(workdir):
     logged(starved, "Too many open files")
     # Not a silent loss: the child's status (71, its own) reached the main first.
     logged(main, "node 1's payload failed with status 71",
-           "node 1 failed before it got ready (--on-node-loss fail): the job fails with 69")
+           "node 1 failed before the main payload started (--on-node-loss fail): the job fails with 69")
     check(gone(os.path.join(out, "child-1")) and gone(os.path.join(out, "main.started")),
           "a payload started")
 

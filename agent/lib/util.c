@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -376,10 +377,28 @@ enum ba_status util_write_all(int fd, const void *data, size_t length)
 	return BA_OK;
 }
 
+/* Where the agent may write without asking: a writable directory. */
+static bool usable_dir(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode) && access(path, W_OK | X_OK) == 0;
+}
+
 const char *util_temp_dir(char *buf, size_t size)
 {
-	const char *dir = getenv("TMPDIR") && getenv("TMPDIR")[0] ? getenv("TMPDIR") : "/tmp";
+	const char *dir = getenv("TMPDIR");
 	char resolved[PATH_MAX];
+	if (dir == NULL || dir[0] == '\0') {
+		/* Images built FROM scratch, and some distroless ones, have no /tmp. A root we
+		 * may write makes one (as a container's /tmp is: 1777); a read-only one still
+		 * has the runtime's /dev/shm. Failing all, /tmp, and the error names it. */
+		if (usable_dir("/tmp") || (mkdir("/tmp", 01777) == 0 && chmod("/tmp", 01777) == 0))
+			dir = "/tmp";
+		else if (usable_dir("/dev/shm"))
+			dir = "/dev/shm";
+		else
+			dir = "/tmp";
+	}
 	/* Absolute, whatever TMPDIR says: the agent moves to / once the payload runs, and
 	 * removes its files from there. */
 	if (dir[0] != '/' && realpath(dir, resolved) != NULL)

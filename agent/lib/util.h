@@ -73,7 +73,8 @@ void util_ensure_std_fds(void);
  * BA_EX_OSERR (logged, nothing left open). */
 enum ba_status util_fork_with_pipe(int fds[2], pid_t *pid);
 
-/* $TMPDIR, else /tmp, as an absolute path (a relative TMPDIR is resolved now), in buf. */
+/* $TMPDIR, else /tmp (made when missing and the root is writable), else /dev/shm, as
+ * an absolute path (a relative TMPDIR is resolved now), in buf. */
 const char *util_temp_dir(char *buf, size_t size);
 
 /* write(2) until all of data is out: BA_OK, or BA_EX_OSERR with errno set. */

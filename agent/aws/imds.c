@@ -25,20 +25,6 @@
 #define PATH_ACTION "/latest/meta-data/spot/instance-action"
 #define PATH_REBALANCE "/latest/meta-data/events/recommendations/rebalance"
 
-struct imds {
-	char base[512];
-	long ttl_s;
-	char *token;
-	struct curl_slist *token_headers; /* "X-aws-ec2-metadata-token: ..." */
-	int64_t refresh_at_ms;
-	char *last_action; /* "action time" of the last instance-action printed */
-	char *last_rebalance;
-	bool failing; /* the last poll failed (log only the first of a run) */
-	/* How to report an IMDS that is unavailable at start: an error, or (spot-watch
-	 * --optional, the agent's auto mode) a debug line, since most places have none. */
-	enum log_level unavailable_level;
-};
-
 static enum ba_status imds_base(struct imds *m)
 {
 	char *out = m->base;
@@ -158,8 +144,8 @@ static enum ba_status emit(cJSON *doc)
 }
 
 /* Handles a 200 answer of one of the two paths; BA_OK or an exit status. */
-static enum ba_status handle_notice(struct imds *m, const struct http_request *req,
-                         const struct http_response *resp, bool is_action)
+enum ba_status imds_handle_notice(struct imds *m, const struct http_request *req,
+                                  const struct http_response *resp, bool is_action)
 {
 	cJSON *root = aws_parse_json(req, resp, cJSON_Object);
 	if (root == NULL)
@@ -272,7 +258,7 @@ static enum ba_status poll_path(struct imds *m, const char *path, bool is_action
 			return BA_OK;
 		}
 		m->failing = false;
-		rc = handle_notice(m, &req, &resp, is_action);
+		rc = imds_handle_notice(m, &req, &resp, is_action);
 		http_response_free(&resp);
 		return rc;
 	}

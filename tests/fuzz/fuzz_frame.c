@@ -7,11 +7,17 @@
  * Checked beyond "no crash":
  *   - every frame the reader accepts re-encodes (unless printing made it longer than
  *     the limit) and decodes to the same JSON, plain and sealed: what we receive we can
- *     send, and a sealed frame opens to what was sealed;
+ *     send, and a sealed frame opens to what was sealed. Except a frame with a number
+ *     beyond a double's range (1e400): RFC 8259 lets it through, cJSON reads it as
+ *     infinity and prints that as null, so it cannot come back the same. No message
+ *     field takes one (integers and cpus are range-checked, non-finite refused), so
+ *     only an unknown field can hold it, and nothing re-sends received JSON: a known
+ *     limit, not a defect (corpus/frame/regress-number-beyond-double);
  *   - the stream ends as a frame stream must: closed at a boundary, truncated inside a
  *     frame, or a framing error, never "would block" once everything was written;
  *   - framing errors are sticky: the next read says the same. */
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -53,8 +59,19 @@ static void write_all(int fd, const unsigned char *p, size_t n)
 	}
 }
 
+/* A number that overflowed a double somewhere in the tree (see the top). */
+static bool has_infinity(const cJSON *item)
+{
+	for (; item != NULL; item = item->next)
+		if ((cJSON_IsNumber(item) && !isfinite(item->valuedouble)) || has_infinity(item->child))
+			return true;
+	return false;
+}
+
 static void round_trip(const cJSON *obj)
 {
+	if (has_infinity(obj->child))
+		return;
 	unsigned char *wire = NULL;
 	size_t n = 0;
 	enum proto_err err = proto_frame_encode(obj, PROTO_MAX_FRAME, NULL, &wire, &n);

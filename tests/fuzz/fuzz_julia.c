@@ -58,13 +58,16 @@ static void check_grant(const uint8_t *data, size_t size, const struct julia_gra
 	/* The harness writes everything at once, so the second line is always there. */
 	size_t second = line_end(data, size, first + 1);
 	FUZZ_CHECK(second < size && grant->worker_timeout_s >= 0);
-	char number[32];
+	/* Decimal digits, any number of leading zeros (the agent takes 0000300 as 300). */
 	size_t start = first + 1 + strlen("julia_worker_timeout:");
 	size_t stop = second > start && data[second - 1] == '\r' ? second - 1 : second;
-	FUZZ_CHECK(stop > start && stop - start < sizeof number);
-	memcpy(number, data + start, stop - start);
-	number[stop - start] = '\0';
-	FUZZ_CHECK(strtol(number, NULL, 10) == grant->worker_timeout_s);
+	FUZZ_CHECK(stop > start);
+	long value = 0;
+	for (size_t i = start; i < stop; i++) {
+		FUZZ_CHECK(isdigit(data[i]) && value <= (1L << 30));
+		value = value * 10 + (data[i] - '0');
+	}
+	FUZZ_CHECK(value == grant->worker_timeout_s);
 
 	/* What follows the lines is the payload's, still unread. */
 	size_t rest = size - (second + 1);

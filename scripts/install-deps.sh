@@ -15,6 +15,9 @@ build_packages=(
 packages=(
   "${build_packages[@]}"
   libcmocka-dev valgrind
+  # fuzz targets (tests/fuzz, scripts/fuzz.sh): clang, and the runtimes of libFuzzer,
+  # ASan and UBSan for it (a package of its own that clang does not depend on)
+  clang libclang-rt-dev
   tini dumb-init catatonit
   iproute2 util-linux procps psmisc python3
   # container tests (tests/container): images made with debootstrap, run by podman

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test, as CI does (.ci/run calls exactly this):
-#   1. the Release build (static programs): unit and integration tests;
+#   1. the Release build (static programs): unit and integration tests, then the fuzz
+#      targets' smoke run (scripts/fuzz.sh --smoke, build/fuzz with clang; skipped, and
+#      said so, only when clang with libFuzzer is absent);
 #   2. the container tests: the installed tree in Debian bullseye, bookworm and trixie
 #      minbase roots and a busybox-only root, under chroot and podman (tests/container);
 #   3. the Sanitize build (ASan + UBSan, every report fatal): the unit and integration
@@ -82,6 +84,15 @@ fi
 echo "== Release build: unit and integration tests"
 build release Release
 run_suite release -LE container
+
+echo "== Fuzz smoke (clang, libFuzzer + ASan + UBSan): every target from its seeds"
+fuzz_rc=0
+./scripts/fuzz.sh --smoke || fuzz_rc=$?
+if [ "$fuzz_rc" = 77 ]; then
+  echo "fuzz smoke SKIPPED: clang with libFuzzer is not installed (scripts/install-deps.sh installs clang)"
+elif [ "$fuzz_rc" != 0 ]; then
+  exit "$fuzz_rc"
+fi
 
 echo "== Container tests (podman, chroot)"
 container_start=$(date +%s)

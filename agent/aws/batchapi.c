@@ -151,8 +151,8 @@ static bool job_identity(const struct http_request *req, const cJSON *job, int i
 /* {"jobId":..., "parameters":{...}, "jobName", "jobQueue", "jobDefinition"} from the
  * DescribeJobs answer; NULL (logged) when the job is not there or a field has the
  * wrong type. */
-static cJSON *job_parameters(const struct http_request *req, const cJSON *root, const char *job_id,
-                             enum ba_status *rc)
+cJSON *batchapi_job_parameters(const struct http_request *req, const cJSON *root, const char *job_id,
+                               enum ba_status *rc)
 {
 	const cJSON *jobs, *job;
 	*rc = BA_EX_PROTOCOL;
@@ -241,7 +241,7 @@ enum ba_status batch_job_parameters_command(const char *endpoint_option)
 	aws_credentials_clear(&client.creds);
 	if (rc != BA_OK)
 		goto out;
-	cJSON *doc = job_parameters(&client.req, root, job_id, &rc);
+	cJSON *doc = batchapi_job_parameters(&client.req, root, job_id, &rc);
 	if (doc != NULL)
 		rc = aws_print_json(doc);
 out:

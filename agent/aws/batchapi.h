@@ -53,4 +53,9 @@ void batch_client_close(struct batch_client *c);
  * --endpoint-url or NULL. */
 enum ba_status batch_job_parameters_command(const char *endpoint_option);
 
+/* job-parameters' output for job_id from the DescribeJobs answer root: a new object
+ * (caller deletes), or NULL (logged) with *rc set. Declared here for tests/fuzz. */
+cJSON *batchapi_job_parameters(const struct http_request *req, const cJSON *root, const char *job_id,
+                               enum ba_status *rc);
+
 #endif

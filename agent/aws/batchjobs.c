@@ -188,7 +188,7 @@ out:
 
 /* {"jobId","jobName","jobArn"|null} from the SubmitJob answer; NULL (logged, *rc set)
  * when a required field is missing or of the wrong type. */
-static cJSON *submit_result(const struct http_request *req, const cJSON *root, enum ba_status *rc)
+cJSON *batchjobs_submit_result(const struct http_request *req, const cJSON *root, enum ba_status *rc)
 {
 	const char *id, *name, *arn;
 	*rc = BA_EX_PROTOCOL;
@@ -234,7 +234,7 @@ enum ba_status batch_submit_job_command(const struct batch_submit *s)
 	aws_credentials_clear(&client.creds);
 	if (rc != BA_OK)
 		goto out;
-	cJSON *doc = submit_result(&client.req, root, &rc);
+	cJSON *doc = batchjobs_submit_result(&client.req, root, &rc);
 	if (doc != NULL)
 		rc = aws_print_json(doc);
 out:

@@ -5,7 +5,10 @@
 
 #include <stddef.h>
 
+#include "http.h"
 #include "status.h"
+
+#include <cjson/cJSON.h>
 
 /* What submit-job was asked for, as given on the command line (checked by
  * batch_submit_job_command). */
@@ -27,6 +30,11 @@ enum ba_status batch_submit_job_command(const struct batch_submit *s);
  * status, or BA_OK. */
 enum ba_status batch_stop_jobs_command(const char *reason, char *const *ids, size_t count,
                                        const char *endpoint);
+
+/* submit-job's output {"jobId","jobName","jobArn"|null} from the SubmitJob answer root:
+ * a new object (caller deletes), or NULL (logged) with *rc set. Declared here for
+ * tests/fuzz. */
+cJSON *batchjobs_submit_result(const struct http_request *req, const cJSON *root, enum ba_status *rc);
 
 /* Limits of our own (the Batch model sets none): */
 #define BATCH_MAX_PARAMETERS 64 /* --parameter options */

@@ -223,8 +223,8 @@ static void free_headers(struct curl_slist *headers)
 }
 
 /* The keys of the endpoint's answer, into out. */
-static enum ba_status take_credentials(const struct http_request *req, const cJSON *root,
-                                       struct aws_credentials *out)
+enum ba_status credentials_take(const struct http_request *req, const cJSON *root,
+                                struct aws_credentials *out)
 {
 	const char *ak, *sk, *tok, *expiration;
 	if (!aws_field_string(req, root, "AccessKeyId", "AccessKeyId", true, &ak) ||
@@ -288,7 +288,7 @@ static enum ba_status from_container_endpoint(struct aws_credentials *out, bool 
 	if (rc == BA_OK)
 		rc = aws_request_object(&req, &root);
 	if (rc == BA_OK)
-		rc = take_credentials(&req, root, out);
+		rc = credentials_take(&req, root, out);
 	wipe_tree(root);
 	free_headers(headers);
 	free(url);

@@ -17,6 +17,8 @@
 
 #include "status.h"
 
+#include <cjson/cJSON.h>
+
 /* Every member is a secret except the access key id, and all are wiped by
  * aws_credentials_clear. */
 struct aws_credentials {
@@ -31,5 +33,11 @@ void aws_credentials_clear(struct aws_credentials *creds);
  * or: 78 nothing configured / bad variable, 69 endpoint unreachable, 77 endpoint or
  * token refused, 76 bad answer. Errors are logged here. */
 enum ba_status credentials_resolve(const char *region, struct aws_credentials *out);
+
+/* The container endpoint's answer (root, a JSON object) into out: BA_OK, 76 (logged)
+ * on a missing, mistyped or empty key, 71. Declared here for tests/fuzz. */
+struct http_request;
+enum ba_status credentials_take(const struct http_request *req, const cJSON *root,
+                                struct aws_credentials *out);
 
 #endif

@@ -25,23 +25,6 @@
 #define PATH_ACTION "/latest/meta-data/spot/instance-action"
 #define PATH_REBALANCE "/latest/meta-data/events/recommendations/rebalance"
 
-struct imds {
-	char base[512];
-	long ttl_s;
-	char *token;
-	struct curl_slist *token_headers; /* "X-aws-ec2-metadata-token: ..." */
-	int64_t refresh_at_ms;
-	char *last_action; /* "action time" of the last instance-action printed */
-	char *last_rebalance;
-	/* The last 200 answer of each path that was not a notice we can read, as logged. */
-	char *bad_action;
-	char *bad_rebalance;
-	bool failing; /* the last poll failed (log only the first of a run) */
-	/* How to report an IMDS that is unavailable at start: an error, or (spot-watch
-	 * --optional, the agent's auto mode) a debug line, since most places have none. */
-	enum log_level unavailable_level;
-};
-
 static enum ba_status imds_base(struct imds *m)
 {
 	char *out = m->base;
@@ -161,8 +144,8 @@ static enum ba_status emit(cJSON *doc)
 }
 
 /* Handles a 200 answer of one of the two paths; BA_OK or an exit status. */
-static enum ba_status handle_notice(struct imds *m, const struct http_request *req,
-                         const struct http_response *resp, bool is_action)
+enum ba_status imds_handle_notice(struct imds *m, const struct http_request *req,
+                                  const struct http_response *resp, bool is_action)
 {
 	cJSON *root = aws_parse_json(req, resp, cJSON_Object);
 	if (root == NULL)
@@ -223,7 +206,7 @@ static char **bad_notice(struct imds *m, bool is_action)
 }
 
 /* A 200 answer of a notice path. One that is not a readable notice is logged (by
- * handle_notice, why) once per distinct answer in a row, as the same one comes back
+ * imds_handle_notice, why) once per distinct answer in a row, as the same one comes back
  * every interval, and the watcher goes on: it is the job's only way to see a Spot
  * notice, and the next answer may be good. */
 static enum ba_status take_notice(struct imds *m, const struct http_request *req,
@@ -232,7 +215,7 @@ static enum ba_status take_notice(struct imds *m, const struct http_request *req
 	char **bad = bad_notice(m, is_action);
 	if (*bad != NULL && strcmp(*bad, resp->body) == 0)
 		return BA_OK;
-	enum ba_status rc = handle_notice(m, req, resp, is_action);
+	enum ba_status rc = imds_handle_notice(m, req, resp, is_action);
 	free(*bad);
 	*bad = NULL;
 	if (rc != BA_EX_PROTOCOL)

@@ -201,8 +201,8 @@ static const cJSON *credentials_object(const cJSON *root, char *why, size_t why_
 		                            "AssumeRoleWithWebIdentityResult", "Credentials" };
 	static const char *const shown[] = { "AssumeRoleWithWebIdentityResponse",
 		                             "AssumeRoleWithWebIdentityResponse.AssumeRoleWithWebIdentityResult",
-		                             "AssumeRoleWithWebIdentityResponse.AssumeRoleWithWebIdentityResult."
-		                             "Credentials" };
+		                             ("AssumeRoleWithWebIdentityResponse.AssumeRoleWithWebIdentityResult."
+		                              "Credentials") };
 	const cJSON *node = root;
 	for (size_t i = 0; i < 3; i++) {
 		node = cJSON_IsObject(node) ? cJSON_GetObjectItemCaseSensitive(node, path[i]) : NULL;

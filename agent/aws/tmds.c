@@ -219,18 +219,8 @@ static bool find_own_container(const struct http_request *creq, const cJSON *con
 	return true;
 }
 
-/* What task-metadata prints, gathered from the container's and the task's answers. */
-struct task_facts {
-	const char *ipv4, *mode, *arn, *az;
-	char region[72];
-	/* Task Limits.CPU is in vCPUs; a container's Limits.CPU is in CPU units (1024 per
-	 * vCPU). Memory is in MiB at both levels. */
-	double tcpu, tmem, ccpu, cmem;
-	bool has_tcpu, has_tmem, has_ccpu, has_cmem;
-};
-
-static bool read_facts(const struct http_request *creq, const cJSON *container, const struct http_request *treq,
-                       const cJSON *task, struct task_facts *f)
+bool tmds_read_facts(const struct http_request *creq, const cJSON *container, const struct http_request *treq,
+                     const cJSON *task, struct task_facts *f)
 {
 	const cJSON *mine;
 	char prefix[64] = "";
@@ -291,7 +281,7 @@ enum ba_status tmds_command(void)
 	if (rc == BA_OK)
 		rc = fetch("ECS task metadata endpoint (task)", task_url, &treq, &task);
 	if (rc == BA_OK)
-		rc = read_facts(&creq, container, &treq, task, &facts) ? print_facts(&facts) : BA_EX_PROTOCOL;
+		rc = tmds_read_facts(&creq, container, &treq, task, &facts) ? print_facts(&facts) : BA_EX_PROTOCOL;
 done:
 	cJSON_Delete(container);
 	cJSON_Delete(task);

@@ -9,7 +9,10 @@
 #include "util.h"
 
 /* Fill why and say false: the step did not pass. reject: a reject code after
- * authentication, rather than an error code. */
+ * authentication, rather than an error code. The format attribute lets clang check
+ * the callers' formats (its -Wformat=2 refuses a vprintf of an unchecked format). */
+static bool vrefuse(struct admit_refusal *why, const char *code, bool reject, bool loud, const char *fmt, va_list args)
+	__attribute__((format(printf, 5, 0)));
 static bool vrefuse(struct admit_refusal *why, const char *code, bool reject, bool loud, const char *fmt, va_list args)
 {
 	why->code = code;

@@ -98,6 +98,11 @@ BAD_FLAGS = [
     ["--log-level", "loud"],
     ["--log-format", "xml"],
     ["--role", "emperor"],
+    ["--env", "jax"],                # torch is the one family
+    ["--hostfile-format", "slurm"],
+    ["--ready-port", "0"],
+    ["--ready-port", "65536"],
+    ["--payload-start", "early"],
 ]
 
 
@@ -126,6 +131,10 @@ BAD_ENV_TWINS = [
     ("BATCH_AGENT_LOG_LEVEL", "loud"),
     ("BATCH_AGENT_LOG_FORMAT", "xml"),
     ("BATCH_AGENT_ROLE", "emperor"),
+    ("BATCH_AGENT_ENV", "torch,jax"),
+    ("BATCH_AGENT_HOSTFILE_FORMAT", "OpenMPI"),
+    ("BATCH_AGENT_READY_PORT", "ssh"),
+    ("BATCH_AGENT_PAYLOAD_START", "now"),
 ]
 
 

@@ -202,26 +202,6 @@ def on_node_loss_continue_goes_on_without_it(workdir):
 
 
 @runner.case
-def a_child_that_cannot_write_its_hostfile_reports_it(workdir):
-    """The roster comes, but the child's hostfile cannot be written (its TMPDIR is
-    missing): it reports that status (71) as its payload's before it exits, and the job
-    fails with 69 naming the node, without waiting for --wait-timeout."""
-    mnp.need_netns()
-    out, job = outdir(workdir), Job(2)
-    with netns.Network(2) as net:
-        main = start(net, job, 0, out, workdir, args=["--wait-timeout", "300"],
-                     payload=["/bin/sh", "-c", 'touch "$1/main.started"', "main", out])
-        child = Agent("child1", ["--heartbeat", "0.5", "--grace", "5", "--", *view_payload(out)],
-                      job.env(1, main_addr=net.addr(1), extra={"TMPDIR": os.path.join(workdir, "missing")}),
-                      workdir, net=net, host=2)
-        expect_exit(child, 71, 30)
-        expect_exit(main, mnp.EX_UNAVAILABLE, 30)
-    check("cannot create the hostfile" in child.stderr(), child.stderr())
-    check("node 1's payload failed with status 71" in main.stderr(), main.stderr())
-    check(not os.path.exists(os.path.join(out, "main.started")), "the main payload ran")
-
-
-@runner.case
 def payload_start_registered_runs_before_the_roster(workdir):
     mnp.need_netns()
     out, job = outdir(workdir), Job(3)

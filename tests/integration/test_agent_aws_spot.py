@@ -19,6 +19,7 @@ the fake IMDS of tests/peers/fake_aws.py, whose notice documents are the samples
 
 Each notice case costs one poll interval (the notice shows on the second poll)."""
 
+import re
 import signal
 import time
 
@@ -181,7 +182,10 @@ def worker_holds_after_spot_exit_until_sigterm():
         wait_for(lambda: HELD in agent.stderr, 10, "the hold to begin")
         check(agent.proc.poll() is None, "the agent exited after the payload:\n" + agent.describe())
         check_eq(agentaws.agenttest.children(agent.proc.pid), [], "processes left under the holding agent")
-        check("at most 14" in agent.stderr or "at most 15" in agent.stderr,
+        # At most the notice's 120 s plus the 30 s margin, less what a slow run (valgrind)
+        # spent before the hold began: a bound, not an exact figure.
+        held = re.search(r"at most (\d+) s \(--spot-hold\)", agent.stderr)
+        check(held is not None and 0 < int(held.group(1)) <= 150,
               "the hold's bound (120 s + 30 s):\n" + agent.stderr)
         t0 = time.monotonic()
         agent.proc.send_signal(signal.SIGTERM)

@@ -170,8 +170,7 @@ static void broke_protocol(struct session *s, const char *code, const char *what
 
 /* ---- the roster, then the payload ---- */
 
-static enum ba_status start_payload(struct session *s, const struct payload *payload);
-static void no_payload(struct session *s, enum ba_status rc);
+static enum ba_status launch_payload(struct session *s, bool with_view);
 
 static void send_ready(struct session *s)
 {
@@ -283,18 +282,7 @@ static void on_roster(struct session *s, const struct proto_msg *msg)
 	log_info("roster: %lld nodes, this one is rank %zu", (long long)s->roster.total, s->roster.rank);
 	if (supervise_running(s->sv) || s->cfg->payload_start == PAYLOAD_START_REGISTERED)
 		return; /* started at registration: the payload has no peer view */
-	struct payload payload = { 0 };
-	struct launch_vars vars = { .manager = s->manager->display, .node_addr = s->node_addr, .handover_fd = -1 };
-	enum ba_status rc = peerview_make(&s->view, s->cfg, s->roster.nodes, (size_t)s->roster.total, s->roster.rank);
-	if (rc == BA_OK) {
-		peerview_vars(&s->view, &vars);
-		rc = launch_prepare(&payload, s->cfg, &vars);
-	}
-	if (rc == BA_OK)
-		start_payload(s, &payload);
-	else
-		no_payload(s, rc);
-	launch_release(&payload);
+	launch_payload(s, true);
 }
 
 static void free_roster(struct roster *r)
@@ -482,27 +470,40 @@ static void no_payload(struct session *s, enum ba_status rc)
 	loop_stop(s->loop, rc);
 }
 
-/* The payload beside the connection. */
-static enum ba_status start_payload(struct session *s, const struct payload *payload)
+/* The payload beside the connection, prepared when it starts (its sandbox filter is
+ * built once): at accept, or with the peer view once the roster is in. */
+static enum ba_status launch_payload(struct session *s, bool with_view)
 {
-	enum ba_status rc = supervise_spawn(s->sv, payload);
-	s->spawned = true;
+	struct payload payload = { 0 };
+	struct launch_vars vars = { .manager = s->manager->display, .node_addr = s->node_addr, .handover_fd = -1 };
+	enum ba_status rc = BA_OK;
+	if (with_view)
+		rc = peerview_make(&s->view, s->cfg, s->roster.nodes, (size_t)s->roster.total, s->roster.rank);
+	if (rc == BA_OK) {
+		if (with_view)
+			peerview_vars(&s->view, &vars);
+		rc = launch_prepare(&payload, s->cfg, &vars);
+	}
+	if (rc == BA_OK) {
+		rc = supervise_spawn(s->sv, &payload);
+		s->spawned = true;
+	}
 	if (rc != BA_OK)
 		no_payload(s, rc);
+	launch_release(&payload);
 	return rc;
 }
 
 /* The manager's connection in the loop, then the payload beside it: at once, or once
  * the roster is in. */
-static enum ba_status supervise_with_connection(struct session *s, const struct payload *payload,
-						struct proto_conn *pc)
+static enum ba_status supervise_with_connection(struct session *s, struct proto_conn *pc)
 {
 	enum ba_status rc = conn_attach(&s->conn, s->loop, pc, on_message, on_lost, s);
 	if (rc != BA_OK)
 		return rc;
 	loop_timer_arm(s->loop, &s->heartbeat_timer, s->heartbeat_ms, on_heartbeat_timer, s);
 	if (!s->wants_ready || s->cfg->payload_start == PAYLOAD_START_REGISTERED) {
-		rc = start_payload(s, payload);
+		rc = launch_payload(s, false);
 		if (rc != BA_OK)
 			return rc;
 	} else {
@@ -521,25 +522,20 @@ enum ba_status session_run(const struct config *cfg, struct proto_conn *conn, co
 
 	struct session s = { .cfg = cfg, .peer = manager->display, .heartbeat_ms = joined->heartbeat_ms,
 			     .manager = manager, .node_addr = self->address, .wants_ready = joined->roster };
-	struct payload payload = { 0 };
-	struct launch_vars vars = { .manager = manager->display, .node_addr = self->address, .handover_fd = -1 };
 	struct supervise_opts opts = supervise_opts_from_config(cfg);
 	struct supervise_hooks hooks = { .ctx = &s, .started = on_started, .exited = on_exited, .finished = on_finished,
 					 .spot_notice = on_spot_notice };
-	enum ba_status rc = launch_prepare(&payload, cfg, &vars);
-	if (rc == BA_OK)
-		rc = loop_create(&s.loop);
+	enum ba_status rc = loop_create(&s.loop);
 	if (rc == BA_OK)
 		rc = supervise_create(&s.sv, s.loop, &opts, &hooks);
 	if (rc == BA_OK)
-		rc = supervise_with_connection(&s, &payload, conn);
+		rc = supervise_with_connection(&s, conn);
 	disconnect(&s);
 	/* The descriptor is the caller's to close. */
 	if (s.conn.open)
 		proto_frame_conn_free(&s.conn.pc);
 	supervise_free(s.sv);
 	loop_destroy(s.loop);
-	launch_release(&payload);
 	peerview_release(&s.view);
 	free_roster(&s.roster);
 	return rc;

@@ -53,7 +53,7 @@ struct peer {
 	double cpus;      /* registered; 0 when unknown */
 	int version;      /* the protocol version agreed in the hellos */
 	bool roster;      /* its accept said a roster follows (version 3, MNP) */
-	bool ready;       /* MNP: it said ready (version 3), or its payload started (2) */
+	bool ready;       /* MNP: it said ready (version 3), or registered (2), or ended 0 */
 	bool exit_reported;
 	bool started;     /* MNP: its payload_started came */
 	bool in_service;  /* our hello sent, accept or reject not yet: counts in the window */

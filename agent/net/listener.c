@@ -436,6 +436,9 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 	 * (PROTOCOL.md §4.1); a pool has none to send. */
 	p->roster = !ls->job.pool && p->version >= 3;
 	enum proto_err err = proto_msg_accept(ls->cfg->heartbeat_ms, p->roster, &reply);
+	char *address = err == PROTO_OK ? strdup(msg->u.reg.address) : NULL;
+	if (err == PROTO_OK && address == NULL)
+		err = PROTO_ERR_NOMEM;
 	if (err != PROTO_OK) {
 		cJSON_Delete(reply);
 		log_error("internal error: cannot build the accept for node %ld: %s", index, proto_strerror(err));
@@ -444,11 +447,13 @@ static void on_register(struct peer *p, const struct proto_msg *msg)
 		return;
 	}
 	conn_send(&p->conn, reply, err);
-	if (!p->conn.attached)
+	if (!p->conn.attached) {
+		free(address);
 		return;
+	}
 	p->state = PEER_REGISTERED;
 	p->node_index = index;
-	snprintf(p->address, sizeof p->address, "%s", msg->u.reg.address);
+	p->address = address;
 	p->cpus = msg->u.reg.has_cpus ? msg->u.reg.cpus : 0;
 	pending_remove(&ls->pend, &p->pending);
 	ls->registered++;
@@ -565,6 +570,7 @@ static void on_sweep(struct loop *loop, void *ctx)
 		struct peer *p = *link;
 		if (p->dead) {
 			*link = p->next;
+			free(p->address);
 			free(p);
 			continue;
 		}
@@ -693,6 +699,7 @@ void listener_free(struct listener *ls)
 		conn_close(&p->conn);
 		cJSON_Delete(p->held_hello);
 		proto_auth_wipe(&p->admission, sizeof p->admission);
+		free(p->address);
 		free(p);
 	}
 	loop_timer_cancel(ls->loop, &ls->sweep_timer);

@@ -19,7 +19,10 @@ and 10,000, a few runs each (--runs, medians printed). For each N: time from loa
 first connect to the main payload's start, the main agent's CPU (utime + stime) per
 worker, its peak RSS (VmHWM) and RSS per registered peer, next to the goals:
 10,000 workers in at most 1.0 s; CPU per worker at 10,000 within 1.3x of that at
-1,000; at most 1 KiB of RSS per registered peer. A missed goal is printed as MISSED.
+1,000; at most 1 KiB of RSS per registered peer, at 10,000 and for each peer from 1,000
+to 10,000 (at 1,000, the first handshake's one-off cost, about 0.4 MiB of libcrypto code
+and tables, is 400 B of each peer's figure; it is printed, not judged). A missed goal is
+printed as MISSED.
 
     /usr/bin/python3 bench/bench-rendezvous.py --loadgen [--workers 1000,4000,10000] [--runs 3]
         [--loadgen-bin build/release/tests/integration/loadgen] [--spread 0]
@@ -486,12 +489,18 @@ def print_goals(medians):
     else:
         print("goal: CPU per worker at 10,000 <= 1.3x that at 1,000: not measured (needs N=1000 and N=10000)")
     if big and small:
-        # What one more peer costs, without what the first one brings in (heap, libcrypto).
+        # What one more peer costs, without what the first one brings in once.
         slope = (big["hwm_start_kib"] - small["hwm_start_kib"]) / (10000 - 1000)
-        print(f"(not a goal) RSS per extra peer from 1,000 to 10,000: {slope * 1024:.0f} B")
+        print(f"goal: RSS per extra peer from 1,000 to 10,000 <= {GOAL_KIB_PER_PEER:.0f} KiB: {slope * 1024:.0f} B: "
+              f"{verdict(slope <= GOAL_KIB_PER_PEER)}")
     for n, m in medians.items():
-        print(f"goal: RSS per registered peer <= {GOAL_KIB_PER_PEER:.0f} KiB at N={n:,}: {m['kib_per_peer'] * 1024:.0f} B: "
-              f"{verdict(m['kib_per_peer'] <= GOAL_KIB_PER_PEER)}")
+        per_peer = f"RSS per registered peer at N={n:,}: {m['kib_per_peer'] * 1024:.0f} B"
+        if n == 10000:
+            print(f"goal: {per_peer} <= {GOAL_KIB_PER_PEER:.0f} KiB: {verdict(m['kib_per_peer'] <= GOAL_KIB_PER_PEER)}")
+        else:
+            # The first handshake pages in libcrypto's code and builds its algorithm
+            # tables, about 0.4 MiB once: at 1,000 peers that alone reads as 400 B each.
+            print(f"(not a goal) {per_peer}, with the one-off cost of the first handshake in it")
 
 
 # ------------------------------------------------------------------ --pool mode

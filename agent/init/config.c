@@ -527,9 +527,10 @@ static enum ba_status apply_flags(struct config *cfg, int argc, char **argv)
 	strcpy(short_options + short_length, "hV");
 
 	opterr = 0; /* our messages name the flag and say what it expects */
-	optind = 1;
+	optind = 0; /* glibc: a fresh scan. 1 would keep its place in a cluster ("-xg") an
+		     * earlier load stopped in, and take the next command line from there */
 	for (;;) {
-		int previous_optind = optind;
+		int previous_optind = optind ? optind : 1; /* 0 before the first call */
 		int code = getopt_long(argc, argv, short_options, options, NULL);
 		if (code == -1)
 			break;

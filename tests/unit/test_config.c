@@ -315,6 +315,19 @@ static void test_spot_hold(void **state)
 	assert_int_equal(load(&cfg, (const char *[]){ "--spot-hold", "3601", "true", NULL }), BA_EX_USAGE);
 }
 
+/* getopt keeps its place in a cluster of short flags between calls: a load that stopped
+ * at "-x" of "-xg" must not hand the next load the "g" of a command line it never saw. */
+static void test_a_second_load_starts_afresh(void **state)
+{
+	(void)state;
+	struct config cfg;
+	assert_int_equal(load(&cfg, (const char *[]){ "-xg", "true", NULL }), BA_EX_USAGE);
+	assert_int_equal(load(&cfg, (const char *[]){ "true", NULL }), BA_OK);
+	assert_false(cfg.answered);
+	assert_false(cfg.group);
+	assert_int_equal(cfg.payload_argc, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -332,6 +345,7 @@ int main(void)
 		cmocka_unit_test_setup(test_rewrite_signal, clean_environment),
 		cmocka_unit_test(test_rfc3339_times),
 		cmocka_unit_test_setup(test_spot_hold, clean_environment),
+		cmocka_unit_test_setup(test_a_second_load_starts_afresh, clean_environment),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -50,7 +50,7 @@ struct peer {
 	char remote[64];  /* ip:port the connection came from */
 	long node_index;  /* once registered */
 	char *address;    /* advertised at registration, checked; NULL until then. On the heap:
-	                   * an IP takes 16 bytes, the 254 a DNS name may take cost ~20% of a peer */
+	                   * an IP takes 16 bytes, and 254 for a DNS name were 29% of a peer */
 	double cpus;      /* registered; 0 when unknown */
 	int version;      /* the protocol version agreed in the hellos */
 	bool roster;      /* its accept said a roster follows (version 3, MNP) */

@@ -272,11 +272,10 @@ static bool on_worker_lost(void *ctx, struct peer *p, const char *why)
 	if (m == NULL) /* it was dropped before it became a member (out of memory) */
 		return true;
 	m->peer = NULL;
-	if (!m->exit_reported)
-		pl->owed--;
 	if (m->exit_reported) {
 		log_debug("worker %s (%s) disconnected after its exit report: %s", m->job_id, m->address, why);
 	} else {
+		pl->owed--;
 		log_warn("worker %s (%s) lost: %s", m->job_id, m->address, why);
 		members_set_state(&pl->members, m, MEMBER_LOST);
 		changed(pl);

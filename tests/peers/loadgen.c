@@ -1040,8 +1040,8 @@ static enum exit_code setup(struct loadgen *lg)
 		return EXIT_OSERR;
 	}
 	/* Every worker's first key pair is made before the clock starts: real workers make
-	 * theirs on their own machines, in parallel, and here they would take a third of
-	 * the two cores the manager under test runs on (about 40 us each). */
+	 * theirs on their own machines, in parallel, and here they would take loadgen
+	 * about 40 us each of the two cores the manager under test runs on. */
 	for (long i = 0; i < lg->opt.workers; i++) {
 		lg->workers[i].index = lg->opt.first_index + i;
 		lg->workers[i].conn.fd = -1;

@@ -157,3 +157,15 @@ bool admit_register(const struct admit_job *job, const struct proto_msg *msg, st
 	snprintf(who, sizeof who, "node %ld", index);
 	return admit_address(reg->address, who, why);
 }
+
+void admit_send_refusal(struct conn *c, const struct admit_refusal *why)
+{
+	cJSON *msg = NULL;
+	if (why->reject && why->code != NULL && proto_msg_reject(why->code, why->text, &msg) == PROTO_OK) {
+		proto_frame_send(&c->pc, msg);
+		conn_end(c, NULL, NULL);
+	} else {
+		conn_end(c, why->code, why->text);
+	}
+	cJSON_Delete(msg);
+}

@@ -68,4 +68,8 @@ bool admit_auth(struct admission *a, const struct admit_job *job, const struct p
  * usable address. */
 bool admit_register(const struct admit_job *job, const struct proto_msg *msg, struct admit_refusal *why);
 
+/* Tell the peer on c why, as why says (a reject after authentication, else an error,
+ * or nothing without a code), and end the connection. */
+void admit_send_refusal(struct conn *c, const struct admit_refusal *why);
+
 #endif

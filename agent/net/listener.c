@@ -381,14 +381,7 @@ void listener_refuse_unexpected(struct peer *p, const struct proto_msg *msg)
 
 void listener_refuse(struct peer *p, const struct admit_refusal *why)
 {
-	cJSON *msg = NULL;
-	if (why->reject && why->code != NULL && proto_msg_reject(why->code, why->text, &msg) == PROTO_OK) {
-		proto_frame_send(&p->conn.pc, msg);
-		conn_end(&p->conn, NULL, NULL);
-	} else {
-		conn_end(&p->conn, why->code, why->text);
-	}
-	cJSON_Delete(msg);
+	admit_send_refusal(&p->conn, why);
 	listener_drop(p, why->text);
 }
 

@@ -79,17 +79,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-/* listener_refuse: a reject after authentication, else an error (or nothing). */
+/* As listener_refuse does, without a listener to drop the peer from. */
 static void refuse(struct manager *m, const struct admit_refusal *why)
 {
-	cJSON *msg = NULL;
-	if (why->reject && why->code != NULL && proto_msg_reject(why->code, why->text, &msg) == PROTO_OK) {
-		proto_frame_send(&m->conn.pc, msg);
-		conn_end(&m->conn, NULL, NULL);
-	} else {
-		conn_end(&m->conn, why->code, why->text);
-	}
-	cJSON_Delete(msg);
+	admit_send_refusal(&m->conn, why);
 	m->step = STEP_REFUSED;
 }
 

@@ -58,9 +58,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				     .url = "http://169.254.170.2/v4/fuzz" };
 	struct http_request treq = { .what = "ECS task metadata endpoint (task)", .method = "GET",
 				     .url = "http://169.254.170.2/v4/fuzz/task" };
-	struct http_response cresp = fuzz_response(data, csize), tresp = fuzz_response(tdata, tsize);
-	cJSON *container = aws_parse_json(&creq, &cresp, cJSON_Object);
-	cJSON *task = container ? aws_parse_json(&treq, &tresp, cJSON_Object) : NULL;
+	cJSON *container = fuzz_parse_answer(&creq, data, csize);
+	cJSON *task = container ? fuzz_parse_answer(&treq, tdata, tsize) : NULL;
 	if (task != NULL) {
 		struct task_facts facts = { 0 };
 		if (tmds_read_facts(&creq, container, &treq, task, &facts))
@@ -68,7 +67,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	cJSON_Delete(container);
 	cJSON_Delete(task);
-	http_response_free(&cresp);
-	http_response_free(&tresp);
 	return 0;
 }

@@ -477,13 +477,13 @@ static enum ba_status launch_payload(struct session *s, bool with_view)
 	struct payload payload = { 0 };
 	struct launch_vars vars = { .manager = s->manager->display, .node_addr = s->node_addr, .handover_fd = -1 };
 	enum ba_status rc = BA_OK;
-	if (with_view)
+	if (with_view) {
 		rc = peerview_make(&s->view, s->cfg, s->roster.nodes, (size_t)s->roster.total, s->roster.rank);
-	if (rc == BA_OK) {
-		if (with_view)
+		if (rc == BA_OK)
 			peerview_vars(&s->view, &vars);
-		rc = launch_prepare(&payload, s->cfg, &vars);
 	}
+	if (rc == BA_OK)
+		rc = launch_prepare(&payload, s->cfg, &vars);
 	if (rc == BA_OK) {
 		rc = supervise_spawn(s->sv, &payload);
 		s->spawned = true;

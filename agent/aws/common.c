@@ -73,7 +73,7 @@ void aws_field_error(const struct http_request *req, const char *path, const cha
 cJSON *aws_parse_json(const struct http_request *req, const struct http_response *resp,
                       int kind)
 {
-	cJSON *root = cJSON_ParseWithLength(resp->body ? resp->body : "", resp->len);
+	cJSON *root = util_json_parse(resp->body ? resp->body : "", resp->len, NULL);
 	if (root == NULL) {
 		char excerpt[200];
 		char *url = http_redact_url(req->url);

@@ -297,7 +297,7 @@ static void extract_aws_error(const struct transfer *t, struct http_response *re
 		snprintf(resp->error_code, sizeof resp->error_code, "%s", t->error_type);
 	if (t->body == NULL)
 		return;
-	cJSON *root = cJSON_ParseWithLength(t->body, t->len);
+	cJSON *root = util_json_parse(t->body, t->len, NULL);
 	if (root == NULL)
 		return;
 	if (cJSON_IsObject(root)) {
@@ -361,7 +361,7 @@ static bool retryable_answer(const struct http_request *req, long http_status,
 	if (req->policy.retry == HTTP_RETRY_UNLESS_200_JSON) {
 		if (http_status != 200)
 			return true;
-		cJSON *root = cJSON_ParseWithLength(t->body ? t->body : "", t->len);
+		cJSON *root = util_json_parse(t->body ? t->body : "", t->len, NULL);
 		bool bad = root == NULL;
 		cJSON_Delete(root);
 		return bad;

@@ -220,7 +220,7 @@ enum ba_status sts_parse_credentials(const char *body, size_t len, struct aws_cr
 {
 	memset(out, 0, sizeof *out);
 	*expiration = 0;
-	cJSON *root = cJSON_ParseWithLength(body, len);
+	cJSON *root = util_json_parse(body, len, NULL);
 	if (root == NULL) {
 		snprintf(why, why_size, "not JSON");
 		return BA_EX_PROTOCOL;

@@ -148,7 +148,7 @@ reap:
 		} else if (!WIFEXITED(wait_status)) {
 			log_error("batch-agent-aws %s died of signal %d", command, WTERMSIG(wait_status));
 			rc = BA_EX_SOFTWARE;
-		} else if ((*out = cJSON_Parse(output)) == NULL) {
+		} else if ((*out = util_json_parse(output, strlen(output), NULL)) == NULL) {
 			log_error("batch-agent-aws %s printed no JSON", command);
 			rc = BA_EX_SOFTWARE;
 		}

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
 #define PROFILE_MAX (1 << 20)
 
@@ -346,7 +347,7 @@ static bool build_filter(const struct reader *r, const cJSON *profile, scmp_filt
 	return true;
 }
 
-static char *read_profile(const char *path)
+static char *read_profile(const char *path, size_t *size)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	char *text = malloc(PROFILE_MAX + 1);
@@ -371,6 +372,7 @@ static char *read_profile(const char *path)
 	}
 	text[length] = '\0';
 	close(fd);
+	*size = length;
 	return text;
 fail:
 	if (fd >= 0)
@@ -393,12 +395,13 @@ enum ba_status sandbox_load(const char *profile_path, bool no_new_privs, struct 
 		struct reader r = { .path = profile_path, .caps = effective_caps() };
 		if (uname(&uts) == 0)
 			sscanf(uts.release, "%d.%d", &r.kernel[0], &r.kernel[1]);
-		char *text = read_profile(profile_path);
-		cJSON *profile = text ? cJSON_Parse(text) : NULL;
+		size_t size = 0, error_at = 0;
+		char *text = read_profile(profile_path, &size);
+		cJSON *profile = text ? util_json_parse(text, size, &error_at) : NULL;
 		bool ok = profile != NULL;
 		if (text != NULL && profile == NULL)
-			log_error("seccomp profile %s (--seccomp-profile) is not JSON (near byte %td)", profile_path,
-				  cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - text : 0);
+			log_error("seccomp profile %s (--seccomp-profile) is not JSON (near byte %zu)", profile_path,
+				  error_at);
 		ok = ok && build_filter(&r, profile, &sandbox->filter);
 		cJSON_Delete(profile);
 		free(text);

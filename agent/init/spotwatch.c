@@ -11,6 +11,7 @@
 
 #include "awsquery.h"
 #include "log.h"
+#include "util.h"
 #include "status.h"
 
 #define LINE_MAX_BYTES 4096
@@ -35,7 +36,7 @@ bool spotwatch_wanted(const struct config *cfg, bool auto_allowed)
 
 static void handle_line(struct spotwatch *watch, const char *line)
 {
-	cJSON *notice = cJSON_Parse(line);
+	cJSON *notice = util_json_parse(line, strlen(line), NULL);
 	const cJSON *type = cJSON_GetObjectItemCaseSensitive(notice, "type");
 	const cJSON *action = cJSON_GetObjectItemCaseSensitive(notice, "action");
 	const cJSON *time = cJSON_GetObjectItemCaseSensitive(notice, "time");

@@ -377,6 +377,23 @@ enum ba_status util_write_all(int fd, const void *data, size_t length)
 	return BA_OK;
 }
 
+cJSON *util_json_parse(const char *text, size_t len, size_t *error_at)
+{
+	const char *end = NULL;
+	cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+	if (root == NULL)
+		end = cJSON_GetErrorPtr();
+	else
+		while (end < text + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+			end++;
+	if (root != NULL && end == text + len)
+		return root;
+	cJSON_Delete(root);
+	if (error_at != NULL)
+		*error_at = end != NULL && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+	return NULL;
+}
+
 /* Where the agent may write without asking: a writable directory. */
 static bool usable_dir(const char *path)
 {

@@ -9,6 +9,8 @@
 
 #include "status.h"
 
+#include <cjson/cJSON.h>
+
 /* Strict decimal integer in [min, max]: no sign unless min < 0, no blanks, no junk,
  * no empty string. */
 bool util_parse_long(const char *text, long min, long max, long *out);
@@ -72,6 +74,11 @@ void util_ensure_std_fds(void);
 /* A close-on-exec pipe, then fork: BA_OK in both processes (*pid 0 in the child), or
  * BA_EX_OSERR (logged, nothing left open). */
 enum ba_status util_fork_with_pipe(int fds[2], pid_t *pid);
+
+/* text[0, len) as exactly one JSON value, whitespace around it allowed: NULL when it
+ * is not JSON or something follows the value (cJSON alone takes "{} junk" as {}).
+ * With error_at, the offset where the text stopped being that one value. */
+cJSON *util_json_parse(const char *text, size_t len, size_t *error_at);
 
 /* $TMPDIR, else /tmp (made when missing and the root is writable), else /dev/shm, as
  * an absolute path (a relative TMPDIR is resolved now), in buf. */

@@ -8,10 +8,14 @@
 #ifndef BATCH_AGENT_FUZZ_H
 #define BATCH_AGENT_FUZZ_H
 
+#include <ctype.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include <cjson/cJSON.h>
 #include <sanitizer/common_interface_defs.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -27,5 +31,32 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 			abort();                                                                                 \
 		}                                                                                                \
 	} while (0)
+
+/* The reading the agent's parsers promise (util_json_parse): text[0, len) as exactly one
+ * JSON value with only whitespace after it, else NULL. */
+static inline cJSON *fuzz_json_exact(const char *text, size_t len)
+{
+	const char *end = NULL;
+	cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+	for (; root != NULL && end < text + len; end++)
+		if (*end != ' ' && *end != '\t' && *end != '\r' && *end != '\n') {
+			cJSON_Delete(root);
+			root = NULL;
+		}
+	return root;
+}
+
+/* An independent reading of what a hostfile line may hold: 1 to max bytes of letters,
+ * digits, '.', '-' and ':' (no space, newline or comment sign to split or add a line). */
+static inline bool fuzz_hostfile_safe(const char *text, size_t max)
+{
+	size_t n = strlen(text);
+	if (n < 1 || n > max)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)text[i]) && text[i] != '.' && text[i] != '-' && text[i] != ':')
+			return false;
+	return true;
+}
 
 #endif

@@ -36,7 +36,7 @@ static bool string_field(const cJSON *root, const char *name, bool nonempty)
 
 static bool expected_valid(const uint8_t *body, size_t size, bool is_action)
 {
-	cJSON *root = cJSON_ParseWithLength((const char *)body, size);
+	cJSON *root = fuzz_json_exact((const char *)body, size);
 	bool ok = cJSON_IsObject(root) &&
 		  (is_action ? string_field(root, "action", true) && string_field(root, "time", false)
 			     : string_field(root, "noticeTime", false));

@@ -48,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(size == 0 || pwrite(memfd, data, size, 0) == (ssize_t)size);
 	enum ba_status rc = load();
 	if (rc == BA_OK) {
-		cJSON *doc = cJSON_ParseWithLength((const char *)data, size);
+		cJSON *doc = fuzz_json_exact((const char *)data, size);
 		FUZZ_CHECK(cJSON_IsObject(doc));
 		cJSON_Delete(doc);
 	}

@@ -51,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	enum ba_status rc = sts_parse_credentials(body, size, &creds, &expiration, why, sizeof why);
 	FUZZ_CHECK(rc == BA_OK || rc == BA_EX_PROTOCOL || rc == BA_EX_OSERR);
 	if (rc == BA_OK) {
-		cJSON *root = cJSON_ParseWithLength(body, size);
+		cJSON *root = fuzz_json_exact(body, size);
 		const cJSON *c = credentials_of(root);
 		const cJSON *e = cJSON_GetObjectItemCaseSensitive(c, "Expiration");
 		FUZZ_CHECK(cJSON_IsObject(root) && cJSON_IsObject(c));

@@ -170,6 +170,9 @@ def the_default_profile_of_containers_common_loads(workdir):
 
 BAD = [
     ("not-json.json", "{\"defaultAction\": ", "not JSON"),
+    # cJSON alone would read the first object and ignore the second
+    ("two-objects.json", '{"defaultAction": "SCMP_ACT_ALLOW"} {"defaultAction": "SCMP_ACT_KILL"}',
+     "not JSON (near byte 36)"),
     ("unknown-default.json", {"defaultAction": "SCMP_ACT_MAYBE"}, "defaultAction: unknown action \"SCMP_ACT_MAYBE\""),
     ("unknown-action.json", {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
         {"names": ["read"], "action": "SCMP_ACT_ERRNO"},

@@ -15,7 +15,8 @@ Misbehaviours per route: fake.plan[route] is a list consumed one per request (th
 normal answers); fake.always[route] applies to every request. A behaviour is one of
   "ok", "slow" (sleep fake.slow_seconds, then answer), "hang" (never answer),
   "truncated" (Content-Length larger than the body, then close), "huge" (2 MiB body
-  with Content-Length), "huge-chunked" (2 MiB chunked, no length), "nonjson",
+  with Content-Length), "huge-chunked" (2 MiB chunked, no length), "nonjson", "trailing" (the normal JSON
+  answer with more after it),
   "wrongtypes" (fake.wrongtypes[route](doc) mutates the normal JSON answer),
   "throttle" (400 + x-amzn-ErrorType ThrottlingException), "throttle429",
   ("status", code[, body[, headers]]).
@@ -473,6 +474,10 @@ class FakeAWS:
                     return True
                 if b == "nonjson":
                     self._send(200, "<html><body>Service Unavailable</body></html>", ctype="text/html")
+                    return True
+                if b == "trailing":
+                    doc = self._normal_doc(route, method, parsed, body, record)
+                    self._send(200, json.dumps(doc) + ' {"more": 1}')
                     return True
                 if b == "wrongtypes":
                     doc = self._normal_doc(route, method, parsed, body, record)

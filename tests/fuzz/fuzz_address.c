@@ -46,10 +46,7 @@ static void check_advertised(const char *text)
 {
 	if (!address_valid_advertised(text))
 		return;
-	size_t n = strlen(text);
-	FUZZ_CHECK(n >= 1 && n <= ADDRESS_ADVERTISED_MAX);
-	for (size_t i = 0; i < n; i++)
-		FUZZ_CHECK(isalnum((unsigned char)text[i]) || text[i] == '.' || text[i] == '-' || text[i] == ':');
+	FUZZ_CHECK(fuzz_hostfile_safe(text, ADDRESS_ADVERTISED_MAX));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -88,12 +88,17 @@ static void refuse(struct manager *m, const struct admit_refusal *why)
 
 static void check_registration(const struct admit_job *job, const struct proto_register *reg)
 {
-	FUZZ_CHECK(address_valid_advertised(reg->address));
+	/* Read here without admit.c's helpers, which made the decision being checked. */
+	FUZZ_CHECK(fuzz_hostfile_safe(reg->address, ADDRESS_ADVERTISED_MAX));
 	if (job->pool)
 		return;
 	FUZZ_CHECK(reg->node_index.present && reg->node_index.value >= 0 && reg->node_index.value < job->num_nodes &&
 		   reg->node_index.value != job->main_node_index);
+	/* "<uuid>#<digits>", the digits this node's index (leading zeros allowed). */
 	FUZZ_CHECK(strncmp(reg->job_id, job->job_prefix, job->job_prefix_length) == 0);
+	const char *digits = reg->job_id + job->job_prefix_length;
+	FUZZ_CHECK(digits[0] != '\0' && strspn(digits, "0123456789") == strlen(digits));
+	FUZZ_CHECK(strtoll(digits, NULL, 10) == reg->node_index.value);
 }
 
 static void on_message(struct conn *c, const struct proto_msg *msg, void *ctx)

@@ -54,6 +54,13 @@ all=()
 for f in "$bin"/fuzz_*; do
   [ -x "$f" ] && all+=("$(basename "$f" | sed 's/^fuzz_//')")
 done
+# Every target in the tree was built: a run over fewer would pass without them.
+for src in tests/fuzz/fuzz_*.c; do
+  if [ ! -x "$bin/$(basename "$src" .c)" ]; then
+    echo "fuzz.sh: $src has no built target in $bin (see tests/fuzz/CMakeLists.txt)" >&2
+    exit 1
+  fi
+done
 if [ "$list" = 1 ]; then
   printf '%s\n' "${all[@]}"
   exit 0
@@ -63,8 +70,9 @@ fi
 crashes_dir=$build/crashes
 logs=$build/logs
 mkdir -p "$crashes_dir" "$logs"
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# The caller's options, then ours: a later option wins, so leaks and UBSan stay fatal.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=1"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}print_stacktrace=1:halt_on_error=1"
 
 failed=0
 start=$(date +%s)
@@ -76,6 +84,10 @@ for t in "${targets[@]}"; do
     exit 64
   fi
   seeds=tests/fuzz/corpus/$t
+  if [ "$smoke" = 1 ] && [ ! -d "$seeds" ]; then
+    echo "fuzz.sh: $seeds is missing: the smoke run replays every target's seeds" >&2
+    exit 1
+  fi
   if [ "$smoke" = 1 ]; then
     work=$probe/corpus-$t # from the committed seeds alone, every time
   else

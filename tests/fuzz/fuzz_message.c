@@ -62,7 +62,10 @@ static bool same_message(const struct proto_msg *a, const struct proto_msg *b)
 	case PROTO_MSG_HELLO_WORKER:
 		return memcmp(a->u.hello_worker.nonce, b->u.hello_worker.nonce, PROTO_NONCE_LEN) == 0 &&
 		       memcmp(a->u.hello_worker.key, b->u.hello_worker.key, PROTO_KEY_LEN) == 0 &&
-		       same_str(a->u.hello_worker.agent, b->u.hello_worker.agent);
+		       same_str(a->u.hello_worker.agent, b->u.hello_worker.agent) &&
+		       a->u.hello_worker.n_versions == b->u.hello_worker.n_versions &&
+		       memcmp(a->u.hello_worker.versions, b->u.hello_worker.versions,
+			      a->u.hello_worker.n_versions * sizeof a->u.hello_worker.versions[0]) == 0;
 	case PROTO_MSG_HELLO_MANAGER:
 		return a->u.hello_manager.version == b->u.hello_manager.version &&
 		       memcmp(a->u.hello_manager.nonce, b->u.hello_manager.nonce, PROTO_NONCE_LEN) == 0 &&
@@ -106,8 +109,9 @@ static enum proto_err build(const struct proto_msg *m, cJSON **out)
 {
 	switch (m->type) {
 	case PROTO_MSG_HELLO_WORKER:
-		return proto_msg_hello_worker(m->u.hello_worker.nonce, m->u.hello_worker.key, m->u.hello_worker.agent,
-					      out);
+		return proto_msg_hello_worker_versions(m->u.hello_worker.nonce, m->u.hello_worker.key,
+						       m->u.hello_worker.agent, m->u.hello_worker.versions,
+						       m->u.hello_worker.n_versions, out);
 	case PROTO_MSG_HELLO_MANAGER:
 		return proto_msg_hello_manager(m->u.hello_manager.version, m->u.hello_manager.nonce,
 					       m->u.hello_manager.key, out);
@@ -159,10 +163,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (msg.type == PROTO_MSG_HELLO_WORKER) {
 		int version = 0;
 		if (proto_msg_pick_version(&msg, &version) == PROTO_OK) {
+			/* The highest version both the worker listed and this codec speaks. */
 			bool listed = false;
-			for (size_t i = 0; i < msg.u.hello_worker.n_versions; i++)
-				listed = listed || msg.u.hello_worker.versions[i] == version;
-			FUZZ_CHECK(listed && version >= 1 && version <= PROTO_VERSION);
+			for (size_t i = 0; i < msg.u.hello_worker.n_versions; i++) {
+				int v = msg.u.hello_worker.versions[i];
+				listed = listed || v == version;
+				FUZZ_CHECK(v < PROTO_VERSION_MIN || v > PROTO_VERSION || v <= version);
+			}
+			FUZZ_CHECK(listed && version >= PROTO_VERSION_MIN && version <= PROTO_VERSION);
 		}
 	}
 
